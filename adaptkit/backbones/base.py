@@ -1,0 +1,189 @@
+"""The interface every backbone family implements, and the registry that finds one for a model.
+
+A family is the only code that knows a model's attribute names and tensor layouts. Strategies
+talk to blocks only through these methods, so adding a family is one file plus one import line.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+SpatialContext = dict[str, Any]
+"""Keyword arguments a family's spatial attention needs (RoPE tables, shared relative bias...)."""
+
+
+class BackboneFamily(ABC):
+    """Everything adaptkit knows about one family of image transformers.
+
+    An instance wraps one image model (its visual tower) and answers three kinds of questions:
+    model level (embedding, blocks, pooling, which modules are the image head), block level
+    (norm / attention / MLP pieces of one block so the attention can be re-applied to any
+    batch-first token sequence, spatial or temporal), and bookkeeping (identity, normalisation).
+
+    Token layout inside the blocks is (B*T, *tokens, D): frames are folded into the batch.
+    """
+
+    name: ClassVar[str]
+    """Registry key, e.g. ``"timm_vit"``."""
+    description: ClassVar[str]
+    """Human-readable list of the model classes this family accepts (for error messages)."""
+
+    def __init__(self, image_model: nn.Module) -> None:
+        self.image_model = image_model
+        self.model = self.visual_tower(image_model)
+        self.validate()
+
+    # ----------------------------------------------------------------- model level
+    @classmethod
+    @abstractmethod
+    def matches(cls, image_model: nn.Module) -> bool:
+        """Whether this family handles ``image_model``."""
+
+    @classmethod
+    def visual_tower(cls, image_model: nn.Module) -> nn.Module:
+        """The module that becomes ``video_model.backbone`` (e.g. ``clip.visual``)."""
+        return image_model
+
+    def validate(self) -> None:
+        """Raise if this particular model uses a feature adaptkit cannot adapt."""
+
+    @property
+    @abstractmethod
+    def embed_dim(self) -> int:
+        """Token width D."""
+
+    @abstractmethod
+    def blocks(self) -> nn.ModuleList | nn.Sequential:
+        """The container of transformer blocks, in order (indexable and assignable)."""
+
+    @abstractmethod
+    def check_frame_size(self, height: int, width: int) -> None:
+        """Raise ValueError naming the valid sizes if frames of this size cannot be embedded."""
+
+    @abstractmethod
+    def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, SpatialContext]:
+        """Frames (B*T, C, H, W) -> tokens (B*T, *tokens, D) with the spatial position embedding.
+
+        Stops before the pre-norm, which is where the temporal embedding is added.
+        """
+
+    @abstractmethod
+    def pre_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        """The norm (if any) between the embedding and the first block."""
+
+    @abstractmethod
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens after the last block -> (B*T, D): final norm and the model's own pooling."""
+
+    @abstractmethod
+    def head_paths(self) -> list[str]:
+        """Attribute paths (on the visual tower) of image-only output layers a video model drops."""
+
+    @abstractmethod
+    def final_norm_paths(self) -> list[str]:
+        """Attribute paths of the final norm(s) that AIM trains (as copies)."""
+
+    @abstractmethod
+    def lora_targets(self) -> list[str]:
+        """Default PEFT ``target_modules`` for LoRA on this family."""
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) the backbone expects its inputs normalised with."""
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        mean = tuple(cfg.get("mean", (0.485, 0.456, 0.406)))
+        std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
+        return mean, std
+
+    def identity(self) -> dict[str, Any]:
+        """What to record in checkpoints so a loader can tell it has the right backbone."""
+        cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        return {
+            "family": self.name,
+            "class": type(self.model).__name__,
+            "architecture": cfg.get("architecture"),
+            "embed_dim": self.embed_dim,
+            "depth": len(self.blocks()),
+        }
+
+    # ----------------------------------------------------------------- block level
+    @abstractmethod
+    def block_forward(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        """The block's own, unmodified forward."""
+
+    @abstractmethod
+    def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The pre-attention norm."""
+
+    @abstractmethod
+    def attention(self, block: nn.Module) -> nn.Module:
+        """The block's attention module."""
+
+    @abstractmethod
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
+        """Self-attention over the sequences of ``x`` (batch-first, (S, L, D)).
+
+        ``spatial=None`` means a temporal sequence: no spatial position machinery (RoPE, relative
+        position bias) may be applied.
+        """
+
+    @abstractmethod
+    def scale1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """Layer scale of the attention branch (identity when the block has none)."""
+
+    @abstractmethod
+    def drop_path1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """The block's own stochastic depth on the attention branch."""
+
+    @abstractmethod
+    def norm2(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """The pre-MLP norm."""
+
+    @abstractmethod
+    def mlp(self, block: nn.Module, xn: torch.Tensor) -> torch.Tensor:
+        """The MLP branch including its layer scale."""
+
+    @abstractmethod
+    def drop_path2(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        """The block's own stochastic depth on the MLP branch."""
+
+    def new_temporal_attention(self, block: nn.Module) -> nn.Module:
+        """A fresh attention module initialised from the block's, for divided space-time attention."""
+        import copy
+
+        return copy.deepcopy(self.attention(block))
+
+
+_FAMILIES: list[type[BackboneFamily]] = []
+
+
+def register_backbone(cls: type[BackboneFamily]) -> type[BackboneFamily]:
+    """Class decorator adding a family to the registry (checked in registration order)."""
+    if any(f.name == cls.name for f in _FAMILIES):
+        raise ValueError(f"backbone family {cls.name!r} is already registered")
+    _FAMILIES.append(cls)
+    return cls
+
+
+def list_backbones() -> list[str]:
+    """Names of the registered backbone families."""
+    return [f.name for f in _FAMILIES]
+
+
+def find_family(image_model: nn.Module) -> BackboneFamily:
+    """The family handling ``image_model``, instantiated on it.
+
+    Raises:
+        TypeError: if no registered family supports the model; the message lists them.
+    """
+    for family in _FAMILIES:
+        if family.matches(image_model):
+            return family(image_model)
+    supported = "\n".join(f"  - {f.name}: {f.description}" for f in _FAMILIES)
+    raise TypeError(
+        f"adaptkit cannot adapt a {type(image_model).__module__}.{type(image_model).__name__}. "
+        f"Supported backbone families:\n{supported}"
+    )

@@ -1,0 +1,138 @@
+"""open_clip ``VisionTransformer`` (and whole open_clip CLIP models, whose visual tower is used)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from adaptkit.backbones.base import BackboneFamily, SpatialContext, register_backbone
+
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+def _is_open_clip_vit(module: object) -> bool:
+    # Checked by name so that importing adaptkit does not import open_clip.
+    return type(module).__name__ == "VisionTransformer" and type(module).__module__.startswith("open_clip")
+
+
+@register_backbone
+class OpenClipViT(BackboneFamily):
+    """open_clip's ViT tower. CLIP's output projection ``proj`` is dropped, as in AIM."""
+
+    name = "open_clip_vit"
+    description = "open_clip VisionTransformer, or an open_clip CLIP model (its visual tower is adapted)"
+
+    @classmethod
+    def matches(cls, image_model: nn.Module) -> bool:
+        return _is_open_clip_vit(image_model) or _is_open_clip_vit(getattr(image_model, "visual", None))
+
+    @classmethod
+    def visual_tower(cls, image_model: nn.Module) -> nn.Module:
+        return image_model if _is_open_clip_vit(image_model) else image_model.visual
+
+    def validate(self) -> None:
+        m = self.model
+        if getattr(m, "attn_pool", None) is not None:
+            raise TypeError("open_clip towers with attentional pooling (CoCa) are not supported")
+        blocks = self.blocks()
+        kinds = {type(b).__name__ for b in blocks}
+        if kinds != {"ResidualAttentionBlock"} or not all(isinstance(b.attn, nn.MultiheadAttention) for b in blocks):
+            raise TypeError(
+                f"open_clip blocks {sorted(kinds)} are not supported: adaptkit adapts ResidualAttentionBlock "
+                f"with nn.MultiheadAttention (open_clip 2.26 - 3.3)"
+            )
+        if getattr(m.patch_dropout, "prob", 0.0) > 0:
+            raise ValueError(
+                "patch dropout drops different tokens in every frame, which breaks temporal attention; "
+                "build the model with patch_dropout=0"
+            )
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.class_embedding.shape[-1]
+
+    def blocks(self) -> nn.ModuleList:
+        return self.model.transformer.resblocks
+
+    def check_frame_size(self, height: int, width: int) -> None:
+        expected = tuple(self.model.image_size)
+        if (height, width) != expected:
+            raise ValueError(
+                f"frame size {height}x{width} does not match the open_clip tower's image size "
+                f"{expected[0]}x{expected[1]}; resize frames to {expected[0]}x{expected[1]}"
+            )
+
+    def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, SpatialContext]:
+        m = self.model
+        x = m.conv1(frames)  # (BT, D, gh, gw)
+        x = x.flatten(2).transpose(1, 2)  # (BT, gh*gw, D)
+        cls = m.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
+        x = torch.cat([cls, x], dim=1)  # (BT, 1 + gh*gw, D)
+        return x + m.positional_embedding.to(x.dtype), {}
+
+    def pre_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.ln_pre(x)
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        m = self.model
+        pool_type = getattr(m, "pool_type", "avg" if getattr(m, "global_average_pool", False) else "tok")
+        if getattr(m, "final_ln_after_pool", False):
+            return m.ln_post(_global_pool(x, pool_type))
+        return _global_pool(m.ln_post(x), pool_type)
+
+    def head_paths(self) -> list[str]:
+        return ["proj"]
+
+    def final_norm_paths(self) -> list[str]:
+        return ["ln_post"]
+
+    def lora_targets(self) -> list[str]:
+        # PEFT wraps nn.MultiheadAttention as a whole; targeting "out_proj" alone silently does nothing.
+        return ["attn"]
+
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        mean = getattr(self.model, "image_mean", None) or OPENAI_MEAN
+        std = getattr(self.model, "image_std", None) or OPENAI_STD
+        return tuple(mean), tuple(std)
+
+    # ---------------------------------------------------------------- block level
+    def block_forward(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        if block.attn.batch_first:
+            return block(x)
+        return block(x.transpose(0, 1)).transpose(0, 1)
+
+    def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block.ln_1(x)
+
+    def attention(self, block: nn.Module) -> nn.Module:
+        return block.attn
+
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
+        if attn.batch_first:
+            return attn(x, x, x, need_weights=False)[0]
+        xs = x.transpose(0, 1)  # (L, S, D): sequence-first module
+        return attn(xs, xs, xs, need_weights=False)[0].transpose(0, 1)
+
+    def scale1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        return block.ls_1(y)
+
+    def drop_path1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def norm2(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block.ln_2(x)
+
+    def mlp(self, block: nn.Module, xn: torch.Tensor) -> torch.Tensor:
+        return block.ls_2(block.mlp(xn))
+
+    def drop_path2(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+
+def _global_pool(x: torch.Tensor, pool_type: str) -> torch.Tensor:
+    if pool_type == "avg":
+        return x[:, 1:].mean(dim=1)
+    if pool_type == "tok":
+        return x[:, 0]
+    raise TypeError(f"open_clip pool_type {pool_type!r} is not supported (expected 'tok' or 'avg')")

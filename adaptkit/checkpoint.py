@@ -1,0 +1,64 @@
+"""Adapter-only checkpoints: ``adapter_config.json`` + ``adapter_model.safetensors``.
+
+Only trainable tensors are stored (for AIM on ViT-B/16 that is 11M of 97M parameters).
+safetensors holds raw tensors, so loading never executes pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from adaptkit._io import atomic_write, atomic_write_text
+
+CONFIG_NAME = "adapter_config.json"
+WEIGHTS_NAME = "adapter_model.safetensors"
+FORMAT_VERSION = 1
+
+
+def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
+    """Write the model's config and trainable tensors into directory ``path`` (atomically, per file)."""
+    from adaptkit import __version__
+
+    path = Path(path)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in video_model.trainable_state_dict().items()}
+    config = {"format_version": FORMAT_VERSION, "adaptkit_version": __version__, **video_model.strategy_config}
+    atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+
+
+def read_config(path: str | Path) -> dict[str, Any]:
+    """The ``adapter_config.json`` of a saved video model."""
+    file = Path(path) / CONFIG_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"no {CONFIG_NAME} in {path}: not a directory written by save_pretrained()")
+    config = json.loads(file.read_text(encoding="utf-8"))
+    if config.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{file}: unsupported format_version {config.get('format_version')!r} (expected {FORMAT_VERSION})")
+    return config
+
+
+def load_trainable(video_model: nn.Module, path: str | Path) -> None:
+    """Copy saved tensors into the model's trainable parameters; strict on names and shapes."""
+    file = Path(path) / WEIGHTS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
+    saved = load_file(str(file))
+    params = video_model.trainable_state_dict()
+    missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
+    if missing or unexpected:
+        raise KeyError(
+            f"checkpoint {file} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
+        )
+    wrong = [f"{k}: saved {tuple(saved[k].shape)} vs model {tuple(p.shape)}" for k, p in params.items() if saved[k].shape != p.shape]
+    if wrong:
+        raise ValueError(f"checkpoint {file} has tensors of the wrong shape: {wrong[:8]}")
+    with torch.no_grad():
+        for name, param in params.items():
+            param.copy_(saved[name])

@@ -1,0 +1,51 @@
+"""Parameter and compute counts in the paper's conventions."""
+
+from __future__ import annotations
+
+import copy
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_parameters(model: nn.Module) -> tuple[int, int]:
+    """(total, trainable) parameter counts; shared parameters are counted once."""
+    params = list(model.parameters())  # nn.Module.parameters() already de-duplicates
+    total = sum(p.numel() for p in params)
+    trainable = sum(p.numel() for p in params if p.requires_grad)
+    return total, trainable
+
+
+def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] = 224, views: int = 1,
+                num_frames: int | None = None) -> float:
+    """Inference cost in GMACs for ``views`` clips, the unit the AIM paper calls "GFLOPs".
+
+    The paper (fvcore convention) counts one multiply-accumulate as one FLOP; PyTorch's counter
+    counts two, so its total is halved. Runs on the meta device: no memory, no real compute, and
+    the model given is not touched.
+
+    Args:
+        video_model: A :class:`~adaptkit.VideoModel`.
+        image_size: Frame height and width.
+        views: Number of views (temporal clips x spatial crops) per video.
+        num_frames: Clip length; defaults to the model's ``num_frames``.
+    """
+    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    frames = num_frames or video_model.num_frames
+    meta_model = _meta_copy(video_model).eval()
+    channels = video_model._in_channels()
+    video = torch.empty(1, channels, frames, height, width, device="meta", dtype=next(meta_model.parameters()).dtype)
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        meta_model(video)
+    return counter.get_total_flops() / 2 / 1e9 * views
+
+
+def _meta_copy(model: nn.Module) -> nn.Module:
+    """A structural copy of ``model`` whose parameters and buffers live on the meta device."""
+    memo: dict[int, torch.Tensor] = {}
+    for tensor in [*model.parameters(), *model.buffers()]:
+        meta = torch.empty_like(tensor, device="meta")
+        memo[id(tensor)] = nn.Parameter(meta, tensor.requires_grad) if isinstance(tensor, nn.Parameter) else meta
+    return copy.deepcopy(model, memo)

@@ -1,0 +1,93 @@
+"""The public entry points: ``inject`` and ``from_pretrained``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from adaptkit.backbones import find_family
+from adaptkit.checkpoint import load_trainable, read_config
+from adaptkit.model import VideoModel
+from adaptkit.strategies import VideoBlock, make_strategy
+
+
+def inject(
+    image_model: nn.Module,
+    strategy: str = "aim",
+    num_frames: int = 8,
+    num_classes: int | None = 400,
+    **options: Any,
+) -> VideoModel:
+    """Turn an image transformer into a video classifier, in place.
+
+    The image model becomes ``video_model.backbone`` (like PEFT, it is modified in place; use
+    ``video_model.unload()`` to get it back untouched). Every backbone parameter is frozen, then
+    the strategy decides what trains.
+
+    Args:
+        image_model: A timm ``VisionTransformer`` / ``Eva`` / ``Beit``, or an open_clip
+            ``VisionTransformer`` or whole CLIP model (its visual tower is adapted).
+        strategy: A name from :func:`adaptkit.list_strategies` (``"aim"``, ``"linear-probe"``,
+            ``"space-only"``, ``"timesformer"``, ``"lora"``).
+        num_frames: Clip length T the model is built for (others are accepted at inference by
+            interpolating the temporal embedding).
+        num_classes: Size of the new linear head; None keeps no head (the model returns features).
+        **options: Strategy options, e.g. ``ratio=0.25, scale=0.5, temporal_in=True`` for AIM.
+
+    Returns:
+        A :class:`VideoModel` mapping (B, C, T, H, W) videos to (B, num_classes) logits.
+
+    Raises:
+        TypeError: unsupported model (lists the supported families), unknown option, or a model
+            that was already injected.
+        ValueError: unknown strategy (lists the registered ones) or out-of-range option.
+
+    Example:
+        >>> model = timm.create_model("vit_base_patch16_clip_224.openai", pretrained=True)
+        >>> video_model = adaptkit.inject(model, strategy="aim", num_frames=8, num_classes=400)
+        >>> logits = video_model(torch.randn(2, 3, 8, 224, 224))
+    """
+    if isinstance(image_model, VideoModel):
+        raise TypeError("this model is already a VideoModel; inject() takes the image model")
+    config = make_strategy(strategy, options)
+    family = find_family(image_model)
+    if getattr(family.model, "_adaptkit_injected", False) or any(isinstance(b, VideoBlock) for b in family.blocks()):
+        raise TypeError(
+            "this image model was already injected (it is the backbone of a VideoModel); "
+            "call video_model.unload() first to get the image model back"
+        )
+    video_model = VideoModel(family, config, num_frames, num_classes)
+    family.model._adaptkit_injected = True
+    return video_model
+
+
+def from_pretrained(image_model: nn.Module, path: str | Path, is_trainable: bool = False) -> VideoModel:
+    """Rebuild a video model saved by ``save_pretrained`` on top of ``image_model``.
+
+    The image model must be the same architecture (and normally the same pretrained weights)
+    as the one the checkpoint was trained from. Loading is strict: a missing or unexpected
+    tensor raises.
+
+    Args:
+        image_model: The image backbone to inject into.
+        path: Directory holding ``adapter_config.json`` and ``adapter_model.safetensors``.
+        is_trainable: Keep the saved tensors trainable and the model in train mode; by default
+            everything is frozen and the model is in eval mode, ready for inference.
+    """
+    config = read_config(path)
+    family_name = config["backbone"]["family"]
+    video_model = inject(
+        image_model, config["strategy"], num_frames=config["num_frames"], num_classes=config["num_classes"],
+        **config["options"],
+    )
+    if video_model.family.name != family_name or video_model.family.embed_dim != config["backbone"]["embed_dim"]:
+        found = video_model.family.identity()
+        video_model.unload()
+        raise TypeError(f"checkpoint {path} was made on backbone {config['backbone']}, got {found}")
+    load_trainable(video_model, path)
+    if not is_trainable:
+        video_model.requires_grad_(False)
+        video_model.eval()
+    return video_model

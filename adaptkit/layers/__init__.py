@@ -1,0 +1,6 @@
+"""Pure building blocks that know nothing about any backbone family."""
+
+from adaptkit.layers.adapter import Adapter
+from adaptkit.layers.temporal_embedding import TemporalEmbedding
+
+__all__ = ["Adapter", "TemporalEmbedding"]

@@ -1,0 +1,239 @@
+"""``VideoModel``: an image backbone turned into a clip classifier by a strategy."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import operator
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.utils.checkpoint
+from einops import rearrange
+from torch import nn
+
+from adaptkit.backbones.base import BackboneFamily, SpatialContext
+from adaptkit.layers import TemporalEmbedding
+from adaptkit.strategies.base import StrategyConfig, VideoBlock
+
+
+@dataclasses.dataclass
+class _Restore:
+    """What ``unload()`` needs to give back the untouched image model. Not part of the module tree."""
+
+    image_model: nn.Module
+    requires_grad: dict[str, bool]
+    stashed: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> original module/parameter
+    strategy_state: Any = None  # whatever a strategy needs to undo itself (e.g. PEFT's LoraModel)
+
+
+class VideoModel(nn.Module):
+    """A video classifier built from an image transformer by :func:`adaptkit.inject`.
+
+    Input is a float video of shape (B, C, T, H, W). Frames are folded into the batch, embedded
+    by the image model, passed through its (possibly wrapped) blocks, pooled per frame, averaged
+    over time and classified by a new linear head.
+
+    A model built for T frames also accepts clips of another length T': a learned temporal
+    embedding, where the strategy has one, is linearly interpolated from T to T'.
+
+    Attributes:
+        backbone: The adapted image model (its visual tower for open_clip CLIP models).
+        family: The :class:`~adaptkit.backbones.BackboneFamily` that knows the backbone's layout.
+        strategy: The strategy's validated config.
+        num_frames: The clip length the model was built for.
+        num_classes: Number of classes, or None when the model returns features.
+    """
+
+    def __init__(
+        self, family: BackboneFamily, strategy: StrategyConfig, num_frames: int, num_classes: int | None
+    ) -> None:
+        super().__init__()
+        if isinstance(num_frames, bool) or not isinstance(num_frames, int) or num_frames < 1:
+            raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        self.family = family
+        self.strategy = strategy
+        self.num_frames = num_frames
+        self.num_classes = num_classes
+        self.backbone = family.model
+        self._grad_checkpointing = False
+        self._restore = _Restore(
+            image_model=family.image_model,
+            requires_grad={n: p.requires_grad for n, p in self.backbone.named_parameters()},
+        )
+        self.backbone.requires_grad_(False)
+        for path in family.head_paths():
+            self._stash(path, replacement=None)
+
+        reference = next(self.backbone.parameters())
+        dim = family.embed_dim
+        # New modules are created where the backbone lives (meta included) and in its dtype.
+        with torch.device(reference.device):
+            self.temporal_embed = TemporalEmbedding(num_frames, dim) if strategy.temporal_embedding else None
+            self.head_drop = nn.Dropout(strategy.head_dropout)
+            self.head = nn.Linear(dim, num_classes) if num_classes is not None else nn.Identity()
+            if num_classes is not None:
+                nn.init.normal_(self.head.weight, std=0.01)
+                nn.init.zeros_(self.head.bias)
+            strategy.apply(self)
+        self.to(dtype=reference.dtype)
+
+    # ------------------------------------------------------------------ forward
+    def forward_features(self, video: torch.Tensor) -> torch.Tensor:
+        """Video (B, C, T, H, W) -> (B, D): each frame's pooled token, averaged over time."""
+        batch, _, num_frames, height, width = self._check_video(video)
+        frames = rearrange(video, "b c t h w -> (b t) c h w")
+        x, spatial = self.family.embed(frames)  # (B*T, *tokens, D)
+        if self.temporal_embed is not None:
+            x = self.temporal_embed(x, num_frames)
+        x = self.family.pre_blocks(x)
+        x = self._run_blocks(x, spatial, num_frames)
+        pooled = self.family.pool(x)  # (B*T, D)
+        return pooled.view(batch, num_frames, -1).mean(dim=1)
+
+    def forward(self, video: torch.Tensor) -> torch.Tensor:
+        """Video (B, C, T, H, W) -> logits (B, num_classes), or features (B, D) without a head."""
+        return self.head(self.head_drop(self.forward_features(video)))
+
+    def _run_blocks(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
+        checkpointing = self._grad_checkpointing and torch.is_grad_enabled()
+        for block in self.family.blocks():
+            if isinstance(block, VideoBlock):
+                fn, args = block, (x, spatial, num_frames)
+            else:
+                fn, args = self.family.block_forward, (block, x, spatial)
+            x = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpointing else fn(*args)
+        return x
+
+    def _check_video(self, video: torch.Tensor) -> tuple[int, int, int, int, int]:
+        if self._restore is None:
+            raise RuntimeError("this VideoModel was unloaded; its backbone was given back as an image model")
+        if not isinstance(video, torch.Tensor) or video.dim() != 5:
+            shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
+            raise ValueError(f"expected a video tensor of shape (B, C, T, H, W), got {shape}")
+        if not video.is_floating_point():
+            raise TypeError(f"expected a float video (normalised pixels), got dtype {video.dtype}")
+        batch, channels, num_frames, height, width = video.shape
+        expected_channels = self._in_channels()
+        if channels != expected_channels:
+            hint = ""
+            if num_frames == expected_channels:
+                hint = " It looks like (B, T, C, H, W): use video.permute(0, 2, 1, 3, 4)."
+            raise ValueError(
+                f"expected {expected_channels} channels at dim 1 of a (B, C, T, H, W) video, got shape "
+                f"{tuple(video.shape)}.{hint}"
+            )
+        self.family.check_frame_size(height, width)
+        return batch, channels, num_frames, height, width
+
+    def _in_channels(self) -> int:
+        # The first conv/linear of the patch embedding tells the channel count of every family.
+        for module in self.backbone.modules():
+            if isinstance(module, nn.Conv2d):
+                return module.in_channels
+        raise TypeError("cannot find the patch embedding's Conv2d to read the input channel count")
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def strategy_name(self) -> str:
+        return self.strategy.name
+
+    @property
+    def strategy_config(self) -> dict[str, Any]:
+        """JSON-serialisable description of how this model was built."""
+        return {
+            "strategy": self.strategy.name,
+            "options": self.strategy.options(),
+            "num_frames": self.num_frames,
+            "num_classes": self.num_classes,
+            "backbone": self.family.identity(),
+        }
+
+    @property
+    def normalization(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        """(mean, std) that input frames must be normalised with for this backbone."""
+        return self.family.normalization()
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block in the backward pass instead of storing its activations."""
+        self._grad_checkpointing = enable
+
+    def get_nb_trainable_parameters(self) -> tuple[int, int]:
+        """(trainable, total) parameter counts, as PEFT returns them."""
+        from adaptkit.counting import count_parameters
+
+        total, trainable = count_parameters(self)
+        return trainable, total
+
+    def print_trainable_parameters(self) -> None:
+        """Print ``trainable params: X || all params: Y || trainable%: Z`` (PEFT's format)."""
+        trainable, total = self.get_nb_trainable_parameters()
+        print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
+        """The tensors that training changes, keyed as in ``state_dict()``: what checkpoints hold."""
+        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def save_pretrained(self, path: str | Path) -> None:
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trainable tensors only)."""
+        from adaptkit.checkpoint import save_pretrained
+
+        save_pretrained(self, path)
+
+    # ------------------------------------------------------------------ surgery helpers
+    def _stash(self, path: str, replacement: Any) -> Any:
+        """Take the attribute at ``path`` (on the backbone) out of the model, remembering it for unload.
+
+        Modules are replaced by ``replacement`` (``nn.Identity()`` when None); parameters by None.
+        """
+        parent_path, _, attr = path.rpartition(".")
+        parent = operator.attrgetter(parent_path)(self.backbone) if parent_path else self.backbone
+        original = getattr(parent, attr)
+        if original is None:
+            return None
+        self._restore.stashed[path] = original
+        if isinstance(original, nn.Parameter):
+            setattr(parent, attr, replacement)
+        else:
+            setattr(parent, attr, replacement if replacement is not None else nn.Identity())
+        return original
+
+    def train_copy_of(self, path: str) -> nn.Module:
+        """Replace a frozen backbone module by a trainable copy; unload restores the original."""
+        parent_path, _, attr = path.rpartition(".")
+        parent = operator.attrgetter(parent_path)(self.backbone) if parent_path else self.backbone
+        trainable = copy.deepcopy(getattr(parent, attr)).requires_grad_(True)
+        self._stash(path, replacement=trainable)
+        return trainable
+
+    def unload(self) -> nn.Module:
+        """Remove everything the strategy added and give back the image model as it was.
+
+        Returns the object passed to :func:`adaptkit.inject` (a whole open_clip CLIP model if that
+        is what was given), with its original modules, ``requires_grad`` flags and weights. For
+        fully finetuned strategies (``space-only``, ``timesformer``) the backbone weights are the
+        finetuned ones, as finetuning changed them in place. The video model is unusable afterwards.
+        """
+        restore = self._restore
+        if restore is None:
+            raise RuntimeError("unload() was already called on this VideoModel")
+        self.strategy.remove(self)
+        blocks = self.family.blocks()
+        for i, block in enumerate(blocks):
+            if isinstance(block, VideoBlock):
+                blocks[i] = block.block
+        device = next(self.backbone.parameters()).device
+        for path, original in restore.stashed.items():
+            parent_path, _, attr = path.rpartition(".")
+            parent = operator.attrgetter(parent_path)(self.backbone) if parent_path else self.backbone
+            setattr(parent, attr, original.to(device) if isinstance(original, nn.Module) else original)
+        for name, param in self.backbone.named_parameters():
+            param.requires_grad_(restore.requires_grad[name])
+        self._restore = None
+        return restore.image_model
+
+    def extra_repr(self) -> str:
+        return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}"

@@ -1,0 +1,165 @@
+"""Strategy configs, their registry, and the wrapper that video-aware blocks share."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import torch
+from torch import nn
+
+from adaptkit.backbones.base import BackboneFamily, SpatialContext
+
+if TYPE_CHECKING:
+    from adaptkit.model import VideoModel
+
+
+@dataclasses.dataclass
+class StrategyConfig(ABC):
+    """Base of every strategy's options. Subclasses are dataclasses registered by name.
+
+    Values are checked when the config is built, so a typo or an out-of-range value fails
+    before any model surgery happens.
+    """
+
+    name: ClassVar[str]
+    temporal_embedding: ClassVar[bool] = False
+    """Whether the video model gets a learned temporal position embedding."""
+
+    head_dropout: float = 0.5
+    """Dropout before the classification head (the AIM reference uses 0.5)."""
+
+    def __post_init__(self) -> None:
+        check_range(self, "head_dropout", 0.0, 1.0, high_inclusive=False)
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ValueError for an invalid combination of options."""
+
+    @abstractmethod
+    def apply(self, video_model: VideoModel) -> None:
+        """Modify ``video_model.backbone`` in place and mark what trains.
+
+        On entry every backbone parameter is frozen; the head and temporal embedding train.
+        """
+
+    def remove(self, video_model: VideoModel) -> None:
+        """Undo the structural changes of :meth:`apply` (wrapped blocks are unwrapped generically)."""
+
+    def options(self) -> dict[str, Any]:
+        """The options as a JSON-serialisable dict."""
+        return dataclasses.asdict(self)
+
+
+def check_range(config: object, field: str, low: float, high: float, *, high_inclusive: bool = True) -> None:
+    value = getattr(config, field)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{type(config).name} option {field!r} must be a number, got {value!r}")
+    upper_ok = value <= high if high_inclusive else value < high
+    if not (low <= value and upper_ok):
+        bracket = "]" if high_inclusive else ")"
+        raise ValueError(f"{type(config).name} option {field}={value!r} is out of range [{low}, {high}{bracket}")
+
+
+def check_bool(config: object, *fields: str) -> None:
+    for field in fields:
+        value = getattr(config, field)
+        if not isinstance(value, bool):
+            raise ValueError(f"{type(config).name} option {field!r} must be True or False, got {value!r}")
+
+
+_STRATEGIES: dict[str, type[StrategyConfig]] = {}
+
+
+def register_strategy(cls: type[StrategyConfig]) -> type[StrategyConfig]:
+    """Class decorator adding a strategy config to the registry under ``cls.name``."""
+    if cls.name in _STRATEGIES:
+        raise ValueError(f"strategy {cls.name!r} is already registered")
+    _STRATEGIES[cls.name] = cls
+    return cls
+
+
+def list_strategies() -> list[str]:
+    """Names of the registered strategies."""
+    return list(_STRATEGIES)
+
+
+def make_strategy(name: str, options: dict[str, Any]) -> StrategyConfig:
+    """Build and validate the config of strategy ``name``.
+
+    Raises:
+        ValueError: unknown strategy (the message lists the registered ones) or invalid value.
+        TypeError: unknown option (the message lists the valid ones).
+    """
+    if name not in _STRATEGIES:
+        raise ValueError(f"unknown strategy {name!r}; registered strategies: {', '.join(_STRATEGIES)}")
+    cls = _STRATEGIES[name]
+    valid = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(f"unknown option(s) {unknown} for strategy {name!r}; valid options: {', '.join(valid)}")
+    return cls(**options)
+
+
+class VideoBlock(nn.Module):
+    """A wrapper around one frozen image block that knows the clip length.
+
+    Keeps the original block as ``self.block`` so unloading is putting it back. Called as
+    ``block(x, spatial, num_frames)`` with ``x`` of shape (B*T, *tokens, D).
+    """
+
+    def __init__(self, block: nn.Module, family: BackboneFamily) -> None:
+        super().__init__()
+        self.block = block
+        # A plain attribute, not a submodule: the family is stateless glue, not part of the model.
+        self.family = family
+
+
+LayersSpec = str | list[int] | tuple[int, ...]
+
+
+def validate_layers_spec(layers: LayersSpec) -> None:
+    """Check the syntax of a layers option before the depth is known (bounds are checked at apply)."""
+    if isinstance(layers, (list, tuple)):
+        if not layers or any(isinstance(i, bool) or not isinstance(i, int) for i in layers):
+            raise ValueError(f"layers must be a non-empty list of block indices, got {list(layers)}")
+        return
+    kind, _, count = str(layers).partition(":")
+    if layers == "all" or (kind in ("top", "bottom", "every") and count.isdigit() and int(count) >= 1):
+        return
+    raise ValueError(
+        f"layers={layers!r} is not understood; use 'all', 'top:N', 'bottom:N', 'every:N' or a list of block indices"
+    )
+
+
+def parse_layers(layers: LayersSpec, depth: int) -> list[int]:
+    """Block indices selected by ``"all"``, ``"top:N"``, ``"bottom:N"``, ``"every:N"`` or a list.
+
+    ``every:N`` takes blocks 0, N, 2N, ... (``every:2`` on 12 blocks is AIM's Table 7 "skip" row).
+    """
+    validate_layers_spec(layers)
+    if isinstance(layers, (list, tuple)):
+        bad = [i for i in layers if not -depth <= i < depth]
+        if bad:
+            raise ValueError(f"layers {bad} are out of range for a backbone with {depth} blocks")
+        return sorted({i % depth for i in layers})
+    if layers == "all":
+        return list(range(depth))
+    kind, _, count = layers.partition(":")
+    n = int(count)
+    if kind != "every" and n > depth:
+        raise ValueError(f"layers={layers!r} asks for {n} blocks but the backbone has {depth}")
+    if kind == "top":
+        return list(range(depth - n, depth))
+    if kind == "bottom":
+        return list(range(n))
+    return list(range(0, depth, n))
+
+
+def drop_path_rates(max_rate: float, depth: int) -> list[float]:
+    """Stochastic depth rising linearly from 0 at the first block to ``max_rate`` at the last."""
+    if depth == 1:
+        return [max_rate]
+    return [max_rate * i / (depth - 1) for i in range(depth)]

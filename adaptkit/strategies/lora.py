@@ -1,0 +1,49 @@
+"""LoRA through PEFT on every frame (space-only): the parameter-efficient image baseline."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import TYPE_CHECKING
+
+from adaptkit.strategies.base import StrategyConfig, check_range, register_strategy
+
+if TYPE_CHECKING:
+    from adaptkit.model import VideoModel
+
+
+@register_strategy
+@dataclasses.dataclass
+class LoRAConfig(StrategyConfig):
+    """PEFT LoRA on the backbone's attention projections; frames are processed independently."""
+
+    name = "lora"
+
+    r: int = 8
+    """Rank of the update."""
+    alpha: float = 16.0
+    """Scaling numerator: the update is scaled by alpha / r."""
+    dropout: float = 0.0
+    """Dropout on the LoRA input."""
+    target_modules: list[str] | None = None
+    """PEFT target modules; None picks the family's default (e.g. ``["qkv"]`` for timm ViT)."""
+
+    def validate(self) -> None:
+        if isinstance(self.r, bool) or not isinstance(self.r, int) or self.r < 1:
+            raise ValueError(f"lora option r must be a positive integer, got {self.r!r}")
+        check_range(self, "alpha", 0.0, 1e6)
+        check_range(self, "dropout", 0.0, 1.0, high_inclusive=False)
+        if self.target_modules is not None and (
+            not isinstance(self.target_modules, list) or not all(isinstance(t, str) for t in self.target_modules)
+        ):
+            raise ValueError(f"lora option target_modules must be a list of module names, got {self.target_modules!r}")
+
+    def apply(self, video_model: VideoModel) -> None:
+        from peft import LoraConfig, LoraModel
+
+        targets = self.target_modules or video_model.family.lora_targets()
+        peft_config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
+        # LoraModel injects in place into the backbone (and freezes the rest); kept for unload().
+        video_model._restore.strategy_state = LoraModel(video_model.backbone, peft_config, "default")
+
+    def remove(self, video_model: VideoModel) -> None:
+        video_model._restore.strategy_state.unload()

@@ -1,0 +1,77 @@
+"""TimeSformer-style divided space-time attention, fully finetuned (AIM Table 1, row 3)."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from typing import TYPE_CHECKING
+
+import torch
+from timm.layers import DropPath
+from torch import nn
+
+from adaptkit.backbones.base import BackboneFamily, SpatialContext
+from adaptkit.layers.video import from_time_sequences, to_time_sequences
+from adaptkit.strategies.base import StrategyConfig, VideoBlock, check_range, drop_path_rates, register_strategy
+
+if TYPE_CHECKING:
+    from adaptkit.model import VideoModel
+
+
+@register_strategy
+@dataclasses.dataclass
+class TimeSformerConfig(StrategyConfig):
+    """A NEW temporal attention per block (initialised from the block's own), then the block.
+
+    Everything trains. The temporal branch's output projection starts at zero, so a fresh
+    model equals the image model frame by frame.
+    """
+
+    name = "timesformer"
+    temporal_embedding = True
+
+    drop_path: float = 0.0
+    """Max stochastic-depth rate, linear over depth, on the temporal branch."""
+
+    def validate(self) -> None:
+        check_range(self, "drop_path", 0.0, 1.0, high_inclusive=False)
+
+    def apply(self, video_model: VideoModel) -> None:
+        family = video_model.family
+        blocks = family.blocks()
+        rates = drop_path_rates(self.drop_path, len(blocks))
+        for i, block in enumerate(blocks):
+            blocks[i] = DividedSpaceTimeBlock(block, family, rates[i])
+        video_model.backbone.requires_grad_(True)
+
+
+class DividedSpaceTimeBlock(VideoBlock):
+    """``x = x + drop_path(temporal_fc(temporal_attn(temporal_norm(regroup(x)))))``, then the block.
+
+    Temporal attention runs over all token positions (class token included) of each clip.
+    """
+
+    def __init__(self, block: nn.Module, family: BackboneFamily, drop_path: float) -> None:
+        super().__init__(block, family)
+        dim = family.embed_dim
+        self.temporal_norm = copy.deepcopy(_norm1_module(block, family))
+        self.temporal_attn = family.new_temporal_attention(block)
+        self.temporal_fc = nn.Linear(dim, dim)
+        nn.init.zeros_(self.temporal_fc.weight)
+        nn.init.zeros_(self.temporal_fc.bias)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
+        xt = self.temporal_norm(to_time_sequences(x, num_frames))  # (B*N, T, D)
+        xt = self.temporal_fc(self.family.attend(self.temporal_attn, xt, None))
+        x = x + self.drop_path(from_time_sequences(xt, x, num_frames))  # (B*T, N, D)
+        return self.family.block_forward(self.block, x, spatial)
+
+
+def _norm1_module(block: nn.Module, family: BackboneFamily) -> nn.Module:
+    """The block's pre-attention norm as a module (found by identity with ``family.norm1``)."""
+    for name in ("norm1", "ln_1"):
+        module = getattr(block, name, None)
+        if isinstance(module, nn.Module):
+            return module
+    raise TypeError(f"{family.name}: cannot find the pre-attention norm of {type(block).__name__}")
