@@ -1,0 +1,285 @@
+"""Annotation parsers for the datasets of the AIM paper, behind a small format registry.
+
+Every parser has the signature ``parser(path, root=None, **options) -> Annotations``; ``root`` is joined in front of
+each video path (absolute paths stay as they are).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from .records import AnnotationError, Annotations, VideoRecord
+
+__all__ = [
+    "ANNOTATION_FORMATS",
+    "VIDEO_EXTENSIONS",
+    "kinetics_classes",
+    "list_annotation_formats",
+    "load_annotations",
+    "parse_diving48_json",
+    "parse_folder_tree",
+    "parse_kinetics_csv",
+    "parse_ssv2_json",
+    "parse_video_list",
+    "register_annotation_format",
+]
+
+Parser = Callable[..., Annotations]
+ANNOTATION_FORMATS: dict[str, Parser] = {}
+VIDEO_EXTENSIONS = (".mp4", ".webm", ".mkv", ".avi", ".mov", ".m4v")
+KINETICS_COLUMNS = ("label", "youtube_id", "time_start", "time_end", "split")
+DIVING48_NUM_CLASSES = 48
+
+
+def register_annotation_format(name: str) -> Callable[[Parser], Parser]:
+    """Decorator registering ``parser`` under ``name`` for :func:`load_annotations`."""
+
+    def add(parser: Parser) -> Parser:
+        if name in ANNOTATION_FORMATS:
+            raise ValueError(f"annotation format {name!r} is already registered")
+        ANNOTATION_FORMATS[name] = parser
+        return parser
+
+    return add
+
+
+def list_annotation_formats() -> list[str]:
+    """Names accepted by :func:`load_annotations`."""
+    return sorted(ANNOTATION_FORMATS)
+
+
+def load_annotations(format: str, path: str | os.PathLike[str], root: str | None = None, **options: Any) -> Annotations:
+    """Parse an annotation file (or folder) of a registered format.
+
+    Args:
+        format: one of :func:`list_annotation_formats` (``video_list``, ``kinetics_csv``, ``ssv2_json``,
+            ``diving48_json``, ``folder_tree``).
+        path: annotation file, or the dataset folder for ``folder_tree``.
+        root: folder joined in front of every video path.
+        **options: format-specific options (e.g. ``classes`` for Kinetics validation CSVs).
+
+    Returns:
+        The records and the class names.
+
+    Raises:
+        ValueError: unknown format.
+        AnnotationError: a line or entry does not parse; the message names the file and line/entry.
+
+    Example:
+        >>> ann = load_annotations("video_list", "train_list.txt", root="videos/")  # doctest: +SKIP
+    """
+    if format not in ANNOTATION_FORMATS:
+        raise ValueError(f"unknown annotation format {format!r}; valid: {list_annotation_formats()}")
+    return ANNOTATION_FORMATS[format](path, root=root, **options)
+
+
+def _join(root: str | os.PathLike[str] | None, relative: str) -> str:
+    return relative if root is None else os.path.join(os.fspath(root), relative)
+
+
+def _parse_int(text: str, what: str, error: Callable[[str], AnnotationError]) -> int:
+    try:
+        return int(text)
+    except (TypeError, ValueError):
+        raise error(f"{what} must be an integer, got {text!r}") from None
+
+
+def _read_json(path: str | os.PathLike[str]) -> Any:
+    try:
+        with open(path, encoding="utf-8") as file:
+            return json.load(file)
+    except json.JSONDecodeError as decode_error:
+        raise AnnotationError(path, f"invalid JSON: {decode_error.msg}", line=decode_error.lineno) from None
+
+
+def _check_label(label: int, classes: Sequence[str], error: Callable[[str], AnnotationError]) -> None:
+    if not 0 <= label < len(classes):
+        raise error(f"label {label} outside [0, {len(classes)})")
+
+
+@register_annotation_format("video_list")
+def parse_video_list(
+    path: str | os.PathLike[str], root: str | None = None, classes: Sequence[str] | None = None
+) -> Annotations:
+    """MMAction2 video list: one ``relative/path.mp4 <int label>`` per line, space separated; blank lines skipped.
+
+    ``classes`` names the labels; without it the names are ``"0" .. str(max label)``. Multi-label lines are rejected.
+    """
+    records = []
+    with open(path, encoding="utf-8") as file:
+        for line_number, line in enumerate(file, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            error = functools.partial(AnnotationError, path, line=line_number)
+            if len(fields) != 2:
+                raise error(f"expected 'path label' (one label, no spaces in the path), got {line.strip()!r}")
+            label = _parse_int(fields[1], "label", error)
+            if label < 0 or (classes is not None and label >= len(classes)):
+                bound = "must be >= 0" if classes is None else f"outside [0, {len(classes)})"
+                raise error(f"label {label} {bound}")
+            records.append(VideoRecord(_join(root, fields[0]), label, os.path.splitext(fields[0])[0]))
+    if classes is None:
+        classes = [str(i) for i in range(max((r.label for r in records), default=-1) + 1)]
+    return Annotations(records, list(classes))
+
+
+def _kinetics_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, row by column name); the header line is optional, columns default to the official order."""
+    rows = []
+    with open(path, encoding="utf-8", newline="") as file:
+        reader = csv.reader(file)
+        columns: list[str] = list(KINETICS_COLUMNS)
+        for row in reader:
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if reader.line_num == 1 and row[0].strip() == "label":
+                columns = [cell.strip() for cell in row]
+                missing = [name for name in KINETICS_COLUMNS if name not in columns]
+                if missing:
+                    raise AnnotationError(path, f"header lacks columns {missing}", line=1)
+                continue
+            if len(row) < len(KINETICS_COLUMNS):
+                raise AnnotationError(
+                    path, f"expected columns {','.join(KINETICS_COLUMNS)}[,is_cc], got {row}", line=reader.line_num
+                )
+            rows.append((reader.line_num, dict(zip(columns, (cell.strip() for cell in row)))))
+    return rows
+
+
+def kinetics_classes(train_csv: str | os.PathLike[str]) -> list[str]:
+    """Kinetics class names = the sorted unique labels of the TRAIN csv (use them for the validation csv too)."""
+    return sorted({row["label"] for _, row in _kinetics_rows(train_csv)})
+
+
+@register_annotation_format("kinetics_csv")
+def parse_kinetics_csv(
+    path: str | os.PathLike[str],
+    root: str | None = None,
+    classes: Sequence[str] | None = None,
+    class_folders: bool = False,
+) -> Annotations:
+    """Kinetics CSV ``label,youtube_id,time_start,time_end,split[,is_cc]`` (label column first).
+
+    Clip file: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``, inside ``{label}/`` when ``class_folders``.
+    ``classes`` should be :func:`kinetics_classes` of the train csv; without it this csv's own sorted labels are used
+    (right only for the train csv itself). ``video_id`` is the YouTube id.
+    """
+    rows = _kinetics_rows(path)
+    class_names = sorted({row["label"] for _, row in rows}) if classes is None else list(classes)
+    class_ids = {name: i for i, name in enumerate(class_names)}
+    records = []
+    for line_number, row in rows:
+        error = functools.partial(AnnotationError, path, line=line_number)
+        if row["label"] not in class_ids:
+            raise error(f"unknown class {row['label']!r}")
+        start = _parse_int(row["time_start"], "time_start", error)
+        end = _parse_int(row["time_end"], "time_end", error)
+        file_name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
+        relative = os.path.join(row["label"], file_name) if class_folders else file_name
+        records.append(VideoRecord(_join(root, relative), class_ids[row["label"]], row["youtube_id"]))
+    return Annotations(records, class_names)
+
+
+@register_annotation_format("ssv2_json")
+def parse_ssv2_json(
+    path: str | os.PathLike[str], root: str | None = None, labels_path: str | os.PathLike[str] | None = None
+) -> Annotations:
+    """Something-Something-v2 ``train.json`` / ``validation.json`` with ``labels.json`` (text -> id as a string).
+
+    The class is the entry's template with ``[`` and ``]`` removed; the video is ``{id}.webm``. ``labels_path``
+    defaults to ``labels.json`` next to ``path``.
+    """
+    labels_path = Path(path).with_name("labels.json") if labels_path is None else labels_path
+    label_map = _read_json(labels_path)
+    if not isinstance(label_map, dict):
+        raise AnnotationError(labels_path, "expected an object mapping class text to id")
+    class_ids: dict[str, int] = {}
+    for text, value in label_map.items():
+        class_ids[text] = _parse_int(value, f"id of {text!r}", lambda reason: AnnotationError(labels_path, reason))
+    classes = [""] * len(class_ids)
+    for text, class_id in class_ids.items():
+        if not 0 <= class_id < len(classes) or classes[class_id]:
+            raise AnnotationError(labels_path, f"ids must be 0..{len(classes) - 1} without gaps, got {class_id}")
+        classes[class_id] = text
+    entries = _read_json(path)
+    if not isinstance(entries, list):
+        raise AnnotationError(path, "expected a list of entries")
+    records = []
+    for index, entry in enumerate(entries):
+        error = functools.partial(AnnotationError, path, entry=index)
+        if not isinstance(entry, dict) or "id" not in entry or "template" not in entry:
+            raise error("expected an object with 'id' and 'template' (the test split has no labels)")
+        text = str(entry["template"]).replace("[", "").replace("]", "")
+        if text not in class_ids:
+            raise error(f"template {text!r} is not in {labels_path}")
+        video_id = str(entry["id"])
+        records.append(VideoRecord(_join(root, f"{video_id}.webm"), class_ids[text], video_id))
+    return Annotations(records, classes)
+
+
+@register_annotation_format("diving48_json")
+def parse_diving48_json(
+    path: str | os.PathLike[str], root: str | None = None, vocab_path: str | os.PathLike[str] | None = None
+) -> Annotations:
+    """Diving-48 V2 list of ``{vid_name, label, start_frame, end_frame}``; video ``{vid_name}.mp4``; 48 classes.
+
+    ``vocab_path`` (``Diving48_vocab.json``, 48 lists of 4 words) gives class names; without it they are "0".."47".
+    """
+    if vocab_path is None:
+        classes = [str(i) for i in range(DIVING48_NUM_CLASSES)]
+    else:
+        vocab = _read_json(vocab_path)
+        if not isinstance(vocab, list) or len(vocab) != DIVING48_NUM_CLASSES:
+            raise AnnotationError(vocab_path, f"expected a list of {DIVING48_NUM_CLASSES} class descriptions")
+        classes = [" ".join(words) if isinstance(words, list) else str(words) for words in vocab]
+    entries = _read_json(path)
+    if not isinstance(entries, list):
+        raise AnnotationError(path, "expected a list of entries")
+    records = []
+    for index, entry in enumerate(entries):
+        error = functools.partial(AnnotationError, path, entry=index)
+        keys = ("vid_name", "label", "start_frame", "end_frame")
+        if not isinstance(entry, dict) or any(key not in entry for key in keys):
+            raise error(f"expected an object with keys {keys}")
+        label = _parse_int(entry["label"], "label", error)
+        _check_label(label, classes, error)
+        start = _parse_int(entry["start_frame"], "start_frame", error)
+        end = _parse_int(entry["end_frame"], "end_frame", error)
+        if not 0 <= start < end:
+            raise error(f"need 0 <= start_frame < end_frame, got {start}, {end}")
+        name = str(entry["vid_name"])
+        records.append(VideoRecord(_join(root, f"{name}.mp4"), label, name, start, end))
+    return Annotations(records, classes)
+
+
+@register_annotation_format("folder_tree")
+def parse_folder_tree(
+    path: str | os.PathLike[str], root: str | None = None, extensions: Sequence[str] = VIDEO_EXTENSIONS
+) -> Annotations:
+    """One sub-folder per class (``path/<class>/**/<video>``); classes = sorted sub-folder names.
+
+    Video paths are joined with ``root`` when given, else with ``path``; ``video_id`` is the path relative to
+    ``path`` without the extension.
+    """
+    folder = Path(path)
+    if not folder.is_dir():
+        raise AnnotationError(path, "not a folder")
+    suffixes = {extension.lower() for extension in extensions}
+    classes = sorted(child.name for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
+    records = []
+    for label, name in enumerate(classes):
+        videos = sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
+        for video in videos:
+            relative = video.relative_to(folder).as_posix()
+            base = folder if root is None else root
+            records.append(VideoRecord(os.path.join(os.fspath(base), relative), label, relative.rsplit(".", 1)[0]))
+    if not records:
+        raise AnnotationError(path, f"no videos with extensions {sorted(suffixes)} in class sub-folders")
+    return Annotations(records, classes)

@@ -1,0 +1,212 @@
+"""Datasets over real video files: one training clip per item, or all test views of one video per item.
+
+Both decode a video once per item. A missing, corrupt or truncated video is logged and flagged in a shared
+:class:`SkipTracker` (readable from the main process even with DataLoader workers); training replaces it by the next
+readable record, evaluation marks the item with ``SKIPPED_LABEL`` so the evaluator leaves it out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .decode import VideoDecodeError, count_frames, decode_frames
+from .records import Annotations, VideoRecord
+from .sampling import FrameSampler
+from .skips import SkipTracker
+from .transforms import VideoTestTransform
+
+__all__ = ["SKIPPED_LABEL", "MultiViewDataset", "VideoClipDataset"]
+
+logger = logging.getLogger(__name__)
+
+SKIPPED_LABEL = -1  # label of a MultiViewDataset item whose video could not be read
+
+
+def _as_records(records: Sequence[VideoRecord] | Annotations) -> list[VideoRecord]:
+    records = list(records.records if isinstance(records, Annotations) else records)
+    if not records:
+        raise ValueError("no records")
+    return records
+
+
+class _VideoFiles:
+    """Shared plumbing: resolved paths, a per-process frame-count cache, skip tracking, the frame window."""
+
+    def __init__(self, records: list[VideoRecord], root: str | os.PathLike[str] | None, backend: str | None) -> None:
+        self.records = records
+        self.paths = [r.path if root is None else os.path.join(os.fspath(root), r.path) for r in records]
+        self.backend = backend
+        self.skips = SkipTracker(self.paths)
+        self.frame_counts: dict[int, int] = {}  # per worker process; counting demuxes the whole file
+
+    def window(self, index: int) -> tuple[int, int]:
+        """(first frame, number of frames) usable for record ``index``, clamped to the real length."""
+        if index not in self.frame_counts:
+            self.frame_counts[index] = count_frames(self.paths[index], backend=self.backend)
+        total = self.frame_counts[index]
+        record = self.records[index]
+        start = min(record.start_frame or 0, total - 1)
+        end = total if record.end_frame is None else min(record.end_frame, total)
+        return start, max(end - start, 1)
+
+    def decode(self, index: int, indices: np.ndarray) -> torch.Tensor:
+        return decode_frames(self.paths[index], indices.reshape(-1), backend=self.backend)
+
+
+class VideoClipDataset(Dataset):
+    """One sampled, transformed clip per item: ``(clip uint8 (T, C, H, W), label, index)``.
+
+    ``index`` is the record the clip came from; it differs from the requested index when a broken video was
+    replaced. Broken videos are logged (``logging``, with path and reason), flagged, and replaced by the next
+    readable record (wrapping around), so the epoch goes on; flagged videos are not retried.
+
+    Skipped-file reporting with DataLoader workers: the flags live in shared memory, so after (or during) an epoch
+    the main process calls ``dataset.skipped_summary()`` or ``dataset.skipped()`` on its own copy of the dataset
+    and sees every worker's skips.
+
+    Args:
+        records: parsed annotations (or their records).
+        sampler: a train-mode sampler with ``num_clips == 1``, e.g. ``DenseSampler(8, 16)``.
+        transform: uint8 (T, C, H, W) -> uint8 (T, C, h, w), e.g. :class:`VideoTrainTransform`; None keeps frames.
+        root: folder joined in front of record paths.
+        seed: None draws frames from fresh entropy; an int makes frame sampling a function of
+            (seed, epoch, index) (spatial augmentation follows torch's RNG, which DataLoader seeds per worker).
+        max_attempts: records tried per item before giving up with a RuntimeError.
+        backend: decode backend, None = automatic.
+
+    Example:
+        >>> ds = VideoClipDataset(load_annotations("video_list", "train.txt", root="videos"),
+        ...                       DenseSampler(8, 16), VideoTrainTransform(AugmentConfig.kinetics()))  # doctest: +SKIP
+        >>> clip, label, index = ds[0]  # doctest: +SKIP
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord] | Annotations,
+        sampler: FrameSampler,
+        transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        root: str | os.PathLike[str] | None = None,
+        seed: int | None = None,
+        max_attempts: int = 10,
+        backend: str | None = None,
+    ) -> None:
+        if sampler.num_clips != 1:
+            raise ValueError(f"VideoClipDataset takes one clip per item; use MultiViewDataset for {sampler.num_clips}")
+        if max_attempts < 1:
+            raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
+        self.files = _VideoFiles(_as_records(records), root, backend)
+        self.sampler, self.transform, self.seed, self.max_attempts = sampler, transform, seed, max_attempts
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # shared so persistent workers see it
+
+    def __len__(self) -> int:
+        return len(self.files.records)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the seeded frame sampling per epoch (no effect when ``seed`` is None)."""
+        self._epoch[0] = epoch
+
+    def _rng(self, index: int) -> np.random.Generator:
+        if self.seed is None:
+            return np.random.default_rng()
+        return np.random.default_rng([self.seed, int(self._epoch[0]), index])
+
+    def _load(self, index: int) -> torch.Tensor:
+        start, length = self.files.window(index)
+        indices = self.sampler(length, self._rng(index)) + start  # (1, T)
+        clip = self.files.decode(index, indices)  # (T, C, H, W) uint8
+        return clip if self.transform is None else self.transform(clip)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        for attempt in range(self.max_attempts):
+            candidate = (index + attempt) % len(self)
+            if self.files.skips.is_skipped(candidate):
+                continue
+            try:
+                return self._load(candidate), self.files.records[candidate].label, candidate
+            except VideoDecodeError as error:
+                self.files.skips.mark(candidate, error)
+        raise RuntimeError(
+            f"no readable video among {self.max_attempts} records from index {index}\n{self.skipped_summary()}"
+        )
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every video skipped so far, by any worker."""
+        return self.files.skips.skipped()
+
+    def skipped_summary(self) -> str:
+        """Human-readable list of skipped videos, for the end of training."""
+        return self.files.skips.summary()
+
+
+class MultiViewDataset(Dataset):
+    """All test views of one video per item: ``(views uint8 (V, T, C, S, S), label, video_id)``.
+
+    V = temporal clips x spatial crops, clip-major (clip 0 crop 0, clip 0 crop 1, ...). The frames of every clip
+    are decoded in ONE :func:`decode_frames` call and resized once. An unreadable video is logged, flagged, and
+    returned as zeros with label ``SKIPPED_LABEL`` so the evaluator can leave it out and report it.
+
+    Args:
+        records: parsed annotations (or their records).
+        sampler: a test-mode sampler, e.g. ``DenseSampler(8, 16, num_clips=3, test_mode=True)``.
+        crop_size: output side S.
+        num_crops: 1 (centre) or 3 (ThreeCrop).
+        resize_size: short side before cropping; None = crop_size.
+        root: folder joined in front of record paths.
+        backend: decode backend, None = automatic.
+    """
+
+    def __init__(
+        self,
+        records: Sequence[VideoRecord] | Annotations,
+        sampler: FrameSampler,
+        crop_size: int = 224,
+        num_crops: int = 1,
+        resize_size: int | None = None,
+        root: str | os.PathLike[str] | None = None,
+        backend: str | None = None,
+    ) -> None:
+        if not sampler.test_mode:
+            raise ValueError("MultiViewDataset needs a test-mode (deterministic) sampler")
+        self.files = _VideoFiles(_as_records(records), root, backend)
+        self.sampler = sampler
+        self.transform = VideoTestTransform(crop_size, num_crops, resize_size)
+
+    @property
+    def num_views(self) -> int:
+        return self.sampler.num_clips * self.transform.num_crops
+
+    def __len__(self) -> int:
+        return len(self.files.records)
+
+    def _load(self, index: int) -> torch.Tensor:
+        start, length = self.files.window(index)
+        indices = self.sampler(length) + start  # (K, T)
+        num_clips, clip_len = indices.shape
+        frames = self.files.decode(index, indices)  # (K*T, C, H, W), one decode for all views
+        crops = self.transform(frames)  # (N, K*T, C, S, S)
+        crops = crops.unflatten(1, (num_clips, clip_len))  # (N, K, T, C, S, S)
+        return crops.transpose(0, 1).flatten(0, 1).contiguous()  # (K*N, T, C, S, S)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        record = self.files.records[index]
+        try:
+            return self._load(index), record.label, record.video_id
+        except VideoDecodeError as error:
+            self.files.skips.mark(index, error)
+        size = self.transform.crop_size
+        blank = torch.zeros(self.num_views, self.sampler.clip_len, 3, size, size, dtype=torch.uint8)
+        return blank, SKIPPED_LABEL, record.video_id
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every video that could not be read, by any worker."""
+        return self.files.skips.skipped()
+
+    def skipped_summary(self) -> str:
+        """Human-readable list of unreadable videos."""
+        return self.files.skips.summary()

@@ -1,0 +1,96 @@
+"""Classification metrics for video evaluation and a JSON-serialisable result record."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+
+__all__ = ["EvaluationResult", "mean_class_accuracy", "top_k_accuracy"]
+
+
+def _check(scores: torch.Tensor, labels: torch.Tensor) -> None:
+    if scores.ndim != 2 or labels.ndim != 1 or scores.shape[0] != labels.shape[0]:
+        raise ValueError(f"expected scores (N, K) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
+    if labels.numel() == 0:
+        raise ValueError("no samples")
+
+
+def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
+    """Fraction of samples whose label is among the ``k`` highest scores (k is capped at the number of classes).
+
+    Example:
+        >>> top_k_accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
+        0.5
+    """
+    _check(scores, labels)
+    top = scores.topk(min(k, scores.shape[1]), dim=1).indices  # (N, k)
+    return (top == labels.to(top.device)[:, None]).any(dim=1).float().mean().item()
+
+
+def mean_class_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
+    """Top-1 recall per class, averaged over the classes that occur in ``labels``.
+
+    Example:
+        >>> mean_class_accuracy(torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]]), torch.tensor([0, 0, 1]))
+        0.5
+    """
+    _check(scores, labels)
+    labels = labels.to(scores.device)
+    correct = (scores.argmax(dim=1) == labels).float()
+    classes = labels.unique()
+    return torch.stack([correct[labels == c].mean() for c in classes]).mean().item()
+
+
+@dataclass
+class EvaluationResult:
+    """What an evaluation measured and on exactly which videos (validation sets differ between dataset copies)."""
+
+    top1: float
+    top5: float
+    mean_class_accuracy: float
+    num_videos: int
+    views: str = ""  # frames x temporal clips x spatial crops, e.g. "8x3x1"
+    video_ids: list[str] = field(default_factory=list)  # evaluated videos, in order
+    skipped_ids: list[str] = field(default_factory=list)  # unreadable videos, left out of the metrics
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form context: checkpoint, dataset version ...
+
+    @classmethod
+    def from_scores(
+        cls,
+        scores: torch.Tensor,
+        labels: torch.Tensor,
+        video_ids: Sequence[str],
+        views: str = "",
+        skipped_ids: Sequence[str] = (),
+    ) -> EvaluationResult:
+        """Compute the metrics from (N, K) scores (e.g. mean softmax over views) and (N,) labels."""
+        if len(video_ids) != labels.shape[0]:
+            raise ValueError(f"{len(video_ids)} video ids for {labels.shape[0]} labels")
+        return cls(
+            top1=top_k_accuracy(scores, labels, 1),
+            top5=top_k_accuracy(scores, labels, 5),
+            mean_class_accuracy=mean_class_accuracy(scores, labels),
+            num_videos=int(labels.shape[0]),
+            views=views,
+            video_ids=[str(v) for v in video_ids],
+            skipped_ids=[str(v) for v in skipped_ids],
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, path: str | os.PathLike[str]) -> None:
+        """Write the result, including the evaluated and skipped video ids, as indented JSON."""
+        with open(path, "w", encoding="utf-8") as file:
+            json.dump(self.to_dict(), file, indent=2)
+            file.write("\n")
+
+    @classmethod
+    def from_json(cls, path: str | os.PathLike[str]) -> EvaluationResult:
+        with open(path, encoding="utf-8") as file:
+            return cls(**json.load(file))

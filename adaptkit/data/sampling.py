@@ -1,0 +1,130 @@
+"""Frame samplers following the MMAction2 conventions used by the AIM reference.
+
+A sampler maps a video's frame count to frame indices of shape (num_clips, clip_len), int64:
+``indices = sampler(num_frames, rng)``. Training samplers draw from ``rng``; test-mode samplers are deterministic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+__all__ = ["DenseSampler", "FrameSampler", "SegmentSampler"]
+
+
+class FrameSampler(Protocol):
+    """Anything that turns a frame count into (num_clips, clip_len) int64 frame indices."""
+
+    clip_len: int
+    num_clips: int
+    test_mode: bool
+
+    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray: ...
+
+
+def _check_positive(**values: int) -> None:
+    for name, value in values.items():
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+
+
+def _check_num_frames(num_frames: int) -> None:
+    if num_frames < 1:
+        raise ValueError(f"num_frames must be >= 1, got {num_frames}")
+
+
+@dataclass(frozen=True)
+class DenseSampler:
+    """Dense sampling ``SampleFrames(clip_len, frame_interval, num_clips)`` (Kinetics: 8x16, 16x8, 32x4).
+
+    Train: span = clip_len * interval, avg = (n - span + 1) // num_clips; if avg > 0 each clip starts at
+    ``i * avg + randint(avg)``, otherwise at sorted random offsets in [0, n - span] (0 when n <= span).
+    Test: span = (clip_len - 1) * interval + 1, max_off = max(n - span, 0); several clips are spread evenly with the
+    first at 0 and the last ending at the video end (``round(i * max_off / (k - 1))``), a single clip is centred
+    (``max_off // 2``). Indices are ``offset + arange(clip_len) * interval``, wrapped modulo n ("loop") for short
+    videos.
+
+    Args:
+        clip_len: frames per clip.
+        frame_interval: step between sampled frames.
+        num_clips: clips per video (temporal views at test time).
+        test_mode: deterministic test offsets instead of random training offsets.
+
+    Example:
+        >>> DenseSampler(clip_len=4, frame_interval=2, num_clips=1, test_mode=True)(20)
+        array([[ 6,  8, 10, 12]])
+    """
+
+    clip_len: int
+    frame_interval: int = 1
+    num_clips: int = 1
+    test_mode: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive(clip_len=self.clip_len, frame_interval=self.frame_interval, num_clips=self.num_clips)
+
+    def _train_offsets(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+        span = self.clip_len * self.frame_interval
+        avg_interval = (num_frames - span + 1) // self.num_clips
+        if avg_interval > 0:
+            return np.arange(self.num_clips) * avg_interval + rng.integers(avg_interval, size=self.num_clips)
+        if num_frames > span:
+            return np.sort(rng.integers(num_frames - span + 1, size=self.num_clips))
+        return np.zeros(self.num_clips, dtype=np.int64)
+
+    def _test_offsets(self, num_frames: int) -> np.ndarray:
+        span = (self.clip_len - 1) * self.frame_interval + 1
+        max_offset = max(num_frames - span, 0)
+        if self.num_clips == 1:
+            return np.array([max_offset // 2])
+        return np.round(np.arange(self.num_clips) * (max_offset / (self.num_clips - 1)))
+
+    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Return (num_clips, clip_len) int64 indices in [0, num_frames)."""
+        _check_num_frames(num_frames)
+        if self.test_mode:
+            offsets = self._test_offsets(num_frames)
+        else:
+            offsets = self._train_offsets(num_frames, np.random.default_rng() if rng is None else rng)
+        indices = offsets.astype(np.int64)[:, None] + np.arange(self.clip_len) * self.frame_interval
+        return np.mod(indices, num_frames)  # (num_clips, clip_len); "loop" for videos shorter than a clip
+
+
+@dataclass(frozen=True)
+class SegmentSampler:
+    """Segment ("uniform") sampling for SSv2 and Diving-48: one frame from each of ``clip_len`` equal segments.
+
+    seg = (n - 1) / clip_len; segment i spans ``round(seg * i) .. round(seg * (i + 1))`` (both ends included).
+    Train draws a random frame in each segment (independently per clip); test takes the middle
+    ``(start + end) // 2``, so all test clips are identical. There is no frame interval.
+
+    Args:
+        clip_len: frames per clip (= number of segments).
+        num_clips: clips per video.
+        test_mode: middle frames instead of random ones.
+
+    Example:
+        >>> SegmentSampler(clip_len=4, test_mode=True)(9)
+        array([[1, 3, 5, 7]])
+    """
+
+    clip_len: int
+    num_clips: int = 1
+    test_mode: bool = False
+
+    def __post_init__(self) -> None:
+        _check_positive(clip_len=self.clip_len, num_clips=self.num_clips)
+
+    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Return (num_clips, clip_len) int64 indices in [0, num_frames)."""
+        _check_num_frames(num_frames)
+        segment = (num_frames - 1) / self.clip_len
+        bounds = np.round(segment * np.arange(self.clip_len + 1)).astype(np.int64)
+        starts, ends = bounds[:-1], bounds[1:]
+        if self.test_mode:
+            return np.tile((starts + ends) // 2, (self.num_clips, 1))
+        rng = np.random.default_rng() if rng is None else rng
+        # Generator.integers with array bounds draws in [start, end] per segment (endpoint=True).
+        return rng.integers(starts, ends, size=(self.num_clips, self.clip_len), endpoint=True)

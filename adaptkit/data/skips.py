@@ -1,0 +1,56 @@
+"""Which videos a dataset had to skip, visible to the main process even when DataLoader workers did the skipping.
+
+A dataset object is copied into every worker process, so a Python list filled in a worker never reaches the training
+loop. The flags live in a shared-memory tensor instead (one int8 per record): workers write, the main process reads.
+This works with the fork, spawn and forkserver start methods (torch shares the storage, it does not copy it).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+
+import torch
+
+from .decode import VideoDecodeError
+
+__all__ = ["SkipTracker"]
+
+logger = logging.getLogger(__name__)
+
+_MISSING, _BROKEN = 1, 2
+_REASONS = {_MISSING: "missing", _BROKEN: "corrupt or truncated"}
+
+
+class SkipTracker:
+    """Shared per-record skip flags plus the paths they refer to."""
+
+    def __init__(self, paths: Sequence[str]) -> None:
+        self.paths = list(paths)
+        self.codes = torch.zeros(len(self.paths), dtype=torch.int8).share_memory_()
+
+    def is_skipped(self, index: int) -> bool:
+        return bool(self.codes[index] != 0)
+
+    def mark(self, index: int, error: VideoDecodeError) -> None:
+        """Flag record ``index`` and log the path and the reason."""
+        self.codes[index] = _MISSING if not os.path.exists(self.paths[index]) else _BROKEN
+        logger.warning("skipping unreadable video %s: %s", self.paths[index], error.reason)
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """(path, reason) of every skipped record, in record order."""
+        flagged = torch.nonzero(self.codes, as_tuple=True)[0].tolist()
+        return [(self.paths[i], _REASONS[int(self.codes[i])]) for i in flagged]
+
+    def summary(self) -> str:
+        """One line per skipped video after a header line; ``"no videos skipped"`` when all decoded."""
+        skipped = self.skipped()
+        if not skipped:
+            return "no videos skipped"
+        lines = [f"skipped {len(skipped)} of {len(self.paths)} videos:"]
+        lines += [f"  {path} ({reason})" for path, reason in skipped]
+        return "\n".join(lines)
+
+    def reset(self) -> None:
+        self.codes.zero_()

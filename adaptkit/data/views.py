@@ -1,0 +1,90 @@
+"""Multi-view evaluation: run every view through the model in chunks, average the softmax probabilities."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import torch
+from tqdm import tqdm
+
+from .dataset import SKIPPED_LABEL
+from .metrics import EvaluationResult
+
+__all__ = ["evaluate_multi_view", "multi_view_scores"]
+
+Model = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def multi_view_scores(
+    model: Model,
+    views: torch.Tensor,
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int = 8,
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Video scores = mean over views of the softmax probabilities.
+
+    Args:
+        model: (N, C, T, H, W) float -> (N, num_classes) logits; put it in eval mode first.
+        views: uint8 (B, V, T, C, H, W), e.g. a batch from :class:`MultiViewDataset`.
+        prepare: uint8 (N, T, C, H, W) -> model input (N, C, T, H, W), e.g. ``VideoNormalize(mean, std).eval()``.
+        chunk_size: views per forward pass, to bound memory.
+        device: where the model runs; None keeps the views where they are.
+
+    Returns:
+        (B, num_classes) float32 probabilities on the model's output device.
+    """
+    if views.ndim != 6:
+        raise ValueError(f"expected views (B, V, T, C, H, W), got shape {tuple(views.shape)}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    batch, num_views = views.shape[:2]
+    flat = views.flatten(0, 1)  # (B*V, T, C, H, W)
+    probabilities = []
+    for chunk in flat.split(chunk_size):
+        chunk = chunk if device is None else chunk.to(device, non_blocking=True)
+        probabilities.append(model(prepare(chunk)).float().softmax(dim=-1))  # (n, K)
+    return torch.cat(probabilities).view(batch, num_views, -1).mean(dim=1)  # (B, K)
+
+
+def evaluate_multi_view(
+    model: Model,
+    loader: Iterable[tuple[torch.Tensor, torch.Tensor, list[str]]],
+    prepare: Callable[[torch.Tensor], torch.Tensor],
+    chunk_size: int = 8,
+    device: torch.device | str | None = None,
+    views: str = "",
+    progress: bool = False,
+) -> EvaluationResult:
+    """Evaluate over a loader of ``(views, labels, video_ids)`` batches (a DataLoader over MultiViewDataset).
+
+    Items labelled ``SKIPPED_LABEL`` (unreadable videos) are left out of the metrics and listed in
+    ``skipped_ids``; ``video_ids`` lists exactly the evaluated videos.
+
+    Args:
+        model: (N, C, T, H, W) -> logits, in eval mode.
+        loader: yields uint8 views (B, V, T, C, H, W), int labels (B,), video ids (B,).
+        prepare: uint8 (N, T, C, H, W) -> model input (N, C, T, H, W).
+        chunk_size: views per forward pass.
+        device: where the model runs.
+        views: the view notation to record, e.g. ``"8x3x1"``.
+        progress: show a tqdm progress bar.
+
+    Returns:
+        Top-1, top-5, mean class accuracy and the evaluated / skipped video ids.
+    """
+    all_scores, all_labels, evaluated, skipped = [], [], [], []
+    for batch_views, labels, video_ids in tqdm(loader, desc="evaluate", disable=not progress):
+        labels = torch.as_tensor(labels)
+        keep = labels != SKIPPED_LABEL
+        skipped += [v for v, k in zip(video_ids, keep.tolist()) if not k]
+        if not keep.any():
+            continue
+        scores = multi_view_scores(model, batch_views[keep], prepare, chunk_size, device)
+        all_scores.append(scores.cpu())
+        all_labels.append(labels[keep])
+        evaluated += [v for v, k in zip(video_ids, keep.tolist()) if k]
+    if not all_scores:
+        raise RuntimeError(f"no readable videos to evaluate ({len(skipped)} skipped)")
+    return EvaluationResult.from_scores(torch.cat(all_scores), torch.cat(all_labels), evaluated, views, skipped)
