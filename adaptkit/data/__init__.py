@@ -24,7 +24,14 @@ from .annotations import (
 )
 from .batch import BatchMixer, VideoNormalize, prepare_batch, soft_targets
 from .dataset import SKIPPED_LABEL, MultiViewDataset, VideoClipDataset
-from .decode import DECODE_BACKENDS, VideoDecodeError, count_frames, decode_frames, default_backend, torchcodec_available
+from .decode import (
+    DECODE_BACKENDS,
+    VideoDecodeError,
+    count_frames,
+    decode_frames,
+    default_backend,
+    torchcodec_available,
+)
 from .encode import encode_video, encoder_available
 from .metrics import EvaluationResult, mean_class_accuracy, top_k_accuracy
 from .records import AnnotationError, Annotations, VideoRecord
