@@ -1,0 +1,238 @@
+"""Every annotation parser on small files, including errors that name the file and the line or entry."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from adaptkit.data import (
+    AnnotationError,
+    Annotations,
+    VideoRecord,
+    kinetics_classes,
+    list_annotation_formats,
+    load_annotations,
+    parse_video_list,
+    register_annotation_format,
+)
+
+
+def write(path, text: str):
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def write_json(path, data):
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+# ---- MMAction2 video list ---------------------------------------------------------------------------------------
+
+
+def test_video_list(tmp_path):
+    path = write(tmp_path / "list.txt", "a/x.mp4 2\n\nb/y.webm 0\n")
+    ann = load_annotations("video_list", path, root="/data")
+    assert ann.records == [VideoRecord("/data/a/x.mp4", 2, "a/x"), VideoRecord("/data/b/y.webm", 0, "b/y")]
+    assert ann.classes == ["0", "1", "2"] and len(ann) == 2 and ann.num_classes == 3
+
+
+def test_video_list_with_class_names_and_no_root(tmp_path):
+    path = write(tmp_path / "list.txt", "x.mp4 1\n")
+    ann = parse_video_list(path, classes=["cat", "dog"])
+    assert ann.records[0].path == "x.mp4" and ann.classes == ["cat", "dog"]
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [("c.mp4 one", "label must be an integer"), ("c.mp4 1 2", "expected 'path label'"), ("c.mp4", "expected"),
+     ("c.mp4 -1", "label -1")],
+)
+def test_video_list_bad_line_names_file_and_line(tmp_path, bad_line, message):
+    path = write(tmp_path / "list.txt", f"a.mp4 0\n\nb.mp4 1\n{bad_line}\n")
+    with pytest.raises(AnnotationError, match=message) as info:
+        parse_video_list(path)
+    assert info.value.line == 4 and f"{path}, line 4" in str(info.value)
+
+
+def test_video_list_label_beyond_classes(tmp_path):
+    path = write(tmp_path / "list.txt", "a.mp4 2\n")
+    with pytest.raises(AnnotationError, match=r"line 1: label 2 outside \[0, 2\)"):
+        parse_video_list(path, classes=["a", "b"])
+
+
+# ---- Kinetics CSV -----------------------------------------------------------------------------------------------
+
+TRAIN_CSV = """label,youtube_id,time_start,time_end,split,is_cc
+riding a bike,abc,14,24,train,0
+abseiling,def,0,10,train,0
+"zumba, dancing",ghi,5,15,train,1
+abseiling,jkl,100,110,train,0
+"""
+
+
+def test_kinetics_train_csv_classes_are_sorted_unique_names(tmp_path):
+    path = write(tmp_path / "train.csv", TRAIN_CSV)
+    ann = load_annotations("kinetics_csv", path, root="k400/train")
+    assert ann.classes == ["abseiling", "riding a bike", "zumba, dancing"] == kinetics_classes(path)
+    assert ann.records[0] == VideoRecord(os.path.join("k400/train", "abc_000014_000024.mp4"), 1, "abc")
+    assert [r.label for r in ann.records] == [1, 0, 2, 0]
+    assert ann.records[3].path.endswith("jkl_000100_000110.mp4")
+
+
+def test_kinetics_validation_csv_uses_train_classes(tmp_path):
+    classes = kinetics_classes(write(tmp_path / "train.csv", TRAIN_CSV))
+    val = write(tmp_path / "val.csv", 'label,youtube_id,time_start,time_end,split\n"zumba, dancing",xyz,1,11,val\n')
+    ann = load_annotations("kinetics_csv", val, classes=classes, class_folders=True)
+    assert ann.records == [VideoRecord(os.path.join("zumba, dancing", "xyz_000001_000011.mp4"), 2, "xyz")]
+    assert ann.classes == classes
+
+
+def test_kinetics_csv_without_header(tmp_path):
+    path = write(tmp_path / "train.csv", "b,id1,0,10,train\na,id2,3,13,train\n")
+    ann = load_annotations("kinetics_csv", path)
+    assert [(r.label, r.path) for r in ann.records] == [(1, "id1_000000_000010.mp4"), (0, "id2_000003_000013.mp4")]
+
+
+@pytest.mark.parametrize(
+    "bad_line, message",
+    [("riding a bike,abc,x,24,train", "time_start must be an integer"), ("walking,abc,1,2,train", "unknown class"),
+     ("abseiling,abc", "expected columns")],
+)
+def test_kinetics_bad_line_names_file_and_line(tmp_path, bad_line, message):
+    classes = ["abseiling", "riding a bike"]
+    header = "label,youtube_id,time_start,time_end,split"
+    path = write(tmp_path / "val.csv", f"{header}\nabseiling,a,0,10,val\n{bad_line}\n")
+    with pytest.raises(AnnotationError, match=message) as info:
+        load_annotations("kinetics_csv", path, classes=classes)
+    assert info.value.line == 3 and f"{path}, line 3" in str(info.value)
+
+
+# ---- Something-Something-v2 -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def ssv2_labels(tmp_path):
+    return write_json(
+        tmp_path / "labels.json",
+        {"Pushing something from left to right": "1", "Approaching something with your camera": "0"},
+    )
+
+
+def test_ssv2(tmp_path, ssv2_labels):
+    entries = [
+        {"id": "78687", "label": "pushing a pen from left to right",
+         "template": "Pushing [something] from left to right", "placeholders": ["a pen"]},
+        {"id": "42326", "template": "Approaching [something] with your camera", "placeholders": ["x"]},
+    ]
+    ann = load_annotations("ssv2_json", write_json(tmp_path / "train.json", entries), root="ssv2")
+    assert ann.classes == ["Approaching something with your camera", "Pushing something from left to right"]
+    assert ann.records == [
+        VideoRecord(os.path.join("ssv2", "78687.webm"), 1, "78687"),
+        VideoRecord(os.path.join("ssv2", "42326.webm"), 0, "42326"),
+    ]
+
+
+@pytest.mark.parametrize(
+    "bad_entry, message",
+    [({"id": "1", "template": "Juggling [something]"}, "not in"), ({"id": "1"}, "the test split has no labels")],
+)
+def test_ssv2_bad_entry_names_file_and_entry(tmp_path, ssv2_labels, bad_entry, message):
+    entries = [{"id": "5", "template": "Pushing [something] from left to right"}, bad_entry]
+    path = write_json(tmp_path / "validation.json", entries)
+    with pytest.raises(AnnotationError, match=message) as info:
+        load_annotations("ssv2_json", path, labels_path=ssv2_labels)
+    assert info.value.entry == 1 and f"{path}, entry 1" in str(info.value)
+
+
+def test_ssv2_labels_with_non_numeric_id(tmp_path):
+    write_json(tmp_path / "labels.json", {"Pushing something": "zero"})  # found next to train.json
+    with pytest.raises(AnnotationError, match="must be an integer") as info:
+        load_annotations("ssv2_json", write_json(tmp_path / "train.json", []))
+    assert str(tmp_path / "labels.json") in str(info.value)
+
+
+def test_invalid_json_names_file_and_line(tmp_path, ssv2_labels):
+    path = write(tmp_path / "train.json", '[\n{"id": "1",\n oops}\n]')
+    with pytest.raises(AnnotationError, match="invalid JSON") as info:
+        load_annotations("ssv2_json", path)
+    assert info.value.line == 3
+
+
+# ---- Diving-48 --------------------------------------------------------------------------------------------------
+
+
+def test_diving48(tmp_path):
+    entries = [
+        {"vid_name": "-mmq0PT-u8k_00155", "label": 0, "start_frame": 0, "end_frame": 184},
+        {"vid_name": "abc_00001", "label": 47, "start_frame": 10, "end_frame": 60},
+    ]
+    vocab = write_json(tmp_path / "vocab.json", [["Back", "15som", "05Twis", "FREE"]] * 48)
+    ann = load_annotations("diving48_json", write_json(tmp_path / "train.json", entries), root="d48", vocab_path=vocab)
+    assert ann.records[1] == VideoRecord(os.path.join("d48", "abc_00001.mp4"), 47, "abc_00001", 10, 60)
+    assert ann.num_classes == 48 and ann.classes[0] == "Back 15som 05Twis FREE"
+    assert load_annotations("diving48_json", tmp_path / "train.json").classes[:2] == ["0", "1"]
+
+
+@pytest.mark.parametrize(
+    "bad_entry, message",
+    [({"vid_name": "a", "label": 48, "start_frame": 0, "end_frame": 5}, "label 48 outside"),
+     ({"vid_name": "a", "label": 1, "start_frame": 0}, "expected an object with keys"),
+     ({"vid_name": "a", "label": 1, "start_frame": 9, "end_frame": 5}, "start_frame < end_frame")],
+)
+def test_diving48_bad_entry_names_file_and_entry(tmp_path, bad_entry, message):
+    ok = {"vid_name": "b", "label": 1, "start_frame": 0, "end_frame": 5}
+    path = write_json(tmp_path / "test.json", [ok, ok, bad_entry])
+    with pytest.raises(AnnotationError, match=message) as info:
+        load_annotations("diving48_json", path)
+    assert info.value.entry == 2 and str(path) in str(info.value)
+
+
+# ---- folder tree ------------------------------------------------------------------------------------------------
+
+
+def test_folder_tree(tmp_path):
+    for relative in ["walk/b.mp4", "walk/a.MKV", "run/x/c.webm", "run/notes.txt", ".hidden/d.mp4", "top.mp4"]:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_bytes(b"")
+    ann = load_annotations("folder_tree", tmp_path)
+    assert ann.classes == ["run", "walk"]
+    assert [(r.label, r.video_id) for r in ann.records] == [(0, "run/x/c"), (1, "walk/a"), (1, "walk/b")]
+    assert ann.records[0].path == os.path.join(str(tmp_path), "run/x/c.webm")
+    assert load_annotations("folder_tree", tmp_path, root="/elsewhere").records[0].path == "/elsewhere/run/x/c.webm"
+
+
+def test_folder_tree_without_videos(tmp_path):
+    (tmp_path / "class_a").mkdir()
+    with pytest.raises(AnnotationError, match="no videos"):
+        load_annotations("folder_tree", tmp_path)
+    with pytest.raises(AnnotationError, match="not a folder"):
+        load_annotations("folder_tree", tmp_path / "missing")
+
+
+# ---- registry ---------------------------------------------------------------------------------------------------
+
+
+def test_registry_lists_formats_and_rejects_unknown_ones(tmp_path):
+    assert {"video_list", "kinetics_csv", "ssv2_json", "diving48_json", "folder_tree"} <= set(list_annotation_formats())
+    with pytest.raises(ValueError, match="valid: .*video_list"):
+        load_annotations("csv_of_doom", tmp_path)
+    with pytest.raises(ValueError, match="already registered"):
+        register_annotation_format("video_list")(parse_video_list)
+
+
+def test_registering_a_new_format(tmp_path):
+    from adaptkit.data.annotations import ANNOTATION_FORMATS
+
+    @register_annotation_format("one_per_line_test_only")
+    def parse(path, root=None):
+        names = open(path).read().split()
+        return Annotations([VideoRecord(n, 0, n) for n in names], ["only"])
+
+    try:
+        ann = load_annotations("one_per_line_test_only", write(tmp_path / "f.txt", "a.mp4 b.mp4"))
+        assert [r.path for r in ann.records] == ["a.mp4", "b.mp4"]
+    finally:
+        del ANNOTATION_FORMATS["one_per_line_test_only"]
