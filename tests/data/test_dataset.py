@@ -1,0 +1,190 @@
+"""Datasets: item contract, frames follow the sampler, broken videos skipped and reported (also from workers),
+multi-view items decoded once."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+import adaptkit.data.dataset as dataset_module
+from adaptkit.data import (
+    SKIPPED_LABEL,
+    AugmentConfig,
+    DenseSampler,
+    MultiViewDataset,
+    SegmentSampler,
+    VideoClipDataset,
+    VideoRecord,
+    VideoTrainTransform,
+    load_annotations,
+    write_corrupt_video,
+    write_synthetic_videos,
+)
+
+from ._videos import assert_frames_are, write_gray_video
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Synthetic tree (4 videos), a 40-frame gray video, a truncated and a missing file."""
+    folder = tmp_path_factory.mktemp("videos")
+    list_file = write_synthetic_videos(folder / "tree", 4, num_frames=12, size=32, num_classes=2)
+    return dict(
+        tree=folder / "tree",
+        annotations=load_annotations("video_list", list_file, root=folder / "tree"),
+        gray=str(write_gray_video(folder / "gray.mp4", 40)),
+        truncated=str(write_corrupt_video(folder / "truncated.mp4", "truncated")),
+        missing=str(folder / "missing.mp4"),
+    )
+
+
+@pytest.fixture
+def mixed_records(videos):
+    good = videos["annotations"].records
+    return [good[0], VideoRecord(videos["truncated"], 1, "truncated"), good[1],
+            VideoRecord(videos["missing"], 0, "missing"), good[2]]
+
+
+def test_item_contract(videos):
+    ann = videos["annotations"]
+    ds = VideoClipDataset(ann, DenseSampler(4, 2))
+    assert len(ds) == 4
+    for i in range(4):
+        clip, label, index = ds[i]
+        assert clip.shape == (4, 3, 32, 32) and clip.dtype == torch.uint8
+        assert (label, index) == (ann.records[i].label, i)
+    transform = VideoTrainTransform(AugmentConfig(crop_size=16, resize_size=24))
+    transformed = VideoClipDataset(ann, DenseSampler(4, 2), transform)
+    assert transformed[0][0].shape == (4, 3, 16, 16)
+
+
+def test_root_is_joined_to_record_paths(videos):
+    record = videos["annotations"].records[0]
+    relative = VideoRecord(str(record.path).split("/tree/", 1)[1], record.label, record.video_id)
+    clip, _, _ = VideoClipDataset([relative], DenseSampler(2), root=videos["tree"])[0]
+    assert clip.shape == (2, 3, 32, 32)
+
+
+def test_decoded_frames_are_the_sampled_ones(videos):
+    record = VideoRecord(videos["gray"], 0, "gray")
+    # test mode, n=40, 4x3: span 10, max_off 30, centred offset 15
+    clip, _, _ = VideoClipDataset([record], DenseSampler(4, 3, test_mode=True))[0]
+    assert_frames_are(clip, [15, 18, 21, 24])
+    # seeded train mode draws from default_rng([seed, epoch, index])
+    sampler = DenseSampler(4, 3)
+    ds = VideoClipDataset([record], sampler, seed=7)
+    assert_frames_are(ds[0][0], sampler(40, np.random.default_rng([7, 0, 0]))[0].tolist())
+
+
+def test_frame_window_of_a_record(videos):
+    sampler = SegmentSampler(5, test_mode=True)
+    # window 10..19 (10 frames): seg 1.8, bounds [0, 2, 4, 5, 7, 9] -> middles [1, 3, 4, 6, 8] -> +10
+    clip, _, _ = VideoClipDataset([VideoRecord(videos["gray"], 0, "g", 10, 20)], sampler)[0]
+    assert_frames_are(clip, [11, 13, 14, 16, 18])
+    # an end past the real length is clamped to it: window 30..39
+    clip, _, _ = VideoClipDataset([VideoRecord(videos["gray"], 0, "g", 30, 1000)], sampler)[0]
+    assert_frames_are(clip, [31, 33, 34, 36, 38])
+
+
+def test_seeded_sampling_is_reproducible_and_changes_with_the_epoch(videos):
+    records = [VideoRecord(videos["gray"], 0, f"g{i}") for i in range(6)]
+    first, second = (VideoClipDataset(records, DenseSampler(4, 1), seed=3) for _ in range(2))
+    assert all(torch.equal(first[i][0], second[i][0]) for i in range(6))
+    second.set_epoch(1)
+    assert not all(torch.equal(first[i][0], second[i][0]) for i in range(6))
+
+
+def test_broken_videos_are_logged_replaced_and_summarised(videos, mixed_records, caplog):
+    ds = VideoClipDataset(mixed_records, DenseSampler(4, 2))
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        clip, label, index = ds[1]
+    assert index == 2 and label == mixed_records[2].label and clip.shape == (4, 3, 32, 32)
+    assert videos["truncated"] in caplog.text and "cannot open" in caplog.text
+    assert ds[3][2] == 4
+    assert ds.skipped() == [(videos["truncated"], "corrupt or truncated"), (videos["missing"], "missing")]
+    summary = ds.skipped_summary()
+    assert "skipped 2 of 5 videos" in summary and videos["truncated"] in summary and videos["missing"] in summary
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        assert ds[1][2] == 2  # a flagged video is not retried (no second log line)
+    assert caplog.text == ""
+
+
+def test_nothing_skipped_summary(videos):
+    ds = VideoClipDataset(videos["annotations"], DenseSampler(2))
+    ds[0]
+    assert ds.skipped() == [] and ds.skipped_summary() == "no videos skipped"
+
+
+def test_no_readable_video_raises(videos):
+    records = [VideoRecord(videos["missing"], 0, "m"), VideoRecord(videos["truncated"], 0, "t")]
+    with pytest.raises(RuntimeError, match="no readable video"):
+        VideoClipDataset(records, DenseSampler(2))[0]
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_skips_in_dataloader_workers_reach_the_main_process(videos, mixed_records, context):
+    ds = VideoClipDataset(mixed_records, DenseSampler(4, 2))
+    loader = DataLoader(ds, batch_size=2, num_workers=2 if context == "fork" else 1, multiprocessing_context=context)
+    served = []
+    for clips, labels, indices in loader:
+        assert clips.shape[1:] == (4, 3, 32, 32) and clips.dtype == torch.uint8
+        served += indices.tolist()
+    assert sorted(served) == [0, 2, 2, 4, 4]  # broken records 1 and 3 were replaced by 2 and 4
+    assert {path for path, _ in ds.skipped()} == {videos["truncated"], videos["missing"]}
+
+
+def test_multi_view_decodes_once_and_orders_views_clip_major(videos, monkeypatch):
+    calls = []
+    real_decode = dataset_module.decode_frames
+
+    def counting_decode(path, indices, backend=None):
+        calls.append(np.asarray(indices).copy())
+        return real_decode(path, indices, backend)
+
+    monkeypatch.setattr(dataset_module, "decode_frames", counting_decode)
+    # n=40, 4x2, 3 clips: span 7, max_off 33, offsets round([0, 16.5, 33]) = [0, 16, 33]
+    ds = MultiViewDataset([VideoRecord(videos["gray"], 5, "gray")], DenseSampler(4, 2, 3, test_mode=True),
+                          crop_size=24, num_crops=3)
+    views, label, video_id = ds[0]
+    assert len(calls) == 1 and calls[0].size == 12
+    assert views.shape == (9, 4, 3, 24, 24) and views.dtype == torch.uint8 and ds.num_views == 9
+    assert (label, video_id) == (5, "gray")
+    for clip, offset in enumerate([0, 16, 33]):
+        for crop in range(3):
+            assert_frames_are(views[3 * clip + crop], [offset, offset + 2, offset + 4, offset + 6])
+
+
+def test_multi_view_crops_match_the_test_transform(videos):
+    record = videos["annotations"].records[0]
+    ds = MultiViewDataset([record], DenseSampler(4, 2, 2, test_mode=True), crop_size=24, num_crops=3)
+    views, _, _ = ds[0]
+    indices = DenseSampler(4, 2, 2, test_mode=True)(12)
+    for clip in range(2):
+        expected = ds.transform(dataset_module.decode_frames(record.path, indices[clip]))  # (3, T, C, S, S)
+        assert torch.equal(views[3 * clip : 3 * clip + 3], expected)
+
+
+def test_multi_view_marks_unreadable_videos(videos, caplog):
+    records = [VideoRecord(videos["truncated"], 1, "bad"), VideoRecord(videos["gray"], 0, "good")]
+    ds = MultiViewDataset(records, SegmentSampler(4, test_mode=True), crop_size=16)
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        views, label, video_id = ds[0]
+    assert label == SKIPPED_LABEL and video_id == "bad" and views.shape == (1, 4, 3, 16, 16) and not views.any()
+    assert videos["truncated"] in caplog.text
+    assert ds[1][1] == 0
+    assert ds.skipped() == [(videos["truncated"], "corrupt or truncated")]
+
+
+def test_constructor_checks(videos):
+    ann = videos["annotations"]
+    with pytest.raises(ValueError, match="MultiViewDataset"):
+        VideoClipDataset(ann, DenseSampler(4, 2, num_clips=2))
+    with pytest.raises(ValueError, match="test-mode"):
+        MultiViewDataset(ann, DenseSampler(4, 2))
+    with pytest.raises(ValueError, match="no records"):
+        VideoClipDataset([], DenseSampler(4))
