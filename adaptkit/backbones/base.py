@@ -6,7 +6,9 @@ talk to blocks only through these methods, so adding a family is one file plus o
 
 from __future__ import annotations
 
+import operator
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
@@ -14,6 +16,39 @@ from torch import nn
 
 SpatialContext = dict[str, Any]
 """Keyword arguments a family's spatial attention needs (RoPE tables, shared relative bias...)."""
+
+
+class ChainedBlocks(Sequence[nn.Module]):
+    """A flat, depth-ordered view over the block containers of several stages; indexable and assignable.
+
+    Hierarchical families (Swin) keep one container per stage, while strategies select blocks by
+    depth index (``layers``) and wrap them in place: ``view[i] = m`` writes into the container that
+    holds block ``i``.
+    """
+
+    def __init__(self, containers: Sequence[nn.ModuleList | nn.Sequential]) -> None:
+        self._slots = [(container, j) for container in containers for j in range(len(container))]
+
+    def __len__(self) -> int:
+        return len(self._slots)
+
+    def __getitem__(self, index: int) -> nn.Module:  # type: ignore[override]
+        container, j = self._slots[operator.index(index)]
+        return container[j]
+
+    def __setitem__(self, index: int, module: nn.Module) -> None:
+        container, j = self._slots[operator.index(index)]
+        container[j] = module
+
+    def __iter__(self) -> Iterator[nn.Module]:
+        return (container[j] for container, j in self._slots)
+
+
+Blocks = nn.ModuleList | nn.Sequential | ChainedBlocks
+"""What ``BackboneFamily.blocks()`` returns: every block in depth order, indexable and assignable."""
+
+RunBlock = Callable[[int, torch.Tensor, SpatialContext], torch.Tensor]
+"""``run_block(index, x, spatial)``: runs block ``index`` of ``blocks()``, wrapped or not."""
 
 
 class BackboneFamily(ABC):
@@ -31,6 +66,13 @@ class BackboneFamily(ABC):
     """Registry key, e.g. ``"timm_vit"``."""
     description: ClassVar[str]
     """Human-readable list of the model classes this family accepts (for error messages)."""
+    hierarchical: ClassVar[bool] = False
+    """Stages of different token widths with downsampling between them (Swin). Strategies written
+    for one stack of same-width blocks (``timesformer``) refuse such families."""
+    temporal_embedding: ClassVar[bool] = True
+    """Whether temporal strategies add a learned absolute temporal embedding after :meth:`embed`.
+    Families whose temporal attention has its own relative temporal bias (Swin, as in the AIM
+    reference) set False: frame order then comes from that bias alone."""
 
     def __init__(self, image_model: nn.Module) -> None:
         self.image_model = image_model
@@ -54,11 +96,30 @@ class BackboneFamily(ABC):
     @property
     @abstractmethod
     def embed_dim(self) -> int:
-        """Token width D."""
+        """Width D of the pooled features (the token width; the last stage's for hierarchical families)."""
 
     @abstractmethod
-    def blocks(self) -> nn.ModuleList | nn.Sequential:
-        """The container of transformer blocks, in order (indexable and assignable)."""
+    def blocks(self) -> Blocks:
+        """Every transformer block in depth order (indexable and assignable; a :class:`ChainedBlocks`
+        view for families that keep blocks in stages)."""
+
+    def forward_blocks(self, x: torch.Tensor, spatial: SpatialContext, run_block: RunBlock) -> torch.Tensor:
+        """Run every block in depth order through ``run_block(index, x, spatial)``.
+
+        The default suits a single stack of blocks. Families with stages override it to put
+        their downsampling between stages (and may pass a per-stage spatial context).
+        """
+        for index in range(len(self.blocks())):
+            x = run_block(index, x, spatial)
+        return x
+
+    def temporal_block_choices(self) -> dict[str, list[int]]:
+        """Named sets of block indices that may get temporal attention; the first is the default.
+
+        Empty (the default) when there is nothing to choose: every adapted block gets it. Swin
+        offers ``"unshifted"`` (the AIM paper: its regular-window blocks) and ``"all"``.
+        """
+        return {}
 
     @abstractmethod
     def check_frame_size(self, height: int, width: int) -> None:
@@ -110,6 +171,10 @@ class BackboneFamily(ABC):
         }
 
     # ----------------------------------------------------------------- block level
+    def block_dim(self, block: nn.Module) -> int:
+        """Token width inside ``block`` (it changes from stage to stage in hierarchical families)."""
+        return self.embed_dim
+
     @abstractmethod
     def block_forward(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         """The block's own, unmodified forward."""
@@ -149,6 +214,28 @@ class BackboneFamily(ABC):
     @abstractmethod
     def drop_path2(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
         """The block's own stochastic depth on the MLP branch."""
+
+    def attend_space(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        """The block's own spatial attention on normed tokens (B*T, *tokens, D).
+
+        Defaults to :meth:`attend` on the block's attention module; families whose attention needs
+        the block (Swin: window partition, cyclic shift and mask) override it.
+        """
+        return self.attend(self.attention(block), x, spatial)
+
+    def new_temporal_bias(self, block: nn.Module, num_frames: int) -> nn.Module | None:
+        """A new, trainable relative temporal position bias for temporal attention in ``block``.
+
+        None (the default) where frame order comes from the model-level temporal embedding.
+        """
+        return None
+
+    def attend_time(self, block: nn.Module, x: torch.Tensor, bias: nn.Module | None) -> torch.Tensor:
+        """The block's own attention over time on sequences (S, T, D), plus ``bias`` if the family has one.
+
+        No spatial position machinery is applied. ``bias`` is what :meth:`new_temporal_bias` made.
+        """
+        return self.attend(self.attention(block), x, None)
 
     def new_temporal_attention(self, block: nn.Module) -> nn.Module:
         """A fresh attention module initialised from the block's, for divided space-time attention."""

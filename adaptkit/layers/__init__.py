@@ -1,6 +1,7 @@
 """Pure building blocks that know nothing about any backbone family."""
 
 from adaptkit.layers.adapter import Adapter
+from adaptkit.layers.temporal_bias import RelativeTemporalBias
 from adaptkit.layers.temporal_embedding import TemporalEmbedding
 
-__all__ = ["Adapter", "TemporalEmbedding"]
+__all__ = ["Adapter", "RelativeTemporalBias", "TemporalEmbedding"]

@@ -50,6 +50,9 @@ class AIMConfig(StrategyConfig):
     """Blocks to adapt: 'all', 'top:N', 'bottom:N', 'every:N' or a list of indices (Table 7)."""
     drop_path: float = 0.0
     """Max stochastic-depth rate, linear over depth, on the temporal and joint branches only."""
+    temporal_blocks: str | None = None
+    """Which adapted blocks get temporal attention, where the family offers a choice; None is the
+    family's default. Swin: 'unshifted' (default, the paper) or 'all'. Other families: must be None."""
 
     def validate(self) -> None:
         check_bool(self, "spatial", "temporal", "joint", "temporal_in")
@@ -63,6 +66,34 @@ class AIMConfig(StrategyConfig):
         if not (self.spatial or self.temporal or self.joint):
             raise ValueError("aim needs at least one of spatial, temporal, joint; use 'linear-probe' for none")
         validate_layers_spec(self.layers)
+        if self.temporal_blocks is not None and not isinstance(self.temporal_blocks, str):
+            raise ValueError(f"aim option temporal_blocks must be a name or None, got {self.temporal_blocks!r}")
+
+    def check_backbone(self, family: BackboneFamily) -> None:
+        choices = family.temporal_block_choices()
+        if self.temporal_blocks is not None and not choices:
+            raise ValueError(
+                f"aim option temporal_blocks={self.temporal_blocks!r} has no meaning on {family.name}: every adapted "
+                f"block gets temporal attention there (the option chooses between the shifted- and regular-window "
+                f"blocks of hierarchical families such as Swin); leave it unset"
+            )
+        if self.temporal_blocks is not None and self.temporal_blocks not in choices:
+            raise ValueError(
+                f"aim option temporal_blocks={self.temporal_blocks!r} is not valid for {family.name}; "
+                f"choose one of {', '.join(map(repr, choices))} (default {next(iter(choices))!r})"
+            )
+        selected = parse_layers(self.layers, len(family.blocks()))
+        if self.temporal and not set(selected) & self._temporal_indices(family):
+            raise ValueError(
+                f"aim: none of the blocks selected by layers={self.layers!r} gets temporal attention on {family.name} "
+                f"(temporal_blocks={self.temporal_blocks!r}); select other layers, set temporal_blocks, or temporal=False"
+            )
+
+    def _temporal_indices(self, family: BackboneFamily) -> set[int]:
+        choices = family.temporal_block_choices()
+        if not choices:
+            return set(range(len(family.blocks())))
+        return set(choices[self.temporal_blocks or next(iter(choices))])
 
     @property
     def temporal_embedding(self) -> bool:  # type: ignore[override]
@@ -73,8 +104,9 @@ class AIMConfig(StrategyConfig):
         family = video_model.family
         blocks = family.blocks()
         rates = drop_path_rates(self.drop_path, len(blocks))
+        temporal = self._temporal_indices(family) if self.temporal else set()
         for i in parse_layers(self.layers, len(blocks)):
-            blocks[i] = AIMBlock(blocks[i], family, self, rates[i])
+            blocks[i] = AIMBlock(blocks[i], family, self, rates[i], i in temporal, video_model.num_frames)
         for path in family.final_norm_paths():
             video_model.train_copy_of(path)
 
@@ -91,15 +123,28 @@ class AIMBlock(VideoBlock):
         x  = x + mlp(xn) + drop_path(scale * MLP_adapter(xn))
 
     Both attentions are the block's own frozen module and norm; the temporal one runs on the
-    regrouped tensor with no spatial position machinery. Fresh adapters leave the block's
-    output exactly unchanged.
+    regrouped tensor with no spatial position machinery, plus a new trainable relative temporal
+    bias where the family has one (Swin). Fresh adapters leave the block's output exactly unchanged.
+
+    Args:
+        block: The frozen image block.
+        family: Its backbone family (the only code that knows the block's layout).
+        config: The AIM options.
+        drop_path: Stochastic-depth rate of this block's temporal and joint branches.
+        temporal: Whether this block gets temporal attention (``config.temporal`` and the family's
+            choice of blocks, e.g. only Swin's regular-window blocks).
+        num_frames: Clip length the model is built for (sizes the temporal bias, if any).
     """
 
-    def __init__(self, block: nn.Module, family: BackboneFamily, config: AIMConfig, drop_path: float) -> None:
+    def __init__(
+        self, block: nn.Module, family: BackboneFamily, config: AIMConfig, drop_path: float, temporal: bool,
+        num_frames: int,
+    ) -> None:
         super().__init__(block, family)
-        dim = family.embed_dim
-        self.temporal_adapter_in = Adapter(dim, config.ratio, skip=True) if config.temporal_in else None
-        self.temporal_adapter = Adapter(dim, config.ratio, skip=False) if config.temporal else None
+        dim = family.block_dim(block)
+        self.temporal_adapter_in = Adapter(dim, config.ratio, skip=True) if temporal and config.temporal_in else None
+        self.temporal_adapter = Adapter(dim, config.ratio, skip=False) if temporal else None
+        self.temporal_bias = family.new_temporal_bias(block, num_frames) if temporal else None
         self.spatial_adapter = Adapter(dim, config.ratio, skip=True) if config.spatial else None
         self.mlp_adapter = Adapter(dim, config.ratio, skip=False) if config.joint else None
         self.scale = config.scale
@@ -107,15 +152,14 @@ class AIMBlock(VideoBlock):
 
     def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
         f, blk = self.family, self.block
-        attn = f.attention(blk)
         if self.temporal_adapter is not None:
             xt = f.norm1(blk, to_time_sequences(x, num_frames))  # (B*N, T, D)
             if self.temporal_adapter_in is not None:
                 xt = self.temporal_adapter_in(xt)
-            xt = self.temporal_adapter(f.scale1(blk, f.attend(attn, xt, None)))
+            xt = self.temporal_adapter(f.scale1(blk, f.attend_time(blk, xt, self.temporal_bias)))
             x = x + self.drop_path(from_time_sequences(xt, x, num_frames))  # back to (B*T, N, D)
 
-        xs = f.scale1(blk, f.attend(attn, f.norm1(blk, x), spatial))
+        xs = f.scale1(blk, f.attend_space(blk, f.norm1(blk, x), spatial))
         if self.spatial_adapter is not None:
             xs = self.spatial_adapter(xs)
         x = x + f.drop_path1(blk, xs)

@@ -38,6 +38,9 @@ class StrategyConfig(ABC):
     def validate(self) -> None:
         """Raise ValueError for an invalid combination of options."""
 
+    def check_backbone(self, family: BackboneFamily) -> None:
+        """Raise if this strategy cannot be applied to ``family``; called before any model surgery."""
+
     @abstractmethod
     def apply(self, video_model: VideoModel) -> None:
         """Modify ``video_model.backbone`` in place and mark what trains.

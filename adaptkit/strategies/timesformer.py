@@ -36,6 +36,14 @@ class TimeSformerConfig(StrategyConfig):
     def validate(self) -> None:
         check_range(self, "drop_path", 0.0, 1.0, high_inclusive=False)
 
+    def check_backbone(self, family: BackboneFamily) -> None:
+        if family.hierarchical:
+            raise TypeError(
+                f"strategy 'timesformer' is ViT-only: divided space-time attention is defined on one stack of "
+                f"same-width pre-norm blocks, and {family.name} has stages of different widths. "
+                f"Use 'aim', 'linear-probe', 'space-only' or 'lora' on this backbone"
+            )
+
     def apply(self, video_model: VideoModel) -> None:
         family = video_model.family
         blocks = family.blocks()
