@@ -18,12 +18,17 @@ from adaptkit.layers import TemporalEmbedding
 from adaptkit.strategies.base import StrategyConfig, VideoBlock
 
 
+INJECTED_MARKER = "_adaptkit_injected"
+"""Attribute set on a backbone while it belongs to a VideoModel, so injecting twice fails clearly."""
+
+
 @dataclasses.dataclass
 class _Restore:
     """What ``unload()`` needs to give back the untouched image model. Not part of the module tree."""
 
     image_model: nn.Module
     requires_grad: dict[str, bool]
+    parameter_order: dict[str, list[str]]  # module name -> its parameters' registration order
     stashed: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> original module/parameter
     strategy_state: Any = None  # whatever a strategy needs to undo itself (e.g. PEFT's LoraModel)
 
@@ -63,8 +68,10 @@ class VideoModel(nn.Module):
         self._restore = _Restore(
             image_model=family.image_model,
             requires_grad={n: p.requires_grad for n, p in self.backbone.named_parameters()},
+            parameter_order={n: list(m._parameters) for n, m in self.backbone.named_modules()},
         )
         self.backbone.requires_grad_(False)
+        setattr(self.backbone, INJECTED_MARKER, True)
         for path in family.head_paths():
             self._stash(path, replacement=None)
 
@@ -232,6 +239,12 @@ class VideoModel(nn.Module):
             setattr(parent, attr, original.to(device) if isinstance(original, nn.Module) else original)
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(restore.requires_grad[name])
+        # PEFT's unload of nn.MultiheadAttention re-registers in_proj_weight last; give back the original order.
+        for name, module in self.backbone.named_modules():
+            order = restore.parameter_order.get(name)
+            if order is not None and list(module._parameters) != order and set(module._parameters) == set(order):
+                module._parameters = {key: module._parameters[key] for key in order}
+        delattr(self.backbone, INJECTED_MARKER)
         self._restore = None
         return restore.image_model
 

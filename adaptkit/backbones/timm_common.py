@@ -47,7 +47,8 @@ class TimmFamily(BackboneFamily):
         return self.model.forward_head(self.model.norm(x), pre_logits=True)
 
     def head_paths(self) -> list[str]:
-        return ["head"]
+        # Distilled DeiT has a second head whose token is still pooled by forward_head(pre_logits=True).
+        return [name for name in ("head", "head_dist") if hasattr(self.model, name)]
 
     def final_norm_paths(self) -> list[str]:
         return [name for name in ("norm", "fc_norm") if any(True for _ in getattr(self.model, name).parameters())]

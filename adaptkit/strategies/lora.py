@@ -5,6 +5,9 @@ from __future__ import annotations
 import dataclasses
 from typing import TYPE_CHECKING
 
+import torch
+from torch import nn
+
 from adaptkit.strategies.base import StrategyConfig, check_range, register_strategy
 
 if TYPE_CHECKING:
@@ -14,7 +17,12 @@ if TYPE_CHECKING:
 @register_strategy
 @dataclasses.dataclass
 class LoRAConfig(StrategyConfig):
-    """PEFT LoRA on the backbone's attention projections; frames are processed independently."""
+    """PEFT LoRA on the backbone's attention projections; frames are processed independently.
+
+    PEFT applies LoRA to ``nn.MultiheadAttention`` (open_clip) by adding the update into the frozen
+    ``in_proj_weight`` before each forward and subtracting it after, which leaves float round-off
+    in the frozen weight. ``unload()`` therefore restores exact copies of those weights.
+    """
 
     name = "lora"
 
@@ -40,10 +48,22 @@ class LoRAConfig(StrategyConfig):
     def apply(self, video_model: VideoModel) -> None:
         from peft import LoraConfig, LoraModel
 
+        backbone = video_model.backbone
         targets = self.target_modules or video_model.family.lora_targets()
         peft_config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
+        merged_in_place = {
+            f"{name}.{key}": value.detach().clone()
+            for name, module in backbone.named_modules()
+            if isinstance(module, nn.MultiheadAttention)
+            for key, value in module.named_parameters()
+        }
         # LoraModel injects in place into the backbone (and freezes the rest); kept for unload().
-        video_model._restore.strategy_state = LoraModel(video_model.backbone, peft_config, "default")
+        video_model._restore.strategy_state = (LoraModel(backbone, peft_config, "default"), merged_in_place)
 
     def remove(self, video_model: VideoModel) -> None:
-        video_model._restore.strategy_state.unload()
+        lora_model, merged_in_place = video_model._restore.strategy_state
+        lora_model.unload()
+        params = dict(video_model.backbone.named_parameters())
+        with torch.no_grad():
+            for name, original in merged_in_place.items():
+                params[name].copy_(original)
