@@ -52,6 +52,8 @@ def prepare_batch(
         (torch.Size([2, 3, 8, 32, 32]), -2.0)
     """
     _check_batch(batch)
+    if batch.dtype != torch.uint8:  # also keeps the in-place ops below off the caller's tensor
+        raise ValueError(f"expected a uint8 batch, got {batch.dtype}")
     mean_t = torch.as_tensor(mean, dtype=dtype, device=batch.device).view(1, 1, -1, 1, 1)
     std_t = torch.as_tensor(std, dtype=dtype, device=batch.device).view(1, 1, -1, 1, 1)
     clips = batch.to(dtype).div_(255).sub_(mean_t).div_(std_t)  # (B, T, C, H, W)

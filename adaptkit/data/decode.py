@@ -8,6 +8,7 @@ list discards are never counted or returned.
 from __future__ import annotations
 
 import functools
+import io
 import os
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -66,7 +67,9 @@ def _open_video_stream(path: str) -> tuple[Any, Any]:
 def _pyav_count(path: str) -> int:
     # Headers lie: WebM carries no frame count and MP4 counts edit-list-discarded samples. Demuxing is cheap.
     container, stream = _open_video_stream(path)
-    declared, packets, count = stream.frames, 0, 0
+    # Only an MP4/MOV sample table is an exact promise of the packet count (AVI indexes list empty drop-frames).
+    declared = stream.frames if "mp4" in container.format.name else 0
+    packets, count = 0, 0
     try:
         with container:
             for packet in container.demux(stream):
@@ -75,7 +78,7 @@ def _pyav_count(path: str) -> int:
                     count += not packet.is_discard
     except (av.error.FFmpegError, OSError, ValueError) as error:
         raise VideoDecodeError(path, f"demuxing failed: {error}") from error
-    if declared > packets:  # an MP4 sample table longer than the data: the file was cut short
+    if declared > packets:  # the sample table outlives the data: the file was cut short
         raise VideoDecodeError(path, f"truncated: header declares {declared} frames, file holds {packets}")
     if count == 0:
         raise VideoDecodeError(path, "no video frames")
@@ -110,12 +113,26 @@ def _pyav_decode(path: str, indices: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(video).permute(0, 3, 1, 2).contiguous()  # (T, C, H, W)
 
 
+def _tiny_mp4() -> bytes:
+    """A one-frame MP4 made with PyAV, to check that a decoder really works."""
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("mpeg4", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 16, 16, "yuv420p"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode(None))
+    return buffer.getvalue()
+
+
 @functools.cache
 def _torchcodec_decoder_class() -> type | None:
-    # Memoised capability probe: importing torchcodec loads its FFmpeg libraries, which may be missing.
+    # Memoised capability probe. Importing torchcodec does not load its FFmpeg libraries (they load lazily and may
+    # be missing or of an unsupported version), so decode a tiny video; any failure means "use PyAV".
     try:
         from torchcodec.decoders import VideoDecoder
-    except (ImportError, OSError, RuntimeError):
+
+        VideoDecoder(_tiny_mp4(), seek_mode="exact", num_ffmpeg_threads=1).get_frames_at(indices=[0])
+    except Exception:  # noqa: BLE001 - whatever breaks, torchcodec is unusable here
         return None
     return VideoDecoder
 

@@ -20,9 +20,11 @@ def test_prepare_batch_layout_and_values():
     assert prepare_batch(batch, MEAN, STD, dtype=torch.float64).dtype == torch.float64
 
 
-def test_prepare_batch_rejects_other_ranks():
+def test_prepare_batch_rejects_other_ranks_and_dtypes():
     with pytest.raises(ValueError, match=r"\(B, T, C, H, W\)"):
         prepare_batch(torch.zeros(4, 3, 8, 8, dtype=torch.uint8), MEAN, STD)
+    with pytest.raises(ValueError, match="uint8"):
+        prepare_batch(torch.zeros(1, 4, 3, 8, 8), MEAN, STD)
 
 
 def test_random_erasing_uses_one_box_for_all_frames_and_a_box_per_clip():
