@@ -7,7 +7,6 @@ readable record, evaluation marks the item with ``SKIPPED_LABEL`` so the evaluat
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Callable, Sequence
 
@@ -22,8 +21,6 @@ from .skips import SkipTracker
 from .transforms import VideoTestTransform
 
 __all__ = ["SKIPPED_LABEL", "MultiViewDataset", "VideoClipDataset"]
-
-logger = logging.getLogger(__name__)
 
 SKIPPED_LABEL = -1  # label of a MultiViewDataset item whose video could not be read
 
@@ -44,6 +41,11 @@ class _VideoFiles:
         self.backend = backend
         self.skips = SkipTracker(self.paths)
         self.frame_counts: dict[int, int] = {}  # per worker process; counting demuxes the whole file
+
+    def check_index(self, index: int) -> None:
+        # Without this, out-of-range indices would wrap around and plain iteration would never stop.
+        if not 0 <= index < len(self.records):
+            raise IndexError(f"index {index} out of range for {len(self.records)} records")
 
     def window(self, index: int) -> tuple[int, int]:
         """(first frame, number of frames) usable for record ``index``, clamped to the real length."""
@@ -123,6 +125,7 @@ class VideoClipDataset(Dataset):
         return clip if self.transform is None else self.transform(clip)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
+        self.files.check_index(index)
         for attempt in range(self.max_attempts):
             candidate = (index + attempt) % len(self)
             if self.files.skips.is_skipped(candidate):
@@ -194,6 +197,7 @@ class MultiViewDataset(Dataset):
         return crops.transpose(0, 1).flatten(0, 1).contiguous()  # (K*N, T, C, S, S)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        self.files.check_index(index)
         record = self.files.records[index]
         try:
             return self._load(index), record.label, record.video_id

@@ -79,6 +79,8 @@ class SyntheticMotionDataset(Dataset):
         num_classes: number of directions, even.
         seed: different seeds give different videos; the same (seed, index) always gives the same clip.
         transform: optional uint8 (T, C, H, W) -> uint8 (T, C, h, w) transform (random, so not deterministic).
+            The labels are directions: like SSv2, train WITHOUT horizontal flips (``AugmentConfig(hflip=False)``),
+            which would turn "rightwards" clips into "leftwards" ones.
 
     Example:
         >>> clip, label, index = SyntheticMotionDataset(8, num_frames=8, size=32)[5]

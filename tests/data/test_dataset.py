@@ -188,3 +188,14 @@ def test_constructor_checks(videos):
         MultiViewDataset(ann, DenseSampler(4, 2))
     with pytest.raises(ValueError, match="no records"):
         VideoClipDataset([], DenseSampler(4))
+
+
+def test_out_of_range_indices_raise_index_error(videos):
+    clips = VideoClipDataset(videos["annotations"], DenseSampler(2))
+    views = MultiViewDataset(videos["annotations"], DenseSampler(2, test_mode=True), crop_size=16)
+    for ds in (clips, views):
+        with pytest.raises(IndexError):
+            ds[4]
+        with pytest.raises(IndexError):
+            ds[-1]
+        assert len(list(ds)) == 4  # plain iteration stops
