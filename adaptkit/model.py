@@ -59,6 +59,7 @@ class VideoModel(nn.Module):
             raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        strategy.check_backbone(family)  # before any surgery, so a refusal leaves the image model untouched
         self.family = family
         self.strategy = strategy
         self.num_frames = num_frames
@@ -79,7 +80,8 @@ class VideoModel(nn.Module):
         dim = family.embed_dim
         # New modules are created where the backbone lives (meta included) and in its dtype.
         with torch.device(reference.device):
-            self.temporal_embed = TemporalEmbedding(num_frames, dim) if strategy.temporal_embedding else None
+            use_temporal_embed = strategy.temporal_embedding and family.temporal_embedding
+            self.temporal_embed = TemporalEmbedding(num_frames, dim) if use_temporal_embed else None
             self.head_drop = nn.Dropout(strategy.head_dropout)
             self.head = nn.Linear(dim, num_classes) if num_classes is not None else nn.Identity()
             if num_classes is not None:
@@ -107,13 +109,18 @@ class VideoModel(nn.Module):
 
     def _run_blocks(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
         checkpointing = self._grad_checkpointing and torch.is_grad_enabled()
-        for block in self.family.blocks():
+        blocks = self.family.blocks()
+
+        def run_block(index: int, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+            block = blocks[index]
             if isinstance(block, VideoBlock):
                 fn, args = block, (x, spatial, num_frames)
             else:
                 fn, args = self.family.block_forward, (block, x, spatial)
-            x = torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpointing else fn(*args)
-        return x
+            return torch.utils.checkpoint.checkpoint(fn, *args, use_reentrant=False) if checkpointing else fn(*args)
+
+        # The family decides the order and what runs between blocks (Swin: downsampling between stages).
+        return self.family.forward_blocks(x, spatial, run_block)
 
     def _check_video(self, video: torch.Tensor) -> tuple[int, int, int, int, int]:
         if self._restore is None:

@@ -1,0 +1,246 @@
+"""timm ``SwinTransformer`` and ``SwinTransformerV2``: stages of windowed-attention blocks.
+
+How the AIM paper's Swin variant (Table 6) maps onto the family interface:
+
+- ``blocks()`` is a flat, depth-ordered view over the stages' blocks (``layers`` indexes it);
+  ``forward_blocks`` runs each stage's patch merging before its blocks.
+- Spatial attention is the block's own windowed attention: cyclic shift, window partition,
+  window bias and shift mask, all in timm's ``block._attn``. The spatial adapter sits on its
+  output, which equals putting it on every window's output (the adapter is token-wise).
+- Temporal attention: every spatial position attends over the clip's frames, not windowed,
+  through the block's frozen ``norm1``, ``qkv`` and ``proj``, with neither the window bias nor the
+  shift mask, plus a NEW trainable relative temporal bias (2T-1, heads). By default it goes into
+  the regular-window blocks only (12 of Swin-B's 24, as in the paper); ``temporal_blocks="all"``
+  puts it everywhere.
+- No absolute temporal embedding: the relative bias is what makes the model sensitive to frame
+  order (as in the authors' code, which has none either).
+- Pooling is timm's own: final norm on every token, then the head's global (average) pool over
+  space; the video model averages over time. Frames are embedded one by one by the 2-D patch
+  embedding.
+
+SwinV2 differs in two ways the hooks absorb:
+
+- Res-post-norm blocks compute ``x + norm1(attn(x))`` and ``x + norm2(mlp(x))``, so ``norm1`` and
+  ``norm2`` are identities here and ``scale1`` / ``mlp`` apply the post-norms: the adapters see
+  what the block's own branches see.
+- Temporal attention keeps V2's cosine attention with the block's frozen per-head logit scale:
+  its ``qkv`` was trained for cosine similarities, and raw dot products would put the logits on
+  another scale. The new bias table is added as is; V2's continuous position-bias MLP encodes
+  2-D window offsets and is not used along time.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from timm.layers import ClassifierHead
+from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
+from timm.models.swin_transformer_v2 import SwinTransformerV2, SwinTransformerV2Block
+from torch import nn
+
+from adaptkit.backbones.base import BackboneFamily, ChainedBlocks, RunBlock, SpatialContext, register_backbone
+from adaptkit.backbones.timm_common import fused_qkv_is_called
+from adaptkit.layers import RelativeTemporalBias
+
+
+class _TimmSwinFamily(BackboneFamily):
+    """What timm's Swin V1 and V2 share: stages, windowed attention, ClassifierHead pooling."""
+
+    hierarchical = True
+    temporal_embedding = False
+    model_class: ClassVar[type[nn.Module]]
+    block_class: ClassVar[type[nn.Module]]
+
+    @classmethod
+    def matches(cls, image_model: nn.Module) -> bool:
+        return isinstance(image_model, cls.model_class)
+
+    def validate(self) -> None:
+        unsupported = {type(b).__name__ for b in self.blocks() if not isinstance(b, self.block_class)}
+        if unsupported:
+            raise TypeError(
+                f"timm {self.model_class.__name__} with block type(s) {sorted(unsupported)} is not supported: "
+                f"adaptkit adapts timm's {self.block_class.__name__}"
+            )
+        head = self.model.head
+        if not isinstance(head, ClassifierHead) or head.global_pool.is_identity() or head.global_pool.feat_mult() != 1:
+            raise TypeError(
+                f"timm {self.model_class.__name__} with global_pool={self.model.global_pool!r} is not supported: "
+                f"a video model pools every frame to one vector; build it with global_pool='avg'"
+            )
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.num_features
+
+    def blocks(self) -> ChainedBlocks:
+        return ChainedBlocks([stage.blocks for stage in self.model.layers])
+
+    def forward_blocks(self, x: torch.Tensor, spatial: SpatialContext, run_block: RunBlock) -> torch.Tensor:
+        index = 0
+        for stage in self.model.layers:
+            x = stage.downsample(x)  # (B*T, H, W, C) -> (B*T, H/2, W/2, C') from the second stage on
+            for _ in range(len(stage.blocks)):
+                x = run_block(index, x, spatial)
+                index += 1
+        return x
+
+    def temporal_block_choices(self) -> dict[str, list[int]]:
+        # "unshifted" = the blocks timm builds as regular-window (W-MSA) blocks, the even ones of every stage,
+        # even where a feature map no larger than the window also turns the odd ones' shift off (Swin-B's
+        # last stage at 224): that is the paper's count of 12 temporal blocks in Swin-B.
+        blocks = list(self.blocks())
+        unshifted = [i for i, block in enumerate(blocks) if not any(block.target_shift_size)]
+        return {"unshifted": unshifted, "all": list(range(len(blocks)))}
+
+    def check_frame_size(self, height: int, width: int) -> None:
+        patch_embed = self.model.patch_embed
+        ph, pw = patch_embed.patch_size
+        if patch_embed.strict_img_size:
+            eh, ew = patch_embed.img_size
+            if (height, width) != (eh, ew):
+                raise ValueError(
+                    f"frame size {height}x{width} does not fit this Swin: its windows and shift masks are built for "
+                    f"{eh}x{ew} frames, the only valid size. Resize frames to {eh}x{ew}, or build the model with "
+                    f"dynamic_img_size=True to accept any size divisible by the patch size {ph}x{pw}"
+                )
+        elif not patch_embed.dynamic_img_pad and (height % ph or width % pw):
+            raise ValueError(
+                f"frame size {height}x{width} is not a multiple of the patch size {ph}x{pw}; this Swin (built with "
+                f"dynamic_img_size=True) accepts any size divisible by {ph}x{pw}"
+            )
+
+    def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, SpatialContext]:
+        return self.model.patch_embed(frames), {}  # (B*T, H, W, C): timm's Swin works channels-last
+
+    def pre_blocks(self, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def pool(self, x: torch.Tensor) -> torch.Tensor:
+        # timm normalises every token, then the head pools over space (its classifier ``fc`` is stashed).
+        return self.model.forward_head(self.model.norm(x), pre_logits=True)
+
+    def head_paths(self) -> list[str]:
+        return ["head.fc"]
+
+    def final_norm_paths(self) -> list[str]:
+        return ["norm"]
+
+    def lora_targets(self) -> list[str]:
+        # SwinV2 with q/v biases calls F.linear on qkv.weight, bypassing the module: target the output projection.
+        return ["qkv"] if fused_qkv_is_called(self.blocks()[0].attn) else ["attn.proj"]
+
+    # ---------------------------------------------------------------- block level
+    def block_dim(self, block: nn.Module) -> int:
+        return block.dim
+
+    def block_forward(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        return block(x)
+
+    def attention(self, block: nn.Module) -> nn.Module:
+        return block.attn
+
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
+        """Full attention over the sequences of ``x`` as given: no windows, no position bias.
+
+        The windowed spatial attention needs the block (shift, mask): see :meth:`attend_space`.
+        """
+        return self._self_attention(attn, x, None)
+
+    def attend_space(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        return block._attn(x)  # (B*T, H, W, C) in and out: shift, windows, window bias and mask
+
+    def new_temporal_bias(self, block: nn.Module, num_frames: int) -> nn.Module:
+        return RelativeTemporalBias(num_frames, block.attn.num_heads)
+
+    def attend_time(self, block: nn.Module, x: torch.Tensor, bias: nn.Module | None) -> torch.Tensor:
+        return self._self_attention(block.attn, x, None if bias is None else bias(x.shape[1]))
+
+    def drop_path1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        return block.drop_path1(y)
+
+    def drop_path2(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        return block.drop_path2(y)
+
+    # ---------------------------------------------------------------- attention over plain sequences
+    def _self_attention(self, attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """Multi-head self-attention over (S, L, D) sequences with ``attn``'s own projections (+ bias (heads, L, L))."""
+        s, length, _ = x.shape
+        qkv = self._project_qkv(attn, x).reshape(s, length, 3, attn.num_heads, -1)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (S, heads, L, head_dim)
+        q, k, scale = self._query_key(attn, q, k)
+        out = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=None if bias is None else bias.to(q.dtype),  # (heads, L, L), broadcast over S
+            dropout_p=attn.attn_drop.p if attn.training else 0.0,
+            scale=scale,
+        )
+        out = out.transpose(1, 2).reshape(s, length, -1)  # (S, L, heads * head_dim)
+        return attn.proj_drop(attn.proj(out))
+
+    def _project_qkv(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return attn.qkv(x)
+
+    def _query_key(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        """Queries and keys as the window attention compares them, and the softmax scale to use."""
+        return q, k, attn.scale
+
+
+@register_backbone
+class TimmSwin(_TimmSwinFamily):
+    """Swin V1: pre-norm blocks, scaled dot-product window attention with a bias table."""
+
+    name = "timm_swin"
+    description = "timm SwinTransformer (windowed attention in stages; AIM's Swin variant)"
+    model_class = SwinTransformer
+    block_class = SwinTransformerBlock
+
+    def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block.norm1(x)
+
+    def scale1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def norm2(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return block.norm2(x)
+
+    def mlp(self, block: nn.Module, xn: torch.Tensor) -> torch.Tensor:
+        return block.mlp(xn)
+
+
+@register_backbone
+class TimmSwinV2(_TimmSwinFamily):
+    """Swin V2: res-post-norm blocks, cosine window attention with a learned per-head logit scale."""
+
+    name = "timm_swinv2"
+    description = "timm SwinTransformerV2 (res-post-norm, cosine window attention in stages)"
+    model_class = SwinTransformerV2
+    block_class = SwinTransformerV2Block
+
+    def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x  # post-norm: the attention sees the raw residual stream
+
+    def scale1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
+        return block.norm1(y)
+
+    def norm2(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return x
+
+    def mlp(self, block: nn.Module, xn: torch.Tensor) -> torch.Tensor:
+        return block.norm2(block.mlp(xn))
+
+    def _project_qkv(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        if attn.q_bias is None:
+            return attn.qkv(x)
+        bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))  # k_bias is a zero buffer
+        if attn.qkv_bias_separate:
+            return attn.qkv(x) + bias
+        return F.linear(x, attn.qkv.weight, bias)
+
+    def _query_key(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
+        # Cosine similarity times the frozen per-head logit scale, clamped as timm does (at most 100).
+        logit_scale = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp()  # (heads, 1, 1)
+        return F.normalize(q, dim=-1) * logit_scale, F.normalize(k, dim=-1), 1.0
