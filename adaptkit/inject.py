@@ -9,8 +9,8 @@ from torch import nn
 
 from adaptkit.backbones import find_family
 from adaptkit.checkpoint import load_trainable, read_config
-from adaptkit.model import INJECTED_MARKER, VideoModel
-from adaptkit.strategies import VideoBlock, make_strategy
+from adaptkit.model import VideoModel
+from adaptkit.strategies import make_strategy
 
 
 def inject(
@@ -53,11 +53,6 @@ def inject(
         raise TypeError("this model is already a VideoModel; inject() takes the image model")
     config = make_strategy(strategy, options)
     family = find_family(image_model)
-    if getattr(family.model, INJECTED_MARKER, False) or any(isinstance(b, VideoBlock) for b in family.blocks()):
-        raise TypeError(
-            "this image model was already injected (it is the backbone of a VideoModel); "
-            "call video_model.unload() first to get the image model back"
-        )
     return VideoModel(family, config, num_frames, num_classes)
 
 

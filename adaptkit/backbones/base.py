@@ -14,6 +14,9 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+INJECTED_MARKER = "_adaptkit_injected"
+"""Attribute set on a backbone while it belongs to a VideoModel, so injecting twice fails clearly."""
+
 SpatialContext = dict[str, Any]
 """Keyword arguments a family's spatial attention needs (RoPE tables, shared relative bias...)."""
 
@@ -77,6 +80,11 @@ class BackboneFamily(ABC):
     def __init__(self, image_model: nn.Module) -> None:
         self.image_model = image_model
         self.model = self.visual_tower(image_model)
+        if getattr(self.model, INJECTED_MARKER, False):
+            raise TypeError(
+                "this image model was already injected (it is the backbone of a VideoModel); "
+                "call video_model.unload() first to get the image model back"
+            )
         self.validate()
 
     # ----------------------------------------------------------------- model level

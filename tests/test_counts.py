@@ -1,0 +1,96 @@
+"""Parameter and FLOP parity with the AIM paper (Tables 1-4, 7, 8), on the meta device."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+
+import adaptkit
+
+VIT_B = "vit_base_patch16_clip_224"
+VIT_L = "vit_large_patch14_clip_224"
+
+
+def _meta_timm(name: str):
+    with torch.device("meta"):
+        return timm.create_model(name)
+
+
+def _within(value: float, target: float, tolerance: float) -> bool:
+    return abs(value - target) <= tolerance * target
+
+
+@pytest.mark.parametrize(
+    "name, classes, options, total_m, tunable_m, gmacs_3_views",
+    [
+        (VIT_B, 400, {}, 96.8, 10.96, 606),  # Table 2, AIM ViT-B/16 8x3x1
+        (VIT_B, 174, {"temporal_in": True, "scale": 1.0}, 100.1, 14.3, 624),  # Table 3, SSv2 variant
+        (VIT_L, 400, {}, 341, 38.3, 2802),  # Table 2, AIM ViT-L/14
+    ],
+)
+def test_aim_matches_paper(name, classes, options, total_m, tunable_m, gmacs_3_views):
+    vm = adaptkit.inject(_meta_timm(name), "aim", num_frames=8, num_classes=classes, **options)
+    total, tunable = adaptkit.count_parameters(vm)
+    assert _within(total / 1e6, total_m, 0.005), total
+    assert _within(tunable / 1e6, tunable_m, 0.01), tunable
+    assert _within(adaptkit.count_flops(vm, image_size=224, views=3), gmacs_3_views, 0.01)
+
+
+@pytest.mark.parametrize("frames, gmacs", [(16, 1214), (32, 2428)])
+def test_aim_flops_scale_with_frames(frames, gmacs):
+    vm = adaptkit.inject(_meta_timm(VIT_B), "aim", num_frames=frames, num_classes=400)
+    assert _within(adaptkit.count_flops(vm, image_size=224, views=3), gmacs, 0.01)
+
+
+def test_timesformer_baseline_matches_table_1():
+    vm = adaptkit.inject(_meta_timm(VIT_B), "timesformer", num_frames=8, num_classes=174)
+    total, tunable = adaptkit.count_parameters(vm)
+    assert _within(total / 1e6, 121, 0.01) and tunable == total
+
+
+def test_linear_probe_costs_the_plain_image_model():
+    """Plain CLIP ViT-B/16 on 8 frames x 3 views is ~422 GMACs; AIM adds ~44% on top."""
+    vm = adaptkit.inject(_meta_timm(VIT_B), "linear-probe", num_frames=8, num_classes=400)
+    plain = adaptkit.count_flops(vm, image_size=224, views=3)
+    assert _within(plain, 422, 0.01)
+    total, tunable = adaptkit.count_parameters(vm)
+    assert tunable == 768 * 400 + 400 and _within(total / 1e6, 86, 0.005)
+
+
+@pytest.mark.parametrize(
+    "options, tunable_m, tolerance",
+    [
+        ({"layers": "bottom:6"}, 5.6, 0.01),  # Table 7
+        ({"layers": "top:6"}, 5.6, 0.01),
+        ({"layers": "every:2"}, 5.6, 0.01),
+        ({"ratio": 0.0625}, 3.0, 0.01),  # Table 8
+        ({"ratio": 0.125}, 5.6, 0.01),
+        ({"ratio": 0.5}, 21.0, 0.03),  # we count 21.59M; the paper prints "21"
+    ],
+)
+def test_ablation_parameter_counts(options, tunable_m, tolerance):
+    vm = adaptkit.inject(_meta_timm(VIT_B), "aim", num_frames=8, num_classes=400, **options)
+    assert _within(adaptkit.count_parameters(vm)[1] / 1e6, tunable_m, tolerance)
+
+
+def test_open_clip_vit_b16_counts_equal_timm():
+    import open_clip
+
+    with torch.device("meta"):
+        clip = open_clip.create_model("ViT-B-16", device="meta")
+    vm_clip = adaptkit.inject(clip, "aim", num_frames=8, num_classes=400)
+    vm_timm = adaptkit.inject(_meta_timm(VIT_B), "aim", num_frames=8, num_classes=400)
+    assert adaptkit.count_parameters(vm_clip) == adaptkit.count_parameters(vm_timm)
+    assert adaptkit.count_flops(vm_clip, 224, views=3) == pytest.approx(adaptkit.count_flops(vm_timm, 224, views=3))
+
+
+def test_count_flops_leaves_a_real_model_untouched():
+    from conftest import BACKBONES
+
+    factory, size = BACKBONES["timm_vit"]
+    vm = adaptkit.inject(factory(), "aim", num_frames=2, num_classes=5)
+    before = {k: v.clone() for k, v in vm.state_dict().items()}
+    assert adaptkit.count_flops(vm, image_size=size, views=2) > 0
+    assert all(torch.equal(v, before[k]) for k, v in vm.state_dict().items())
+    assert next(vm.parameters()).device.type == "cpu"

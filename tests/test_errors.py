@@ -1,0 +1,142 @@
+"""Bad input fails early with a message that says what was expected."""
+
+from __future__ import annotations
+
+import pytest
+import timm
+import torch
+from torch import nn
+
+import adaptkit
+from conftest import BACKBONES
+
+
+def _vit():
+    return BACKBONES["timm_vit"][0]()
+
+
+def test_unknown_strategy_lists_registered_ones():
+    with pytest.raises(ValueError, match="registered strategies: aim, linear-probe, space-only, timesformer, lora"):
+        adaptkit.inject(_vit(), "adapterformer")
+
+
+def test_unknown_option_lists_valid_ones():
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['rato'\].*valid options:.*ratio"):
+        adaptkit.inject(_vit(), "aim", rato=0.25)
+
+
+@pytest.mark.parametrize("ratio", [-0.1, 0, 1.5, float("nan"), "0.25", True])
+def test_out_of_range_ratio(ratio):
+    with pytest.raises(ValueError, match="ratio"):
+        adaptkit.inject(_vit(), "aim", ratio=ratio)
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"drop_path": 1.0}, "drop_path"),
+        ({"scale": -1}, "scale"),
+        ({"spatial": "yes"}, "spatial"),
+        ({"temporal": False, "temporal_in": True}, "temporal_in"),
+        ({"spatial": False, "temporal": False, "joint": False}, "at least one"),
+        ({"layers": "middle:3"}, "layers"),
+        ({"layers": []}, "layers"),
+        ({"layers": [0, 7]}, "out of range"),
+        ({"layers": "top:9"}, "has 2"),
+        ({"head_dropout": 1.0}, "head_dropout"),
+    ],
+)
+def test_invalid_aim_options(options, message):
+    with pytest.raises(ValueError, match=message):
+        adaptkit.inject(_vit(), "aim", **options)
+
+
+@pytest.mark.parametrize("options", [{"r": 0}, {"r": 2.5}, {"dropout": 1.0}, {"target_modules": "qkv"}])
+def test_invalid_lora_options(options):
+    with pytest.raises(ValueError):
+        adaptkit.inject(_vit(), "lora", **options)
+
+
+@pytest.mark.parametrize("num_frames, num_classes", [(0, 5), (2.5, 5), (4, 0), (4, -3)])
+def test_invalid_sizes(num_frames, num_classes):
+    with pytest.raises(ValueError):
+        adaptkit.inject(_vit(), "aim", num_frames=num_frames, num_classes=num_classes)
+
+
+def test_unsupported_model_lists_families():
+    with pytest.raises(TypeError, match="(?s)Supported backbone families:.*timm_vit.*timm_eva.*timm_beit.*open_clip_vit"):
+        adaptkit.inject(timm.create_model("test_resnet"), "aim")
+    with pytest.raises(TypeError, match="cannot adapt a torch.nn.modules.linear.Linear"):
+        adaptkit.inject(nn.Linear(3, 3), "aim")
+
+
+def test_injecting_twice_fails_and_leaves_the_model_working():
+    image_model = _vit()
+    vm = adaptkit.inject(image_model, "aim", num_frames=2, num_classes=5)
+    with pytest.raises(TypeError, match="already injected"):
+        adaptkit.inject(image_model, "aim")
+    with pytest.raises(TypeError, match="already a VideoModel"):
+        adaptkit.inject(vm, "aim")
+    assert vm(torch.randn(1, 3, 2, 32, 32)).shape == (1, 5)
+
+
+def test_failed_inject_leaves_the_image_model_untouched():
+    image_model = _vit()
+    before = {k: v.clone() for k, v in image_model.state_dict().items()}
+    with pytest.raises(ValueError):
+        adaptkit.inject(image_model, "aim", layers=[0, 9])
+    assert {k: v for k, v in image_model.state_dict().items()}.keys() == before.keys()
+    assert all(torch.equal(image_model.state_dict()[k], v) for k, v in before.items())
+    assert all(p.requires_grad for p in image_model.parameters())
+    adaptkit.inject(image_model, "aim", num_frames=2, num_classes=5)  # still injectable
+
+
+@pytest.mark.parametrize(
+    "shape, error, message",
+    [
+        ((2, 3, 32, 32), ValueError, r"\(B, C, T, H, W\)"),
+        ((2, 3, 3, 4, 32, 32), ValueError, r"\(B, C, T, H, W\)"),
+        ((2, 4, 3, 32, 32), ValueError, r"permute\(0, 2, 1, 3, 4\)"),  # (B, T, C, H, W) given
+        ((2, 3, 4, 48, 48), ValueError, "32x32"),
+    ],
+)
+def test_bad_video_shapes(shape, error, message):
+    vm = adaptkit.inject(_vit(), "aim", num_frames=4, num_classes=5)
+    with pytest.raises(error, match=message):
+        vm(torch.randn(*shape))
+
+
+def test_integer_video_is_rejected():
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
+    with pytest.raises(TypeError, match="float video"):
+        vm(torch.zeros(1, 3, 2, 32, 32, dtype=torch.uint8))
+
+
+def test_patch_dropout_is_refused():
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                              patch_drop_rate=0.5)
+    with pytest.raises(ValueError, match="patch_drop_rate=0"):
+        adaptkit.inject(model, "aim")
+
+
+def test_checkpoint_of_another_backbone_is_refused(tmp_path):
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
+    vm.save_pretrained(tmp_path)
+    wider = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2)
+    with pytest.raises(TypeError, match="was made on backbone"):
+        adaptkit.from_pretrained(wider, tmp_path)
+    assert all(p.requires_grad for p in wider.parameters()), "a refused load must give the model back"
+
+
+def test_checkpoint_with_missing_tensor_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
+    vm.save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
+    tensors.pop("head.weight")
+    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    with pytest.raises(KeyError, match="missing.*head.weight"):
+        adaptkit.from_pretrained(_vit(), tmp_path)
+    with pytest.raises(FileNotFoundError, match="adapter_config.json"):
+        adaptkit.from_pretrained(_vit(), tmp_path / "nowhere")

@@ -1,0 +1,168 @@
+"""Hypothesis properties of shapes and of the AIM block's semantics."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import timm
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import adaptkit
+from adaptkit.layers.video import from_time_sequences, to_time_sequences
+from adaptkit.strategies.aim import AIMBlock
+from conftest import BACKBONES, STRATEGIES, randomize_trainable
+
+SETTINGS = settings(max_examples=20, deadline=None)
+VIT_LIKE = [name for name in BACKBONES]  # every family in the fixtures has a single stack of blocks
+
+
+@SETTINGS
+@given(
+    batch=st.integers(1, 3),
+    frames=st.integers(1, 5),
+    grid_h=st.integers(1, 4),
+    grid_w=st.integers(1, 4),
+    heads=st.sampled_from([1, 2, 4]),
+    head_dim=st.sampled_from([4, 8]),
+    depth=st.integers(1, 3),
+    strategy=st.sampled_from(list(STRATEGIES)),
+    classes=st.one_of(st.none(), st.integers(1, 7)),
+)
+def test_output_shapes(batch, frames, grid_h, grid_w, heads, head_dim, depth, strategy, classes):
+    """(B, C, T, H, W) -> (B, classes) or (B, D), for any clip length and any frame size the model takes."""
+    dim = heads * head_dim
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=dim, depth=depth,
+                              num_heads=heads, dynamic_img_size=True)
+    vm = adaptkit.inject(model, strategy, num_frames=3, num_classes=classes, **STRATEGIES[strategy])
+    out = vm(torch.randn(batch, 3, frames, 8 * grid_h, 8 * grid_w))
+    assert out.shape == (batch, classes if classes is not None else dim)
+    assert torch.isfinite(out).all()
+
+
+@SETTINGS
+@given(
+    lead=st.integers(1, 4), frames=st.integers(1, 5), tokens=st.lists(st.integers(1, 4), min_size=1, max_size=2),
+    dim=st.integers(1, 6),
+)
+def test_time_regrouping_round_trip(lead, frames, tokens, dim):
+    x = torch.randn(lead * frames, *tokens, dim)
+    xt = to_time_sequences(x, frames)
+    n = torch.Size(tokens).numel()
+    assert xt.shape == (lead * n, frames, dim)
+    # Sequence b*n + j holds token j of clip b in every frame, in frame order.
+    clips = x.reshape(lead, frames, n, dim)
+    b, j = lead - 1, n - 1
+    assert torch.equal(xt[b * n + j], clips[b, :, j])
+    assert torch.equal(from_time_sequences(xt, x, frames), x)
+
+
+@pytest.mark.parametrize("backbone", VIT_LIKE)
+@settings(max_examples=10, deadline=None)
+@given(frames=st.integers(2, 6), data=st.data())
+def test_temporal_attention_has_no_position_machinery(backbone, frames, data):
+    """Along time the re-used attention is permutation-equivariant: no RoPE, no spatial bias."""
+    _, vm, _ = _build(backbone)
+    family = vm.family
+    block = family.blocks()[0].block
+    perm = torch.tensor(data.draw(st.permutations(range(frames))))
+    xt = torch.randn(4, frames, family.embed_dim)
+    with torch.no_grad():
+        attn = family.attention(block)
+        out = family.attend(attn, xt, None)
+        torch.testing.assert_close(family.attend(attn, xt[:, perm], None), out[:, perm], atol=1e-5, rtol=1e-5)
+
+
+def _build(backbone: str, **options):
+    factory, size = BACKBONES[backbone]
+    torch.manual_seed(0)
+    image_model = factory()
+    return image_model, adaptkit.inject(image_model, "aim", num_frames=3, num_classes=5, **options), size
+
+
+@pytest.mark.parametrize("temporal_in", [False, True])
+def test_aim_block_matches_a_loop_reference(temporal_in):
+    """The adapted block, written out token position by token position and frame by frame.
+
+    Guards against the paper's Appendix F slip (temporal attention fed with ``x`` instead of the
+    regrouped tensor silently becomes a second spatial attention).
+    """
+    _, vm, _ = _build("timm_vit_registers_layerscale_avg", temporal_in=temporal_in, scale=0.7)
+    randomize_trainable(vm, std=0.3)
+    vm.eval()
+    aim: AIMBlock = vm.family.blocks()[0]
+    blk = aim.block
+    batch, frames, tokens, dim = 2, 3, 7, vm.family.embed_dim
+    x = torch.randn(batch * frames, tokens, dim)
+    with torch.no_grad():
+        got = aim(x, {}, frames)
+
+        clips = x.view(batch, frames, tokens, dim).clone()
+        temporal = torch.zeros_like(clips)
+        for b in range(batch):
+            for n in range(tokens):
+                seq = blk.norm1(clips[b, :, n][None])  # (1, T, D): one token position over time
+                if temporal_in:
+                    seq = aim.temporal_adapter_in(seq)
+                temporal[b, :, n] = aim.temporal_adapter(blk.ls1(blk.attn(seq)))[0]
+        clips = clips + temporal
+        for b in range(batch):
+            for t in range(frames):
+                frame = clips[b, t][None]  # (1, N, D): one frame
+                frame = frame + aim.spatial_adapter(blk.ls1(blk.attn(blk.norm1(frame))))
+                xn = blk.norm2(frame)
+                clips[b, t] = (frame + blk.ls2(blk.mlp(xn)) + 0.7 * aim.mlp_adapter(xn))[0]
+    torch.testing.assert_close(got, clips.view_as(x), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backbone", VIT_LIKE)
+@SETTINGS
+@given(frames=st.integers(1, 6))
+def test_other_clip_lengths_interpolate_the_temporal_embedding(backbone, frames):
+    _, vm, size = _build(backbone)
+    table = vm.temporal_embed.table(frames)
+    assert table.shape == (1, frames, vm.family.embed_dim)
+    if frames == vm.num_frames:
+        assert table is vm.temporal_embed.weight
+    with torch.no_grad():
+        vm.temporal_embed.weight.fill_(0.25)  # a constant table stays constant
+        torch.testing.assert_close(vm.temporal_embed.table(frames), torch.full_like(table, 0.25))
+        assert vm(torch.randn(2, 3, frames, size, size)).shape == (2, 5)
+
+
+@pytest.mark.parametrize(
+    "layers, expected",
+    [("all", [0, 1, 2, 3]), ("top:2", [2, 3]), ("bottom:1", [0]), ("every:2", [0, 2]), ([3, -4], [0, 3])],
+)
+def test_layers_option_selects_blocks(layers, expected):
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=16, depth=4, num_heads=2)
+    vm = adaptkit.inject(model, "aim", num_frames=2, num_classes=3, layers=layers)
+    assert [i for i, b in enumerate(vm.family.blocks()) if isinstance(b, AIMBlock)] == expected
+
+
+def test_drop_path_is_linear_over_depth_on_temporal_and_joint_branches_only():
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=16, depth=5, num_heads=2)
+    vm = adaptkit.inject(model, "aim", num_frames=2, num_classes=3, drop_path=0.2)
+    rates = [getattr(b.drop_path, "drop_prob", 0.0) for b in vm.family.blocks()]
+    assert rates == pytest.approx([0.0, 0.05, 0.1, 0.15, 0.2])
+    # The frozen blocks keep their own (here: no) stochastic depth on the spatial and MLP branches.
+    assert all(isinstance(b.block.drop_path1, torch.nn.Identity) for b in vm.family.blocks())
+    video = torch.randn(2, 3, 2, 32, 32)
+    vm.eval()
+    with torch.no_grad():
+        assert torch.equal(vm(video), vm(video)), "drop path must be off in eval mode"
+
+
+def test_unload_gives_back_a_model_equal_to_a_never_injected_copy():
+    factory, size = BACKBONES["timm_eva_rope"]
+    torch.manual_seed(0)
+    image_model = factory()
+    twin = copy.deepcopy(image_model).eval()
+    vm = adaptkit.inject(image_model, "aim", num_frames=2, num_classes=3)
+    randomize_trainable(vm)
+    restored = vm.unload().eval()
+    frames = torch.randn(4, 3, size, size)
+    with torch.no_grad():
+        assert torch.equal(restored(frames), twin(frames))
