@@ -65,6 +65,11 @@ class _TimmSwinFamily(BackboneFamily):
                 f"timm {self.model_class.__name__} with block type(s) {sorted(unsupported)} is not supported: "
                 f"adaptkit adapts timm's {self.block_class.__name__}"
             )
+        if not all(callable(getattr(b, "_attn", None)) for b in self.blocks()):
+            raise TypeError(
+                f"this timm version's {self.block_class.__name__} has no _attn(x) (its windowed attention step, "
+                f"which adaptkit re-uses); install timm>=1.0.15"
+            )
         head = self.model.head
         if not isinstance(head, ClassifierHead) or head.global_pool.is_identity() or head.global_pool.feat_mult() != 1:
             raise TypeError(
@@ -89,12 +94,14 @@ class _TimmSwinFamily(BackboneFamily):
         return x
 
     def temporal_block_choices(self) -> dict[str, list[int]]:
-        # "unshifted" = the blocks timm builds as regular-window (W-MSA) blocks, the even ones of every stage,
-        # even where a feature map no larger than the window also turns the odd ones' shift off (Swin-B's
-        # last stage at 224): that is the paper's count of 12 temporal blocks in Swin-B.
-        blocks = list(self.blocks())
-        unshifted = [i for i, block in enumerate(blocks) if not any(block.target_shift_size)]
-        return {"unshifted": unshifted, "all": list(range(len(blocks)))}
+        # timm builds the even blocks of every stage with regular windows (W-MSA) and the odd ones shifted.
+        # "unshifted" = the even ones, as in the paper (12 of Swin-B's 24), even where a feature map no larger
+        # than the window turns the odd ones' shift off too (Swin-B's last stage at 224).
+        unshifted, start = [], 0
+        for stage in self.model.layers:
+            unshifted += range(start, start + len(stage.blocks), 2)
+            start += len(stage.blocks)
+        return {"unshifted": unshifted, "all": list(range(start))}
 
     def check_frame_size(self, height: int, width: int) -> None:
         patch_embed = self.model.patch_embed
