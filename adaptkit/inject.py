@@ -27,21 +27,23 @@ def inject(
     the strategy decides what trains.
 
     Args:
-        image_model: A timm ``VisionTransformer`` / ``Eva`` / ``Beit``, or an open_clip
-            ``VisionTransformer`` or whole CLIP model (its visual tower is adapted).
+        image_model: A timm ``VisionTransformer`` / ``Eva`` / ``Beit`` / ``SwinTransformer`` /
+            ``SwinTransformerV2``, or an open_clip ``VisionTransformer`` or whole CLIP model (its
+            visual tower is adapted).
         strategy: A name from :func:`adaptkit.list_strategies` (``"aim"``, ``"linear-probe"``,
-            ``"space-only"``, ``"timesformer"``, ``"lora"``).
+            ``"space-only"``, ``"timesformer"`` (ViT families only), ``"lora"``).
         num_frames: Clip length T the model is built for (others are accepted at inference by
-            interpolating the temporal embedding).
+            interpolating the temporal embedding, or Swin's relative temporal bias).
         num_classes: Size of the new linear head; None keeps no head (the model returns features).
-        **options: Strategy options, e.g. ``ratio=0.25, scale=0.5, temporal_in=True`` for AIM.
+        **options: Strategy options, e.g. ``ratio=0.25, scale=0.5, temporal_in=True`` for AIM
+            (on Swin also ``temporal_blocks="unshifted"`` (default) or ``"all"``).
 
     Returns:
         A :class:`VideoModel` mapping (B, C, T, H, W) videos to (B, num_classes) logits.
 
     Raises:
-        TypeError: unsupported model (lists the supported families), unknown option, or a model
-            that was already injected.
+        TypeError: unsupported model (lists the supported families), unknown option, a model
+            that was already injected, or a strategy the family cannot take (timesformer on Swin).
         ValueError: unknown strategy (lists the registered ones) or out-of-range option.
 
     Example:
