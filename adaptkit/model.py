@@ -13,13 +13,9 @@ import torch.utils.checkpoint
 from einops import rearrange
 from torch import nn
 
-from adaptkit.backbones.base import BackboneFamily, SpatialContext
+from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialContext
 from adaptkit.layers import TemporalEmbedding
 from adaptkit.strategies.base import StrategyConfig, VideoBlock
-
-
-INJECTED_MARKER = "_adaptkit_injected"
-"""Attribute set on a backbone while it belongs to a VideoModel, so injecting twice fails clearly."""
 
 
 @dataclasses.dataclass
