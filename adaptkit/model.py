@@ -61,6 +61,7 @@ class VideoModel(nn.Module):
         self.num_frames = num_frames
         self.num_classes = num_classes
         self.backbone = family.model
+        self.in_channels = _patch_embed_channels(self.backbone)
         self._grad_checkpointing = False
         self._restore = _Restore(
             image_model=family.image_model,
@@ -127,7 +128,7 @@ class VideoModel(nn.Module):
         if not video.is_floating_point():
             raise TypeError(f"expected a float video (normalised pixels), got dtype {video.dtype}")
         batch, channels, num_frames, height, width = video.shape
-        expected_channels = self._in_channels()
+        expected_channels = self.in_channels
         if channels != expected_channels:
             hint = ""
             if num_frames == expected_channels:
@@ -138,13 +139,6 @@ class VideoModel(nn.Module):
             )
         self.family.check_frame_size(height, width)
         return batch, channels, num_frames, height, width
-
-    def _in_channels(self) -> int:
-        # The first conv/linear of the patch embedding tells the channel count of every family.
-        for module in self.backbone.modules():
-            if isinstance(module, nn.Conv2d):
-                return module.in_channels
-        raise TypeError("cannot find the patch embedding's Conv2d to read the input channel count")
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -253,3 +247,11 @@ class VideoModel(nn.Module):
 
     def extra_repr(self) -> str:
         return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}"
+
+
+def _patch_embed_channels(backbone: nn.Module) -> int:
+    """Input channels, read off the first Conv2d (the patch embedding in every supported family)."""
+    for module in backbone.modules():
+        if isinstance(module, nn.Conv2d):
+            return module.in_channels
+    raise TypeError("cannot find the patch embedding's Conv2d to read the input channel count")
