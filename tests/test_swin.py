@@ -15,6 +15,7 @@ from torch import nn
 
 import adaptkit
 from adaptkit.layers import RelativeTemporalBias
+from conftest import randomize_trainable
 
 SIZE = 32  # 8x8 patches: windows of 4 with a real shift in stage 1; stage 2 (4x4) is one window, shift off
 TINY = dict(embed_dim=24, depths=(2, 2), num_heads=(2, 4), img_size=SIZE, window_size=4, num_classes=7)
@@ -43,15 +44,6 @@ def inject(model: nn.Module, strategy: str = "aim", num_frames: int = FRAMES, **
 
 def video(batch: int = 2, frames: int = FRAMES, size: int = SIZE, seed: int = 0) -> torch.Tensor:
     return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(seed))
-
-
-def randomize_trainable(video_model: nn.Module, std: float = 0.5, seed: int = 1) -> None:
-    """Random values for every trainable tensor (fresh adapters and temporal biases are exactly neutral)."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in video_model.parameters():
-            if p.requires_grad:
-                p.add_(torch.randn(p.shape, generator=generator) * std)
 
 
 @pytest.fixture(autouse=True, scope="module")
