@@ -1,0 +1,207 @@
+"""Build what a recipe config names: the image backbone (with its weights), the video model, optimizer, schedule.
+
+Pretrained weights are the point of AIM: every backbone parameter is frozen, so a backbone whose weights were never
+loaded stays random for the whole run and training quietly converges to a useless model (the reference
+implementation's most common reproduction failure). The builder therefore refuses to create a backbone without
+weights unless the config says ``model.allow_random_init: true``, and turns any failure to load requested weights
+into an error that says so.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+import adaptkit
+from recipes._config import ModelConfig, OptimConfig, RecipeConfig
+
+
+class WeightsError(RuntimeError):
+    """Pretrained weights were not requested (and random init not allowed), or could not be loaded."""
+
+
+RANDOM_INIT = "random init"  # the weights description of a backbone created without weights
+
+RANDOM_INIT_HELP = (
+    "adaptkit freezes the image backbone, so a randomly initialised backbone stays random for the whole run and "
+    "training silently converges to garbage. Name the weights with a pretrained tag (timm: "
+    "model.name=vit_base_patch16_clip_224.openai; open_clip: model.pretrained=openai) or a local file "
+    "(model.checkpoint=path/to/weights.safetensors), or set model.allow_random_init=true if a random backbone is "
+    "really what you want (demos and tests)."
+)
+
+
+def _timm_name_and_tag(config: ModelConfig) -> tuple[str, str | None]:
+    architecture, _, tag_in_name = config.name.partition(".")
+    if tag_in_name and config.pretrained and tag_in_name != config.pretrained:
+        raise WeightsError(
+            f"model.name {config.name!r} carries the pretrained tag {tag_in_name!r} but model.pretrained is "
+            f"{config.pretrained!r}: keep one"
+        )
+    return architecture, tag_in_name or config.pretrained
+
+
+def _check_timm_tag(architecture: str, tag: str) -> None:
+    import timm
+    from timm.models import get_pretrained_cfg
+
+    try:
+        pretrained_cfg = get_pretrained_cfg(f"{architecture}.{tag}")
+    except RuntimeError:
+        pretrained_cfg = None
+    if pretrained_cfg is None or not (pretrained_cfg.hf_hub_id or pretrained_cfg.url or pretrained_cfg.file):
+        known = timm.list_pretrained(f"{architecture}.*")
+        raise WeightsError(
+            f"timm has no downloadable weights named {architecture}.{tag}; known tags for this architecture: "
+            f"{known or 'none'}. " + RANDOM_INIT_HELP
+        )
+
+
+def create_image_model(
+    config: ModelConfig, weights_file: str | Path | None = None, load_weights: bool = True
+) -> tuple[nn.Module, str]:
+    """Create the image backbone named by ``config`` and load its weights.
+
+    Args:
+        config: the ``model`` section.
+        weights_file: a file written by :func:`save_image_weights` (a run's random backbone); takes precedence.
+        load_weights: False skips loading (for shape-only builds on the meta device); the checks still run.
+
+    Returns:
+        The image model (the visual tower for open_clip) and a short description of where its weights came from.
+
+    Raises:
+        WeightsError: no weights requested without ``allow_random_init``, or requested weights failed to load.
+        FileNotFoundError: ``model.checkpoint`` does not exist.
+    """
+    kwargs: dict[str, Any] = dict(config.kwargs)
+    checkpoint = None if config.checkpoint is None else Path(config.checkpoint)
+    if checkpoint is not None and load_weights and not checkpoint.is_file():
+        raise FileNotFoundError(f"model.checkpoint {checkpoint} does not exist")
+    if config.source == "timm":
+        import timm
+
+        architecture, tag = _timm_name_and_tag(config)
+        if weights_file is not None or (checkpoint is None and tag is None):
+            if weights_file is None and not config.allow_random_init:
+                raise WeightsError(f"model {config.name!r}: no pretrained tag and no model.checkpoint. " + RANDOM_INIT_HELP)
+            model, source = timm.create_model(architecture, pretrained=False, **kwargs), RANDOM_INIT
+        elif checkpoint is not None:
+            # timm's own loader: weights_only / safetensors, the model's checkpoint filter (e.g. OpenAI CLIP
+            # layouts), strict key matching.
+            overlay = {"file": str(checkpoint), "custom_load": False}
+            try:
+                model = timm.create_model(architecture, pretrained=load_weights, pretrained_cfg_overlay=overlay, **kwargs)
+            except Exception as error:  # noqa: BLE001 - any failure means the weights are not there
+                raise WeightsError(f"could not load model.checkpoint {checkpoint} into {architecture}: {error}") from error
+            source = f"file {checkpoint}"
+        else:
+            assert tag is not None
+            _check_timm_tag(architecture, tag)
+            try:
+                model = timm.create_model(f"{architecture}.{tag}", pretrained=load_weights, **kwargs)
+            except Exception as error:  # noqa: BLE001 - download or cache failure
+                raise WeightsError(
+                    f"could not load the pretrained weights {architecture}.{tag} ({type(error).__name__}: {error}). "
+                    "Check the network or the Hugging Face cache, or download the file and pass model.checkpoint. "
+                    "Refusing to continue with a random frozen backbone."
+                ) from error
+            source = f"timm {architecture}.{tag}"
+    else:
+        import open_clip
+
+        pretrained = str(checkpoint) if checkpoint is not None else config.pretrained
+        if weights_file is not None or pretrained is None:
+            if weights_file is None and not config.allow_random_init:
+                raise WeightsError(f"open_clip model {config.name!r}: no model.pretrained tag and no model.checkpoint. "
+                                   + RANDOM_INIT_HELP)
+            model, source = open_clip.create_model(config.name, **kwargs), RANDOM_INIT
+        else:
+            try:
+                model = open_clip.create_model(
+                    config.name, pretrained=pretrained if load_weights else None,
+                    require_pretrained=load_weights, **kwargs,
+                )
+            except Exception as error:  # noqa: BLE001
+                raise WeightsError(f"could not load open_clip weights {config.name} / {pretrained}: {error}. "
+                                   "Refusing to continue with a random frozen backbone.") from error
+            source = f"open_clip {config.name} {pretrained}"
+        model = model.visual  # only the image tower is adapted; drop the text tower's memory
+    if weights_file is not None:
+        load_image_weights(model, weights_file)
+        source = f"file {weights_file}"
+    return model, source
+
+
+def save_image_weights(model: nn.Module, path: str | Path) -> None:
+    """Save a backbone's full weights (for randomly initialised backbones, whose weights no tag can reproduce)."""
+    from safetensors.torch import save_file
+
+    from adaptkit._io import atomic_write
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(tensors, tmp))
+
+
+def load_image_weights(model: nn.Module, path: str | Path) -> None:
+    """Strictly load a state dict from .safetensors or a torch file (``weights_only=True``: no pickled code runs)."""
+    path = Path(path)
+    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    model.load_state_dict(state, strict=True)
+
+
+def build_video_model(config: RecipeConfig, image_model: nn.Module, num_classes: int) -> adaptkit.VideoModel:
+    """Inject the configured strategy into ``image_model``, for ``config.data.num_frames`` frames."""
+    video_model = adaptkit.inject(
+        image_model, config.model.strategy, num_frames=config.data.num_frames, num_classes=num_classes,
+        **dict(config.model.options),
+    )
+    video_model.set_grad_checkpointing(config.model.grad_checkpointing)
+    return video_model
+
+
+def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
+    """Trainable tensors in two groups: the new head at ``lr``, everything else (adapters, temporal embedding,
+    final norm) at ``lr * backbone_lr_mult``, as the reference's ``backbone`` lr multiplier does for ViT-L."""
+    head, backbone = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (head if name.startswith("head.") else backbone).append(param)
+    groups = [{"params": head, "lr": config.lr, "name": "head"}]
+    if backbone:
+        groups.append({"params": backbone, "lr": config.lr * config.backbone_lr_mult, "name": "backbone"})
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:
+    """AdamW over the trainable tensors, fused on CUDA unless ``optim.fused`` says otherwise."""
+    fused = device.type == "cuda" if config.fused is None else config.fused
+    return torch.optim.AdamW(
+        param_groups(model, config), lr=config.lr, betas=tuple(config.betas), eps=config.eps,
+        weight_decay=config.weight_decay, fused=fused or None,
+    )
+
+
+def warmup_cosine(warmup_steps: int, total_steps: int, min_ratio: float = 0.0):  # noqa: ANN201 - a LambdaLR factor
+    """lr factor per optimizer step: linear warmup to 1 over ``warmup_steps``, then cosine down to ``min_ratio``."""
+
+    def factor(step: int) -> float:
+        if step < warmup_steps:
+            return (step + 1) / warmup_steps
+        progress = min((step - warmup_steps) / max(total_steps - warmup_steps, 1), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return factor
+
+
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, config: OptimConfig, steps_per_epoch: int, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration schedule: ``optim.warmup_epochs`` of linear warmup, then cosine to ``optim.min_lr``."""
+    warmup = min(round(config.warmup_epochs * steps_per_epoch), total_steps)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(warmup, total_steps, config.min_lr / config.lr))

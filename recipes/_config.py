@@ -1,0 +1,252 @@
+"""The recipes' typed config schema, YAML loading with ``key=value`` overrides, and validation.
+
+A config is a YAML file merged onto the :class:`RecipeConfig` dataclasses (``OmegaConf.structured``), then
+command-line overrides in OmegaConf dotlist form (``optim.lr=1e-4 data.batch_size=4``). A key the schema does not
+know, or a value of the wrong type, is an error that names the key. Defaults below are the paper's common settings;
+each YAML file in ``recipes/configs/`` spells out everything that differs.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from adaptkit import list_strategies
+from adaptkit.data import AugmentConfig, list_annotation_formats
+from adaptkit.strategies import make_strategy
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "synthetic_motion.yaml"  # what `python -m recipes.train` runs with no arguments
+
+
+class ConfigError(ValueError):
+    """An invalid config: unknown key, wrong type or out-of-range value. The message names the key."""
+
+
+@dataclass
+class ModelConfig:
+    name: str = "vit_base_patch16_clip_224.openai"  # timm name (pretrained tag after the dot) or open_clip name
+    source: str = "timm"  # "timm" or "open_clip"
+    pretrained: str | None = None  # pretrained tag (open_clip's, or timm's when not in the name); None = none
+    checkpoint: str | None = None  # local image-model weights (.safetensors / .pt / .pth), loaded weights_only
+    allow_random_init: bool = False  # permit a frozen RANDOM backbone (only sensible for demos and tests)
+    kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments of timm / open_clip create_model
+    strategy: str = "aim"  # adaptkit strategy: aim, linear-probe, space-only, timesformer, lora
+    options: dict[str, Any] = field(default_factory=lambda: {"drop_path": 0.2})  # strategy options
+    grad_checkpointing: bool = False  # recompute blocks in the backward pass (less memory, ~30% slower)
+    compile: bool = False  # torch.compile the model
+
+
+@dataclass
+class SplitConfig:
+    annotations: str | None = None  # annotation file (the dataset folder for the folder_tree format)
+    root: str | None = None  # folder joined in front of every video path
+
+
+@dataclass
+class SyntheticConfig:
+    train_videos: int = 4096  # distinct generated training clips
+    val_videos: int = 256  # distinct generated validation clips (another seed)
+    size: int = 32  # frame side; must match the model's input size
+    num_classes: int = 4  # motion directions (even)
+    seed: int = 0  # training videos use seed, validation videos seed + 1
+
+
+@dataclass
+class DataConfig:
+    source: str = "video"  # "video" (annotation files + video files) or "synthetic" (SyntheticMotionDataset)
+    format: str = "video_list"  # annotation format: video_list, kinetics_csv, ssv2_json, diving48_json, folder_tree
+    options: dict[str, Any] = field(default_factory=dict)  # format-specific parser options (e.g. class_folders)
+    train: SplitConfig = field(default_factory=SplitConfig)
+    val: SplitConfig = field(default_factory=SplitConfig)
+    num_classes: int | None = None  # expected class count, checked against the annotations (None = any)
+    num_frames: int = 8  # frames per clip T (the model is built for T)
+    sampling: str = "dense"  # "dense" (Kinetics: clip_len x frame_interval) or "segment" (SSv2, Diving-48)
+    frame_interval: int = 16  # dense sampling step between frames (ignored by segment sampling)
+    batch_size: int = 8  # clips per device per forward pass
+    num_workers: int = 4  # DataLoader workers per device
+    decode_backend: str | None = None  # "pyav" or "torchcodec"; None = torchcodec when it loads, else PyAV
+    augment: AugmentConfig = field(default_factory=AugmentConfig)  # see adaptkit.data.AugmentConfig
+    synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4  # peak learning rate of the head (and of everything when backbone_lr_mult = 1)
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    weight_decay: float = 0.05  # applied to every trainable tensor, as in the reference
+    backbone_lr_mult: float = 1.0  # lr factor of trainable tensors inside the backbone (0.1 for ViT-L)
+    warmup_epochs: float = 2.5  # linear warmup, then cosine to min_lr; both per iteration
+    min_lr: float = 0.0
+    clip_grad_norm: float | None = None  # the reference does not clip
+    fused: bool | None = None  # fused AdamW kernel; None = on CUDA only
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    max_steps: int | None = None  # optimizer steps in total (overrides epochs for the schedule length)
+    global_batch_size: int = 64  # clips per optimizer step, over all devices, via gradient accumulation
+    precision: str = "auto"  # "auto" (bf16 autocast on CUDA, fp32 elsewhere), "bf16" or "fp32"
+    device: str = "auto"  # "auto" (CUDA when available), "cuda" or "cpu"
+    seed: int = 0
+    output_dir: str | None = None  # run folder; None = runs/<name>
+    resume: bool = False  # continue from the last checkpoint in the run folder
+    overwrite: bool = False  # start afresh even if the run folder holds checkpoints (deletes them)
+    checkpoint_every: int = 0  # optimizer steps between checkpoints; 0 = at the end of every epoch
+    keep_checkpoints: int = 2  # newest checkpoints kept in <run>/checkpoints
+    log_every: int = 20  # optimizer steps between metric log lines
+    stop_at_step: int | None = None  # stop after this step with a checkpoint, as if interrupted (resume later)
+    num_threads: int | None = None  # torch CPU threads; None = torch's default
+
+
+@dataclass
+class EvalConfig:
+    num_clips: int = 3  # temporal views per video (spatial views: data.augment.test_crops)
+    batch_size: int = 4  # videos per evaluation batch
+    chunk_size: int = 8  # views per forward pass (bounds memory)
+    num_workers: int | None = None  # None = data.num_workers
+    every_epochs: int = 0  # evaluate every N epochs during training; 0 = only at the end
+    at_end: bool = True  # evaluate the final model at the end of training
+
+
+@dataclass
+class RecipeConfig:
+    name: str = "run"  # run name; the run folder is runs/<name> unless train.output_dir says otherwise
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return Path(self.train.output_dir or Path("runs") / self.name)
+
+
+def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, update)  # type: ignore[return-value]
+    except ConfigKeyError as error:
+        raise ConfigError(f"unknown config key {error.full_key!r} in {source}") from None
+    except OmegaConfBaseException as error:
+        key = getattr(error, "full_key", None)
+        reason = str(error).splitlines()[0]
+        raise ConfigError(f"invalid value for config key {key!r} in {source}: {reason}") from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
+    """Load a YAML config onto the schema, apply ``key=value`` overrides, convert and validate.
+
+    Args:
+        path: YAML file; None loads :data:`DEFAULT_CONFIG` (the synthetic demo).
+        overrides: OmegaConf dotlist, e.g. ``["optim.lr=1e-4", "data.batch_size=4"]``.
+
+    Raises:
+        ConfigError: unknown key (named), wrong type or invalid value.
+        FileNotFoundError: the YAML file does not exist.
+    """
+    path = Path(DEFAULT_CONFIG if path is None else path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    config = OmegaConf.structured(RecipeConfig)
+    config = _merge(config, OmegaConf.load(path), str(path))
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key=value")
+    config = _merge(config, OmegaConf.from_dotlist(list(overrides or [])), "the command-line overrides")
+    return to_config(config)
+
+
+def to_config(config: DictConfig) -> RecipeConfig:
+    """Convert a merged DictConfig to the dataclasses and validate it."""
+    try:
+        recipe = OmegaConf.to_object(config)
+    except ValueError as error:  # a dataclass's own __post_init__ check, e.g. AugmentConfig's
+        raise ConfigError(f"invalid data.augment: {error}") from None
+    assert isinstance(recipe, RecipeConfig)
+    validate(recipe)
+    return recipe
+
+
+def to_yaml(config: RecipeConfig) -> str:
+    """The full, resolved config as YAML (what a run folder records)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def config_from_yaml_text(text: str) -> RecipeConfig:
+    """Inverse of :func:`to_yaml`."""
+    return to_config(_merge(OmegaConf.structured(RecipeConfig), OmegaConf.create(text), "the saved config"))
+
+
+def _require(condition: bool, key: str, message: str) -> None:
+    if not condition:
+        raise ConfigError(f"{key}: {message}")
+
+
+def _one_of(value: Any, key: str, choices: list[Any]) -> None:
+    _require(value in choices, key, f"{value!r} is not one of {choices}")
+
+
+def validate(config: RecipeConfig) -> None:
+    """Check values the type system cannot: choices, ranges and combinations. Raises ConfigError."""
+    model, data, optim, train, evaluation = config.model, config.data, config.optim, config.train, config.eval
+    _one_of(model.source, "model.source", ["timm", "open_clip"])
+    _one_of(model.strategy, "model.strategy", list_strategies())
+    try:
+        make_strategy(model.strategy, dict(model.options))
+    except (TypeError, ValueError) as error:
+        raise ConfigError(f"model.options: {error}") from None
+    if model.checkpoint is not None:
+        suffix = Path(model.checkpoint).suffix
+        _one_of(suffix, "model.checkpoint (file extension)", [".safetensors", ".pt", ".pth", ".bin"])
+
+    _one_of(data.source, "data.source", ["video", "synthetic"])
+    _one_of(data.sampling, "data.sampling", ["dense", "segment"])
+    if data.source == "video":
+        _one_of(data.format, "data.format", list_annotation_formats())
+    if data.decode_backend is not None:
+        _one_of(data.decode_backend, "data.decode_backend", ["pyav", "torchcodec"])
+    for key in ("num_frames", "frame_interval", "batch_size"):
+        _require(getattr(data, key) >= 1, f"data.{key}", f"must be >= 1, got {getattr(data, key)}")
+    _require(data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {data.num_workers}")
+    _require(data.num_classes is None or data.num_classes >= 1, "data.num_classes", "must be >= 1")
+    synthetic = data.synthetic
+    if data.source == "synthetic":
+        _require(data.num_frames >= 2, "data.num_frames", "synthetic motion needs >= 2 frames")
+        _require(synthetic.size >= 16, "data.synthetic.size", f"must be >= 16, got {synthetic.size}")
+        _require(synthetic.num_classes >= 2 and synthetic.num_classes % 2 == 0, "data.synthetic.num_classes",
+                 f"must be even and >= 2 (each direction needs its opposite), got {synthetic.num_classes}")
+        _require(synthetic.train_videos >= 1 and synthetic.val_videos >= 1, "data.synthetic",
+                 "train_videos and val_videos must be >= 1")
+
+    _require(optim.lr > 0 and math.isfinite(optim.lr), "optim.lr", f"must be > 0, got {optim.lr}")
+    _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", f"must be in [0, 1), got {optim.betas}")
+    _require(optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _require(optim.backbone_lr_mult >= 0, "optim.backbone_lr_mult", "must be >= 0")
+    _require(optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
+    _require(0 <= optim.min_lr <= optim.lr, "optim.min_lr", "must be in [0, optim.lr]")
+    _require(optim.clip_grad_norm is None or optim.clip_grad_norm > 0, "optim.clip_grad_norm", "must be > 0")
+
+    _require(train.epochs >= 1, "train.epochs", f"must be >= 1, got {train.epochs}")
+    _require(train.max_steps is None or train.max_steps >= 1, "train.max_steps", "must be >= 1")
+    _require(train.global_batch_size % data.batch_size == 0, "train.global_batch_size",
+             f"{train.global_batch_size} is not a multiple of data.batch_size={data.batch_size}")
+    _one_of(train.precision, "train.precision", ["auto", "bf16", "fp32"])
+    _one_of(train.device, "train.device", ["auto", "cuda", "cpu"])
+    _require(train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0")
+    _require(train.keep_checkpoints >= 1, "train.keep_checkpoints", "must be >= 1")
+    _require(train.log_every >= 1, "train.log_every", "must be >= 1")
+    _require(train.stop_at_step is None or train.stop_at_step >= 1, "train.stop_at_step", "must be >= 1")
+    _require(train.num_threads is None or train.num_threads >= 1, "train.num_threads", "must be >= 1")
+
+    for key in ("num_clips", "batch_size", "chunk_size"):
+        _require(getattr(evaluation, key) >= 1, f"eval.{key}", f"must be >= 1, got {getattr(evaluation, key)}")
+    _require(evaluation.every_epochs >= 0, "eval.every_epochs", "must be >= 0")
+    _require(evaluation.num_workers is None or evaluation.num_workers >= 0, "eval.num_workers", "must be >= 0")

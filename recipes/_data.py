@@ -1,0 +1,107 @@
+"""Datasets named by a recipe config, built from :mod:`adaptkit.data`.
+
+Training items are ``(uint8 clip (T, C, H, W), label, index)``; evaluation items are
+``(uint8 views (V, T, C, H, W), label, video_id)`` with V = temporal clips x spatial crops.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from adaptkit.data import (
+    ANNOTATION_FORMATS,
+    Annotations,
+    DenseSampler,
+    MultiViewDataset,
+    SegmentSampler,
+    SyntheticMotionDataset,
+    VideoClipDataset,
+    VideoTrainTransform,
+    load_annotations,
+)
+from recipes._config import DataConfig, RecipeConfig, SplitConfig
+
+
+def frame_sampler(data: DataConfig, num_clips: int = 1, test_mode: bool = False) -> DenseSampler | SegmentSampler:
+    """Dense (``num_frames`` x ``frame_interval``) or segment sampling, as ``data.sampling`` says."""
+    if data.sampling == "dense":
+        return DenseSampler(data.num_frames, data.frame_interval, num_clips=num_clips, test_mode=test_mode)
+    return SegmentSampler(data.num_frames, num_clips=num_clips, test_mode=test_mode)
+
+
+def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequence[str] | None = None) -> Annotations:
+    """Parse one split's annotations. ``classes`` (the training classes) fixes the label ids where the format
+    takes them (Kinetics validation CSVs must use the train CSV's classes) and is checked otherwise."""
+    if split.annotations is None:
+        raise ValueError(f"data.{name}.annotations is not set")
+    options = dict(data.options)
+    if classes is not None and "classes" in inspect.signature(ANNOTATION_FORMATS[data.format]).parameters:
+        options.setdefault("classes", list(classes))
+    annotations = load_annotations(data.format, split.annotations, root=split.root, **options)
+    if classes is not None and list(annotations.classes) != list(classes):
+        raise ValueError(
+            f"data.{name} has {annotations.num_classes} classes that differ from the model's {len(classes)} "
+            f"(first differing: {next((a, b) for a, b in zip(annotations.classes, classes) if a != b)})"
+            if annotations.num_classes == len(classes)
+            else f"data.{name} has {annotations.num_classes} classes, the model {len(classes)}"
+        )
+    if data.num_classes is not None and annotations.num_classes != data.num_classes:
+        raise ValueError(f"data.num_classes is {data.num_classes} but {split.annotations} has {annotations.num_classes}")
+    return annotations
+
+
+def train_dataset(config: RecipeConfig) -> tuple[Dataset, list[str]]:
+    """The training dataset and the class names (which fix the model's head)."""
+    data = config.data
+    if data.source == "synthetic":
+        s = data.synthetic
+        dataset = SyntheticMotionDataset(s.train_videos, data.num_frames, s.size, s.num_classes, seed=s.seed)
+        return dataset, list(dataset.classes)
+    annotations = load_split(data, data.train, "train")
+    dataset = VideoClipDataset(
+        annotations, frame_sampler(data), VideoTrainTransform(data.augment), seed=config.train.seed,
+        backend=data.decode_backend,
+    )
+    return dataset, list(annotations.classes)
+
+
+class SingleViewDataset(Dataset):
+    """A clip dataset seen as a one-view evaluation dataset: ``(views (1, T, C, H, W), label, video_id)``."""
+
+    def __init__(self, clips: SyntheticMotionDataset) -> None:
+        self.clips = clips
+
+    def __len__(self) -> int:
+        return len(self.clips)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        clip, label, _ = self.clips[index]
+        return clip.unsqueeze(0), label, f"synthetic_{index:05d}"
+
+    def skipped_summary(self) -> str:
+        return self.clips.skipped_summary()
+
+
+def eval_dataset(config: RecipeConfig, classes: Sequence[str]) -> tuple[Dataset, str]:
+    """The validation dataset with every test view of a video per item, and its view notation (e.g. ``8x3x1``)."""
+    data = config.data
+    if data.source == "synthetic":
+        s = data.synthetic
+        clips = SyntheticMotionDataset(s.val_videos, data.num_frames, s.size, s.num_classes, seed=s.seed + 1)
+        return SingleViewDataset(clips), f"{data.num_frames}x1x1"
+    annotations = load_split(data, data.val, "val", classes)
+    sampler = frame_sampler(data, num_clips=config.eval.num_clips, test_mode=True)
+    augment = data.augment
+    dataset = MultiViewDataset(
+        annotations, sampler, crop_size=augment.crop_size, num_crops=augment.test_crops,
+        resize_size=augment.test_resize_size, backend=data.decode_backend,
+    )
+    return dataset, f"{data.num_frames}x{config.eval.num_clips}x{augment.test_crops}"
+
+
+def has_eval_data(config: RecipeConfig) -> bool:
+    return config.data.source == "synthetic" or config.data.val.annotations is not None
