@@ -1,0 +1,77 @@
+"""Evaluate a trained video model with multi-view testing (temporal clips x spatial crops).
+
+    python -m recipes.evaluate --checkpoint runs/synthetic_motion/final
+    python -m recipes.evaluate --checkpoint runs/k400_vitb16_8x16/final eval.num_clips=3 data.augment.test_crops=3
+    python -m recipes.evaluate --checkpoint runs/k400_vitb16_8x16/final data.val.annotations=k400/test.csv
+    torchrun --nproc_per_node 8 -m recipes.evaluate --checkpoint runs/k400_vitb16_8x16/final
+
+The checkpoint folder is a run's ``final/`` or ``checkpoints/step_<N>/``: it holds the adapter, the config the model
+was trained with (used unless ``--config`` is given; overrides apply on top) and the class names. A video's score is
+the mean of the softmax over its views. The result, with the list of evaluated video ids (validation sets differ
+between dataset copies), is written to ``<checkpoint>/eval_result.json`` unless ``--output`` says otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import adaptkit
+from adaptkit.data import EvaluationResult
+from recipes._builders import create_image_model
+from recipes._checkpoint import CONFIG_FILE, image_weights_in, read_classes
+from recipes._config import load_config
+from recipes._data import eval_dataset
+from recipes._distributed import setup, teardown
+from recipes._evaluation import evaluate, format_result
+from recipes._logging import setup_logging
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m recipes.evaluate", description=__doc__.split("\n")[0])
+    parser.add_argument("--checkpoint", required=True, type=Path, help="model folder (a run's final/ or a checkpoint)")
+    parser.add_argument("--config", type=Path, help="YAML config (default: the one saved with the checkpoint)")
+    parser.add_argument("--output", type=Path, help="result JSON (default: <checkpoint>/eval_result.json)")
+    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. eval.num_clips=3")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> EvaluationResult | None:
+    """Evaluate; returns the result on the main process (None on the others)."""
+    args = parse_args(argv)
+    config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
+    world = setup(config.train.device)
+    try:
+        setup_logging(world.is_main)
+        classes = read_classes(args.checkpoint)
+        dataset, views = eval_dataset(config, classes)
+
+        # The backbone comes from the config's weights (or the run's saved random backbone), the adapter from the
+        # checkpoint; from_pretrained checks that both match.
+        image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
+        model = adaptkit.from_pretrained(image_model, args.checkpoint).to(world.device)
+        if world.is_main:
+            print(f"{args.checkpoint}: {config.model.name} ({weights}), {len(classes)} classes, views {views}, "
+                  f"{len(dataset)} videos")
+
+        bf16 = config.train.precision == "bf16" or (config.train.precision == "auto" and world.device.type == "cuda")
+        num_workers = config.data.num_workers if config.eval.num_workers is None else config.eval.num_workers
+        result = evaluate(model, dataset, world, model.normalization, views, config.eval.batch_size,
+                          config.eval.chunk_size, num_workers, bf16=bf16)
+        if result is None:
+            return None
+        result.extra.update(checkpoint=str(args.checkpoint), model=config.model.name,
+                            annotations=config.data.val.annotations or config.data.source)
+        output = args.output or args.checkpoint / "eval_result.json"
+        output.parent.mkdir(parents=True, exist_ok=True)
+        result.to_json(output)
+        print(format_result(result, len(classes)))
+        print(f"unreadable videos: {dataset.skipped_summary()}")
+        print(f"result and evaluated video ids: {output}")
+        return result
+    finally:
+        teardown()
+
+
+if __name__ == "__main__":
+    main()
