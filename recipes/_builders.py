@@ -28,8 +28,8 @@ class WeightsError(RuntimeError):
 RANDOM_INIT = "random init"  # the weights description of a backbone created without weights
 
 RANDOM_INIT_HELP = (
-    "adaptkit freezes the image backbone, so a randomly initialised backbone stays random for the whole run and "
-    "training silently converges to garbage. Name the weights with a pretrained tag (timm: "
+    "The image backbone is frozen during training (only the adapters and head learn), so a randomly initialised "
+    "backbone stays random for the whole run and training silently converges to garbage. Name the weights with a pretrained tag (timm: "
     "model.name=vit_base_patch16_clip_224.openai; open_clip: model.pretrained=openai) or a local file "
     "(model.checkpoint=path/to/weights.safetensors), or set model.allow_random_init=true if a random backbone is "
     "really what you want (demos and tests)."

@@ -1,0 +1,108 @@
+"""Backbone weights (and the refusal of silent random init), optimizer groups, the per-iteration schedule."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from recipes import train
+from recipes._builders import (
+    RANDOM_INIT,
+    WeightsError,
+    build_optimizer,
+    build_scheduler,
+    build_video_model,
+    create_image_model,
+    warmup_cosine,
+)
+from recipes._config import ModelConfig, OptimConfig, load_config
+
+TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
+
+
+def tiny_model_config(**fields) -> ModelConfig:
+    return ModelConfig(**{"name": "vit_tiny_patch16_224", "kwargs": dict(TINY), **fields})
+
+
+def test_random_init_is_refused_without_the_flag() -> None:
+    with pytest.raises(WeightsError, match="allow_random_init") as error:
+        create_image_model(tiny_model_config())
+    assert "frozen" in str(error.value) and "garbage" in str(error.value)
+    model, source = create_image_model(tiny_model_config(allow_random_init=True))
+    assert source == RANDOM_INIT and isinstance(model, timm.models.VisionTransformer)
+
+
+def test_train_recipe_refuses_to_start_on_a_random_backbone(tmp_path: Path, synthetic_args) -> None:
+    with pytest.raises(WeightsError, match="allow_random_init"):
+        train.main(synthetic_args(tmp_path / "run") + ["model.allow_random_init=false"])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_unknown_pretrained_tag_is_an_error_before_any_download() -> None:
+    with pytest.raises(WeightsError, match="no downloadable weights"):
+        create_image_model(tiny_model_config(name="vit_tiny_patch16_224.no_such_tag"))
+    with pytest.raises(WeightsError, match="keep one"):
+        create_image_model(tiny_model_config(name="vit_tiny_patch16_224.augreg_in21k", pretrained="other"))
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+def test_local_checkpoint_file_is_loaded_exactly(tmp_path: Path, suffix: str) -> None:
+    torch.manual_seed(3)
+    reference = timm.create_model("vit_tiny_patch16_224", **TINY)
+    path = tmp_path / f"weights{suffix}"
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    model, source = create_image_model(tiny_model_config(checkpoint=str(path)))
+    assert str(path) in source
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name
+
+
+def test_checkpoint_problems_are_errors(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        create_image_model(tiny_model_config(checkpoint=str(tmp_path / "missing.pt")))
+    wrong = tmp_path / "wrong.safetensors"  # a deeper model's weights: strict loading refuses
+    save_file({k: v.contiguous() for k, v in timm.create_model("vit_tiny_patch16_224", **{**TINY, "depth": 2})
+               .state_dict().items()}, wrong)
+    with pytest.raises(WeightsError, match="wrong.safetensors"):
+        create_image_model(tiny_model_config(checkpoint=str(wrong)))
+    pickled = tmp_path / "pickled.pt"  # arbitrary pickled objects are refused by weights_only loading
+    torch.save({"model": timm.create_model("vit_tiny_patch16_224", **TINY)}, pickled)
+    with pytest.raises(WeightsError, match="pickled.pt"):
+        create_image_model(tiny_model_config(checkpoint=str(pickled)))
+
+
+def test_backbone_lr_multiplier_and_cpu_optimizer(synthetic_args, tmp_path: Path) -> None:
+    config = load_config(None, synthetic_args(tmp_path) + ["optim.backbone_lr_mult=0.1", "optim.lr=1e-3"])
+    image_model, _ = create_image_model(config.model)
+    model = build_video_model(config, image_model, num_classes=4)
+    optimizer = build_optimizer(model, config.optim, torch.device("cpu"))
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    assert groups["head"]["lr"] == pytest.approx(1e-3) and groups["backbone"]["lr"] == pytest.approx(1e-4)
+    assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {
+        id(p) for p in model.parameters() if p.requires_grad}
+    assert all(g["weight_decay"] == config.optim.weight_decay for g in optimizer.param_groups)
+    assert not optimizer.defaults["fused"]
+
+
+def test_schedule_is_linear_warmup_then_cosine_per_iteration() -> None:
+    factor = warmup_cosine(warmup_steps=4, total_steps=12, min_ratio=0.1)
+    assert [factor(s) for s in range(4)] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert factor(4) == pytest.approx(1.0)
+    assert factor(8) == pytest.approx(0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * 0.5)))
+    assert factor(12) == pytest.approx(0.1)
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=2.0)
+    scheduler = build_scheduler(optimizer, OptimConfig(lr=2.0, warmup_epochs=0.5), steps_per_epoch=8, total_steps=16)
+    lrs = []
+    for _ in range(16):
+        lrs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert lrs[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0])  # 0.5 epoch x 8 steps of warmup
+    assert lrs[4] == pytest.approx(2.0) and all(a > b for a, b in zip(lrs[4:], lrs[5:]))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)

@@ -1,0 +1,134 @@
+"""Every shipped config loads, validates, states its command, follows the paper, and builds (on the meta device)."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+import adaptkit
+from recipes._builders import build_video_model, create_image_model
+from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, load_config
+
+CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
+PAPER_CONFIGS = [p for p in CONFIGS if p != DEFAULT_CONFIG]
+DATASETS = {"k400": (400, 30), "k700": (700, 30), "ssv2": (174, 50), "diving48": (48, 50)}
+FRAMES = {8: 16, 16: 8, 32: 4}  # dense sampling: frames x interval
+
+
+def test_the_grid_is_complete() -> None:
+    names = {p.stem for p in PAPER_CONFIGS}
+    expected = set()
+    for dataset, backbone, frames in itertools.product(DATASETS, ("vitb16", "vitl14"), FRAMES):
+        dense = dataset.startswith("k")
+        expected.add(f"{dataset}_{backbone}_{frames}x{FRAMES[frames]}" if dense else f"{dataset}_{backbone}_{frames}f")
+    assert names == expected
+    assert DEFAULT_CONFIG in CONFIGS
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_loads_states_its_command_and_builds_on_meta(path: Path) -> None:
+    config = load_config(path)
+    first_line = path.read_text().splitlines()[0]
+    command = "# python -m recipes.train" if path == DEFAULT_CONFIG else f"# python -m recipes.train --config {path.relative_to(CONFIG_DIR.parent.parent)}"
+    assert first_line == command
+    assert config.name == path.stem
+    with torch.device("meta"):
+        image_model, _ = create_image_model(config.model, load_weights=False)
+        video_model = build_video_model(config, image_model, num_classes=config.data.num_classes or 4)
+    assert video_model.num_frames == config.data.num_frames
+    assert next(video_model.parameters()).device.type == "meta"
+
+
+@pytest.mark.parametrize("path", PAPER_CONFIGS, ids=lambda p: p.stem)
+def test_paper_settings(path: Path) -> None:
+    config = load_config(path)
+    dataset, backbone, clip = path.stem.split("_")
+    classes, epochs = DATASETS[dataset]
+    large = backbone == "vitl14"
+    assert config.data.num_classes == classes and config.train.epochs == epochs
+    assert config.model.name == ("vit_large_patch14_clip_quickgelu_224.openai" if large
+                                 else "vit_base_patch16_clip_quickgelu_224.openai")
+    assert not config.model.allow_random_init
+    assert (config.optim.lr, tuple(config.optim.betas), config.optim.weight_decay) == (3e-4, (0.9, 0.999), 0.05)
+    assert config.optim.backbone_lr_mult == (0.1 if large else 1.0)
+    assert config.train.global_batch_size == 64 and 64 % config.data.batch_size == 0
+    assert config.model.options["drop_path"] == 0.2
+    augment = config.data.augment
+    if dataset.startswith("k"):
+        frames, interval = map(int, clip.split("x"))
+        assert (config.data.sampling, config.data.num_frames, config.data.frame_interval) == ("dense", frames, interval)
+        assert augment.hflip and augment.color_jitter == (0.4 if large else 0.0)
+        assert (config.eval.num_clips, augment.test_crops) == ((3, 1) if dataset == "k400" else (3, 3))
+    else:
+        assert config.data.sampling == "segment" and config.data.num_frames == int(clip[:-1])
+    if dataset == "ssv2":
+        assert config.model.options["temporal_in"] and config.model.options["scale"] == 1.0
+        assert not augment.hflip and augment.randaugment
+        assert (augment.randaugment_num_ops, augment.randaugment_magnitude) == (4, 7)
+        assert (augment.random_erasing_p, augment.label_smoothing) == (0.25, 0.1)
+        assert (config.eval.num_clips, augment.test_crops) == (1, 3)
+    else:
+        assert not config.model.options["temporal_in"] and config.model.options["scale"] == 0.5
+        assert augment.random_erasing_p == 0 and augment.label_smoothing == 0 and not augment.randaugment
+    if dataset == "diving48":
+        assert (config.eval.num_clips, augment.test_crops) == (1, 1)
+
+
+@pytest.mark.parametrize(("name", "total", "tunable"), [
+    ("k400_vitb16_8x16", 96.8, 10.97), ("ssv2_vitb16_8f", 100.1, 14.34), ("k400_vitl14_8x16", 341.4, 38.26),
+])
+def test_parameter_counts_match_the_paper(name: str, total: float, tunable: float) -> None:
+    config = load_config(CONFIG_DIR / f"{name}.yaml")
+    with torch.device("meta"):
+        image_model, _ = create_image_model(config.model, load_weights=False)
+        video_model = build_video_model(config, image_model, num_classes=config.data.num_classes)
+    all_params, trainable = adaptkit.count_parameters(video_model)
+    assert round(all_params / 1e6, 1) == pytest.approx(total, abs=0.1)
+    assert trainable / 1e6 == pytest.approx(tunable, abs=0.02)
+
+
+def test_no_argument_default_is_the_synthetic_demo() -> None:
+    config = load_config()
+    assert config.data.source == "synthetic" and config.model.allow_random_init
+    assert config.model.strategy == "aim" and config.data.num_frames >= 2
+    assert config.data.augment.crop_size == config.data.synthetic.size
+
+
+def test_overrides_apply_with_types() -> None:
+    config = load_config(CONFIG_DIR / "k400_vitb16_8x16.yaml", ["optim.lr=1e-4", "data.batch_size=4",
+                                                                "model.options.ratio=0.5", "optim.betas=[0.8,0.9]"])
+    assert config.optim.lr == 1e-4 and config.data.batch_size == 4
+    assert config.model.options["ratio"] == 0.5 and config.optim.betas == (0.8, 0.9)
+
+
+@pytest.mark.parametrize(("overrides", "named"), [
+    (["optim.learning_rate=1e-4"], "optim.learning_rate"),
+    (["bogus=1"], "bogus"),
+    (["data.augment.flip=false"], "data.augment.flip"),
+    (["data.batch_size=many"], "data.batch_size"),
+    (["optim.lr"], "optim.lr"),
+    (["model.options.ratios=0.5"], "ratios"),
+    (["model.strategy=magic"], "model.strategy"),
+    (["data.sampling=random"], "data.sampling"),
+    (["optim.lr=-1"], "optim.lr"),
+    (["train.global_batch_size=60"], "train.global_batch_size"),
+    (["data.augment.test_crops=2"], "test_crops"),
+])
+def test_invalid_overrides_name_the_key(overrides: list[str], named: str) -> None:
+    with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
+        load_config(CONFIG_DIR / "k400_vitb16_8x16.yaml", overrides)
+
+
+def test_unknown_key_in_yaml_names_file_and_key(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ntrain:\n  epochz: 3\n")
+    with pytest.raises(ConfigError, match=r"train\.epochz.*bad\.yaml"):
+        load_config(path)
+
+
+def test_missing_config_file() -> None:
+    with pytest.raises(FileNotFoundError, match="nope.yaml"):
+        load_config("nope.yaml")

@@ -1,0 +1,81 @@
+"""``recipes.evaluate`` (multi-view, video ids in the result) and ``recipes.predict`` (top-5 of one file)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from adaptkit.data import motion_class_names, write_corrupt_video, write_synthetic_videos
+from recipes import evaluate, predict, train
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The final/ folder of a short synthetic run with 6 motion classes and 4-frame clips."""
+    run_dir = tmp_path_factory.mktemp("trained") / "run"
+    train.main([
+        f"train.output_dir={run_dir}", "train.max_steps=3", "train.global_batch_size=4", "data.batch_size=4",
+        "data.synthetic.train_videos=12", "data.synthetic.val_videos=6", "data.synthetic.num_classes=6",
+        "data.num_frames=4", "model.kwargs.depth=1", "model.kwargs.embed_dim=32", "train.num_threads=1",
+        "eval.at_end=false",
+    ])
+    return run_dir / "final"
+
+
+def test_evaluate_saved_model_on_synthetic_data(trained: Path, tmp_path: Path) -> None:
+    output = tmp_path / "result.json"
+    result = evaluate.main(["--checkpoint", str(trained), "--output", str(output)])
+    assert result is not None and result.num_videos == 6 and result.views == "4x1x1"
+    saved = json.loads(output.read_text())
+    assert saved["video_ids"] == [f"synthetic_{i:05d}" for i in range(6)]
+    assert saved["extra"]["checkpoint"] == str(trained)
+
+
+def test_evaluate_multi_view_on_real_videos(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # Real files of the model's classes, read as 2 temporal clips x 3 crops = 6 views per video.
+    folder = tmp_path / "videos"
+    write_synthetic_videos(folder, 6, num_frames=10, size=32, num_classes=6)
+    write_corrupt_video(folder / "broken.mp4", kind="garbage")
+    with open(folder / "list.txt", "a") as file:
+        file.write("broken.mp4 0\n")
+    result = evaluate.main([
+        "--checkpoint", str(trained), "data.source=video", "data.format=video_list",
+        f"data.val.annotations={folder / 'list.txt'}", f"data.val.root={folder}", "data.frame_interval=2",
+        "eval.num_clips=2", "data.augment.test_crops=3", "data.num_workers=0", "eval.batch_size=3",
+    ])
+    assert result is not None and result.views == "4x2x3"
+    assert result.num_videos == 6 and result.skipped_ids == ["broken"]
+    assert result.video_ids == [f"{name}/video_{i:05d}" for i, name in enumerate(motion_class_names(6))]
+    out = capsys.readouterr().out
+    assert "chance 16.7%" in out and "broken.mp4" in out
+    assert json.loads((trained / "eval_result.json").read_text())["video_ids"] == result.video_ids
+
+
+def test_predict_prints_the_top5_classes(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_synthetic_videos(tmp_path, 2, num_frames=8, size=32, num_classes=6)
+    video = tmp_path / motion_class_names(6)[1] / "video_00001.mp4"
+    predictions = predict.main(["--checkpoint", str(trained), str(video)])
+    out = capsys.readouterr().out
+    assert len(predictions) == 5 and len({name for name, _ in predictions}) == 5
+    probabilities = [p for _, p in predictions]
+    assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
+    for rank, (name, probability) in enumerate(predictions, start=1):
+        assert f"{rank}. {name}" in out and f"{100 * probability:6.2f}%" in out
+    assert set(name for name, _ in predictions) <= set(motion_class_names(6))
+
+
+def test_predict_matches_evaluate_scores(trained: Path, tmp_path: Path) -> None:
+    write_synthetic_videos(tmp_path, 1, num_frames=4, size=32, num_classes=6)
+    video = tmp_path / motion_class_names(6)[0] / "video_00000.mp4"
+    top1 = predict.main(["--checkpoint", str(trained), str(video), "--top-k", "6"])
+    assert sum(p for _, p in top1) == pytest.approx(1.0, abs=1e-5)  # all classes: the softmax sums to one
+    assert torch.tensor([p for _, p in top1]).min() >= 0
+
+
+def test_predict_unreadable_file_is_a_clear_error(trained: Path, tmp_path: Path) -> None:
+    broken = write_corrupt_video(tmp_path / "broken.mp4", kind="truncated")
+    with pytest.raises(SystemExit, match="cannot read .*broken.mp4"):
+        predict.main(["--checkpoint", str(trained), str(broken)])

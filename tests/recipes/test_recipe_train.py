@@ -1,0 +1,97 @@
+"""The training recipe end to end through ``main(argv)``: synthetic data, real mp4 files, resume, logs."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from recipes import train
+from recipes._checkpoint import list_checkpoints, load_state
+
+
+def adapter(run_dir: Path, folder: str = "final") -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / folder / "adapter_model.safetensors"))
+
+
+def test_two_steps_on_synthetic_data(tmp_path: Path, synthetic_args, capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    summary = train.main(synthetic_args(run_dir))
+    out = capsys.readouterr().out
+    assert "trainable params: " in out and " || all params: " in out and " || trainable%: " in out
+    assert summary["step"] == summary["total_steps"] == 2 and not summary["stopped"]
+    assert "chance 25.0%" in out and "no videos skipped" in out
+    for name in ("adapter_config.json", "adapter_model.safetensors", "config.yaml", "classes.json",
+                 "image_model.safetensors"):
+        assert (run_dir / "final" / name).is_file(), name
+    result = json.loads((run_dir / "eval_result.json").read_text())
+    assert result["num_videos"] == 8 and len(result["video_ids"]) == 8 and result["views"] == "4x1x1"
+    assert 0 <= result["top1"] <= result["top5"] <= 1
+    # Only trainable tensors are saved, and training changed them (the head starts random, adapters at zero).
+    saved = adapter(run_dir)
+    assert saved and all(not k.startswith("backbone.blocks.0.block.") for k in saved)
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records if r["kind"] == "train"] == [1, 2]
+    assert {"loss", "lr", "clips_per_s", "epoch"} <= set(records[0])
+    assert [r["kind"] for r in records][-1] == "eval"
+    with open(run_dir / "train.csv") as file:
+        assert [row["step"] for row in csv.DictReader(file)] == ["1", "2"]
+
+
+def test_real_videos_with_a_corrupt_file(video_config: Path, video_dataset: Path, capsys: pytest.CaptureFixture) -> None:
+    summary = train.main(["--config", str(video_config), "train.max_steps=3"])
+    out = capsys.readouterr().out
+    assert summary["step"] == 3
+    broken = str(video_dataset / "broken.mp4")
+    assert [path for path, _ in summary["skipped_train"]] == [broken]
+    assert "skipped 1 unreadable videos" in out and broken in out
+    result = json.loads((Path(summary["run_dir"]) / "eval_result.json").read_text())
+    assert result["skipped_ids"] == ["broken"] and result["num_videos"] == 4 and "broken" not in result["video_ids"]
+    assert result["views"] == "4x2x1"
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path: Path, synthetic_args) -> None:
+    args = synthetic_args(tmp_path / "run", steps=2) + ["data.batch_size=2", "train.max_steps=null",
+                                                        "data.synthetic.train_videos=9", "eval.at_end=false"]
+    summary = train.main(args)
+    # 9 clips, 4 per optimizer step (2 x 2 accumulated): 2 steps per epoch, one epoch.
+    assert summary["total_steps"] == summary["step"] == 2
+    state = load_state(list_checkpoints(tmp_path / "run")[-1])
+    assert state["steps_per_epoch"] == 2 and state["global_batch_size"] == 4
+
+
+def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, synthetic_args) -> None:
+    def args(run: str) -> list[str]:
+        return synthetic_args(tmp_path / run, steps=6) + [
+            "data.synthetic.train_videos=12",  # 3 steps per epoch: the interruption falls inside epoch 2
+            "model.options.drop_path=0.2",  # randomness in the step: the RNG state must be restored too
+            "train.checkpoint_every=2", "eval.at_end=false",
+        ]
+
+    straight = train.main(args("straight"))
+    stopped = train.main(args("resumed") + ["train.stop_at_step=4"])
+    assert stopped["stopped"] and stopped["step"] == 4
+    assert [p.name for p in list_checkpoints(tmp_path / "resumed")] == ["step_00000002", "step_00000004"]
+    assert not (tmp_path / "resumed" / "final").exists()
+    with pytest.raises(FileExistsError, match="--resume"):  # neither resume nor overwrite: do not clobber the run
+        train.main(args("resumed") + ["train.overwrite=false"])
+    resumed = train.main(args("resumed") + ["--resume"])
+    assert resumed["step"] == straight["step"] == 6
+    expected, got = adapter(tmp_path / "straight"), adapter(tmp_path / "resumed")
+    assert expected.keys() == got.keys()
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+    log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    assert log == [1, 2, 3, 4, 5, 6]
+
+
+def test_checkpoint_state_loads_without_pickled_code(tmp_path: Path, synthetic_args) -> None:
+    train.main(synthetic_args(tmp_path / "run") + ["eval.at_end=false"])
+    checkpoint = list_checkpoints(tmp_path / "run")[-1]
+    state = torch.load(checkpoint / "training_state.pt", weights_only=True)
+    assert state["step"] == 2 and state["optimizer"]["state"] and len(state["rng"]) == 1
+    assert not list(checkpoint.parent.glob(".tmp_*"))  # written under a temporary name, then renamed
