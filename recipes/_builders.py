@@ -29,11 +29,12 @@ RANDOM_INIT = "random init"  # the weights description of a backbone created wit
 
 RANDOM_INIT_HELP = (
     "The image backbone is frozen during training (only the adapters and head learn), so a randomly initialised "
-    "backbone stays random for the whole run and training silently converges to garbage. Name the weights with a pretrained tag (timm: "
-    "model.name=vit_base_patch16_clip_224.openai; open_clip: model.pretrained=openai) or a local file "
-    "(model.checkpoint=path/to/weights.safetensors), or set model.allow_random_init=true if a random backbone is "
-    "really what you want (demos and tests)."
+    "backbone stays random for the whole run and training silently converges to garbage. Name the weights with a "
+    "pretrained tag (timm: model.name=vit_base_patch16_clip_224.openai; open_clip: model.pretrained=openai) or a "
+    "local file (model.checkpoint=path/to/weights.safetensors), or set model.allow_random_init=true if a random "
+    "backbone is really what you want (demos and tests)."
 )
+NOT_LOADED = "Refusing to continue with a random frozen backbone."
 
 
 def _timm_name_and_tag(config: ModelConfig) -> tuple[str, str | None]:
@@ -47,12 +48,13 @@ def _timm_name_and_tag(config: ModelConfig) -> tuple[str, str | None]:
 
 
 def _check_timm_tag(architecture: str, tag: str) -> None:
+    """Fail before any download when timm has no weights under this name (timm would fall back to random)."""
     import timm
     from timm.models import get_pretrained_cfg
 
     try:
         pretrained_cfg = get_pretrained_cfg(f"{architecture}.{tag}")
-    except RuntimeError:
+    except RuntimeError:  # unknown tag
         pretrained_cfg = None
     if pretrained_cfg is None or not (pretrained_cfg.hf_hub_id or pretrained_cfg.url or pretrained_cfg.file):
         known = timm.list_pretrained(f"{architecture}.*")
@@ -62,6 +64,56 @@ def _check_timm_tag(architecture: str, tag: str) -> None:
         )
 
 
+def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: bool) -> tuple[nn.Module, str]:
+    import timm
+
+    architecture, tag = _timm_name_and_tag(config)
+    if checkpoint is not None:
+        # timm's own loader: safetensors or weights_only torch files, the architecture's checkpoint filter (e.g.
+        # OpenAI CLIP layouts), strict key matching.
+        overlay = {"file": str(checkpoint), "custom_load": False}
+        try:
+            model = timm.create_model(architecture, pretrained=load_weights, pretrained_cfg_overlay=overlay,
+                                      **config.kwargs)
+        except Exception as error:  # noqa: BLE001 - whatever went wrong, the weights are not in the model
+            raise WeightsError(f"could not load model.checkpoint {checkpoint} into {architecture}: {error}. "
+                               + NOT_LOADED) from error
+        return model, f"file {checkpoint}"
+    if tag is None:
+        if not config.allow_random_init:
+            raise WeightsError(f"model {config.name!r}: no pretrained tag and no model.checkpoint. " + RANDOM_INIT_HELP)
+        return timm.create_model(architecture, pretrained=False, **config.kwargs), RANDOM_INIT
+    _check_timm_tag(architecture, tag)
+    try:
+        model = timm.create_model(f"{architecture}.{tag}", pretrained=load_weights, **config.kwargs)
+    except Exception as error:  # noqa: BLE001 - download or cache failure
+        raise WeightsError(
+            f"could not load the pretrained weights {architecture}.{tag} ({type(error).__name__}: {error}). Check the "
+            "network or the Hugging Face cache, or download the file and pass model.checkpoint. " + NOT_LOADED
+        ) from error
+    return model, f"timm {architecture}.{tag}"
+
+
+def _create_open_clip(config: ModelConfig, checkpoint: Path | None, load_weights: bool) -> tuple[nn.Module, str]:
+    import open_clip
+
+    pretrained = str(checkpoint) if checkpoint is not None else config.pretrained
+    if pretrained is None:
+        if not config.allow_random_init:
+            raise WeightsError(f"open_clip model {config.name!r}: no model.pretrained tag and no model.checkpoint. "
+                               + RANDOM_INIT_HELP)
+        model, source = open_clip.create_model(config.name, **config.kwargs), RANDOM_INIT
+    else:
+        try:  # open_clip loads files weights_only and, with require_pretrained, fails instead of going random
+            model = open_clip.create_model(config.name, pretrained=pretrained if load_weights else None,
+                                           require_pretrained=load_weights, **config.kwargs)
+        except Exception as error:  # noqa: BLE001
+            raise WeightsError(f"could not load open_clip weights {config.name} / {pretrained}: {error}. "
+                               + NOT_LOADED) from error
+        source = f"open_clip {config.name} {pretrained}"
+    return model.visual, source  # only the image tower is adapted; the text tower's memory goes
+
+
 def create_image_model(
     config: ModelConfig, weights_file: str | Path | None = None, load_weights: bool = True
 ) -> tuple[nn.Module, str]:
@@ -69,73 +121,29 @@ def create_image_model(
 
     Args:
         config: the ``model`` section.
-        weights_file: a file written by :func:`save_image_weights` (a run's random backbone); takes precedence.
-        load_weights: False skips loading (for shape-only builds on the meta device); the checks still run.
+        weights_file: a run's saved random backbone (:func:`save_image_weights`); when given, the backbone is built
+            without weights and then loads this file.
+        load_weights: False skips loading (shape-only builds on the meta device); the checks still run.
 
     Returns:
-        The image model (the visual tower for open_clip) and a short description of where its weights came from.
+        The image model (the visual tower for open_clip) and a short description of where its weights came from
+        (:data:`RANDOM_INIT` for none).
 
     Raises:
         WeightsError: no weights requested without ``allow_random_init``, or requested weights failed to load.
         FileNotFoundError: ``model.checkpoint`` does not exist.
     """
-    kwargs: dict[str, Any] = dict(config.kwargs)
+    if weights_file is not None:
+        architecture = ModelConfig(name=config.name.partition(".")[0] if config.source == "timm" else config.name,
+                                   source=config.source, kwargs=dict(config.kwargs), allow_random_init=True)
+        model, _ = create_image_model(architecture, load_weights=False)
+        load_image_weights(model, weights_file)
+        return model, f"file {weights_file}"
     checkpoint = None if config.checkpoint is None else Path(config.checkpoint)
     if checkpoint is not None and load_weights and not checkpoint.is_file():
         raise FileNotFoundError(f"model.checkpoint {checkpoint} does not exist")
-    if config.source == "timm":
-        import timm
-
-        architecture, tag = _timm_name_and_tag(config)
-        if weights_file is not None or (checkpoint is None and tag is None):
-            if weights_file is None and not config.allow_random_init:
-                raise WeightsError(f"model {config.name!r}: no pretrained tag and no model.checkpoint. " + RANDOM_INIT_HELP)
-            model, source = timm.create_model(architecture, pretrained=False, **kwargs), RANDOM_INIT
-        elif checkpoint is not None:
-            # timm's own loader: weights_only / safetensors, the model's checkpoint filter (e.g. OpenAI CLIP
-            # layouts), strict key matching.
-            overlay = {"file": str(checkpoint), "custom_load": False}
-            try:
-                model = timm.create_model(architecture, pretrained=load_weights, pretrained_cfg_overlay=overlay, **kwargs)
-            except Exception as error:  # noqa: BLE001 - any failure means the weights are not there
-                raise WeightsError(f"could not load model.checkpoint {checkpoint} into {architecture}: {error}") from error
-            source = f"file {checkpoint}"
-        else:
-            assert tag is not None
-            _check_timm_tag(architecture, tag)
-            try:
-                model = timm.create_model(f"{architecture}.{tag}", pretrained=load_weights, **kwargs)
-            except Exception as error:  # noqa: BLE001 - download or cache failure
-                raise WeightsError(
-                    f"could not load the pretrained weights {architecture}.{tag} ({type(error).__name__}: {error}). "
-                    "Check the network or the Hugging Face cache, or download the file and pass model.checkpoint. "
-                    "Refusing to continue with a random frozen backbone."
-                ) from error
-            source = f"timm {architecture}.{tag}"
-    else:
-        import open_clip
-
-        pretrained = str(checkpoint) if checkpoint is not None else config.pretrained
-        if weights_file is not None or pretrained is None:
-            if weights_file is None and not config.allow_random_init:
-                raise WeightsError(f"open_clip model {config.name!r}: no model.pretrained tag and no model.checkpoint. "
-                                   + RANDOM_INIT_HELP)
-            model, source = open_clip.create_model(config.name, **kwargs), RANDOM_INIT
-        else:
-            try:
-                model = open_clip.create_model(
-                    config.name, pretrained=pretrained if load_weights else None,
-                    require_pretrained=load_weights, **kwargs,
-                )
-            except Exception as error:  # noqa: BLE001
-                raise WeightsError(f"could not load open_clip weights {config.name} / {pretrained}: {error}. "
-                                   "Refusing to continue with a random frozen backbone.") from error
-            source = f"open_clip {config.name} {pretrained}"
-        model = model.visual  # only the image tower is adapted; drop the text tower's memory
-    if weights_file is not None:
-        load_image_weights(model, weights_file)
-        source = f"file {weights_file}"
-    return model, source
+    create = _create_timm if config.source == "timm" else _create_open_clip
+    return create(config, checkpoint, load_weights)
 
 
 def save_image_weights(model: nn.Module, path: str | Path) -> None:
@@ -151,7 +159,10 @@ def save_image_weights(model: nn.Module, path: str | Path) -> None:
 def load_image_weights(model: nn.Module, path: str | Path) -> None:
     """Strictly load a state dict from .safetensors or a torch file (``weights_only=True``: no pickled code runs)."""
     path = Path(path)
-    state = load_file(str(path)) if path.suffix == ".safetensors" else torch.load(path, map_location="cpu", weights_only=True)
+    if path.suffix == ".safetensors":
+        state = load_file(str(path))
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
     model.load_state_dict(state, strict=True)
 
 

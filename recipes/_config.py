@@ -225,6 +225,8 @@ def validate(config: RecipeConfig) -> None:
                  f"must be even and >= 2 (each direction needs its opposite), got {synthetic.num_classes}")
         _require(synthetic.train_videos >= 1 and synthetic.val_videos >= 1, "data.synthetic",
                  "train_videos and val_videos must be >= 1")
+        _require(data.augment.crop_size == synthetic.size, "data.augment.crop_size",
+                 f"must equal data.synthetic.size={synthetic.size} (the model input; predict crops real videos to it)")
 
     _require(optim.lr > 0 and math.isfinite(optim.lr), "optim.lr", f"must be > 0, got {optim.lr}")
     _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", f"must be in [0, 1), got {optim.betas}")

@@ -50,7 +50,8 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
             else f"data.{name} has {annotations.num_classes} classes, the model {len(classes)}"
         )
     if data.num_classes is not None and annotations.num_classes != data.num_classes:
-        raise ValueError(f"data.num_classes is {data.num_classes} but {split.annotations} has {annotations.num_classes}")
+        raise ValueError(
+            f"data.num_classes is {data.num_classes} but {split.annotations} has {annotations.num_classes} classes")
     return annotations
 
 

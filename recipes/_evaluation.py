@@ -7,7 +7,6 @@ the softmax over a video's views; rank 0 computes top-1 / top-5 / mean-class acc
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -56,39 +55,35 @@ def evaluate(
         with autocast(world.device, bf16):
             return model(video)
 
-    positions, scores, labels, ids, skipped = [], [], [], [], []
-    position = world.rank
+    # Per video: its position in the dataset (to restore the order after gathering), id, scores and label.
+    positions, ids, scores, labels, skipped = [], [], [], [], []
+    position = iter(range(world.rank, len(dataset), world.world_size))
     bar = tqdm(loader, desc=f"evaluate {views}", unit="batch", disable=not (progress and world.is_main), leave=False)
     for batch_views, batch_labels, batch_ids in bar:
         batch_labels = torch.as_tensor(batch_labels)
-        keep = batch_labels != SKIPPED_LABEL
+        keep = batch_labels != SKIPPED_LABEL  # unreadable videos come back labelled SKIPPED_LABEL
         for video_id, kept in zip(batch_ids, keep.tolist()):
-            (ids if kept else skipped).append((position, video_id))
+            index = next(position)
             if kept:
-                positions.append(position)
-            position += world.world_size
+                positions.append(index)
+                ids.append(video_id)
+            else:
+                skipped.append((index, video_id))
         if keep.any():
-            device_views = batch_views[keep].to(world.device, non_blocking=True)
+            device_views = batch_views[keep].to(world.device, non_blocking=True)  # uint8 (b, V, T, C, H, W)
             scores.append(multi_view_scores(forward, device_views, prepare, chunk_size).cpu())  # (b, K)
             labels.append(batch_labels[keep])
-    local = (
-        torch.cat(scores) if scores else None,
-        torch.cat(labels) if labels else None,
-        [video_id for _, video_id in ids],
-        positions,
-        skipped,
-    )
+    local = (positions, ids, torch.cat(scores) if scores else None, torch.cat(labels) if labels else None, skipped)
     gathered = all_gather_objects(world, local)
     model.train(was_training)
     if not world.is_main:
         return None
-    # Put every rank's videos back in dataset order.
-    rows = []
-    for rank_scores, rank_labels, rank_ids, rank_positions, _ in gathered:
-        for i, (video_id, pos) in enumerate(zip(rank_ids, rank_positions)):
-            rows.append((pos, video_id, rank_scores[i], rank_labels[i]))
-    rows.sort(key=lambda row: row[0])
-    all_skipped = [video_id for _, video_id in sorted(s for g in gathered for s in g[4])]
+    rows = sorted(
+        (pos, video_id, rank_scores[i], rank_labels[i])
+        for rank_positions, rank_ids, rank_scores, rank_labels, _ in gathered
+        for i, (pos, video_id) in enumerate(zip(rank_positions, rank_ids))
+    )
+    all_skipped = [video_id for _, video_id in sorted(s for *_, rank_skipped in gathered for s in rank_skipped)]
     if not rows:
         raise RuntimeError(f"no readable videos to evaluate ({len(all_skipped)} skipped)")
     return EvaluationResult.from_scores(
@@ -105,6 +100,3 @@ def format_result(result: EvaluationResult, num_classes: int) -> str:
         f"mean class {100 * result.mean_class_accuracy:.1f}% | {result.num_videos} videos, views {result.views}"
         f"{skipped}"
     )
-
-
-ModelFn = Callable[[torch.Tensor], torch.Tensor]

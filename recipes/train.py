@@ -24,6 +24,7 @@ import math
 import random
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -103,6 +104,13 @@ class ResumableSampler(DistributedSampler):
         return self.samples_per_rank - self.skip
 
 
+def timed(fn: Callable[..., Any], *args: Any) -> float:
+    """Run ``fn(*args)`` and return the seconds it took."""
+    start = time.perf_counter()
+    fn(*args)
+    return time.perf_counter() - start
+
+
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
@@ -167,6 +175,8 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     # ------------------------------------------------------------------ data
     train_set, classes = train_dataset(config)
     eval_set, views = eval_dataset(config, classes) if has_eval_data(config) else (None, "")
+    if eval_set is None and world.is_main:
+        log.warning("no data.val.annotations: the model will not be evaluated")
     per_step = config.data.batch_size * world.world_size
     accumulation = tc.global_batch_size // per_step
     if accumulation * per_step != tc.global_batch_size:
@@ -182,22 +192,20 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     loader = DataLoader(
         train_set, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.num_workers,
         pin_memory=world.device.type == "cuda", persistent_workers=config.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(tc.seed),  # workers' seeds never touch the global RNG
+        generator=torch.Generator().manual_seed(tc.seed + world.rank),  # worker seeds leave the global RNG alone
     )
 
     # ------------------------------------------------------------------ model
     torch.manual_seed(tc.seed)  # identical backbone and adapter init on every rank
     # A random backbone (demo, tests) cannot be recreated from a tag: the run keeps its weights, and checkpoints and
     # final/ carry a copy, so that resuming, evaluate and predict see the very same frozen backbone.
-    image_weights = run_dir / IMAGE_WEIGHTS_FILE
-    resume_backbone = image_weights_in(checkpoint) if checkpoint is not None else None
-    image_model, weights = create_image_model(config.model, weights_file=resume_backbone)
-    if weights == RANDOM_INIT and world.is_main:
-        save_image_weights(image_model, image_weights)
-    elif resume_backbone is not None and world.is_main and not image_weights.is_file():
-        shutil.copyfile(resume_backbone, image_weights)
-    if weights != RANDOM_INIT and resume_backbone is None:
-        image_weights = None
+    saved_backbone = image_weights_in(checkpoint) if checkpoint is not None else None
+    image_model, weights = create_image_model(config.model, weights_file=saved_backbone)
+    image_weights = None
+    if weights == RANDOM_INIT or saved_backbone is not None:
+        image_weights = run_dir / IMAGE_WEIGHTS_FILE
+        if world.is_main:
+            save_image_weights(image_model, image_weights)
     if checkpoint is not None:
         model = adaptkit.from_pretrained(image_model, checkpoint, is_trainable=True)
         model.set_grad_checkpointing(config.model.grad_checkpointing)
@@ -270,7 +278,8 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not world.is_main,
                dynamic_ncols=True)
     model.train()
-    window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+    # Log-window accumulators; `paused` is the time spent checkpointing or evaluating, left out of the throughput.
+    window_loss, window_steps, window_start, paused = 0.0, 0, time.perf_counter(), 0.0
     epoch = step // steps_per_epoch
     while step < stop_at:
         done_in_epoch = step - epoch * steps_per_epoch
@@ -301,24 +310,24 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
             window_steps += 1
             bar.update(1)
             if step % tc.log_every == 0 or step == stop_at:
-                elapsed = time.perf_counter() - window_start
+                elapsed = time.perf_counter() - window_start - paused
                 values = {"epoch": round(step / steps_per_epoch, 3), "loss": window_loss / window_steps,
                           "lr": optimizer.param_groups[0]["lr"],
                           "clips_per_s": window_steps * tc.global_batch_size / elapsed}
                 metrics.log("train", step, **values)
                 bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
                                 clips_s=f"{values['clips_per_s']:.1f}")
-                window_loss, window_steps, window_start = 0.0, 0, time.perf_counter()
+                window_loss, window_steps, window_start, paused = 0.0, 0, time.perf_counter(), 0.0
             if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == stop_at:
-                save(step)
+                paused += timed(save, step)
             if step == stop_at:
                 break
         if step % steps_per_epoch == 0:  # a whole epoch is done
             if tc.checkpoint_every == 0 and step < stop_at:
-                save(step)
+                paused += timed(save, step)
             every = config.eval.every_epochs
             if every and eval_set is not None and (epoch + 1) % every == 0 and step < total_steps:
-                run_evaluation(step, epoch + 1)
+                paused += timed(run_evaluation, step, epoch + 1)
             epoch += 1
     bar.close()
 

@@ -106,3 +106,54 @@ def test_schedule_is_linear_warmup_then_cosine_per_iteration() -> None:
     assert lrs[:4] == pytest.approx([0.5, 1.0, 1.5, 2.0])  # 0.5 epoch x 8 steps of warmup
     assert lrs[4] == pytest.approx(2.0) and all(a > b for a, b in zip(lrs[4:], lrs[5:]))
     assert optimizer.param_groups[0]["lr"] == pytest.approx(0.0)
+
+
+@pytest.fixture(scope="module")
+def tiny_open_clip(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """Register a tiny open_clip model config (32x32 images, one block) and return its name."""
+    import json
+
+    import open_clip
+
+    folder = tmp_path_factory.mktemp("open_clip_config")
+    config = {"embed_dim": 16,
+              "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
+              "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}
+    (folder / "adaptkit-test-tiny-clip.json").write_text(json.dumps(config))
+    open_clip.add_model_config(folder)
+    return "adaptkit-test-tiny-clip"
+
+
+def test_open_clip_backbone_weights(tiny_open_clip: str, tmp_path: Path) -> None:
+    import open_clip
+
+    with pytest.raises(WeightsError, match="model.pretrained"):
+        create_image_model(ModelConfig(name=tiny_open_clip, source="open_clip"))
+    torch.manual_seed(5)
+    reference = open_clip.create_model(tiny_open_clip)
+    path = tmp_path / "clip.safetensors"
+    save_file({k: v.contiguous() for k, v in reference.state_dict().items()}, path)
+    visual, source = create_image_model(ModelConfig(name=tiny_open_clip, source="open_clip", checkpoint=str(path)))
+    assert str(path) in source and visual.__class__.__name__ == "VisionTransformer"
+    for name, tensor in reference.visual.state_dict().items():
+        assert torch.equal(visual.state_dict()[name], tensor), name
+
+
+def test_train_on_an_open_clip_backbone(tiny_open_clip: str, tmp_path: Path) -> None:
+    config = tmp_path / "open_clip.yaml"
+    config.write_text(f"""\
+name: tiny_open_clip
+model: {{name: {tiny_open_clip}, source: open_clip, allow_random_init: true}}
+data:
+  source: synthetic
+  synthetic: {{train_videos: 8, val_videos: 4, size: 32}}
+  num_frames: 4
+  batch_size: 4
+  num_workers: 0
+  augment: {{crop_size: 32}}
+train: {{max_steps: 2, global_batch_size: 4, output_dir: {tmp_path / "run"}, num_threads: 1}}
+eval: {{num_clips: 1}}
+""")
+    summary = train.main(["--config", str(config)])
+    assert summary["step"] == 2 and summary["weights"] == RANDOM_INIT and summary["eval"]["num_videos"] == 4
+    assert (tmp_path / "run" / "final" / "image_model.safetensors").is_file()

@@ -32,8 +32,9 @@ def test_the_grid_is_complete() -> None:
 def test_config_loads_states_its_command_and_builds_on_meta(path: Path) -> None:
     config = load_config(path)
     first_line = path.read_text().splitlines()[0]
-    command = "# python -m recipes.train" if path == DEFAULT_CONFIG else f"# python -m recipes.train --config {path.relative_to(CONFIG_DIR.parent.parent)}"
-    assert first_line == command
+    relative = path.relative_to(CONFIG_DIR.parent.parent)
+    assert first_line == ("# python -m recipes.train" if path == DEFAULT_CONFIG
+                          else f"# python -m recipes.train --config {relative}")
     assert config.name == path.stem
     with torch.device("meta"):
         image_model, _ = create_image_model(config.model, load_weights=False)

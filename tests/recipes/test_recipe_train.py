@@ -42,8 +42,12 @@ def test_two_steps_on_synthetic_data(tmp_path: Path, synthetic_args, capsys: pyt
         assert [row["step"] for row in csv.DictReader(file)] == ["1", "2"]
 
 
-def test_real_videos_with_a_corrupt_file(video_config: Path, video_dataset: Path, capsys: pytest.CaptureFixture) -> None:
-    summary = train.main(["--config", str(video_config), "train.max_steps=3"])
+@pytest.mark.parametrize("workers", [0, 2])
+def test_real_videos_with_a_corrupt_file(
+    video_config: Path, video_dataset: Path, workers: int, capsys: pytest.CaptureFixture
+) -> None:
+    # With workers the skip is seen in a worker process and must still reach the summary.
+    summary = train.main(["--config", str(video_config), "train.max_steps=3", f"data.num_workers={workers}"])
     out = capsys.readouterr().out
     assert summary["step"] == 3
     broken = str(video_dataset / "broken.mp4")
@@ -95,3 +99,23 @@ def test_checkpoint_state_loads_without_pickled_code(tmp_path: Path, synthetic_a
     state = torch.load(checkpoint / "training_state.pt", weights_only=True)
     assert state["step"] == 2 and state["optimizer"]["state"] and len(state["rng"]) == 1
     assert not list(checkpoint.parent.glob(".tmp_*"))  # written under a temporary name, then renamed
+
+
+def test_periodic_evaluation_every_epoch(tmp_path: Path, synthetic_args) -> None:
+    summary = train.main(synthetic_args(tmp_path / "run") + [
+        "train.max_steps=null", "train.epochs=3", "data.synthetic.train_videos=4", "eval.every_epochs=1"])
+    assert summary["step"] == 3
+    with open(tmp_path / "run" / "eval.csv") as file:
+        assert [row["step"] for row in csv.DictReader(file)] == ["1", "2", "3"]
+
+
+def test_bf16_autocast_and_gradient_checkpointing(tmp_path: Path, synthetic_args) -> None:
+    summary = train.main(synthetic_args(tmp_path / "run") + ["train.precision=bf16", "model.grad_checkpointing=true"])
+    assert summary["step"] == 2
+    losses = [json.loads(line).get("loss") for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(loss is None or 0 < loss < 10 for loss in losses)
+
+
+def test_torch_compile_option(tmp_path: Path, synthetic_args) -> None:
+    summary = train.main(synthetic_args(tmp_path / "run") + ["model.compile=true", "eval.at_end=false"])
+    assert summary["step"] == 2 and len(summary["adapter_sha256_per_rank"]) == 1
