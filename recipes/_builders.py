@@ -18,7 +18,7 @@ from safetensors.torch import load_file
 from torch import nn
 
 import adaptkit
-from recipes._config import ModelConfig, OptimConfig, RecipeConfig
+from recipes._config import ModelConfig, OptimConfig, RecipeConfig, strategy_options
 
 
 class WeightsError(RuntimeError):
@@ -170,7 +170,7 @@ def build_video_model(config: RecipeConfig, image_model: nn.Module, num_classes:
     """Inject the configured strategy into ``image_model``, for ``config.data.num_frames`` frames."""
     video_model = adaptkit.inject(
         image_model, config.model.strategy, num_frames=config.data.num_frames, num_classes=num_classes,
-        **dict(config.model.options),
+        **strategy_options(config.model),
     )
     video_model.set_grad_checkpointing(config.model.grad_checkpointing)
     return video_model

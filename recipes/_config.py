@@ -37,7 +37,9 @@ class ModelConfig:
     allow_random_init: bool = False  # permit a frozen RANDOM backbone (only sensible for demos and tests)
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments of timm / open_clip create_model
     strategy: str = "aim"  # adaptkit strategy: aim, linear-probe, space-only, timesformer, lora
-    options: dict[str, Any] = field(default_factory=lambda: {"drop_path": 0.2})  # strategy options
+    # Strategy options. Command-line overrides merge into this dict; an option set to null is dropped (back to the
+    # strategy's default), e.g. model.strategy=linear-probe model.options.temporal_in=null when switching strategy.
+    options: dict[str, Any] = field(default_factory=lambda: {"drop_path": 0.2})
     grad_checkpointing: bool = False  # recompute blocks in the backward pass (less memory, ~30% slower)
     compile: bool = False  # torch.compile the model
 
@@ -185,6 +187,11 @@ def config_from_yaml_text(text: str) -> RecipeConfig:
     return to_config(_merge(OmegaConf.structured(RecipeConfig), OmegaConf.create(text), "the saved config"))
 
 
+def strategy_options(model: ModelConfig) -> dict[str, Any]:
+    """``model.options`` without the null entries (those fall back to the strategy's defaults)."""
+    return {key: value for key, value in model.options.items() if value is not None}
+
+
 def _require(condition: bool, key: str, message: str) -> None:
     if not condition:
         raise ConfigError(f"{key}: {message}")
@@ -200,7 +207,7 @@ def validate(config: RecipeConfig) -> None:
     _one_of(model.source, "model.source", ["timm", "open_clip"])
     _one_of(model.strategy, "model.strategy", list_strategies())
     try:
-        make_strategy(model.strategy, dict(model.options))
+        make_strategy(model.strategy, strategy_options(model))
     except (TypeError, ValueError) as error:
         raise ConfigError(f"model.options: {error}") from None
     if model.checkpoint is not None:

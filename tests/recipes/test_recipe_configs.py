@@ -10,7 +10,7 @@ import torch
 
 import adaptkit
 from recipes._builders import build_video_model, create_image_model
-from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, load_config
+from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, load_config, strategy_options
 
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))
 PAPER_CONFIGS = [p for p in CONFIGS if p != DEFAULT_CONFIG]
@@ -89,6 +89,14 @@ def test_parameter_counts_match_the_paper(name: str, total: float, tunable: floa
     all_params, trainable = adaptkit.count_parameters(video_model)
     assert round(all_params / 1e6, 1) == pytest.approx(total, abs=0.1)
     assert trainable / 1e6 == pytest.approx(tunable, abs=0.02)
+
+
+def test_null_option_drops_it_so_strategies_can_be_switched() -> None:
+    with pytest.raises(ConfigError, match="temporal_in"):
+        load_config(None, ["model.strategy=linear-probe"])  # the demo's AIM options do not fit a linear probe
+    config = load_config(None, ["model.strategy=linear-probe", "model.options.temporal_in=null",
+                                "model.options.scale=null", "model.options.drop_path=null"])
+    assert strategy_options(config.model) == {"head_dropout": 0.0}
 
 
 def test_no_argument_default_is_the_synthetic_demo() -> None:
