@@ -8,6 +8,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,33 +23,50 @@ def setup_logging(is_main: bool) -> None:
     )
 
 
+def _truncate(path: Path, last_step: int, step_of: Callable[[str], int], header: bool = False) -> None:
+    """Keep the lines of a log whose step is at most ``last_step`` (and the header line)."""
+    if not path.is_file():
+        return
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    head, rows = (lines[:1], lines[1:]) if header else ([], lines)
+    path.write_text("".join(head + [row for row in rows if row.strip() and step_of(row) <= last_step]),
+                    encoding="utf-8")
+
+
 class MetricLogger:
     """Append metric records to the run folder's logs.
 
     Args:
         run_dir: the run folder.
         enabled: False makes every call a no-op (non-main ranks).
-        append: keep existing logs (resuming); otherwise start them afresh.
+        resume_step: continue the existing logs from this step: records logged after it (by a run killed before
+            its next checkpoint) are dropped, since the resumed run logs those steps again. None starts afresh.
     """
 
-    def __init__(self, run_dir: Path, enabled: bool = True, append: bool = False) -> None:
+    def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self._csv: dict[str, tuple[Any, csv.DictWriter]] = {}
         self._tensorboard = None
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        mode = "a" if append else "w"
-        if not append:
+        jsonl = self.run_dir / "metrics.jsonl"
+        if resume_step is None:
+            jsonl.unlink(missing_ok=True)
             for old in self.run_dir.glob("*.csv"):
                 old.unlink()
-        self._jsonl = open(self.run_dir / "metrics.jsonl", mode, encoding="utf-8")
+        else:
+            _truncate(jsonl, resume_step, lambda line: json.loads(line)["step"])
+            for table in self.run_dir.glob("*.csv"):
+                _truncate(table, resume_step, lambda line: int(line.split(",", 1)[0]), header=True)
+        self._jsonl = open(jsonl, "a", encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError:  # tensorboard is optional
             logger.info("tensorboard is not installed: metrics go to metrics.jsonl and CSV only")
         else:
-            self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"))
+            purge = None if resume_step is None else resume_step + 1
+            self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
 
     def log(self, kind: str, step: int, **values: Any) -> None:
         """Record ``values`` at optimizer step ``step`` under ``kind`` ("train", "eval", ...)."""

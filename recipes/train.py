@@ -247,7 +247,7 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     augment = config.data.augment
     mixer = BatchMixer(len(classes), augment.mixup_alpha, augment.cutmix_alpha, augment.label_smoothing)
     mean, std = model.normalization
-    metrics = MetricLogger(run_dir, enabled=world.is_main, append=checkpoint is not None)
+    metrics = MetricLogger(run_dir, enabled=world.is_main, resume_step=step if checkpoint is not None else None)
 
     def save(step: int) -> None:
         states = all_gather_objects(world, rng_state())

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -119,3 +123,34 @@ def test_bf16_autocast_and_gradient_checkpointing(tmp_path: Path, synthetic_args
 def test_torch_compile_option(tmp_path: Path, synthetic_args) -> None:
     summary = train.main(synthetic_args(tmp_path / "run") + ["model.compile=true", "eval.at_end=false"])
     assert summary["step"] == 2 and len(summary["adapter_sha256_per_rank"]) == 1
+
+
+def test_resume_after_a_real_kill(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    args = synthetic_args(run_dir, steps=400) + ["train.checkpoint_every=20", "train.log_every=5", "eval.at_end=false"]
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    process = subprocess.Popen([sys.executable, "-m", "recipes.train", *args], cwd=repo, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not list_checkpoints(run_dir) and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        process.kill()  # SIGKILL: no cleanup, possibly in the middle of a step or of writing a checkpoint
+    finally:
+        process.wait()
+    killed_at = load_state(list_checkpoints(run_dir)[-1])["step"]
+    assert 0 < killed_at < 400 and not (run_dir / "final").exists()
+    summary = train.main(args + ["--resume"])
+    assert summary["step"] == summary["total_steps"] == 400
+    steps = [json.loads(line)["step"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert steps == list(range(5, 401, 5))  # records of the killed run after its checkpoint were dropped
+
+
+def test_incomplete_checkpoints_are_ignored(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    train.main(synthetic_args(run_dir) + ["train.checkpoint_every=1", "eval.at_end=false"])
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_00000001", "step_00000002"]
+    (run_dir / "checkpoints" / ".tmp_step_00000003").mkdir()  # a write cut short by a kill
+    (run_dir / "checkpoints" / "step_00000009").mkdir()  # no training state: not a checkpoint
+    assert list_checkpoints(run_dir)[-1].name == "step_00000002"
