@@ -358,8 +358,10 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
         lines = [f"  {path} ({reason})" for path, reason in skipped]
         print("training data: " + (f"skipped {len(skipped)} unreadable videos:\n" + "\n".join(lines) if skipped
                                    else "no videos skipped"))
-        if eval_set is not None:
-            print(f"evaluation data: {eval_set.skipped_summary()}")
+        if result is not None:  # gathered from every rank's shard
+            left_out = result.skipped_ids
+            print(f"evaluation data: {len(left_out)} unreadable videos left out: {left_out}" if left_out
+                  else "evaluation data: no videos skipped")
         atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
     metrics.close()
     return summary

@@ -10,6 +10,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
+from recipe_fixtures import synthetic_args  # noqa: F401 - pytest fixtures
 from recipes import train
 from recipes._builders import (
     RANDOM_INIT,

@@ -14,6 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from recipe_fixtures import synthetic_args, video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
 from recipes import train
 from recipes._checkpoint import list_checkpoints, load_state
 
@@ -57,6 +58,7 @@ def test_real_videos_with_a_corrupt_file(
     broken = str(video_dataset / "broken.mp4")
     assert [path for path, _ in summary["skipped_train"]] == [broken]
     assert "skipped 1 unreadable videos" in out and broken in out
+    assert "evaluation data: 1 unreadable videos left out: ['broken']" in out
     result = json.loads((Path(summary["run_dir"]) / "eval_result.json").read_text())
     assert result["skipped_ids"] == ["broken"] and result["num_videos"] == 4 and "broken" not in result["video_ids"]
     assert result["views"] == "4x2x1"

@@ -1,4 +1,8 @@
-"""Fixtures of the recipe tests: tiny configs (a 1-2 block ViT on 32x32 frames) and small real mp4 datasets."""
+"""Fixtures of the recipe tests: tiny configs (a one-block ViT on 32x32 frames) and small real mp4 datasets.
+
+Test modules import the fixtures they use from here. (Not a conftest.py: the core tests import ``conftest`` by name,
+and a second conftest module would shadow theirs.)
+"""
 
 from __future__ import annotations
 
