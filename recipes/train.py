@@ -156,6 +156,7 @@ def adapter_fingerprint(model: torch.nn.Module) -> str:
 
 
 def train(config: RecipeConfig, world: World) -> dict[str, Any]:
+    started = time.perf_counter()
     # ------------------------------------------------------------------ process-wide state (recipes only)
     setup_logging(world.is_main)
     tc = config.train
@@ -332,7 +333,8 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     bar.close()
 
     summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "total_steps": total_steps,
-                               "world_size": world.world_size, "weights": weights}
+                               "world_size": world.world_size, "weights": weights,
+                               "wall_time_s": round(time.perf_counter() - started, 1)}  # this process, this start
     if step < total_steps:
         if world.is_main:
             print(f"stopped at step {step}/{total_steps} (train.stop_at_step); continue with --resume")
@@ -350,7 +352,8 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     result = run_evaluation(step, epochs) if eval_set is not None and config.eval.at_end else None
     # Each rank's dataset copy tracked the unreadable videos it met.
     skipped = sorted({tuple(s) for rank in all_gather_objects(world, skipped_videos(train_set)) for s in rank})
-    summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, skipped_train=[list(s) for s in skipped])
+    summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, skipped_train=[list(s) for s in skipped],
+                   wall_time_s=round(time.perf_counter() - started, 1))
     if world.is_main:
         if result is not None:
             result.to_json(run_dir / "eval_result.json")
@@ -363,6 +366,8 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
             print(f"evaluation data: {len(left_out)} unreadable videos left out: {left_out}" if left_out
                   else "evaluation data: no videos skipped")
         atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        print(f"done in {summary['wall_time_s'] / 60:.1f} min wall clock ({world.world_size} process(es)); "
+              f"summary: {run_dir / 'train_summary.json'}")
     metrics.close()
     return summary
 
