@@ -167,3 +167,18 @@ def test_the_no_argument_demo_learns_the_direction_of_motion(tmp_path: Path) -> 
     summary = train.main([f"train.output_dir={tmp_path / 'run'}"])
     assert summary["step"] == 1000 and summary["eval"]["num_videos"] == 512
     assert summary["eval"]["top1"] >= 0.6
+
+
+@pytest.mark.parametrize("augment", [
+    # SSv2-style: segment sampling, RandAugment, random erasing on the device, label smoothing, no flip.
+    ["data.sampling=segment", "data.augment.randaugment=true", "data.augment.random_erasing_p=1.0",
+     "data.augment.label_smoothing=0.1"],
+    # MixUp / CutMix on the device batch, colour jitter in the workers.
+    ["data.augment.mixup_alpha=0.8", "data.augment.cutmix_alpha=1.0", "data.augment.color_jitter=0.4"],
+], ids=["ssv2_style", "mixup_cutmix"])
+def test_augmentation_paths_on_real_videos(video_config: Path, augment: list[str]) -> None:
+    summary = train.main(["--config", str(video_config), "train.max_steps=2", "eval.at_end=false", *augment])
+    assert summary["step"] == 2
+    log = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
+    losses = [json.loads(line)["loss"] for line in log]
+    assert all(0 < loss < 10 for loss in losses)
