@@ -15,6 +15,7 @@ leaves a half checkpoint that ``--resume`` could pick up. ``<run>/final/`` has t
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import shutil
@@ -27,6 +28,10 @@ import torch
 
 from adaptkit import VideoModel
 from adaptkit._io import atomic_write, atomic_write_text
+from recipes._config import RecipeConfig
+from recipes._distributed import World, barrier
+
+log = logging.getLogger("recipes")
 
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.yaml"
@@ -98,6 +103,29 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
 def load_state(checkpoint: Path) -> dict[str, Any]:
     """The training state of a checkpoint; ``weights_only=True`` refuses anything but tensors and plain data."""
     return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def prepare_run_dir(config: RecipeConfig, world: World) -> Path | None:
+    """The checkpoint to resume from (None = fresh start); refuses to silently overwrite an earlier run."""
+    run_dir = config.run_dir
+    existing = list_checkpoints(run_dir)
+    if config.train.resume:
+        checkpoint = latest_checkpoint(run_dir)
+        if checkpoint is None and world.is_main:
+            log.warning("train.resume: no checkpoint in %s, starting from scratch", run_dir)
+        return checkpoint
+    if existing and not config.train.overwrite:
+        raise FileExistsError(
+            f"{run_dir} already holds checkpoints (last: {existing[-1].name}). Pass --resume to continue that run, "
+            "train.overwrite=true to start it again, or another name=... / train.output_dir=..."
+        )
+    barrier(world)  # every rank has looked before the main one deletes anything
+    if world.is_main:
+        for folder in ("checkpoints", "final"):
+            shutil.rmtree(run_dir / folder, ignore_errors=True)
+        (run_dir / IMAGE_WEIGHTS_FILE).unlink(missing_ok=True)
+    barrier(world)
+    return None
 
 
 # ----------------------------------------------------------------------------------------------- RNG state

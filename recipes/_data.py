@@ -7,10 +7,11 @@ Training items are ``(uint8 clip (T, C, H, W), label, index)``; evaluation items
 from __future__ import annotations
 
 import inspect
-from collections.abc import Sequence
+import itertools
+from collections.abc import Iterator, Sequence
 
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, DistributedSampler
 
 from adaptkit.data import (
     ANNOTATION_FORMATS,
@@ -24,6 +25,7 @@ from adaptkit.data import (
     load_annotations,
 )
 from recipes._config import DataConfig, RecipeConfig, SplitConfig
+from recipes._distributed import World
 
 
 def frame_sampler(data: DataConfig, num_clips: int = 1, test_mode: bool = False) -> DenseSampler | SegmentSampler:
@@ -106,3 +108,26 @@ def eval_dataset(config: RecipeConfig, classes: Sequence[str]) -> tuple[Dataset,
 
 def has_eval_data(config: RecipeConfig) -> bool:
     return config.data.source == "synthetic" or config.data.val.annotations is not None
+
+
+class ResumableSampler(DistributedSampler):
+    """DistributedSampler cut to whole optimizer steps per epoch, which can start an epoch part-way (resume).
+
+    Every rank draws the same seeded permutation per epoch and takes its own share; ``set_epoch(epoch, skip)``
+    drops the first ``skip`` samples of this rank's share, those a resumed run already trained on.
+    """
+
+    def __init__(self, dataset: Dataset, world: World, seed: int, samples_per_rank: int) -> None:
+        super().__init__(dataset, num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed,
+                         drop_last=True)
+        self.samples_per_rank, self.skip = samples_per_rank, 0
+
+    def set_epoch(self, epoch: int, skip: int = 0) -> None:
+        super().set_epoch(epoch)
+        self.skip = skip
+
+    def __iter__(self) -> Iterator[int]:
+        return itertools.islice(super().__iter__(), self.skip, self.samples_per_rank)
+
+    def __len__(self) -> int:
+        return self.samples_per_rank - self.skip

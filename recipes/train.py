@@ -17,22 +17,19 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
-import itertools
 import json
 import logging
 import math
 import random
-import shutil
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 import adaptkit
@@ -49,16 +46,15 @@ from recipes._builders import (
 from recipes._checkpoint import (
     IMAGE_WEIGHTS_FILE,
     image_weights_in,
-    latest_checkpoint,
-    list_checkpoints,
     load_state,
+    prepare_run_dir,
     rng_state,
     save_checkpoint,
     save_model_dir,
     set_rng_state,
 )
 from recipes._config import RecipeConfig, load_config, to_yaml
-from recipes._data import eval_dataset, has_eval_data, train_dataset
+from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
 from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
 from recipes._evaluation import autocast, evaluate, format_result
 from recipes._logging import MetricLogger, setup_logging
@@ -85,25 +81,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         teardown()
 
 
-class ResumableSampler(DistributedSampler):
-    """DistributedSampler cut to whole optimizer steps per epoch, which can start an epoch part-way (resume)."""
-
-    def __init__(self, dataset: Dataset, world: World, seed: int, samples_per_rank: int) -> None:
-        super().__init__(dataset, num_replicas=world.world_size, rank=world.rank, shuffle=True, seed=seed,
-                         drop_last=True)
-        self.samples_per_rank, self.skip = samples_per_rank, 0
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        super().set_epoch(epoch)
-        self.skip = skip
-
-    def __iter__(self):  # noqa: ANN204
-        return itertools.islice(super().__iter__(), self.skip, self.samples_per_rank)
-
-    def __len__(self) -> int:
-        return self.samples_per_rank - self.skip
-
-
 def timed(fn: Callable[..., Any], *args: Any) -> float:
     """Run ``fn(*args)`` and return the seconds it took."""
     start = time.perf_counter()
@@ -115,29 +92,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def prepare_run_dir(config: RecipeConfig, world: World) -> Path | None:
-    """The checkpoint to resume from (None = fresh start); refuses to silently overwrite an earlier run."""
-    run_dir = config.run_dir
-    existing = list_checkpoints(run_dir)
-    if config.train.resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None and world.is_main:
-            log.warning("train.resume: no checkpoint in %s, starting from scratch", run_dir)
-        return checkpoint
-    if existing and not config.train.overwrite:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints (last: {existing[-1].name}). Pass --resume to continue that run, "
-            "train.overwrite=true to start it again, or another name=... / train.output_dir=..."
-        )
-    barrier(world)  # every rank has looked before the main one deletes anything
-    if world.is_main:
-        for folder in ("checkpoints", "final"):
-            shutil.rmtree(run_dir / folder, ignore_errors=True)
-        (run_dir / IMAGE_WEIGHTS_FILE).unlink(missing_ok=True)
-    barrier(world)
-    return None
 
 
 def skipped_videos(dataset: Dataset) -> list[tuple[str, str]]:
