@@ -80,6 +80,7 @@ def test_paper_settings(path: Path) -> None:
 
 @pytest.mark.parametrize(("name", "total", "tunable"), [
     ("k400_vitb16_8x16", 96.8, 10.97), ("ssv2_vitb16_8f", 100.1, 14.34), ("k400_vitl14_8x16", 341.4, 38.26),
+    ("k400_swinb_32x2", 95.9, 9.19),  # AIM Table 6: 9.2M tunable on Swin-B
 ])
 def test_parameter_counts_match_the_paper(name: str, total: float, tunable: float) -> None:
     config = load_config(CONFIG_DIR / f"{name}.yaml")
