@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import adaptkit
@@ -92,11 +92,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-
-
-def skipped_videos(dataset: Dataset) -> list[tuple[str, str]]:
-    """(path, reason) of the videos this process's dataset skipped; generated datasets skip none."""
-    return list(dataset.skipped()) if hasattr(dataset, "skipped") else []
 
 
 def adapter_fingerprint(model: torch.nn.Module) -> str:
@@ -239,8 +234,7 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     while step < stop_at:
         done_in_epoch = step - epoch * steps_per_epoch
         sampler.set_epoch(epoch, skip=done_in_epoch * accumulation * config.data.batch_size)
-        if hasattr(train_set, "set_epoch"):
-            train_set.set_epoch(epoch)  # seeded frame sampling differs per epoch
+        train_set.set_epoch(epoch)  # seeded frame sampling differs per epoch
         for micro, (clips, labels, _) in enumerate(loader, start=1):
             # Workers return uint8; conversion, normalisation, erasing and mixing run on the training device.
             video = prepare_batch(clips.to(world.device, non_blocking=True), mean, std, augment.random_erasing_p)
@@ -305,7 +299,7 @@ def train(config: RecipeConfig, world: World) -> dict[str, Any]:
     barrier(world)
     result = run_evaluation(step, epochs) if eval_set is not None and config.eval.at_end else None
     # Each rank's dataset copy tracked the unreadable videos it met.
-    skipped = sorted({tuple(s) for rank in all_gather_objects(world, skipped_videos(train_set)) for s in rank})
+    skipped = sorted({tuple(s) for rank in all_gather_objects(world, list(train_set.skipped())) for s in rank})
     summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, skipped_train=[list(s) for s in skipped],
                    wall_time_s=round(time.perf_counter() - started, 1))
     if world.is_main:

@@ -113,8 +113,15 @@ class SyntheticMotionDataset(Dataset):
         clip, label = motion_clip(index, self.num_frames, self.size, self.num_classes, self.seed)
         return (clip if self.transform is None else self.transform(clip)), label, index
 
+    # Generated videos never fail and need no per-epoch state; these keep the VideoClipDataset
+    # interface so training loops treat every dataset alike.
+    def set_epoch(self, epoch: int) -> None:
+        """Nothing to do: clips are a function of the index alone."""
+
+    def skipped(self) -> list[tuple[str, str]]:
+        return []
+
     def skipped_summary(self) -> str:
-        """Generated videos never fail; present so training loops treat every dataset alike."""
         return "no videos skipped"
 
 

@@ -7,10 +7,9 @@ import math
 from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
 from torch import nn
 
-from adaptkit.backbones.base import BackboneFamily, SpatialContext
+from adaptkit.backbones.base import BackboneFamily
 
 if TYPE_CHECKING:
     from adaptkit.model import VideoModel
