@@ -197,3 +197,13 @@ def test_open_clip_whole_model_uses_visual_tower_and_unload_returns_clip():
     assert not any(n.startswith("backbone.transformer.resblocks") and "text" in n for n, _ in vm.named_parameters())
     assert adaptkit.count_parameters(vm)[0] < sum(p.numel() for p in clip.parameters())
     assert vm.unload() is clip
+
+
+def test_every_registered_family_is_tested():
+    """A new backbone family must come with tiny models here (or in test_swin.py for hierarchical ones)."""
+    from adaptkit.backbones import find_family
+    from test_swin import SWINS, tiny_swin
+
+    covered = {find_family(factory()).name for factory, _ in BACKBONES.values()}
+    covered |= {find_family(tiny_swin(version)).name for version in SWINS}
+    assert covered == set(adaptkit.list_backbones())
