@@ -70,9 +70,15 @@ class VideoModel(nn.Module):
         )
         self.backbone.requires_grad_(False)
         setattr(self.backbone, INJECTED_MARKER, True)
+        try:
+            self._build(family, strategy, num_frames, num_classes)
+        except BaseException:
+            self.unload()  # a failure half-way through surgery gives the image model back as it was
+            raise
+
+    def _build(self, family: BackboneFamily, strategy: StrategyConfig, num_frames: int, num_classes: int | None) -> None:
         for path in family.head_paths():
             self._stash(path, replacement=None)
-
         reference = next(self.backbone.parameters())
         dim = family.embed_dim
         # New modules are created where the backbone lives (meta included) and in its dtype.

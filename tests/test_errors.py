@@ -80,12 +80,13 @@ def test_injecting_twice_fails_and_leaves_the_model_working():
     assert vm(torch.randn(1, 3, 2, 32, 32)).shape == (1, 5)
 
 
-def test_failed_inject_leaves_the_image_model_untouched():
+@pytest.mark.parametrize("strategy, options", [("aim", {"layers": [0, 9]}), ("lora", {"target_modules": ["nope"]})])
+def test_failed_inject_leaves_the_image_model_untouched(strategy, options):
     image_model = _vit()
     before = {k: v.clone() for k, v in image_model.state_dict().items()}
     with pytest.raises(ValueError):
-        adaptkit.inject(image_model, "aim", layers=[0, 9])
-    assert {k: v for k, v in image_model.state_dict().items()}.keys() == before.keys()
+        adaptkit.inject(image_model, strategy, **options)
+    assert list(image_model.state_dict()) == list(before)
     assert all(torch.equal(image_model.state_dict()[k], v) for k, v in before.items())
     assert all(p.requires_grad for p in image_model.parameters())
     adaptkit.inject(image_model, "aim", num_frames=2, num_classes=5)  # still injectable

@@ -61,6 +61,8 @@ class LoRAConfig(StrategyConfig):
         video_model._restore.strategy_state = (LoraModel(backbone, peft_config, "default"), merged_in_place)
 
     def remove(self, video_model: VideoModel) -> None:
+        if video_model._restore.strategy_state is None:  # apply() failed before injecting anything
+            return
         lora_model, merged_in_place = video_model._restore.strategy_state
         lora_model.unload()
         params = dict(video_model.backbone.named_parameters())
