@@ -169,6 +169,3 @@ class AIMBlock(VideoBlock):
         if self.mlp_adapter is not None:
             x = x + self.drop_path(self.scale * self.mlp_adapter(xn))
         return x
-
-    def adapters(self) -> dict[str, Adapter]:
-        return {name: m for name, m in self.named_children() if isinstance(m, Adapter)}
