@@ -1,4 +1,8 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written file under the final name."""
+"""Atomic file writes: a crash mid-write never leaves a half-written file under the final name.
+
+The temporary file (mode 0600 from ``mkstemp``) gets the mode a plain ``open()`` would give it under the user's umask
+(0644 under umask 022) before it is renamed into place.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,12 @@ import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+
+
+def _file_mode() -> int:
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
 
 
 def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
@@ -16,6 +26,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
+        os.chmod(tmp, _file_mode())
         os.replace(tmp, path)  # atomic on POSIX and Windows
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

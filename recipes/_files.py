@@ -1,0 +1,96 @@
+"""Files of a run folder: atomic writes that respect the user's umask, and the SHA-256 digests checkpoints record.
+
+A file is written under a temporary name beside its final one and renamed into place, so a kill mid-write never
+leaves a half-written file under the final name. ``tempfile.mkstemp`` creates files with mode 0600; the file is
+given the mode a plain ``open()`` would have given it (``0666 & ~umask``, i.e. 0644 under umask 022) before the
+rename.
+
+safetensors files carry no checksum: a flipped bit inside the tensor data loads silently. A model folder therefore
+lists the SHA-256 of each of its files in ``digests.json`` (written last), and loading verifies them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+DIGESTS_FILE = "digests.json"
+
+
+class CorruptFileError(RuntimeError):
+    """A file of a model folder does not match the digest recorded when it was written, or is missing."""
+
+
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the current umask (0644 under umask 022)."""
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.chmod(tmp, file_mode())
+        os.replace(tmp, path)  # atomic on POSIX and Windows
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def sha256_file(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_digests(folder: str | Path) -> None:
+    """Record the SHA-256 of every file in ``folder`` (not recursing) in ``folder/digests.json``."""
+    folder = Path(folder)
+    digests = {p.name: sha256_file(p) for p in sorted(folder.iterdir())
+               if p.is_file() and p.name != DIGESTS_FILE and not p.name.startswith(".")}
+    atomic_write_text(folder / DIGESTS_FILE, json.dumps(digests, indent=1) + "\n")
+
+
+def verify_digests(folder: str | Path, required: bool = False) -> None:
+    """Check every file listed in ``folder/digests.json`` against its recorded digest.
+
+    Args:
+        folder: a model folder or checkpoint.
+        required: a missing ``digests.json`` is an error (checkpoints always have one); otherwise nothing is checked
+            (a plain ``save_pretrained`` folder has none).
+
+    Raises:
+        CorruptFileError: naming the first file that is missing or differs.
+    """
+    folder = Path(folder)
+    listing = folder / DIGESTS_FILE
+    if not listing.is_file():
+        if required:
+            raise CorruptFileError(f"{listing} is missing: the checkpoint was not completely written")
+        return
+    try:
+        digests = json.loads(listing.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as error:
+        raise CorruptFileError(f"{listing} is unreadable: {error}") from None
+    for name, expected in digests.items():
+        file = folder / name
+        if not file.is_file():
+            raise CorruptFileError(f"{file} is missing (listed in {DIGESTS_FILE})")
+        if sha256_file(file) != expected:
+            raise CorruptFileError(f"{file} is corrupt: its SHA-256 differs from the one recorded when it was written")
