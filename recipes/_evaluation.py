@@ -1,7 +1,7 @@
-"""Multi-view evaluation over a dataset, sharded over ranks and gathered with ``torch.distributed``.
+"""Multi-view evaluation of a recipe's model, sharded over ranks: :func:`adaptkit.data.evaluate_multi_view`.
 
-Each rank scores every ``world_size``-th video (no padding, so no video is counted twice); scores are the mean of
-the softmax over a video's views; rank 0 computes top-1 / top-5 / mean-class accuracy on the gathered scores.
+Each rank scores every ``world_size``-th video (no padding, so no video is counted twice); a video's score is the mean
+of the softmax over its views; the shares are gathered so the accuracies cover the whole dataset.
 """
 
 from __future__ import annotations
@@ -11,10 +11,9 @@ import contextlib
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
-from tqdm import tqdm
 
-from adaptkit.data import SKIPPED_LABEL, EvaluationResult, multi_view_scores, prepare_batch
-from recipes._distributed import World, all_gather_objects
+from adaptkit.data import EvaluationResult, evaluate_multi_view, prepare_batch
+from recipes._distributed import World
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -35,7 +34,6 @@ def evaluate(
     chunk_size: int,
     num_workers: int,
     bf16: bool = False,
-    progress: bool = True,
 ) -> EvaluationResult | None:
     """Evaluate ``model`` on ``dataset`` (items ``(uint8 views (V, T, C, H, W), label, video_id)``).
 
@@ -48,55 +46,26 @@ def evaluate(
     shard = Subset(dataset, range(world.rank, len(dataset), world.world_size))
     loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers, pin_memory=world.device.type == "cuda")
 
-    def prepare(clips: torch.Tensor) -> torch.Tensor:  # uint8 (N, T, C, H, W) -> normalised (N, C, T, H, W)
-        return prepare_batch(clips, mean, std)
-
-    def forward(video: torch.Tensor) -> torch.Tensor:
+    def forward(video: torch.Tensor) -> torch.Tensor:  # normalised (N, C, T, H, W) -> logits (N, K)
         with autocast(world.device, bf16):
             return model(video)
 
-    # Per video: its position in the dataset (to restore the order after gathering), id, scores and label.
-    positions, ids, scores, labels, skipped = [], [], [], [], []
-    position = iter(range(world.rank, len(dataset), world.world_size))
-    bar = tqdm(loader, desc=f"evaluate {views}", unit="batch", disable=not (progress and world.is_main), leave=False)
-    for batch_views, batch_labels, batch_ids in bar:
-        batch_labels = torch.as_tensor(batch_labels)
-        keep = batch_labels != SKIPPED_LABEL  # unreadable videos come back labelled SKIPPED_LABEL
-        for video_id, kept in zip(batch_ids, keep.tolist()):
-            index = next(position)
-            if kept:
-                positions.append(index)
-                ids.append(video_id)
-            else:
-                skipped.append((index, video_id))
-        if keep.any():
-            device_views = batch_views[keep].to(world.device, non_blocking=True)  # uint8 (b, V, T, C, H, W)
-            scores.append(multi_view_scores(forward, device_views, prepare, chunk_size).cpu())  # (b, K)
-            labels.append(batch_labels[keep])
-    local = (positions, ids, torch.cat(scores) if scores else None, torch.cat(labels) if labels else None, skipped)
-    gathered = all_gather_objects(world, local)
-    model.train(was_training)
-    if not world.is_main:
-        return None
-    rows = sorted(
-        (pos, video_id, rank_scores[i], rank_labels[i])
-        for rank_positions, rank_ids, rank_scores, rank_labels, _ in gathered
-        for i, (pos, video_id) in enumerate(zip(rank_positions, rank_ids))
-    )
-    all_skipped = [video_id for _, video_id in sorted(s for *_, rank_skipped in gathered for s in rank_skipped)]
-    if not rows:
-        raise RuntimeError(f"no readable videos to evaluate ({len(all_skipped)} skipped)")
-    return EvaluationResult.from_scores(
-        torch.stack([row[2] for row in rows]), torch.stack([row[3] for row in rows]), [row[1] for row in rows],
-        views=views, skipped_ids=all_skipped,
-    )
+    try:
+        result = evaluate_multi_view(forward, loader, lambda clips: prepare_batch(clips, mean, std), chunk_size,
+                                     device=world.device, views=views, progress=world.is_main,
+                                     shard=(world.rank, world.world_size))
+    finally:
+        model.train(was_training)
+    return result if world.is_main else None
 
 
 def format_result(result: EvaluationResult, num_classes: int) -> str:
-    """One line: accuracies with chance level, views and video counts."""
+    """One line: accuracies with chance level (top-5 only beyond 5 classes, where it means something), views and
+    video counts."""
     skipped = f", {len(result.skipped_ids)} unreadable skipped" if result.skipped_ids else ""
+    top5 = f" | top-5 {100 * result.top5:.1f}%" if num_classes > 5 else ""
     return (
-        f"top-1 {100 * result.top1:.1f}% (chance {100 / num_classes:.1f}%) | top-5 {100 * result.top5:.1f}% | "
+        f"top-1 {100 * result.top1:.1f}% (chance {100 / num_classes:.1f}%){top5} | "
         f"mean class {100 * result.mean_class_accuracy:.1f}% | {result.num_videos} videos, views {result.views}"
         f"{skipped}"
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable
+from typing import Any
 
 import torch
+import torch.distributed
 from tqdm import tqdm
 
 from .dataset import SKIPPED_LABEL
@@ -56,11 +59,12 @@ def evaluate_multi_view(
     device: torch.device | str | None = None,
     views: str = "",
     progress: bool = False,
+    shard: tuple[int, int] = (0, 1),
 ) -> EvaluationResult:
     """Evaluate over a loader of ``(views, labels, video_ids)`` batches (a DataLoader over MultiViewDataset).
 
     Items labelled ``SKIPPED_LABEL`` (unreadable videos) are left out of the metrics and listed in
-    ``skipped_ids``; ``video_ids`` lists exactly the evaluated videos.
+    ``skipped_ids``; ``video_ids`` lists exactly the evaluated videos, in dataset order.
 
     Args:
         model: (N, C, T, H, W) -> logits, in eval mode.
@@ -70,21 +74,45 @@ def evaluate_multi_view(
         device: where the model runs.
         views: the view notation to record, e.g. ``"8x3x1"``.
         progress: show a tqdm progress bar.
+        shard: ``(rank, world_size)`` when ``loader`` yields only this process's share of the dataset: the videos
+            at positions ``rank, rank + world_size, ...`` (e.g. a DataLoader over
+            ``Subset(dataset, range(rank, len(dataset), world_size))``; no padding, so no video counts twice). With
+            ``world_size > 1`` the shares are gathered with ``torch.distributed.all_gather_object`` (the process
+            group must be initialised) and every process gets the result over the whole dataset.
 
     Returns:
         Top-1, top-5, mean class accuracy and the evaluated / skipped video ids.
+
+    Raises:
+        RuntimeError: no readable video at all.
     """
-    all_scores, all_labels, evaluated, skipped = [], [], [], []
-    for batch_views, labels, video_ids in tqdm(loader, desc="evaluate", disable=not progress):
+    rank, world_size = shard
+    if not 0 <= rank < world_size:
+        raise ValueError(f"shard must be (rank, world_size) with 0 <= rank < world_size, got {shard}")
+    positions = itertools.count(rank, world_size)  # each item's position in the whole dataset
+    rows: list[tuple[int, str, torch.Tensor, torch.Tensor]] = []  # (position, id, scores (K,), label)
+    skipped: list[tuple[int, str]] = []
+    for batch_views, labels, video_ids in tqdm(loader, desc=f"evaluate {views}".strip(), disable=not progress,
+                                               leave=False):
         labels = torch.as_tensor(labels)
         keep = labels != SKIPPED_LABEL
-        skipped += [v for v, k in zip(video_ids, keep.tolist()) if not k]
+        batch_positions = [next(positions) for _ in video_ids]
+        skipped += [(p, str(v)) for p, v, k in zip(batch_positions, video_ids, keep.tolist()) if not k]
         if not keep.any():
             continue
-        scores = multi_view_scores(model, batch_views[keep], prepare, chunk_size, device)
-        all_scores.append(scores.cpu())
-        all_labels.append(labels[keep])
-        evaluated += [v for v, k in zip(video_ids, keep.tolist()) if k]
-    if not all_scores:
+        scores = multi_view_scores(model, batch_views[keep], prepare, chunk_size, device).cpu()  # (b, K)
+        kept = [(p, str(v)) for p, v, k in zip(batch_positions, video_ids, keep.tolist()) if k]
+        rows += [(p, v, s, y) for (p, v), s, y in zip(kept, scores, labels[keep])]
+    if world_size > 1:
+        gathered: list[Any] = [None] * world_size
+        torch.distributed.all_gather_object(gathered, (rows, skipped))
+        rows = [row for part_rows, _ in gathered for row in part_rows]
+        skipped = [item for _, part_skipped in gathered for item in part_skipped]
+    rows.sort(key=lambda row: row[0])
+    skipped.sort()
+    if not rows:
         raise RuntimeError(f"no readable videos to evaluate ({len(skipped)} skipped)")
-    return EvaluationResult.from_scores(torch.cat(all_scores), torch.cat(all_labels), evaluated, views, skipped)
+    return EvaluationResult.from_scores(
+        torch.stack([row[2] for row in rows]), torch.stack([row[3] for row in rows]), [row[1] for row in rows],
+        views, [video_id for _, video_id in skipped],
+    )
