@@ -182,11 +182,6 @@ def to_yaml(config: RecipeConfig) -> str:
     return OmegaConf.to_yaml(OmegaConf.structured(config))
 
 
-def config_from_yaml_text(text: str) -> RecipeConfig:
-    """Inverse of :func:`to_yaml`."""
-    return to_config(_merge(OmegaConf.structured(RecipeConfig), OmegaConf.create(text), "the saved config"))
-
-
 def strategy_options(model: ModelConfig) -> dict[str, Any]:
     """``model.options`` without the null entries (those fall back to the strategy's defaults)."""
     return {key: value for key, value in model.options.items() if value is not None}

@@ -73,12 +73,3 @@ def all_gather_objects(world: World, value: Any) -> list[Any]:
     gathered: list[Any] = [None] * world.world_size
     dist.all_gather_object(gathered, value)
     return gathered
-
-
-def all_reduce_sum(world: World, value: float) -> float:
-    """Sum a number over ranks."""
-    if not world.distributed:
-        return value
-    tensor = torch.tensor([value], dtype=torch.float64, device=world.device)
-    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return float(tensor.item())

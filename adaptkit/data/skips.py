@@ -51,6 +51,3 @@ class SkipTracker:
         lines = [f"skipped {len(skipped)} of {len(self.paths)} videos:"]
         lines += [f"  {path} ({reason})" for path, reason in skipped]
         return "\n".join(lines)
-
-    def reset(self) -> None:
-        self.codes.zero_()

@@ -154,10 +154,6 @@ class VideoTestTransform:
             raise ValueError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
         self.crop_size, self.num_crops, self.resize_size = crop_size, num_crops, resize_size
 
-    @classmethod
-    def from_config(cls, config: AugmentConfig) -> VideoTestTransform:
-        return cls(config.crop_size, config.test_crops, config.test_resize_size)
-
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         video = F.resize(_as_video(clip), [self.resize_size], antialias=True).as_subclass(torch.Tensor)
         if self.num_crops == 3:
