@@ -146,13 +146,18 @@ def create_image_model(
     return create(config, checkpoint, load_weights)
 
 
-def save_image_weights(model: nn.Module, path: str | Path) -> None:
-    """Save a backbone's full weights (for randomly initialised backbones, whose weights no tag can reproduce)."""
+def backbone_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """A CPU copy of a backbone's full state dict (for randomly initialised backbones, whose weights no tag can
+    reproduce); take it before ``inject`` rebuilds the blocks."""
+    return {k: v.detach().cpu().clone().contiguous() for k, v in model.state_dict().items()}
+
+
+def save_image_weights(tensors: dict[str, torch.Tensor], path: str | Path) -> None:
+    """Write :func:`backbone_tensors` as safetensors, atomically."""
     from safetensors.torch import save_file
 
-    from adaptkit._io import atomic_write
+    from recipes._files import atomic_write
 
-    tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     atomic_write(path, lambda tmp: save_file(tensors, tmp))
 
 
@@ -174,6 +179,23 @@ def build_video_model(config: RecipeConfig, image_model: nn.Module, num_classes:
     )
     video_model.set_grad_checkpointing(config.model.grad_checkpointing)
     return video_model
+
+
+def describe_backbone(video_model: adaptkit.VideoModel) -> str:
+    """The architecture actually built, e.g. ``VisionTransformer (depth 2, width 64, patch 8, 32x32 input)``: the
+    config's model name alone can mislead once ``model.kwargs`` change depth or width."""
+    identity = video_model.family.identity()
+    parts = [f"depth {identity['depth']}", f"width {identity['embed_dim']}"]
+    patch_embed = getattr(video_model.family.model, "patch_embed", None)
+    patch = getattr(patch_embed, "patch_size", None)
+    size = getattr(patch_embed, "img_size", None)
+    if patch is not None:
+        parts.append(f"patch {patch[0] if isinstance(patch, (tuple, list)) else patch}")
+    if size is not None:
+        height, width = (size, size) if isinstance(size, int) else size
+        parts.append(f"{height}x{width} input")
+    name = identity.get("architecture") or identity["class"]
+    return f"{name} ({', '.join(parts)})"
 
 
 def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:

@@ -5,11 +5,13 @@ A checkpoint is a folder ``<run>/checkpoints/step_<N>/`` holding
 - ``adapter_config.json`` + ``adapter_model.safetensors``: the trainable tensors only (what ``from_pretrained`` reads),
 - ``config.yaml``: the full recipe config, ``classes.json``: the class names, in label order,
 - ``image_model.safetensors``: only for randomly initialised backbones, whose weights no tag can reproduce,
-- ``training_state.pt``: optimizer, scheduler, step counters and every rank's RNG state, written with
-  ``torch.save`` and read with ``torch.load(weights_only=True)``, so loading never runs pickled code.
+- ``training_state.pt``: optimizer, scheduler, step counters, every rank's RNG state and the videos skipped so far,
+  written with ``torch.save`` and read with ``torch.load(weights_only=True)``, so loading never runs pickled code,
+- ``digests.json``: the SHA-256 of each file above, written last and verified on load (safetensors has no checksum).
 
-The folder is written under a temporary name and renamed into place when complete, so a run killed mid-write never
-leaves a half checkpoint that ``--resume`` could pick up. ``<run>/final/`` has the same layout minus the state.
+The folder is written under a temporary name (``.tmp_step_<N>``) and renamed into place when complete, so a run killed
+mid-write never leaves a half checkpoint that ``--resume`` could pick up; leftovers of such a kill are removed when
+the next run starts. ``<run>/final/`` has the same layout minus the training state.
 """
 
 from __future__ import annotations
@@ -25,11 +27,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from omegaconf import OmegaConf
 
 from adaptkit import VideoModel
-from adaptkit._io import atomic_write, atomic_write_text
 from recipes._config import RecipeConfig
-from recipes._distributed import World, barrier
+from recipes._files import CorruptFileError, atomic_write, atomic_write_text, verify_digests, write_digests
 
 log = logging.getLogger("recipes")
 
@@ -38,17 +40,33 @@ CONFIG_FILE = "config.yaml"
 CLASSES_FILE = "classes.json"
 IMAGE_WEIGHTS_FILE = "image_model.safetensors"
 CHECKPOINT_PREFIX = "step_"
+TMP_PREFIX = f".tmp_{CHECKPOINT_PREFIX}"
+
+# Config keys that change the trained tensors: a resume must not silently switch any of them.
+MODEL_KEYS_IGNORED_ON_RESUME = {"model.compile", "model.grad_checkpointing"}
 
 
-def save_model_dir(
-    path: Path, model: VideoModel, config_yaml: str, classes: Sequence[str], image_weights: Path | None = None
+def _write_model_files(
+    path: Path, model: VideoModel, config_yaml: str, classes: Sequence[str], image_weights: Path | None
 ) -> None:
-    """Write everything needed to rebuild the trained model into ``path`` (created if needed)."""
     model.save_pretrained(path)
     atomic_write_text(path / CONFIG_FILE, config_yaml)
     atomic_write_text(path / CLASSES_FILE, json.dumps(list(classes), indent=1) + "\n")
     if image_weights is not None:
         shutil.copyfile(image_weights, path / IMAGE_WEIGHTS_FILE)
+
+
+def save_model_dir(
+    path: Path, model: VideoModel, config_yaml: str, classes: Sequence[str], image_weights: Path | None = None
+) -> None:
+    """Write everything needed to rebuild the trained model into ``path`` (created if needed), digests last."""
+    _write_model_files(path, model, config_yaml, classes, image_weights)
+    write_digests(path)
+
+
+def is_model_dir(path: Path) -> bool:
+    """A folder written by :func:`save_model_dir` (a run's ``final/`` or a checkpoint)."""
+    return all((Path(path) / name).is_file() for name in ("adapter_config.json", CONFIG_FILE, CLASSES_FILE))
 
 
 def read_classes(path: Path) -> list[str]:
@@ -74,10 +92,11 @@ def save_checkpoint(
     """Write ``<run>/checkpoints/step_<step>`` atomically and delete all but the newest ``keep`` checkpoints."""
     folder = run_dir / "checkpoints"
     final = folder / f"{CHECKPOINT_PREFIX}{step:08d}"
-    tmp = folder / f".tmp_{CHECKPOINT_PREFIX}{step:08d}"
+    tmp = folder / f"{TMP_PREFIX}{step:08d}"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_model_dir(tmp, model, config_yaml, classes, image_weights)
+    _write_model_files(tmp, model, config_yaml, classes, image_weights)
     atomic_write(tmp / STATE_FILE, lambda file: torch.save(state, file))
+    write_digests(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
@@ -95,9 +114,13 @@ def list_checkpoints(run_dir: Path) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    checkpoints = list_checkpoints(run_dir)
-    return checkpoints[-1] if checkpoints else None
+def remove_unfinished_checkpoints(run_dir: Path) -> list[Path]:
+    """Delete the ``.tmp_step_*`` folders a kill during a checkpoint write left behind; returns them."""
+    folder = Path(run_dir) / "checkpoints"
+    leftovers = sorted(folder.glob(f"{TMP_PREFIX}*")) if folder.is_dir() else []
+    for path in leftovers:
+        shutil.rmtree(path, ignore_errors=True)
+    return leftovers
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
@@ -105,27 +128,62 @@ def load_state(checkpoint: Path) -> dict[str, Any]:
     return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
 
 
-def prepare_run_dir(config: RecipeConfig, world: World) -> Path | None:
-    """The checkpoint to resume from (None = fresh start); refuses to silently overwrite an earlier run."""
-    run_dir = config.run_dir
-    existing = list_checkpoints(run_dir)
-    if config.train.resume:
-        checkpoint = latest_checkpoint(run_dir)
-        if checkpoint is None and world.is_main:
-            log.warning("train.resume: no checkpoint in %s, starting from scratch", run_dir)
-        return checkpoint
-    if existing and not config.train.overwrite:
-        raise FileExistsError(
-            f"{run_dir} already holds checkpoints (last: {existing[-1].name}). Pass --resume to continue that run, "
-            "train.overwrite=true to start it again, or another name=... / train.output_dir=..."
-        )
-    barrier(world)  # every rank has looked before the main one deletes anything
-    if world.is_main:
-        for folder in ("checkpoints", "final"):
-            shutil.rmtree(run_dir / folder, ignore_errors=True)
-        (run_dir / IMAGE_WEIGHTS_FILE).unlink(missing_ok=True)
-    barrier(world)
+def load_checkpoint(checkpoint: Path) -> dict[str, Any]:
+    """Verify every file of ``checkpoint`` against its digest, then load its training state.
+
+    Raises:
+        CorruptFileError: naming the file that is missing, corrupt or unreadable.
+    """
+    verify_digests(checkpoint, required=True)
+    try:
+        return load_state(checkpoint)
+    except Exception as error:  # noqa: BLE001 - any unreadable state makes the checkpoint unusable
+        raise CorruptFileError(f"{Path(checkpoint) / STATE_FILE} is unreadable: {error}") from None
+
+
+def newest_intact_checkpoint(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
+    """The newest checkpoint whose files all match their digests, with its training state; None if none.
+
+    A broken newer checkpoint (a flipped bit, a truncated file) is skipped with a warning naming the file.
+
+    Raises:
+        CorruptFileError: every checkpoint of the run is broken (each is named).
+    """
+    problems = []
+    for checkpoint in reversed(list_checkpoints(run_dir)):
+        try:
+            return checkpoint, load_checkpoint(checkpoint)
+        except CorruptFileError as error:
+            log.warning("cannot resume from %s: %s; trying an older checkpoint", checkpoint.name, error)
+            problems.append(str(error))
+    if problems:
+        raise CorruptFileError(f"every checkpoint in {Path(run_dir) / 'checkpoints'} is broken: " + "; ".join(problems))
     return None
+
+
+def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat.update(_flatten(value, f"{prefix}.{key}"))
+    return flat
+
+
+def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]:
+    """``key: checkpoint X, this config Y`` for every ``model.*`` key (and ``data.num_frames``) that differs."""
+    saved = OmegaConf.to_container(OmegaConf.create(saved_yaml))
+    current = OmegaConf.to_container(OmegaConf.structured(config))
+    assert isinstance(saved, dict) and isinstance(current, dict)
+
+    def relevant(tree: dict[str, Any]) -> dict[str, Any]:
+        flat = _flatten(tree.get("model", {}), "model")
+        flat["data.num_frames"] = tree.get("data", {}).get("num_frames")
+        return {k: v for k, v in flat.items() if k not in MODEL_KEYS_IGNORED_ON_RESUME}
+
+    old, new = relevant(saved), relevant(current)
+    return [f"{key}: checkpoint {old.get(key)!r}, this config {new.get(key)!r}"
+            for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
 # ----------------------------------------------------------------------------------------------- RNG state

@@ -1,15 +1,26 @@
 """Train a video classifier from a pretrained image transformer (AIM by default).
 
-    python -m recipes.train                                      # synthetic demo: no data, no download, ~2 min CPU
-    python -m recipes.train --config recipes/configs/k400_vitb16_8x16.yaml
-    python -m recipes.train --config recipes/configs/k400_vitb16_8x16.yaml optim.lr=1e-4 data.batch_size=4
-    python -m recipes.train --config recipes/configs/k400_vitb16_8x16.yaml --resume   # after an interruption
-    torchrun --nproc_per_node 8 -m recipes.train --config recipes/configs/k400_vitb16_8x16.yaml
+    adaptkit train                                      # the default config: no data, no download
+    adaptkit train --config k400_vitb16_8x16            # a shipped config by name (`adaptkit ls`) or a YAML path
+    adaptkit train --config k400_vitb16_8x16 optim.lr=1e-4 data.batch_size=4
+    adaptkit train --config k400_vitb16_8x16 --resume   # after an interruption
+    torchrun --nproc_per_node 8 -m recipes.train --config k400_vitb16_8x16
 
-Top to bottom: config -> process setup -> data -> model -> optimizer and schedule -> resume -> training loop ->
-final model -> evaluation. The run folder (``runs/<name>`` unless ``train.output_dir``) receives ``config.yaml``,
-``metrics.jsonl`` / ``train.csv`` / ``eval.csv``, ``checkpoints/step_<N>/``, ``final/`` (adapter, config, class names;
-what ``recipes.evaluate`` and ``recipes.predict`` read), ``eval_result.json`` and ``train_summary.json``.
+``python -m recipes.train`` is the same as ``adaptkit train``. :class:`TrainRecipe` runs its steps in this order,
+each a method that can be called and tested on its own:
+
+1. :meth:`~TrainRecipe.setup_data`: datasets, the step arithmetic (accumulation, steps per epoch), the loader;
+2. :meth:`~TrainRecipe.setup_checkpoint`: the checkpoint to resume from, checked against this config;
+3. :meth:`~TrainRecipe.setup_model`: the image backbone with its weights, then the video model;
+4. :meth:`~TrainRecipe.setup_optimizer`: AdamW and the warmup-cosine schedule, with their resumed state;
+5. :meth:`~TrainRecipe.start_run`: only now is the run folder written (``config.yaml``, logs), so a config that fails
+   any check above leaves nothing behind;
+6. :meth:`~TrainRecipe.train`: the loop, with checkpoints and periodic evaluation;
+7. :meth:`~TrainRecipe.finish`: ``final/``, the last evaluation and ``train_summary.json``.
+
+The run folder (``runs/<name>`` unless ``train.output_dir``) receives ``config.yaml``, ``metrics.jsonl`` /
+``train.csv`` / ``eval.csv``, ``checkpoints/step_<N>/``, ``final/`` (adapter, config, class names; what
+``adaptkit evaluate`` and ``adaptkit predict`` read), ``eval_result.json`` and ``train_summary.json``.
 """
 
 from __future__ import annotations
@@ -21,8 +32,9 @@ import json
 import logging
 import math
 import random
+import shutil
 import time
-from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,21 +45,25 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 import adaptkit
-from adaptkit._io import atomic_write_text
 from adaptkit.data import BatchMixer, prepare_batch
 from recipes._builders import (
     RANDOM_INIT,
     build_optimizer,
     build_scheduler,
+    backbone_tensors,
     build_video_model,
     create_image_model,
+    describe_backbone,
     save_image_weights,
 )
 from recipes._checkpoint import (
+    CONFIG_FILE,
     IMAGE_WEIGHTS_FILE,
     image_weights_in,
-    load_state,
-    prepare_run_dir,
+    list_checkpoints,
+    model_config_differences,
+    newest_intact_checkpoint,
+    remove_unfinished_checkpoints,
     rng_state,
     save_checkpoint,
     save_model_dir,
@@ -57,17 +73,20 @@ from recipes._config import RecipeConfig, load_config, to_yaml
 from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
 from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
 from recipes._evaluation import autocast, evaluate, format_result
+from recipes._files import atomic_write_text
 from recipes._logging import MetricLogger, setup_logging
 
 log = logging.getLogger("recipes.train")
 
+Skip = tuple[str, str]  # (video path, reason)
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m recipes.train", description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="YAML config (default: recipes/configs/synthetic_motion.yaml, the demo)")
-    parser.add_argument("--resume", action="store_true", help="continue from the run's last checkpoint")
+
+def parse_args(argv: list[str] | None, prog: str = "python -m recipes.train") -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help="config name (see `adaptkit ls`) or YAML path (default: the built-in demo)")
+    parser.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. optim.lr=1e-4")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -76,16 +95,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = load_config(args.config, list(args.overrides) + (["train.resume=true"] if args.resume else []))
     world = setup(config.train.device)
     try:
-        return train(config, world)
+        return TrainRecipe(config, world).run()
     finally:
         teardown()
-
-
-def timed(fn: Callable[..., Any], *args: Any) -> float:
-    """Run ``fn(*args)`` and return the seconds it took."""
-    start = time.perf_counter()
-    fn(*args)
-    return time.perf_counter() - start
 
 
 def seed_everything(seed: int) -> None:
@@ -104,220 +116,353 @@ def adapter_fingerprint(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
-def train(config: RecipeConfig, world: World) -> dict[str, Any]:
-    started = time.perf_counter()
-    # ------------------------------------------------------------------ process-wide state (recipes only)
-    setup_logging(world.is_main)
-    tc = config.train
-    if tc.num_threads is not None:
-        torch.set_num_threads(tc.num_threads)
-    if world.device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-    bf16 = tc.precision == "bf16" or (tc.precision == "auto" and world.device.type == "cuda")
-    run_dir = config.run_dir
-    checkpoint = prepare_run_dir(config, world)
-    if world.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(run_dir / "config.yaml", to_yaml(config))
-    config_yaml = to_yaml(config)
+class TrainRecipe:
+    """One training run of ``config`` on this process (one of ``world.world_size``). See the module docstring."""
 
-    # ------------------------------------------------------------------ data
-    train_set, classes = train_dataset(config)
-    eval_set, views = eval_dataset(config, classes) if has_eval_data(config) else (None, "")
-    if eval_set is None and world.is_main:
-        log.warning("no data.val.annotations: the model will not be evaluated")
-    per_step = config.data.batch_size * world.world_size
-    accumulation = tc.global_batch_size // per_step
-    if accumulation * per_step != tc.global_batch_size:
-        raise ValueError(f"train.global_batch_size={tc.global_batch_size} is not a multiple of data.batch_size x "
-                         f"processes = {config.data.batch_size} x {world.world_size}")
-    steps_per_epoch = len(train_set) // world.world_size // config.data.batch_size // accumulation
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(train_set)} training clips do not fill one step of {tc.global_batch_size} clips")
-    total_steps = tc.max_steps or tc.epochs * steps_per_epoch
-    epochs = math.ceil(total_steps / steps_per_epoch)
-    micro_per_epoch = steps_per_epoch * accumulation
-    sampler = ResumableSampler(train_set, world, tc.seed, micro_per_epoch * config.data.batch_size)
-    loader = DataLoader(
-        train_set, batch_size=config.data.batch_size, sampler=sampler, num_workers=config.data.num_workers,
-        pin_memory=world.device.type == "cuda", persistent_workers=config.data.num_workers > 0,
-        generator=torch.Generator().manual_seed(tc.seed + world.rank),  # worker seeds leave the global RNG alone
-    )
+    def __init__(self, config: RecipeConfig, world: World) -> None:
+        self.config, self.world = config, world
+        self.run_dir = config.run_dir
+        self.started = time.perf_counter()
+        setup_logging(world.is_main)  # process-wide state: recipes only, never the library
+        if config.train.num_threads is not None:
+            torch.set_num_threads(config.train.num_threads)
+        if world.device.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+        precision = config.train.precision
+        self.bf16 = precision == "bf16" or (precision == "auto" and world.device.type == "cuda")
+        self.step = 0
+        self.skipped_before: list[Skip] = []  # videos skipped before the checkpoint this run resumed from
 
-    # ------------------------------------------------------------------ model
-    torch.manual_seed(tc.seed)  # identical backbone and adapter init on every rank
-    # A random backbone (demo, tests) cannot be recreated from a tag: the run keeps its weights, and checkpoints and
-    # final/ carry a copy, so that resuming, evaluate and predict see the very same frozen backbone.
-    saved_backbone = image_weights_in(checkpoint) if checkpoint is not None else None
-    image_model, weights = create_image_model(config.model, weights_file=saved_backbone)
-    image_weights = None
-    if weights == RANDOM_INIT or saved_backbone is not None:
-        image_weights = run_dir / IMAGE_WEIGHTS_FILE
-        if world.is_main:
-            save_image_weights(image_model, image_weights)
-    if checkpoint is not None:
-        model = adaptkit.from_pretrained(image_model, checkpoint, is_trainable=True)
-        model.set_grad_checkpointing(config.model.grad_checkpointing)
-    else:
-        model = build_video_model(config, image_model, num_classes=len(classes))
-    model.to(world.device)
-    if world.is_main:
-        print(f"backbone {config.model.name} ({weights}), strategy {config.model.strategy}, "
-              f"{config.data.num_frames} frames, {len(classes)} classes")
-        model.print_trainable_parameters()
-    seed_everything(tc.seed + world.rank)  # from here on, per-rank randomness (drop path, augmentation)
+    # ------------------------------------------------------------------------------------------ 1. data
+    def setup_data(self) -> None:
+        """Datasets, step arithmetic and the training loader.
 
-    # ------------------------------------------------------------------ optimizer, schedule, resume
-    optimizer = build_optimizer(model, config.optim, world.device)
-    scheduler = build_scheduler(optimizer, config.optim, steps_per_epoch, total_steps)
-    step = 0
-    if checkpoint is not None:
-        state = load_state(checkpoint)
-        expected = {"steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
+        Raises:
+            ValueError: the global batch is not a whole number of per-device batches, or the data holds less than
+                one optimizer step.
+        """
+        config, world, tc = self.config, self.world, self.config.train
+        self.train_set, self.classes = train_dataset(config)
+        self.eval_set, self.views = eval_dataset(config, self.classes) if has_eval_data(config) else (None, "")
+        per_step = config.data.batch_size * world.world_size
+        self.accumulation = tc.global_batch_size // per_step
+        if self.accumulation * per_step != tc.global_batch_size:
+            raise ValueError(f"train.global_batch_size={tc.global_batch_size} is not a multiple of data.batch_size x "
+                             f"processes = {config.data.batch_size} x {world.world_size}")
+        self.steps_per_epoch = len(self.train_set) // world.world_size // config.data.batch_size // self.accumulation
+        if self.steps_per_epoch == 0:
+            raise ValueError(f"{len(self.train_set)} training clips do not fill one step of {tc.global_batch_size} "
+                             "clips (train.global_batch_size)")
+        self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
+        self.sampler = ResumableSampler(self.train_set, world, tc.seed,
+                                        self.steps_per_epoch * self.accumulation * config.data.batch_size)
+        workers = config.data.num_workers
+        self.loader = DataLoader(
+            self.train_set, batch_size=config.data.batch_size, sampler=self.sampler, num_workers=workers,
+            pin_memory=world.device.type == "cuda", persistent_workers=workers > 0,
+            generator=torch.Generator().manual_seed(tc.seed + world.rank),  # worker seeds leave the global RNG alone
+        )
+
+    # ------------------------------------------------------------------------------------------ 2. checkpoint
+    def setup_checkpoint(self) -> None:
+        """Pick the checkpoint to resume from, or make sure a fresh start overwrites nothing. Writes no file.
+
+        Resuming takes the newest *intact* checkpoint (every file matches its recorded digest; broken newer ones are
+        named in a warning), and refuses one made with another model config or another step arithmetic.
+
+        Raises:
+            FileExistsError: a fresh start on a run folder that holds checkpoints, without ``train.overwrite``.
+            ValueError: the checkpoint's model config or step counts differ from this config (the keys are named).
+            recipes._files.CorruptFileError: every checkpoint of the run is broken.
+        """
+        config, tc = self.config, self.config.train
+        self.checkpoint: Path | None = None
+        self.resume_state: dict[str, Any] | None = None
+        if not tc.resume:
+            existing = list_checkpoints(self.run_dir)
+            if existing and not tc.overwrite:
+                raise FileExistsError(
+                    f"{self.run_dir} already holds checkpoints (last: {existing[-1].name}). Pass --resume to continue "
+                    "that run, train.overwrite=true to start it again, or another name=... / train.output_dir=..."
+                )
+            return
+        found = newest_intact_checkpoint(self.run_dir)
+        if found is None:
+            if self.world.is_main:
+                log.warning("train.resume: no checkpoint in %s, starting from scratch", self.run_dir)
+            return
+        checkpoint, state = found
+        differences = model_config_differences((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"), config)
+        if differences:
+            raise ValueError(f"cannot resume {checkpoint}: its model differs from this config's: "
+                             + "; ".join(differences))
+        expected = {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                     "global_batch_size": tc.global_batch_size}
-        found = {key: state[key] for key in expected}
-        if found != expected:
-            raise ValueError(f"cannot resume {checkpoint}: it was made with {found}, this config gives {expected}")
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        step = state["step"]
-        if len(state["rng"]) == world.world_size:
-            set_rng_state(state["rng"][world.rank])
-        if world.is_main:
-            print(f"resumed from {checkpoint} at step {step}/{total_steps}")
+        made_with = {key: state[key] for key in expected}
+        if made_with != expected:
+            raise ValueError(f"cannot resume {checkpoint}: it was made with {made_with}, this config gives {expected}")
+        self.checkpoint, self.resume_state = checkpoint, state
+        self.step = state["step"]
+        self.skipped_before = [tuple(s) for s in state.get("skipped_train", [])]
 
-    train_model: torch.nn.Module = model
-    ddp = None
-    if world.distributed:  # DDP registers only parameters with requires_grad: the frozen backbone is never synced
-        ddp = DistributedDataParallel(model, device_ids=[world.device] if world.device.type == "cuda" else None)
-        train_model = ddp
-    if config.model.compile:
-        train_model = torch.compile(train_model)
-    augment = config.data.augment
-    mixer = BatchMixer(len(classes), augment.mixup_alpha, augment.cutmix_alpha, augment.label_smoothing)
-    mean, std = model.normalization
-    metrics = MetricLogger(run_dir, enabled=world.is_main, resume_step=step if checkpoint is not None else None)
+    # ------------------------------------------------------------------------------------------ 3. model
+    def setup_model(self) -> None:
+        """The image backbone with its weights and the video model on the training device.
 
-    def save(step: int) -> None:
-        states = all_gather_objects(world, rng_state())
+        A random backbone (demo, tests) cannot be recreated from a tag: the run keeps its weights, and checkpoints and
+        ``final/`` carry a copy, so that resuming, evaluate and predict see the very same frozen backbone.
+        """
+        config, world = self.config, self.world
+        torch.manual_seed(config.train.seed)  # identical backbone and adapter init on every rank
+        saved_backbone = image_weights_in(self.checkpoint) if self.checkpoint is not None else None
+        self.image_model, self.weights = create_image_model(config.model, weights_file=saved_backbone)
+        keeps_backbone = self.weights == RANDOM_INIT or saved_backbone is not None
+        self.image_weights = self.run_dir / IMAGE_WEIGHTS_FILE if keeps_backbone else None
+        # inject() rebuilds the blocks in place: keep the backbone's own tensors for start_run to write.
+        self.backbone_tensors = backbone_tensors(self.image_model) if keeps_backbone else None
+        if self.checkpoint is not None:
+            self.model = adaptkit.from_pretrained(self.image_model, self.checkpoint, is_trainable=True)
+            self.model.set_grad_checkpointing(config.model.grad_checkpointing)
+        else:
+            self.model = build_video_model(config, self.image_model, num_classes=len(self.classes))
+        self.model.to(world.device)
+        seed_everything(config.train.seed + world.rank)  # from here on, per-rank randomness (drop path, augmentation)
+
+    # ------------------------------------------------------------------------------------------ 4. optimizer
+    def setup_optimizer(self) -> None:
+        """AdamW over the trainable tensors and the per-iteration schedule; restored from the checkpoint if any."""
+        config, world = self.config, self.world
+        self.optimizer = build_optimizer(self.model, config.optim, world.device)
+        self.scheduler = build_scheduler(self.optimizer, config.optim, self.steps_per_epoch, self.total_steps)
+        if self.resume_state is not None:
+            state = self.resume_state
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.scheduler.load_state_dict(state["scheduler"])
+            if len(state["rng"]) == world.world_size:
+                set_rng_state(state["rng"][world.rank])
+
+    # ------------------------------------------------------------------------------------------ 5. run folder
+    def start_run(self) -> bool:
+        """Write the run folder: clear a run being overwritten, drop unfinished checkpoint writes, record the config
+        and the random backbone, open the logs. Returns whether this call created the folder."""
+        config, world = self.config, self.world
+        created = not self.run_dir.exists()
+        barrier(world)  # every rank has looked before the main one writes anything
         if world.is_main:
-            training_state = {
-                "step": step, "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(), "rng": states,
-                "steps_per_epoch": steps_per_epoch, "total_steps": total_steps,
-                "global_batch_size": tc.global_batch_size, "world_size": world.world_size,
-            }
-            path = save_checkpoint(run_dir, step, model, training_state, config_yaml, classes, image_weights,
-                                   tc.keep_checkpoints)
-            tqdm.write(f"checkpoint: {path}")
+            if self.checkpoint is None and config.train.overwrite:
+                for folder in ("checkpoints", "final"):
+                    shutil.rmtree(self.run_dir / folder, ignore_errors=True)
+            for leftover in remove_unfinished_checkpoints(self.run_dir):
+                log.info("removed %s, a checkpoint write cut short by an earlier kill", leftover)
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / CONFIG_FILE, to_yaml(config))
+            if self.image_weights is not None:
+                save_image_weights(self.backbone_tensors, self.image_weights)
+            else:
+                (self.run_dir / IMAGE_WEIGHTS_FILE).unlink(missing_ok=True)
         barrier(world)
+        self.config_yaml = to_yaml(config)
+        self.metrics = MetricLogger(self.run_dir, enabled=world.is_main,
+                                    resume_step=self.step if self.checkpoint is not None else None)
+        if world.is_main:
+            print(f"backbone {describe_backbone(self.model)} ({self.weights}), strategy {self.model.strategy_name}, "
+                  f"{self.model.num_frames} frames, {len(self.classes)} classes")
+            self.model.print_trainable_parameters()
+            if self.checkpoint is not None:
+                print(f"resumed from {self.checkpoint} at step {self.step}/{self.total_steps}")
+        return created
 
-    def run_evaluation(step: int, epoch: int) -> Any:
-        result = evaluate(model, eval_set, world, (mean, std), views, config.eval.batch_size, config.eval.chunk_size,
-                          config.data.num_workers if config.eval.num_workers is None else config.eval.num_workers,
-                          bf16=bf16)
+    # ------------------------------------------------------------------------------------------ helpers
+    def skipped(self) -> list[Skip]:
+        """Every training video skipped so far by any rank, including before the resumed checkpoint (collective)."""
+        ranks = all_gather_objects(self.world, list(self.train_set.skipped()))
+        return sorted({*self.skipped_before, *(tuple(s) for rank in ranks for s in rank)})
+
+    def save(self, step: int) -> None:
+        """Checkpoint ``step`` (collective: every rank's RNG state and skipped videos go in)."""
+        states = all_gather_objects(self.world, rng_state())
+        skipped = self.skipped()
+        if self.world.is_main:
+            training_state = {
+                "step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+                "rng": states, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
+                "global_batch_size": self.config.train.global_batch_size, "world_size": self.world.world_size,
+                "skipped_train": [list(s) for s in skipped],
+            }
+            path = save_checkpoint(self.run_dir, step, self.model, training_state, self.config_yaml, self.classes,
+                                   self.image_weights, self.config.train.keep_checkpoints)
+            tqdm.write(f"checkpoint: {path}")
+        barrier(self.world)
+
+    def run_evaluation(self, step: int, epoch: int) -> Any:
+        config = self.config
+        workers = config.data.num_workers if config.eval.num_workers is None else config.eval.num_workers
+        result = evaluate(self.model, self.eval_set, self.world, self.model.normalization, self.views,
+                          config.eval.batch_size, config.eval.chunk_size, workers, bf16=self.bf16)
         if result is not None:
-            result.extra.update(step=step, epoch=epoch, run_dir=str(run_dir))
-            metrics.log("eval", step, epoch=epoch, top1=result.top1, top5=result.top5,
-                        mean_class_accuracy=result.mean_class_accuracy, num_videos=result.num_videos, views=views)
-            tqdm.write(f"eval @ step {step}: {format_result(result, len(classes))}")
+            result.extra.update(step=step, epoch=epoch, run_dir=str(self.run_dir))
+            self.metrics.log("eval", step, epoch=epoch, top1=result.top1, top5=result.top5,
+                             mean_class_accuracy=result.mean_class_accuracy, num_videos=result.num_videos,
+                             views=self.views)
+            tqdm.write(f"eval @ step {step}: {format_result(result, len(self.classes))}")
         return result
 
-    # ------------------------------------------------------------------ training loop
-    stop_at = min(total_steps, tc.stop_at_step or total_steps)
-    bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not world.is_main,
-               dynamic_ncols=True)
-    model.train()
-    # Log-window accumulators; `paused` is the time spent checkpointing or evaluating, left out of the throughput.
-    window_loss, window_steps, window_start, paused = 0.0, 0, time.perf_counter(), 0.0
-    epoch = step // steps_per_epoch
-    while step < stop_at:
-        done_in_epoch = step - epoch * steps_per_epoch
-        sampler.set_epoch(epoch, skip=done_in_epoch * accumulation * config.data.batch_size)
-        train_set.set_epoch(epoch)  # seeded frame sampling differs per epoch
-        for micro, (clips, labels, _) in enumerate(loader, start=1):
-            # Workers return uint8; conversion, normalisation, erasing and mixing run on the training device.
-            video = prepare_batch(clips.to(world.device, non_blocking=True), mean, std, augment.random_erasing_p)
-            video, targets = mixer(video, labels.to(world.device, non_blocking=True))  # (B, C, T, H, W), (B, K)
-            sync = micro % accumulation == 0
-            no_sync = ddp.no_sync if ddp is not None and not sync else contextlib.nullcontext
-            with no_sync():
-                with autocast(world.device, bf16):
-                    logits = train_model(video)
-                loss = F.cross_entropy(logits.float(), targets) / accumulation
-                loss.backward()
-            window_loss += loss.item()
-            if not sync:
-                continue
-            if config.optim.clip_grad_norm is not None:
-                torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                               config.optim.clip_grad_norm)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            window_steps += 1
-            bar.update(1)
-            if step % tc.log_every == 0 or step == stop_at:
-                elapsed = time.perf_counter() - window_start - paused
-                values = {"epoch": round(step / steps_per_epoch, 3), "loss": window_loss / window_steps,
-                          "lr": optimizer.param_groups[0]["lr"],
-                          "clips_per_s": window_steps * tc.global_batch_size / elapsed}
-                metrics.log("train", step, **values)
-                bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
-                                clips_s=f"{values['clips_per_s']:.1f}")
-                window_loss, window_steps, window_start, paused = 0.0, 0, time.perf_counter(), 0.0
-            if (tc.checkpoint_every and step % tc.checkpoint_every == 0) or step == stop_at:
-                paused += timed(save, step)
-            if step == stop_at:
-                break
-        if step % steps_per_epoch == 0:  # a whole epoch is done
-            if tc.checkpoint_every == 0 and step < stop_at:
-                paused += timed(save, step)
-            every = config.eval.every_epochs
-            if every and eval_set is not None and (epoch + 1) % every == 0 and step < total_steps:
-                paused += timed(run_evaluation, step, epoch + 1)
-            epoch += 1
-    bar.close()
+    # ------------------------------------------------------------------------------------------ 6. loop
+    def train(self) -> None:
+        """Optimizer steps up to ``train.max_steps`` (or ``train.stop_at_step``), checkpointing and evaluating.
 
-    summary: dict[str, Any] = {"run_dir": str(run_dir), "step": step, "total_steps": total_steps,
-                               "world_size": world.world_size, "weights": weights,
-                               "wall_time_s": round(time.perf_counter() - started, 1)}  # this process, this start
-    if step < total_steps:
+        The progress bar shows the loss, the learning rate, clips/s and ``data``: the share of the wall time spent
+        waiting for the loader, which is the bottleneck when it stays high.
+        """
+        config, world, tc = self.config, self.world, self.config.train
+        model, accumulation, batch_size = self.model, self.accumulation, config.data.batch_size
+        train_model: torch.nn.Module = model
+        ddp = None
+        if world.distributed:  # DDP registers only parameters with requires_grad: the frozen backbone is never synced
+            ddp = DistributedDataParallel(model, device_ids=[world.device] if world.device.type == "cuda" else None)
+            train_model = ddp
+        if config.model.compile:
+            train_model = torch.compile(train_model)
+        augment = config.data.augment
+        mixer = BatchMixer(len(self.classes), augment.mixup_alpha, augment.cutmix_alpha, augment.label_smoothing)
+        mean, std = model.normalization
+
+        stop_at = self.stop_at = min(self.total_steps, tc.stop_at_step or self.total_steps)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not world.is_main,
+                   dynamic_ncols=True)
+        model.train()
+        # Log-window accumulators; `paused` (checkpointing, evaluation) is left out of the throughput and data share.
+        window_loss, window_steps, window_start, paused, waited = 0.0, 0, time.perf_counter(), 0.0, 0.0
+        epoch = self.step // self.steps_per_epoch
+        while self.step < stop_at:
+            done_in_epoch = self.step - epoch * self.steps_per_epoch
+            self.sampler.set_epoch(epoch, skip=done_in_epoch * accumulation * batch_size)
+            self.train_set.set_epoch(epoch)  # seeded frame sampling differs per epoch
+            batches = iter(self.loader)
+            micro = 0
+            while True:
+                wait_start = time.perf_counter()
+                batch = next(batches, None)
+                waited += time.perf_counter() - wait_start
+                if batch is None:
+                    break
+                clips, labels, _ = batch
+                micro += 1
+                # Workers return uint8; conversion, normalisation, erasing and mixing run on the training device.
+                video = prepare_batch(clips.to(world.device, non_blocking=True), mean, std, augment.random_erasing_p)
+                video, targets = mixer(video, labels.to(world.device, non_blocking=True))  # (B, C, T, H, W), (B, K)
+                sync = micro % accumulation == 0
+                no_sync = ddp.no_sync if ddp is not None and not sync else contextlib.nullcontext
+                with no_sync():
+                    with autocast(world.device, self.bf16):
+                        logits = train_model(video)
+                    loss = F.cross_entropy(logits.float(), targets) / accumulation
+                    loss.backward()
+                window_loss += loss.item()
+                if not sync:
+                    continue
+                if config.optim.clip_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
+                                                   config.optim.clip_grad_norm)
+                self.optimizer.step()
+                self.scheduler.step()
+                self.optimizer.zero_grad(set_to_none=True)
+                self.step += 1
+                window_steps += 1
+                bar.update(1)
+                if self.step % tc.log_every == 0 or self.step == stop_at:
+                    elapsed = time.perf_counter() - window_start - paused
+                    values = {"epoch": round(self.step / self.steps_per_epoch, 3), "loss": window_loss / window_steps,
+                              "lr": self.optimizer.param_groups[0]["lr"],
+                              "clips_per_s": window_steps * tc.global_batch_size / elapsed,
+                              "data_wait": min(waited / elapsed, 1.0)}
+                    self.metrics.log("train", self.step, **values)
+                    bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
+                                    clips_s=f"{values['clips_per_s']:.1f}", data=f"{100 * values['data_wait']:.0f}%")
+                    window_loss, window_steps, window_start, paused, waited = 0.0, 0, time.perf_counter(), 0.0, 0.0
+                if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0) or self.step == stop_at:
+                    paused += self._timed(self.save, self.step)
+                if self.step == stop_at:
+                    break
+            if self.step % self.steps_per_epoch == 0:  # a whole epoch is done
+                if tc.checkpoint_every == 0 and self.step < stop_at:
+                    paused += self._timed(self.save, self.step)
+                every = config.eval.every_epochs
+                if every and self.eval_set is not None and (epoch + 1) % every == 0 and self.step < self.total_steps:
+                    paused += self._timed(self.run_evaluation, self.step, epoch + 1)
+                epoch += 1
+        bar.close()
+
+    @staticmethod
+    def _timed(fn: Any, *args: Any) -> float:
+        start = time.perf_counter()
+        fn(*args)
+        return time.perf_counter() - start
+
+    # ------------------------------------------------------------------------------------------ 7. finish
+    def finish(self) -> dict[str, Any]:
+        """Save ``final/``, evaluate it and write ``train_summary.json``; returns the summary."""
+        config, world = self.config, self.world
+        summary: dict[str, Any] = {"run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total_steps,
+                                   "world_size": world.world_size, "weights": self.weights,
+                                   "wall_time_s": round(time.perf_counter() - self.started, 1)}  # this start only
+        if self.step < self.total_steps:
+            if world.is_main:
+                print(f"stopped at step {self.step}/{self.total_steps} (train.stop_at_step); continue with --resume")
+            self.metrics.close()
+            return {**summary, "stopped": True}
+
+        fingerprints = all_gather_objects(world, adapter_fingerprint(self.model))
+        if len(set(fingerprints)) != 1:
+            raise RuntimeError(f"ranks ended with different adapters: {fingerprints}")
         if world.is_main:
-            print(f"stopped at step {step}/{total_steps} (train.stop_at_step); continue with --resume")
-        metrics.close()
-        return {**summary, "stopped": True}
+            save_model_dir(self.run_dir / "final", self.model, self.config_yaml, self.classes, self.image_weights)
+            print(f"final model: {self.run_dir / 'final'}")
+        barrier(world)
+        epochs = math.ceil(self.total_steps / self.steps_per_epoch)
+        result = self.run_evaluation(self.step, epochs) if self.eval_set is not None and config.eval.at_end else None
+        skipped = self.skipped()
+        summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, skipped_train=[list(s) for s in skipped],
+                       wall_time_s=round(time.perf_counter() - self.started, 1))
+        if world.is_main:
+            if result is not None:
+                result.to_json(self.run_dir / "eval_result.json")
+                summary["eval"] = {k: v for k, v in result.to_dict().items() if k not in ("video_ids",)}
+            lines = [f"  {path} ({reason})" for path, reason in skipped]
+            print("training data: " + (f"skipped {len(skipped)} unreadable videos:\n" + "\n".join(lines) if skipped
+                                       else "no videos skipped"))
+            if result is not None:  # gathered from every rank's shard
+                left_out = result.skipped_ids
+                print(f"evaluation data: {len(left_out)} unreadable videos left out: {left_out}" if left_out
+                      else "evaluation data: no videos skipped")
+            atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+            print(f"done in {summary['wall_time_s'] / 60:.1f} min wall clock ({world.world_size} process(es)); "
+                  f"summary: {self.run_dir / 'train_summary.json'}")
+        self.metrics.close()
+        return summary
 
-    # ------------------------------------------------------------------ final model and evaluation
-    fingerprints = all_gather_objects(world, adapter_fingerprint(model))
-    if len(set(fingerprints)) != 1:
-        raise RuntimeError(f"ranks ended with different adapters: {fingerprints}")
-    if world.is_main:
-        save_model_dir(run_dir / "final", model, config_yaml, classes, image_weights)
-        print(f"final model: {run_dir / 'final'}")
-    barrier(world)
-    result = run_evaluation(step, epochs) if eval_set is not None and config.eval.at_end else None
-    # Each rank's dataset copy tracked the unreadable videos it met.
-    skipped = sorted({tuple(s) for rank in all_gather_objects(world, list(train_set.skipped())) for s in rank})
-    summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, skipped_train=[list(s) for s in skipped],
-                   wall_time_s=round(time.perf_counter() - started, 1))
-    if world.is_main:
-        if result is not None:
-            result.to_json(run_dir / "eval_result.json")
-            summary["eval"] = {k: v for k, v in result.to_dict().items() if k not in ("video_ids",)}
-        lines = [f"  {path} ({reason})" for path, reason in skipped]
-        print("training data: " + (f"skipped {len(skipped)} unreadable videos:\n" + "\n".join(lines) if skipped
-                                   else "no videos skipped"))
-        if result is not None:  # gathered from every rank's shard
-            left_out = result.skipped_ids
-            print(f"evaluation data: {len(left_out)} unreadable videos left out: {left_out}" if left_out
-                  else "evaluation data: no videos skipped")
-        atomic_write_text(run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
-        print(f"done in {summary['wall_time_s'] / 60:.1f} min wall clock ({world.world_size} process(es)); "
-              f"summary: {run_dir / 'train_summary.json'}")
-    metrics.close()
-    return summary
+    # ------------------------------------------------------------------------------------------ all steps
+    def run(self) -> dict[str, Any]:
+        """Every step in order; returns the summary. A run that fails before its first optimizer step removes the
+        run folder it created (an existing one is left as it was, minus the failed start's logs)."""
+        if self.config.eval.at_end and not has_eval_data(self.config) and self.world.is_main:
+            log.warning("no data.val.annotations: the model will not be evaluated")
+        self.setup_data()
+        self.setup_checkpoint()
+        self.setup_model()
+        self.setup_optimizer()
+        first_step = self.step
+        created = self.start_run()
+        try:
+            self.train()
+        except BaseException:
+            if created and self.step == first_step and self.world.is_main:
+                self.metrics.close()
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+                log.error("the run failed before its first step; removed its folder %s", self.run_dir)
+            raise
+        return self.finish()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,156 @@
+"""The train recipe's steps on their own, and what resume and the run folder guarantee: digests, the newest intact
+checkpoint, refused model changes, skipped videos kept across a resume, no half-made run folder, file modes."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+from safetensors.torch import load_file
+
+import adaptkit
+from recipe_fixtures import synthetic_args, video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
+from recipes import train
+from recipes._checkpoint import list_checkpoints, load_checkpoint
+from recipes._config import load_config
+from recipes._distributed import setup
+from recipes._files import CorruptFileError
+
+
+def resume_args(synthetic_args, run_dir: Path) -> list[str]:
+    return synthetic_args(run_dir, steps=6) + ["data.synthetic.train_videos=12", "train.checkpoint_every=2",
+                                               "eval.at_end=false", "model.options.drop_path=0.2"]
+
+
+def adapter(run_dir: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run_dir / "final" / "adapter_model.safetensors"))
+
+
+def flip_last_byte(path: Path) -> None:
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01  # inside the tensor data: safetensors itself does not notice
+    path.write_bytes(bytes(data))
+
+
+def test_each_setup_step_runs_on_its_own_and_writes_nothing(tmp_path: Path, synthetic_args) -> None:
+    config = load_config(None, synthetic_args(tmp_path / "run", steps=3) + ["data.batch_size=2"])
+    recipe = train.TrainRecipe(config, setup("cpu"))
+    recipe.setup_data()
+    # 12 clips, 4 per optimizer step from 2 micro-batches of 2.
+    assert (recipe.accumulation, recipe.steps_per_epoch, recipe.total_steps) == (2, 3, 3)
+    assert len(recipe.sampler) == 12 and recipe.classes == list(recipe.train_set.classes)
+    recipe.setup_checkpoint()
+    assert recipe.checkpoint is None and recipe.step == 0
+    recipe.setup_model()
+    assert recipe.model.num_frames == 4 and recipe.model.num_classes == 4 and recipe.weights == "random init"
+    recipe.setup_optimizer()
+    assert [group["name"] for group in recipe.optimizer.param_groups] == ["head", "backbone"]
+    assert recipe.scheduler.get_last_lr() == [config.optim.lr] * 2  # warmup_epochs=0.1 rounds to no warmup step
+    assert not (tmp_path / "run").exists()  # nothing is written before start_run
+    assert recipe.start_run() is True
+    assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "image_model.safetensors").is_file()
+
+
+def test_a_config_that_fails_before_the_first_step_leaves_no_run_folder(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    with pytest.raises(ValueError, match="do not fill one step"):  # fails in setup_data
+        train.main(synthetic_args(run_dir) + ["data.synthetic.train_videos=2"])
+    assert not run_dir.exists()
+    # Fails inside the first forward pass, after the run folder was created: it is removed again.
+    with pytest.raises(Exception):
+        train.main(synthetic_args(run_dir) + ["data.augment.crop_size=24", "data.synthetic.size=24"])
+    assert not run_dir.exists()
+
+
+def test_files_get_the_users_umask(tmp_path: Path, synthetic_args) -> None:
+    old = os.umask(0o022)
+    try:
+        train.main(synthetic_args(tmp_path / "run") + ["eval.at_end=false"])
+        model = adaptkit.inject(timm.create_model("test_vit"), "aim", num_frames=2, num_classes=3)
+        model.save_pretrained(tmp_path / "library")  # the library's own atomic writes too
+    finally:
+        os.umask(old)
+    files = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert len(files) > 10
+    modes = {p.relative_to(tmp_path).as_posix(): stat.S_IMODE(p.stat().st_mode) for p in files}
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path: Path, synthetic_args,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    straight = train.main(resume_args(synthetic_args, tmp_path / "straight"))
+    train.main(resume_args(synthetic_args, tmp_path / "run") + ["train.stop_at_step=4"])
+    newest = list_checkpoints(tmp_path / "run")[-1]
+    flip_last_byte(newest / "adapter_model.safetensors")
+    with pytest.raises(CorruptFileError, match="adapter_model.safetensors is corrupt"):
+        load_checkpoint(newest)
+    resumed = train.main(resume_args(synthetic_args, tmp_path / "run") + ["--resume"])
+    warning = next(line for line in capsys.readouterr().err.splitlines() if "WARNING" in line)
+    assert "cannot resume from step_00000004" in warning and f"{newest}/adapter_model.safetensors" in warning
+    assert resumed["step"] == straight["step"] == 6
+    expected, got = adapter(tmp_path / "straight"), adapter(tmp_path / "run")  # resumed from step 2: still exact
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+
+
+def test_every_checkpoint_broken_is_an_error_naming_the_files(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    train.main(resume_args(synthetic_args, run_dir) + ["train.stop_at_step=4"])
+    config_before = (run_dir / "config.yaml").read_text()
+    old, new = list_checkpoints(run_dir)
+    flip_last_byte(old / "image_model.safetensors")
+    (new / "training_state.pt").write_bytes(b"")
+    with pytest.raises(CorruptFileError) as error:
+        train.main(resume_args(synthetic_args, run_dir) + ["--resume", "optim.lr=0.5"])
+    assert f"{old}/image_model.safetensors is corrupt" in str(error.value)
+    assert f"{new}/training_state.pt is corrupt" in str(error.value)
+    assert (run_dir / "config.yaml").read_text() == config_before  # the failed resume did not overwrite it
+
+
+def test_resume_refuses_another_model_config_naming_the_keys(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    linear = ["model.strategy=linear-probe", "model.options.drop_path=null", "model.options.temporal_in=null",
+              "model.options.scale=null"]
+    train.main(resume_args(synthetic_args, run_dir) + linear + ["train.stop_at_step=2"])
+    with pytest.raises(ValueError, match=r"model.strategy: checkpoint 'linear-probe', this config 'aim'") as error:
+        train.main(resume_args(synthetic_args, run_dir) + ["--resume"])
+    assert "model.options.drop_path" in str(error.value) and "model.kwargs" not in str(error.value)
+    # Options that do not change the trained tensors may differ.
+    summary = train.main(resume_args(synthetic_args, run_dir) + linear + ["--resume", "model.grad_checkpointing=true"])
+    assert summary["step"] == 6
+    assert json.loads((run_dir / "final" / "adapter_config.json").read_text())["strategy"] == "linear-probe"
+
+
+def test_leftover_unfinished_checkpoint_writes_are_removed_on_start(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    train.main(resume_args(synthetic_args, run_dir) + ["train.stop_at_step=2"])
+    leftover = run_dir / "checkpoints" / ".tmp_step_00000005"
+    leftover.mkdir()
+    (leftover / "adapter_model.safetensors").write_bytes(b"half")
+    train.main(resume_args(synthetic_args, run_dir) + ["--resume", "train.stop_at_step=4"])
+    assert not leftover.exists()
+    assert [p.name for p in list_checkpoints(run_dir)] == ["step_00000002", "step_00000004"]
+
+
+def test_skipped_videos_are_kept_across_a_resume(video_config: Path, video_dataset: Path) -> None:
+    args = ["--config", str(video_config), "train.max_steps=4", "train.checkpoint_every=1", "eval.at_end=false"]
+    stopped = train.main(args + ["train.stop_at_step=3"])
+    run_dir = Path(stopped["run_dir"])
+    state = torch.load(list_checkpoints(run_dir)[-1] / "training_state.pt", weights_only=True)
+    broken = str(video_dataset / "broken.mp4")
+    assert [path for path, _ in state["skipped_train"]] == [broken]
+    resumed = train.main(args + ["--resume"])
+    assert [path for path, _ in resumed["skipped_train"]] == [broken]
+    saved = json.loads((run_dir / "train_summary.json").read_text())
+    assert saved["skipped_train"] == [[broken, "corrupt or truncated"]]
+
+
+def test_progress_reports_the_data_wait_share(tmp_path: Path, synthetic_args) -> None:
+    train.main(synthetic_args(tmp_path / "run") + ["eval.at_end=false"])
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert all(0 < r["data_wait"] < 1 for r in records if r["kind"] == "train")
