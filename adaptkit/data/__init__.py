@@ -30,8 +30,10 @@ from .decode import (
     count_frames,
     decode_frames,
     default_backend,
+    resized_shape,
     torchcodec_available,
 )
+from .probe import TRUNCATION_TOLERANCE, VideoIndex, probe_video
 from .encode import encode_video, encoder_available
 from .metrics import EvaluationResult, mean_class_accuracy, top_k_accuracy
 from .records import AnnotationError, Annotations, VideoRecord
@@ -51,6 +53,7 @@ __all__ = [
     "ANNOTATION_FORMATS",
     "DECODE_BACKENDS",
     "SKIPPED_LABEL",
+    "TRUNCATION_TOLERANCE",
     "VIDEO_EXTENSIONS",
     "AnnotationError",
     "Annotations",
@@ -65,6 +68,7 @@ __all__ = [
     "SyntheticMotionDataset",
     "VideoClipDataset",
     "VideoDecodeError",
+    "VideoIndex",
     "VideoNormalize",
     "VideoRecord",
     "VideoTestTransform",
@@ -88,7 +92,9 @@ __all__ = [
     "parse_ssv2_json",
     "parse_video_list",
     "prepare_batch",
+    "probe_video",
     "register_annotation_format",
+    "resized_shape",
     "soft_targets",
     "three_crop",
     "top_k_accuracy",

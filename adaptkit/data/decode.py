@@ -1,8 +1,13 @@
-"""Frame-exact video decoding into uint8 (T, C, H, W) tensors.
+"""Frame-exact video decoding into uint8 (T, C, H, W) tensors, decoding only what the requested frames need.
 
 Two backends share one contract: torchcodec when it imports and its FFmpeg libraries load, PyAV otherwise. PyAV is
 a hard dependency and always works. Frame index ``i`` means the i-th frame shown to a viewer, so frames that an edit
-list discards are never counted or returned.
+list discards are never counted or returned; frames come out as displayed (a display rotation is applied).
+
+Both backends seek. A :class:`~adaptkit.data.probe.VideoIndex` (one demuxing pass, cached by the datasets) says where
+each frame sits, so PyAV seeks to the keyframe before each group of wanted frames, identifies every decoded picture
+by its timestamp and converts to RGB only the kept ones; torchcodec gets its scan-free approximate seek mode when the
+file's header timing is exact, its exact mode otherwise.
 """
 
 from __future__ import annotations
@@ -17,23 +22,17 @@ import av
 import numpy as np
 import torch
 
+from .probe import VideoDecodeError, VideoIndex, open_video_stream, probe_video
+
 __all__ = [
     "DECODE_BACKENDS",
     "VideoDecodeError",
     "count_frames",
     "decode_frames",
     "default_backend",
+    "resized_shape",
     "torchcodec_available",
 ]
-
-
-class VideoDecodeError(RuntimeError):
-    """A video file is missing, unreadable, corrupt or truncated. The message starts with the path."""
-
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
-        self.path = os.fspath(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
 
 
 def _check_indices(indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.ndarray:
@@ -47,70 +46,130 @@ def _check_indices(indices: Sequence[int] | np.ndarray | torch.Tensor) -> np.nda
     return array.astype(np.int64)
 
 
-def _open_video_stream(path: str) -> tuple[Any, Any]:
-    if not os.path.isfile(path):
-        raise VideoDecodeError(path, "file not found")
-    try:
-        container = av.open(path)
-    except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise VideoDecodeError(path, f"cannot open: {error}") from error
-    if not container.streams.video:
-        container.close()
-        raise VideoDecodeError(path, "no video stream")
-    stream = container.streams.video[0]
-    # One decode thread per DataLoader worker: frame threading was slower than one thread on 2 cores.
-    stream.thread_type = "NONE"
-    stream.codec_context.thread_count = 1
-    return container, stream
+def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int, int]:
+    """(height, width) after resizing the short side to ``short_side`` as torchvision's ``Resize(short_side)`` does
+    (long side truncated), or unchanged when ``short_side`` is None or would enlarge the frame."""
+    if short_side is None or min(height, width) <= short_side:
+        return height, width
+    if height <= width:
+        return short_side, int(short_side * width / height)
+    return int(short_side * height / width), short_side
 
 
-def _pyav_count(path: str) -> int:
-    # Headers lie: WebM carries no frame count and MP4 counts edit-list-discarded samples. Demuxing is cheap.
-    container, stream = _open_video_stream(path)
-    # Only an MP4/MOV sample table is an exact promise of the packet count (AVI indexes list empty drop-frames).
-    declared = stream.frames if "mp4" in container.format.name else 0
-    packets, count = 0, 0
-    try:
-        with container:
-            for packet in container.demux(stream):
-                if packet.size > 0:
-                    packets += 1
-                    count += not packet.is_discard
-    except (av.error.FFmpegError, OSError, ValueError) as error:
-        raise VideoDecodeError(path, f"demuxing failed: {error}") from error
-    if declared > packets:  # the sample table outlives the data: the file was cut short
-        raise VideoDecodeError(path, f"truncated: header declares {declared} frames, file holds {packets}")
-    if count == 0:
-        raise VideoDecodeError(path, "no video frames")
-    return count
+def _rotate(video: torch.Tensor, rotation: int) -> torch.Tensor:
+    # FFmpeg's rotation is counter-clockwise, as is torch.rot90 from the H axis towards the W axis.
+    turns = rotation // 90 % 4
+    return video if turns == 0 else torch.rot90(video, turns, dims=(-2, -1)).contiguous()
 
 
-def _pyav_decode(path: str, indices: np.ndarray) -> torch.Tensor:
-    wanted = set(indices.tolist())
-    last_wanted = max(wanted)
+def _stored_shape(height: int, width: int, rotation: int, short_side: int | None) -> tuple[int, int]:
+    """Output size in the stored orientation such that, once rotated, the displayed short side is ``short_side``."""
+    if rotation % 180:
+        displayed = resized_shape(width, height, short_side)
+        return displayed[1], displayed[0]
+    return resized_shape(height, width, short_side)
+
+
+def _decoded(container: Any, stream: Any, kept_pts: set[int]) -> Any:
+    """Decoded frames after the demuxer's position; pictures nothing refers to are skipped unless kept.
+
+    Non-reference frames (most B-frames) are a large share of the decoding work and no other frame needs them, so
+    the decoder is told to drop them (``skip_frame``), packet by packet, except the ones that are asked for.
+    """
+    context = stream.codec_context
+    for packet in container.demux(stream):
+        context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in kept_pts else "NONREF"
+        yield from context.decode(packet)  # the last, empty packet flushes the decoder's delayed frames
+
+
+class _Overshoot(Exception):
+    """A seek landed after the target (an imprecise container index): decode from the start instead."""
+
+
+def _pyav_decode(path: str, wanted: np.ndarray, index: VideoIndex, short_side: int | None, threads: int,
+                 seek: bool) -> dict[int, np.ndarray]:
+    """Decode the sorted unique display indices ``wanted``; returns index -> (H, W, 3) uint8 RGB."""
     frames: dict[int, np.ndarray] = {}
-    last_frame = None
-    count = 0
-    container, stream = _open_video_stream(path)
+    container, stream = open_video_stream(path, threads)
+    height, width = _stored_shape(stream.height, stream.width, index.rotation, short_side)
+    # Any key_interval consecutive frames hold a keyframe, so a target that far ahead is worth a seek.
+    far = index.key_interval
+    position = 0  # display index the decoder would produce next without seeking
+    decoded = 0
+    kept_pts = set(index.pts_of(wanted).tolist())
     try:
         with container:
-            # Sequential decoding is the frame-exact way; libavcodec itself drops frames of discard packets.
+            pending = list(wanted.tolist())
+            while pending:
+                target, retried = pending[0], False
+                if seek and target - position >= far:
+                    container.seek(int(index.pts_of(np.array([target]))[0]), stream=stream)
+                while True:
+                    try:
+                        for frame in _decoded(container, stream, kept_pts):
+                            decoded += 1
+                            shown = index.frame_at(frame.pts) if frame.pts is not None else -1
+                            if shown < 0:
+                                continue  # a leading picture of an open GOP, or a discarded one
+                            if shown > pending[0]:
+                                raise _Overshoot  # the seek landed past the target, or the target never came
+                            position = shown + 1
+                            if shown == pending[0]:
+                                pending.pop(0)
+                                # RGB conversion (and the decoder-side resize) only for kept frames.
+                                frames[shown] = frame.to_ndarray(format="rgb24", width=width, height=height,
+                                                                 interpolation="BILINEAR")
+                                if not pending or (seek and pending[0] - position >= far):
+                                    break  # the next group starts after a keyframe: seek again
+                        else:
+                            pending = []  # end of stream: the caller reports what is missing
+                        break
+                    except _Overshoot:
+                        if retried or not seek:
+                            raise
+                        # Some demuxers index keyframes by decode time: step back one keyframe interval and more.
+                        retried, back = True, max(target - 2 * far, 0)
+                        container.seek(int(index.pts_of(np.array([back]))[0]) - index.seek_margin, stream=stream)
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise VideoDecodeError(path, f"decoding failed after {decoded} frames: {error}") from error
+    return frames
+
+
+def _pyav_sequential(path: str, wanted: np.ndarray, index: VideoIndex, short_side: int | None,
+                     threads: int) -> dict[int, np.ndarray]:
+    # The reference path: decode from the start and count frames (libavcodec drops frames of discard packets).
+    frames: dict[int, np.ndarray] = {}
+    container, stream = open_video_stream(path, threads)
+    height, width = _stored_shape(stream.height, stream.width, index.rotation, short_side)
+    keep, last = set(wanted.tolist()), int(wanted[-1])
+    count = 0
+    try:
+        with container:
             for frame in container.decode(stream):
-                if count in wanted:
-                    frames[count] = frame.to_ndarray(format="rgb24")
-                last_frame = frame
+                if count in keep:
+                    frames[count] = frame.to_ndarray(format="rgb24", width=width, height=height,
+                                                     interpolation="BILINEAR")
                 count += 1
-                if count > last_wanted:
+                if count > last:
                     break
     except (av.error.FFmpegError, OSError, ValueError) as error:
         raise VideoDecodeError(path, f"decoding failed after {count} frames: {error}") from error
-    if last_frame is None:
-        raise VideoDecodeError(path, "no decodable video frames")
-    if last_wanted >= count and count - 1 not in frames:  # past-the-end indices clamp to the last frame
-        frames[count - 1] = last_frame.to_ndarray(format="rgb24")
-    clamped = np.minimum(indices, count - 1)
-    video = np.stack([frames[i] for i in clamped.tolist()])  # (T, H, W, C)
-    return torch.from_numpy(video).permute(0, 3, 1, 2).contiguous()  # (T, C, H, W)
+    return frames
+
+
+def _pyav_frames(path: str, unique: np.ndarray, index: VideoIndex, short_side: int | None, threads: int,
+                 seek: bool) -> torch.Tensor:
+    try:
+        frames = _pyav_decode(path, unique, index, short_side, threads, seek) if seek else {}
+    except _Overshoot:
+        frames = {}
+    if len(frames) < len(unique):  # no timestamps, or an imprecise seek: count from the start
+        frames = _pyav_sequential(path, unique, index, short_side, threads)
+    missing = [i for i in unique.tolist() if i not in frames]
+    if missing:
+        raise VideoDecodeError(path, f"decoding failed: frames {missing[:5]} of {index.num_frames} not decodable")
+    video = torch.from_numpy(np.stack([frames[i] for i in unique.tolist()]))  # (U, H, W, C)
+    return _rotate(video.permute(0, 3, 1, 2), index.rotation)  # (U, C, H, W)
 
 
 def _tiny_mp4() -> bytes:
@@ -142,45 +201,35 @@ def torchcodec_available() -> bool:
     return _torchcodec_decoder_class() is not None
 
 
-def _torchcodec_open(path: str) -> Any:
+def _torchcodec_frames(path: str, unique: np.ndarray, index: VideoIndex, short_side: int | None, threads: int,
+                       seek: bool, device: str = "cpu") -> torch.Tensor:
     decoder_class = _torchcodec_decoder_class()
     if decoder_class is None:
         raise RuntimeError("torchcodec is not installed or cannot load its FFmpeg libraries")
-    if not os.path.isfile(path):
-        raise VideoDecodeError(path, "file not found")
+    transforms = []
+    # torchcodec rotates before its transforms: the size is the displayed one.
+    displayed = (index.width, index.height) if index.rotation % 180 else (index.height, index.width)
+    shape = resized_shape(*displayed, short_side)
+    if shape != displayed:
+        from torchcodec.transforms import Resize
+
+        transforms = [Resize(size=shape)]
     try:
-        # "exact" scans the file, so the frame count and indices ignore edit-list-discarded frames.
-        return decoder_class(path, seek_mode="exact", num_ffmpeg_threads=1)
-    except (RuntimeError, ValueError, OSError) as error:
-        raise VideoDecodeError(path, f"cannot open: {error}") from error
-
-
-def _torchcodec_count(path: str) -> int:
-    count = len(_torchcodec_open(path))
-    if count == 0:
-        raise VideoDecodeError(path, "no video frames")
-    return count
-
-
-def _torchcodec_decode(path: str, indices: np.ndarray) -> torch.Tensor:
-    decoder = _torchcodec_open(path)
-    count = len(decoder)
-    if count == 0:
-        raise VideoDecodeError(path, "no video frames")
-    # torchcodec sorts and de-duplicates; ask for unique frames and map back to the requested order.
-    unique, inverse = np.unique(np.minimum(indices, count - 1), return_inverse=True)
-    try:
-        batch = decoder.get_frames_at(indices=unique.tolist()).data  # (U, C, H, W)
+        # Approximate mode skips the scan of the whole file, exact where the header's timing is exact.
+        decoder = decoder_class(
+            path, stream_index=index.stream_index, num_ffmpeg_threads=threads, device=device,
+            seek_mode="approximate" if index.exact_header and seek else "exact", transforms=transforms or None,
+        )
+        return decoder.get_frames_at(indices=unique.tolist()).data  # (U, C, H, W), rotated as displayed
     except (RuntimeError, ValueError, IndexError) as error:
         raise VideoDecodeError(path, f"decoding failed: {error}") from error
-    return batch[torch.from_numpy(inverse.reshape(-1))].contiguous()  # (T, C, H, W)
 
 
-# name -> (count_frames, decode_frames). A registry so that a new backend is one entry.
-DECODE_BACKENDS: dict[str, tuple[Callable[[str], int], Callable[[str, np.ndarray], torch.Tensor]]] = {
-    "pyav": (_pyav_count, _pyav_decode),
-    "torchcodec": (_torchcodec_count, _torchcodec_decode),
-}
+Backend = Callable[[str, np.ndarray, VideoIndex, "int | None", int, bool], torch.Tensor]
+
+# name -> decode(path, sorted unique indices, index, short_side, threads, seek) -> (U, C, H, W).
+# A registry so that a new backend is one entry.
+DECODE_BACKENDS: dict[str, Backend] = {"pyav": _pyav_frames, "torchcodec": _torchcodec_frames}
 
 
 def default_backend() -> str:
@@ -188,7 +237,7 @@ def default_backend() -> str:
     return "torchcodec" if torchcodec_available() else "pyav"
 
 
-def _backend(name: str | None) -> tuple[Callable[[str], int], Callable[[str, np.ndarray], torch.Tensor]]:
+def _backend(name: str | None) -> Backend:
     name = default_backend() if name is None else name
     if name not in DECODE_BACKENDS:
         raise ValueError(f"unknown decode backend {name!r}; valid: {sorted(DECODE_BACKENDS)}")
@@ -196,27 +245,33 @@ def _backend(name: str | None) -> tuple[Callable[[str], int], Callable[[str, np.
 
 
 def count_frames(path: str | os.PathLike[str], backend: str | None = None) -> int:
-    """Count the frames of a video exactly (by demuxing when the header has no or a wrong count).
+    """Count the frames of a video exactly (by demuxing: headers lie).
 
     Args:
         path: video file (mp4, webm, mkv, ...).
-        backend: ``"pyav"`` or ``"torchcodec"``; None picks :func:`default_backend`.
+        backend: accepted for symmetry with :func:`decode_frames` and checked; counting always demuxes with PyAV.
 
     Returns:
         The number of frames a viewer sees (edit-list-discarded frames excluded).
 
     Raises:
-        VideoDecodeError: missing, unreadable or empty file.
+        VideoDecodeError: missing, unreadable, truncated or empty file, or no video stream (cover art is none).
     """
-    return _backend(backend)[0](os.fspath(path))
+    _backend(backend)
+    return probe_video(path).num_frames
 
 
 def decode_frames(
     path: str | os.PathLike[str],
     indices: Sequence[int] | np.ndarray | torch.Tensor,
     backend: str | None = None,
+    *,
+    index: VideoIndex | None = None,
+    short_side: int | None = None,
+    threads: int = 1,
+    seek: bool = True,
 ) -> torch.Tensor:
-    """Decode the frames at ``indices`` (any order, repeats allowed) in one pass over the file.
+    """Decode the frames at ``indices`` (any order, repeats allowed), decoding only what they need.
 
     Indices past the last frame are clamped to the last frame, so a header that over-counts cannot crash training.
 
@@ -224,17 +279,30 @@ def decode_frames(
         path: video file.
         indices: non-negative frame indices, any shape (flattened), e.g. the union of all views of one video.
         backend: ``"pyav"`` or ``"torchcodec"``; None picks :func:`default_backend`.
+        index: the file's :func:`~adaptkit.data.probe.probe_video` result, if cached; None probes the file.
+        short_side: resize in the decoder so that the displayed short side is this many pixels, as
+            ``torchvision``'s ``Resize(short_side)`` sizes it; never enlarges. None keeps the stored size.
+        threads: FFmpeg decoding threads; more than 1 only pays when a worker has spare cores.
+        seek: False decodes from the start of the file (the slow reference path, kept for benchmarks and tests).
 
     Returns:
-        uint8 tensor (len(indices), 3, H, W), RGB, frame ``k`` being the frame at ``indices[k]``.
+        uint8 tensor (len(indices), 3, H, W), RGB, as displayed, frame ``k`` being the frame at ``indices[k]``.
 
     Raises:
-        VideoDecodeError: missing, corrupt or truncated file, or no decodable frame.
-        ValueError: empty, negative or non-integer indices.
+        VideoDecodeError: missing, corrupt or truncated file, no video stream, or no decodable frame.
+        ValueError: empty, negative or non-integer indices, or an unknown backend.
 
     Example:
         >>> clip = decode_frames("video.mp4", [0, 8, 16, 8])  # doctest: +SKIP
         >>> clip.shape  # doctest: +SKIP
         torch.Size([4, 3, 256, 340])
     """
-    return _backend(backend)[1](os.fspath(path), _check_indices(indices))
+    path = os.fspath(path)
+    decode = _backend(backend)
+    requested = _check_indices(indices)
+    if short_side is not None and short_side < 1:
+        raise ValueError(f"short_side must be >= 1, got {short_side}")
+    index = probe_video(path) if index is None else index
+    unique, inverse = np.unique(np.minimum(requested, index.num_frames - 1), return_inverse=True)
+    batch = decode(path, unique, index, short_side, max(int(threads), 1), seek)  # (U, C, H, W)
+    return batch[torch.from_numpy(inverse.reshape(-1))].contiguous()  # (T, C, H, W)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from fractions import Fraction
 
 import av
@@ -29,6 +30,8 @@ def encode_video(
     options: dict[str, str] | None = None,
     pix_fmt: str = "yuv420p",
     first_pts: int = 0,
+    display_rotation: int = 0,
+    pts: Sequence[int] | None = None,
 ) -> None:
     """Encode RGB frames into a video file; the container follows the file extension.
 
@@ -41,6 +44,10 @@ def encode_video(
         pix_fmt: encoder pixel format.
         first_pts: presentation time stamp of the first frame, in frames. A negative value makes the MP4 muxer write
             an edit list that hides the first ``-first_pts`` frames, as cut-without-re-encoding files do.
+        display_rotation: degrees counter-clockwise written to the display matrix (FFmpeg's convention): -90 is how
+            a phone stores a portrait video as landscape frames. Players, and the decoders, show it rotated.
+        pts: each frame's presentation time stamp, in frames (increasing, not necessarily consecutive: a variable
+            frame rate); None is ``first_pts + i``.
 
     Raises:
         ValueError: frames of the wrong shape or dtype, or odd sizes.
@@ -51,6 +58,8 @@ def encode_video(
     height, width = array.shape[2:]
     if pix_fmt == "yuv420p" and (height % 2 or width % 2):
         raise ValueError(f"yuv420p needs even height and width, got {height}x{width}")
+    if pts is not None and len(pts) != len(array):
+        raise ValueError(f"pts has {len(pts)} entries for {len(array)} frames")
     time_base = Fraction(1, fps)
     with av.open(os.fspath(path), "w") as container:
         stream = container.add_stream(codec, rate=fps)
@@ -58,8 +67,10 @@ def encode_video(
         stream.codec_context.time_base = time_base
         if options:
             stream.options = dict(options)
+        if display_rotation:
+            stream.set_display_rotation(display_rotation)
         for i, image in enumerate(array.transpose(0, 2, 3, 1)):  # (T, H, W, C) for PyAV
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts, frame.time_base = first_pts + i, time_base
+            frame.pts, frame.time_base = (first_pts + i if pts is None else int(pts[i])), time_base
             container.mux(stream.encode(frame))
         container.mux(stream.encode(None))  # flush delayed frames

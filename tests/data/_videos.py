@@ -20,15 +20,26 @@ def gray_frames(num_frames: int, height: int = 32, width: int = 48, step: int = 
 
 
 def write_gray_video(
-    path: Path, num_frames: int = 40, codec: str = "libx264", first_pts: int = 0, step: int = LEVEL_STEP
+    path: Path,
+    num_frames: int = 40,
+    codec: str = "libx264",
+    first_pts: int = 0,
+    step: int = LEVEL_STEP,
+    gop: int | None = None,
+    height: int = 32,
+    width: int = 48,
+    rotation: int = 0,
 ) -> Path:
     # Near-lossless settings with forced B-frames, so decode order != display order (lossless x264 has none).
+    # ``gop`` puts a keyframe every ``gop`` frames, so that seeking has somewhere to land.
+    keyint = f":keyint={gop}:min-keyint={gop}" if gop else ""
     options = {
-        "libx264": {"qp": "2", "x264-params": "bframes=2:b-adapt=0:scenecut=0"},
-        "mpeg4": {"qscale": "1", "bf": "2"},
-        "libvpx-vp9": {"lossless": "1"},
+        "libx264": {"qp": "2", "x264-params": f"bframes=2:b-adapt=0:scenecut=0{keyint}"},
+        "mpeg4": {"qscale": "1", "bf": "2", **({"g": str(gop)} if gop else {})},
+        "libvpx-vp9": {"lossless": "1", **({"g": str(gop)} if gop else {})},
     }.get(codec, {})
-    encode_video(path, gray_frames(num_frames, step=step), codec=codec, options=options, first_pts=first_pts)
+    frames = gray_frames(num_frames, height, width, step=step)
+    encode_video(path, frames, codec=codec, options=options, first_pts=first_pts, display_rotation=rotation)
     return path
 
 

@@ -1,0 +1,211 @@
+"""One demuxing pass over a video file: the exact frame count, where each frame sits in time, where seeking lands.
+
+The result, a :class:`VideoIndex`, is what lets the decoders seek to the keyframe before a clip instead of decoding
+from the start of the file, and still say exactly which frame each decoded picture is. Probing reads packets only (no
+decoding), a few milliseconds per file; datasets keep the index of constant-frame-rate files in shared memory so each
+file is probed once across epochs and DataLoader workers.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import av
+import numpy as np
+
+__all__ = ["ROW_WIDTH", "TRUNCATION_TOLERANCE", "VideoDecodeError", "VideoIndex", "open_video_stream", "probe_video"]
+
+# A Matroska/WebM file whose frames end more than this share of the declared duration (and more than two frame
+# durations) before it is treated as truncated. 10%: an audio track a little longer than the video must not count.
+TRUNCATION_TOLERANCE = 0.10
+
+
+class VideoDecodeError(RuntimeError):
+    """A video file is missing, unreadable, corrupt or truncated. The message starts with the path."""
+
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        self.path = os.fspath(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+@dataclass(frozen=True)
+class VideoIndex:
+    """Where the shown frames of a video's stream sit, in the stream's time base.
+
+    Attributes:
+        num_frames: frames a viewer sees (edit-list-discarded frames excluded).
+        stream_index: absolute index of the video stream (cover-art streams are never chosen).
+        height: stored frame height in pixels (before the display rotation).
+        width: stored frame width in pixels.
+        first_pts: pts of frame 0.
+        pts_step: pts distance between frames when the frame rate is constant, else 0 (then ``pts`` lists them).
+        key_interval: the largest distance, in frames, between consecutive keyframes: a seek to a frame more than
+            this (plus ``seek_margin``) past the decoder's position surely skips work.
+        seek_margin: how far, in pts units, to seek before a target so that the demuxer, which may index keyframes
+            by decode time, lands on a keyframe at or before it.
+        rotation: display rotation in degrees, counter-clockwise (FFmpeg's convention), a multiple of 90.
+        exact_header: the header's timing is exact (constant frame rate from pts 0, nothing discarded), so
+            torchcodec's approximate seek mode is frame-exact for this file.
+        pts: the shown frames' pts in display order, only for variable frame rate (else None).
+    """
+
+    num_frames: int
+    stream_index: int
+    height: int
+    width: int
+    first_pts: int
+    pts_step: int
+    key_interval: int
+    seek_margin: int
+    rotation: int = 0
+    exact_header: bool = False
+    pts: np.ndarray | None = None
+
+    def pts_of(self, frames: np.ndarray) -> np.ndarray:
+        """pts of display indices ``frames`` (int64 array)."""
+        if self.pts is not None:
+            return self.pts[frames]
+        return self.first_pts + frames.astype(np.int64) * self.pts_step
+
+    def frame_at(self, pts: int) -> int:
+        """Display index of the frame shown at ``pts``, or -1 when no frame has exactly this pts."""
+        if self.pts is not None:
+            position = int(np.searchsorted(self.pts, pts))
+            return position if position < len(self.pts) and self.pts[position] == pts else -1
+        offset, remainder = divmod(pts - self.first_pts, self.pts_step)
+        return int(offset) if remainder == 0 and 0 <= offset < self.num_frames else -1
+
+    def to_row(self) -> list[int] | None:
+        """Integers for a shared-memory table, or None when the index needs its pts array (variable frame rate)."""
+        if self.pts is not None:
+            return None
+        return [self.num_frames, self.stream_index, self.height, self.width, self.first_pts, self.pts_step, self.key_interval,
+                self.seek_margin, self.rotation, int(self.exact_header)]
+
+    @classmethod
+    def from_row(cls, row: list[int]) -> VideoIndex:
+        """Inverse of :meth:`to_row`."""
+        return cls(*row[:9], exact_header=bool(row[9]))
+
+
+ROW_WIDTH = 10  # len(VideoIndex.to_row())
+
+
+def _is_cover_art(stream: Any) -> bool:
+    return bool(stream.disposition & av.stream.Disposition.attached_pic)
+
+
+def open_video_stream(path: str, threads: int = 1) -> tuple[Any, Any]:
+    """Open ``path`` with PyAV and return (container, first real video stream); cover-art pictures do not count.
+
+    Raises:
+        VideoDecodeError: missing or unreadable file, or no video stream.
+    """
+    if os.path.isdir(path):
+        raise VideoDecodeError(path, "is a folder, not a video file")
+    if not os.path.isfile(path):
+        raise VideoDecodeError(path, "file not found")
+    try:
+        container = av.open(path)
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise VideoDecodeError(path, f"cannot open: {error}") from error
+    streams = [s for s in container.streams.video if not _is_cover_art(s)]
+    if not streams:
+        container.close()
+        raise VideoDecodeError(path, "no video stream (only cover art)" if container.streams.video else "no video stream")
+    stream = streams[0]
+    if threads > 1:  # frame + slice threading; one thread per worker is best when workers fill the cores
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = threads
+    else:
+        stream.thread_type = "NONE"
+        stream.codec_context.thread_count = 1
+    return container, stream
+
+
+def _declared_seconds(container: Any, stream: Any) -> float | None:
+    tag = stream.metadata.get("DURATION")  # Matroska's per-track duration, written when the muxer finishes
+    if tag:
+        hours, minutes, seconds = tag.split(":")
+        return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+    return None if container.duration is None else container.duration / 1e6
+
+
+def _rotation(frame: Any) -> int:
+    return int(round((frame.rotation or 0) / 90)) * 90 % 360
+
+
+def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
+    """Demux a video once and index its shown frames (see :class:`VideoIndex`).
+
+    Headers lie: WebM carries no frame count and MP4 counts edit-list-discarded samples, so frames are counted from
+    the packets. Besides unreadable files, two kinds of truncation are caught: an MP4 whose sample table promises more
+    packets than the file holds, and a Matroska/WebM file whose frames end more than :data:`TRUNCATION_TOLERANCE`
+    (10%) of the declared duration, and more than two frame durations, before it.
+
+    Raises:
+        VideoDecodeError: missing, unreadable, truncated or empty file, a folder, or no (non-cover-art) video stream.
+    """
+    path = os.fspath(path)
+    container, stream = open_video_stream(path)
+    # Only an MP4/MOV sample table is an exact promise of the packet count (AVI indexes list empty drop-frames).
+    declared = stream.frames if "mp4" in container.format.name else 0
+    shown, durations, key_pts, key_margin, packets, discarded = [], [], [], [], 0, 0
+    rotation = None
+    try:
+        with container:
+            for packet in container.demux(stream):
+                if packet.size == 0:
+                    continue
+                packets += 1
+                if rotation is None:
+                    # The display matrix reaches PyAV only on decoded frames: decode until the first one comes out.
+                    decoded = stream.codec_context.decode(packet)
+                    rotation = _rotation(decoded[0]) if decoded else None
+                if packet.pts is None:
+                    raise VideoDecodeError(path, "packets without timestamps cannot be indexed")
+                if packet.is_keyframe:
+                    key_pts.append(packet.pts)
+                    key_margin.append(packet.pts - packet.dts if packet.dts is not None else 0)
+                if packet.is_discard:
+                    discarded += 1
+                else:
+                    shown.append(packet.pts)
+                    durations.append(packet.duration or 0)
+            declared_seconds = _declared_seconds(container, stream)
+            time_base = stream.time_base
+            stream_index, height, width = stream.index, stream.height, stream.width
+    except (av.error.FFmpegError, OSError, ValueError) as error:
+        raise VideoDecodeError(path, f"demuxing failed: {error}") from error
+    if declared > packets:  # the sample table outlives the data: the file was cut short
+        raise VideoDecodeError(path, f"truncated: header declares {declared} frames, file holds {packets}")
+    if not shown:
+        raise VideoDecodeError(path, "no video frames")
+    pts = np.sort(np.asarray(shown, dtype=np.int64))
+    steps = np.diff(pts)
+    step = int(steps[0]) if len(steps) else max(int(durations[0]), 1)
+    constant = bool(len(steps) == 0 or (steps == step).all()) and step > 0
+    if "matroska" in container.format.name and declared_seconds and time_base is not None:
+        frame_seconds = float(step * time_base)
+        shown_seconds = float((pts[-1] - pts[0]) * time_base) + frame_seconds
+        if declared_seconds - shown_seconds > max(TRUNCATION_TOLERANCE * declared_seconds, 2 * frame_seconds):
+            raise VideoDecodeError(
+                path, f"truncated: frames end at {shown_seconds:.2f} s, the container declares {declared_seconds:.2f} s")
+    key_frames = np.searchsorted(pts, np.asarray(key_pts, dtype=np.int64))  # display positions of the keyframes
+    bounds = np.concatenate([[0], np.clip(key_frames, 0, len(pts)), [len(pts)]])
+    return VideoIndex(
+        num_frames=len(pts),
+        stream_index=stream_index,
+        height=height,
+        width=width,
+        first_pts=int(pts[0]),
+        pts_step=step if constant else 0,
+        key_interval=int(np.diff(bounds).max()),
+        seek_margin=max(key_margin, default=0),
+        rotation=rotation or 0,
+        exact_header=constant and discarded == 0 and int(pts[0]) == 0 and len(pts) == max(declared, len(pts)),
+        pts=None if constant else pts,
+    )

@@ -1,0 +1,132 @@
+"""Seeking decoders stay frame-exact: keyframe GOPs with B-frames, edit lists, WebM/MKV, variable frame rate, both
+backends; decoder-side resizing sizes frames as torchvision's Resize does; the probe's index is right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from torchvision.transforms.v2 import functional as F
+
+from adaptkit.data import decode_frames, encode_video, encoder_available, probe_video, resized_shape
+from adaptkit.data import decode as decode_module
+
+from ._videos import assert_frames_are, gray_frames, has_reordered_frames, write_gray_video
+
+NUM_FRAMES = 40
+GOP = 8
+
+
+def torchcodec_or_skip() -> None:
+    pytest.importorskip("torchcodec", reason="torchcodec is not installed (optional extra)")
+    if not decode_module.torchcodec_available():
+        pytest.skip("torchcodec is installed but cannot load its FFmpeg libraries")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """Barcode files with a keyframe every GOP frames: B-frame MP4, edit-list MP4, MKV, VP9 WebM, VFR MP4."""
+    folder = tmp_path_factory.mktemp("seek")
+    files = {
+        "mp4": write_gray_video(folder / "gop.mp4", NUM_FRAMES, gop=GOP),
+        "edit_list": write_gray_video(folder / "edit.mp4", NUM_FRAMES, gop=GOP, first_pts=-5),
+        "mkv": write_gray_video(folder / "gop.mkv", NUM_FRAMES, gop=GOP),
+    }
+    if encoder_available("libvpx-vp9"):
+        files["webm"] = write_gray_video(folder / "gop.webm", NUM_FRAMES, codec="libvpx-vp9", gop=GOP)
+    # Variable frame rate: gaps of 1, 2 or 3 frame periods between frames.
+    pts = np.cumsum(np.random.default_rng(0).integers(1, 4, size=NUM_FRAMES)) - 1
+    path = folder / "vfr.mp4"
+    encode_video(path, gray_frames(NUM_FRAMES), options={"qp": "2", "x264-params": f"keyint={GOP}:bframes=2"},
+                 pts=pts.tolist())
+    files["vfr"] = path
+    return files
+
+
+# Shown frames of each file: the edit list hides the first 5.
+FIRST = {"edit_list": 5}
+
+
+def test_files_have_keyframes_and_b_frames(videos):
+    assert has_reordered_frames(videos["mp4"])
+    index = probe_video(videos["mp4"])
+    assert index.key_interval == GOP and index.num_frames == NUM_FRAMES and index.pts is None
+    assert probe_video(videos["vfr"]).pts is not None  # the variable frame rate keeps the full pts list
+    assert probe_video(videos["edit_list"]).num_frames == NUM_FRAMES - 5
+
+
+@pytest.mark.parametrize("name", ["mp4", "edit_list", "mkv", "webm", "vfr"])
+def test_seeking_pyav_is_frame_exact_and_equals_decoding_from_the_start(videos, name):
+    if name not in videos:
+        pytest.skip("this PyAV build has no libvpx-vp9 encoder")
+    shown = probe_video(videos[name]).num_frames
+    indices = [shown - 1, 0, 17, 3, 33, 33, 9, shown - 2]
+    seeking = decode_frames(videos[name], indices, backend="pyav")
+    assert_frames_are(seeking, [i + FIRST.get(name, 0) for i in indices])
+    assert torch.equal(seeking, decode_frames(videos[name], indices, backend="pyav", seek=False))
+
+
+def test_seeking_really_skips_decoding(videos, monkeypatch):
+    # Count decoded pictures: frames 33 and 34 need only the GOP starting at 32, and the non-reference B-frames
+    # in it that are not asked for are skipped too.
+    decoded = []
+    real_decoded = decode_module._decoded
+
+    def counting(*args):
+        for frame in real_decoded(*args):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(decode_module, "_decoded", counting)
+    assert_frames_are(decode_frames(videos["mp4"], [33, 34], backend="pyav"), [33, 34])
+    assert 2 <= len(decoded) < GOP
+    decoded.clear()
+    assert_frames_are(decode_frames(videos["mp4"], [2, 34], backend="pyav"), [2, 34])
+    assert len(decoded) < 2 * GOP
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, NUM_FRAMES - 1), min_size=1, max_size=10), st.sampled_from(["mp4", "mkv", "vfr"]))
+def test_any_index_list_is_frame_exact_when_seeking(videos, indices, name):
+    assert_frames_are(decode_frames(videos[name], indices, backend="pyav"), indices)
+
+
+@pytest.mark.parametrize("name", ["mp4", "edit_list", "mkv", "webm", "vfr"])
+def test_torchcodec_is_frame_exact_on_seekable_files(videos, name):
+    torchcodec_or_skip()
+    if name not in videos:
+        pytest.skip("this PyAV build has no libvpx-vp9 encoder")
+    indices = [30, 0, 17, 3, 33, 9]
+    frames = decode_frames(videos[name], indices, backend="torchcodec")
+    assert_frames_are(frames, [i + FIRST.get(name, 0) for i in indices])
+    assert torch.equal(frames, decode_frames(videos[name], indices, backend="pyav"))
+
+
+def test_approximate_seek_mode_only_where_the_header_is_exact(videos):
+    assert probe_video(videos["mp4"]).exact_header
+    assert not probe_video(videos["edit_list"]).exact_header  # torchcodec's approximate mode fails on edit lists
+    assert not probe_video(videos["vfr"]).exact_header
+
+
+@pytest.mark.parametrize("height, width, short_side, expected", [
+    (256, 340, 128, (128, 170)), (720, 1280, 256, (256, 455)), (1280, 720, 224, (398, 224)),
+    (256, 340, 256, (256, 340)), (100, 120, 224, (100, 120)), (256, 340, None, (256, 340)),
+])
+def test_resized_shape_follows_torchvision(height, width, short_side, expected):
+    assert resized_shape(height, width, short_side) == expected
+    if short_side is not None and min(height, width) > short_side:
+        torchvision = F.resize(torch.zeros(1, 3, height, width, dtype=torch.uint8), [short_side], antialias=True)
+        assert tuple(torchvision.shape[-2:]) == expected
+
+
+@pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
+def test_decoder_side_resize_shrinks_and_stays_frame_exact(tmp_path, backend):
+    if backend == "torchcodec":
+        torchcodec_or_skip()
+    path = write_gray_video(tmp_path / "big.mp4", 24, gop=GOP, height=64, width=96)
+    frames = decode_frames(path, [20, 2], backend=backend, short_side=32)
+    assert frames.shape == (2, 3, 32, 48)
+    assert_frames_are(frames, [20, 2])
+    assert decode_frames(path, [0], backend=backend, short_side=128).shape == (1, 3, 64, 96)  # never enlarges
