@@ -12,9 +12,10 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 
-from .decode import VideoDecodeError, count_frames, decode_frames
+from .decode import VideoDecodeError, decode_frames
+from .probe import ROW_WIDTH, VideoIndex, probe_video
 from .records import Annotations, VideoRecord
 from .sampling import FrameSampler
 from .skips import SkipTracker
@@ -32,33 +33,63 @@ def _as_records(records: Sequence[VideoRecord] | Annotations) -> list[VideoRecor
     return records
 
 
-class _VideoFiles:
-    """Shared plumbing: resolved paths, a per-process frame-count cache, skip tracking, the frame window."""
+def _spare_threads() -> int:
+    """FFmpeg threads for one decoder: the cores this process may use, shared among the DataLoader workers."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    worker = get_worker_info()
+    return max(cores // (worker.num_workers if worker is not None else 1), 1)
 
-    def __init__(self, records: list[VideoRecord], root: str | os.PathLike[str] | None, backend: str | None) -> None:
+
+class _VideoFiles:
+    """Shared plumbing: resolved paths, the probed frame index of each file, skip tracking, the frame window.
+
+    Each file is probed (demuxed) once across epochs AND DataLoader workers: the index of a constant-frame-rate file
+    is a row of integers in a shared-memory table that every worker reads and the first one to open the file
+    fills; variable-frame-rate files keep their pts lists in a per-process cache.
+    """
+
+    def __init__(self, records: list[VideoRecord], root: str | os.PathLike[str] | None, backend: str | None,
+                 short_side: int | None = None, threads: int | None = None) -> None:
         self.records = records
         self.paths = [r.path if root is None else os.path.join(os.fspath(root), r.path) for r in records]
-        self.backend = backend
+        self.backend, self.short_side, self.threads = backend, short_side, threads
         self.skips = SkipTracker(self.paths)
-        self.frame_counts: dict[int, int] = {}  # per worker process; counting demuxes the whole file
+        # Column 0 is written last: a non-negative count marks a complete row.
+        self.index_table = torch.full((len(records), ROW_WIDTH), -1, dtype=torch.int64).share_memory_()
+        self.variable_rate: dict[int, VideoIndex] = {}  # per process
 
     def check_index(self, index: int) -> None:
         # Without this, out-of-range indices would wrap around and plain iteration would never stop.
         if not 0 <= index < len(self.records):
             raise IndexError(f"index {index} out of range for {len(self.records)} records")
 
+    def video_index(self, index: int) -> VideoIndex:
+        row = self.index_table[index]
+        if int(row[0]) >= 0:
+            return VideoIndex.from_row(row.tolist())
+        if index in self.variable_rate:
+            return self.variable_rate[index]
+        probed = probe_video(self.paths[index])
+        values = probed.to_row()
+        if values is None:
+            self.variable_rate[index] = probed
+        else:
+            row[1:] = torch.tensor(values[1:])
+            row[0] = values[0]
+        return probed
+
     def window(self, index: int) -> tuple[int, int]:
         """(first frame, number of frames) usable for record ``index``, clamped to the real length."""
-        if index not in self.frame_counts:
-            self.frame_counts[index] = count_frames(self.paths[index], backend=self.backend)
-        total = self.frame_counts[index]
+        total = self.video_index(index).num_frames
         record = self.records[index]
         start = min(record.start_frame or 0, total - 1)
         end = total if record.end_frame is None else min(record.end_frame, total)
         return start, max(end - start, 1)
 
     def decode(self, index: int, indices: np.ndarray) -> torch.Tensor:
-        return decode_frames(self.paths[index], indices.reshape(-1), backend=self.backend)
+        threads = _spare_threads() if self.threads is None else self.threads
+        return decode_frames(self.paths[index], indices.reshape(-1), backend=self.backend,
+                             index=self.video_index(index), short_side=self.short_side, threads=threads)
 
 
 class VideoClipDataset(Dataset):
@@ -77,10 +108,15 @@ class VideoClipDataset(Dataset):
         sampler: a train-mode sampler with ``num_clips == 1``, e.g. ``DenseSampler(8, 16)``.
         transform: uint8 (T, C, H, W) -> uint8 (T, C, h, w), e.g. :class:`VideoTrainTransform`; None keeps frames.
         root: folder joined in front of record paths.
-        seed: None draws frames from fresh entropy; an int makes frame sampling a function of
-            (seed, epoch, index) (spatial augmentation follows torch's RNG, which DataLoader seeds per worker).
+        seed: None draws frames and augmentation from fresh entropy; an int makes each item's randomness (frame
+            sampling and the transform's torch draws) a pure function of (seed, epoch, index), whatever the number
+            of DataLoader workers, so a resumed run sees the same clips as an uninterrupted one.
         max_attempts: records tried per item before giving up with a RuntimeError.
         backend: decode backend, None = automatic.
+        decoder_resize: let the decoder shrink frames to the transform's ``short_side`` (cheaper than decoding at
+            full size and resizing after); the transform's own resize then does nothing.
+        decode_threads: FFmpeg threads per decoder; None = this process's cores divided among the DataLoader
+            workers (1 when the workers fill the cores).
 
     Example:
         >>> ds = VideoClipDataset(load_annotations("video_list", "train.txt", root="videos"),
@@ -97,12 +133,15 @@ class VideoClipDataset(Dataset):
         seed: int | None = None,
         max_attempts: int = 10,
         backend: str | None = None,
+        decoder_resize: bool = True,
+        decode_threads: int | None = None,
     ) -> None:
         if sampler.num_clips != 1:
             raise ValueError(f"VideoClipDataset takes one clip per item; use MultiViewDataset for {sampler.num_clips}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
-        self.files = _VideoFiles(_as_records(records), root, backend)
+        short_side = getattr(transform, "short_side", None) if decoder_resize else None
+        self.files = _VideoFiles(_as_records(records), root, backend, short_side, decode_threads)
         self.sampler, self.transform, self.seed, self.max_attempts = sampler, transform, seed, max_attempts
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # shared so persistent workers see it
 
@@ -118,11 +157,23 @@ class VideoClipDataset(Dataset):
             return np.random.default_rng()
         return np.random.default_rng([self.seed, int(self._epoch[0]), index])
 
+    def _transform(self, clip: torch.Tensor, index: int) -> torch.Tensor:
+        if self.transform is None:
+            return clip
+        if self.seed is None:
+            return self.transform(clip)
+        # torch's RNG is per process: seed a private copy from (seed, epoch, index) so that neither the worker
+        # count nor which worker serves the item changes the draw, and the caller's RNG is left as it was.
+        seed = np.random.SeedSequence([self.seed, int(self._epoch[0]), index, 1]).generate_state(1, np.uint64)[0]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(seed >> np.uint64(1)))
+            return self.transform(clip)
+
     def _load(self, index: int) -> torch.Tensor:
         start, length = self.files.window(index)
         indices = self.sampler(length, self._rng(index)) + start  # (1, T)
         clip = self.files.decode(index, indices)  # (T, C, H, W) uint8
-        return clip if self.transform is None else self.transform(clip)
+        return self._transform(clip, index)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         self.files.check_index(index)
@@ -162,6 +213,8 @@ class MultiViewDataset(Dataset):
         resize_size: short side before cropping; None = crop_size.
         root: folder joined in front of record paths.
         backend: decode backend, None = automatic.
+        decoder_resize: let the decoder shrink frames to ``resize_size`` before the crops.
+        decode_threads: FFmpeg threads per decoder; None = cores divided among the DataLoader workers.
     """
 
     def __init__(
@@ -173,12 +226,15 @@ class MultiViewDataset(Dataset):
         resize_size: int | None = None,
         root: str | os.PathLike[str] | None = None,
         backend: str | None = None,
+        decoder_resize: bool = True,
+        decode_threads: int | None = None,
     ) -> None:
         if not sampler.test_mode:
             raise ValueError("MultiViewDataset needs a test-mode (deterministic) sampler")
-        self.files = _VideoFiles(_as_records(records), root, backend)
         self.sampler = sampler
         self.transform = VideoTestTransform(crop_size, num_crops, resize_size)
+        short_side = self.transform.short_side if decoder_resize else None
+        self.files = _VideoFiles(_as_records(records), root, backend, short_side, decode_threads)
 
     @property
     def num_views(self) -> int:

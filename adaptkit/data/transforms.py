@@ -110,6 +110,12 @@ class VideoTrainTransform:
             steps.append(v2.ColorJitter(brightness=s, contrast=s, saturation=s, hue=min(s / 4, 0.5)))
         self.pipeline = v2.Compose(steps)
 
+    @property
+    def short_side(self) -> int:
+        """The short side the first step resizes to: a decoder may deliver frames at this size already (the resize
+        then does nothing and the random crop is drawn on the same geometry)."""
+        return self.config.resize_size
+
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         return self.pipeline(_as_video(clip)).as_subclass(torch.Tensor)
 
@@ -153,6 +159,11 @@ class VideoTestTransform:
         if resize_size < crop_size:
             raise ValueError(f"resize_size {resize_size} is smaller than crop_size {crop_size}")
         self.crop_size, self.num_crops, self.resize_size = crop_size, num_crops, resize_size
+
+    @property
+    def short_side(self) -> int:
+        """The short side frames are resized to before cropping (a decoder may deliver them so)."""
+        return self.resize_size
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
         video = F.resize(_as_video(clip), [self.resize_size], antialias=True).as_subclass(torch.Tensor)

@@ -142,9 +142,9 @@ def test_multi_view_decodes_once_and_orders_views_clip_major(videos, monkeypatch
     calls = []
     real_decode = dataset_module.decode_frames
 
-    def counting_decode(path, indices, backend=None):
+    def counting_decode(path, indices, backend=None, **options):
         calls.append(np.asarray(indices).copy())
-        return real_decode(path, indices, backend)
+        return real_decode(path, indices, backend, **options)
 
     monkeypatch.setattr(dataset_module, "decode_frames", counting_decode)
     # n=40, 4x2, 3 clips: span 7, max_off 33, offsets round([0, 16.5, 33]) = [0, 16, 33]
@@ -161,7 +161,8 @@ def test_multi_view_decodes_once_and_orders_views_clip_major(videos, monkeypatch
 
 def test_multi_view_crops_match_the_test_transform(videos):
     record = videos["annotations"].records[0]
-    ds = MultiViewDataset([record], DenseSampler(4, 2, 2, test_mode=True), crop_size=24, num_crops=3)
+    ds = MultiViewDataset([record], DenseSampler(4, 2, 2, test_mode=True), crop_size=24, num_crops=3,
+                          decoder_resize=False)
     views, _, _ = ds[0]
     indices = DenseSampler(4, 2, 2, test_mode=True)(12)
     for clip in range(2):
