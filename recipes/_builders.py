@@ -10,8 +10,11 @@ into an error that says so.
 from __future__ import annotations
 
 import math
+import os
+import socket
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import torch
 from safetensors.torch import load_file
@@ -64,6 +67,46 @@ def _check_timm_tag(architecture: str, tag: str) -> None:
         )
 
 
+HUB_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+PROBE_TIMEOUT_S = 3.0
+
+
+def _offline_reason(url: str) -> str | None:
+    """Why ``url``'s host cannot be reached (Hugging Face offline mode, or one TCP connect that fails within
+    :data:`PROBE_TIMEOUT_S`); None when it answers. Saves the user the hub client's minute of retries."""
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    parsed = urlparse(url)
+    host, port = parsed.hostname or "", parsed.port or (80 if parsed.scheme == "http" else 443)
+    try:
+        socket.create_connection((host, port), timeout=PROBE_TIMEOUT_S).close()
+    except OSError as error:
+        return f"{host} is unreachable ({error})"
+    return None
+
+
+def _check_downloadable(what: str, repo_id: str | None, url: str | None) -> None:
+    """Fail in seconds, saying how to pass a local file, when weights are neither cached nor downloadable."""
+    from huggingface_hub import constants, try_to_load_from_cache
+
+    if repo_id:
+        repo_id = repo_id.strip("/")
+        if any(isinstance(try_to_load_from_cache(repo_id, name), str) for name in HUB_FILES):
+            return  # in the Hugging Face cache: loads without the network
+        url = os.environ.get("HF_ENDPOINT", constants.ENDPOINT)
+    if not url:
+        return
+    reason = _offline_reason(url)
+    if reason is not None:
+        raise WeightsError(
+            f"cannot download the pretrained weights {what}: {reason}, and they are not in the local cache. Download "
+            "them where there is network access (or copy the Hugging Face cache over), or pass a local file with "
+            "model.checkpoint=path/to/weights.safetensors. " + NOT_LOADED
+        )
+
+
 def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: bool) -> tuple[nn.Module, str]:
     import timm
 
@@ -84,6 +127,11 @@ def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: boo
             raise WeightsError(f"model {config.name!r}: no pretrained tag and no model.checkpoint. " + RANDOM_INIT_HELP)
         return timm.create_model(architecture, pretrained=False, **config.kwargs), RANDOM_INIT
     _check_timm_tag(architecture, tag)
+    if load_weights:
+        from timm.models import get_pretrained_cfg
+
+        cfg = get_pretrained_cfg(f"{architecture}.{tag}")
+        _check_downloadable(f"{architecture}.{tag}", cfg.hf_hub_id, cfg.url)
     try:
         model = timm.create_model(f"{architecture}.{tag}", pretrained=load_weights, **config.kwargs)
     except Exception as error:  # noqa: BLE001 - download or cache failure
@@ -104,6 +152,9 @@ def _create_open_clip(config: ModelConfig, checkpoint: Path | None, load_weights
                                + RANDOM_INIT_HELP)
         model, source = open_clip.create_model(config.name, **config.kwargs), RANDOM_INIT
     else:
+        if checkpoint is None and load_weights:
+            cfg = open_clip.get_pretrained_cfg(config.name, pretrained) or {}
+            _check_downloadable(f"{config.name} / {pretrained}", cfg.get("hf_hub"), cfg.get("url"))
         try:  # open_clip loads files weights_only and, with require_pretrained, fails instead of going random
             model = open_clip.create_model(config.name, pretrained=pretrained if load_weights else None,
                                            require_pretrained=load_weights, **config.kwargs)
