@@ -69,8 +69,42 @@ def is_model_dir(path: Path) -> bool:
     return all((Path(path) / name).is_file() for name in ("adapter_config.json", CONFIG_FILE, CLASSES_FILE))
 
 
-def read_classes(path: Path) -> list[str]:
-    return json.loads((Path(path) / CLASSES_FILE).read_text(encoding="utf-8"))
+def check_model_dir(path: Path, config_given: bool) -> None:
+    """Make sure ``path`` is a model folder ``evaluate`` / ``predict`` can load, and that its files are intact.
+
+    A run's ``final/`` or ``checkpoints/step_<N>/`` carries its config; a plain ``save_pretrained`` folder does not,
+    so the image model and the sampling must then come from ``--config``.
+
+    Raises:
+        FileNotFoundError / NotADirectoryError: saying what the folder is and what was expected.
+        recipes._files.CorruptFileError: a file differs from its recorded digest (the file is named).
+    """
+    path = Path(path)
+    expected = "a run's final/ or checkpoints/step_<N>/ folder, or a save_pretrained folder"
+    if not path.exists():
+        raise FileNotFoundError(f"--checkpoint {path} does not exist (expected {expected})")
+    if not path.is_dir():
+        raise NotADirectoryError(f"--checkpoint {path} is a file, not a model folder (expected {expected})")
+    if not (path / "adapter_config.json").is_file():
+        hint = ""
+        if (path / "final").is_dir():
+            hint = f"; it looks like a run folder: pass {path / 'final'}"
+        elif (path / "checkpoints").is_dir():
+            hint = "; it looks like an unfinished run folder: pass one of its checkpoints/step_<N>/"
+        raise FileNotFoundError(f"--checkpoint {path} is not a model folder: it has no adapter_config.json "
+                                f"(expected {expected}){hint}")
+    if not (path / CONFIG_FILE).is_file() and not config_given:
+        raise FileNotFoundError(
+            f"--checkpoint {path} is a save_pretrained folder without a run config: name the image model and the "
+            "sampling with --config <name or YAML> (e.g. --config k400_vitb16_8x16) and overrides"
+        )
+    verify_digests(path)
+
+
+def read_classes(path: Path) -> list[str] | None:
+    """The class names saved with a model folder, None when it has none (a plain ``save_pretrained`` folder)."""
+    file = Path(path) / CLASSES_FILE
+    return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
 def image_weights_in(path: Path) -> Path | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import inspect
 import itertools
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import torch
 from torch.utils.data import Dataset, DistributedSampler
@@ -39,7 +40,14 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
     """Parse one split's annotations. ``classes`` (the training classes) fixes the label ids where the format
     takes them (Kinetics validation CSVs must use the train CSV's classes) and is checked otherwise."""
     if split.annotations is None:
-        raise ValueError(f"data.{name}.annotations is not set")
+        raise ValueError(f"data.{name}.annotations is not set: set it to the annotation file (and data.{name}.root to "
+                         "the folder of the videos)")
+    for key, value in (("annotations", split.annotations), ("root", split.root)):
+        if value is not None and not Path(value).exists():
+            raise FileNotFoundError(
+                f"data.{name}.{key}: {Path(value).resolve()} does not exist. Set data.{name}.annotations=<annotation "
+                f"file> and data.{name}.root=<folder of the videos> (on the command line or in the config)"
+            )
     options = dict(data.options)
     if classes is not None and "classes" in inspect.signature(ANNOTATION_FORMATS[data.format]).parameters:
         options.setdefault("classes", list(classes))
@@ -89,8 +97,9 @@ class SingleViewDataset(Dataset):
         return self.clips.skipped_summary()
 
 
-def eval_dataset(config: RecipeConfig, classes: Sequence[str]) -> tuple[Dataset, str]:
-    """The validation dataset with every test view of a video per item, and its view notation (e.g. ``8x3x1``)."""
+def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[Dataset, str]:
+    """The validation dataset with every test view of a video per item, and its view notation (e.g. ``8x3x1``).
+    ``classes`` (the model's, when known) fixes or checks the label ids, see :func:`load_split`."""
     data = config.data
     if data.source == "synthetic":
         s = data.synthetic

@@ -1,25 +1,29 @@
 """Evaluate a trained video model with multi-view testing (temporal clips x spatial crops).
 
-    python -m recipes.evaluate --checkpoint runs/synthetic_motion/final
-    python -m recipes.evaluate --checkpoint runs/k400_vitb16_8x16/final eval.num_clips=3 data.augment.test_crops=3
-    python -m recipes.evaluate --checkpoint runs/k400_vitb16_8x16/final data.val.annotations=k400/test.csv
+    adaptkit evaluate --checkpoint runs/synthetic_motion/final
+    adaptkit evaluate --checkpoint runs/k400_vitb16_8x16/final eval.num_clips=3 data.augment.test_crops=3
+    adaptkit evaluate --checkpoint runs/k400_vitb16_8x16/final data.val.annotations=k400/test.csv
+    adaptkit evaluate --checkpoint my_adapter --config k400_vitb16_8x16    # a plain save_pretrained folder
     torchrun --nproc_per_node 8 -m recipes.evaluate --checkpoint runs/k400_vitb16_8x16/final
 
 The checkpoint folder is a run's ``final/`` or ``checkpoints/step_<N>/``: it holds the adapter, the config the model
-was trained with (used unless ``--config`` is given; overrides apply on top) and the class names. A video's score is
-the mean of the softmax over its views. The result, with the list of evaluated video ids (validation sets differ
-between dataset copies), is written to ``<checkpoint>/eval_result.json`` unless ``--output`` says otherwise.
+was trained with (used unless ``--config`` is given; overrides apply on top) and the class names (a plain
+``save_pretrained`` folder has neither: ``--config`` is then required and the classes come from the annotations).
+A video's score is the mean of the softmax over its views. The result, with the list of evaluated video ids
+(validation sets differ between dataset copies), is written to ``<checkpoint>/eval_result.json`` unless ``--output`` says otherwise.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 import adaptkit
 from adaptkit.data import EvaluationResult
-from recipes._builders import create_image_model
-from recipes._checkpoint import CONFIG_FILE, image_weights_in, read_classes
+from recipes._args import ArgumentParser
+from recipes._builders import create_image_model, describe_backbone
+from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, read_classes
 from recipes._config import load_config
 from recipes._data import eval_dataset
 from recipes._distributed import setup, teardown
@@ -27,32 +31,34 @@ from recipes._evaluation import evaluate, format_result
 from recipes._logging import setup_logging
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m recipes.evaluate", description=__doc__.split("\n")[0])
+def parse_args(argv: list[str] | None, prog: str = "adaptkit evaluate") -> argparse.Namespace:
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", required=True, type=Path, help="model folder (a run's final/ or a checkpoint)")
-    parser.add_argument("--config", type=Path, help="YAML config (default: the one saved with the checkpoint)")
+    parser.add_argument("--config", help="config name or YAML (default: the one saved with the checkpoint)")
     parser.add_argument("--output", type=Path, help="result JSON (default: <checkpoint>/eval_result.json)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. eval.num_clips=3")
-    return parser.parse_args(argv)
+    return parser.parse_intermixed_args(argv)
 
 
 def main(argv: list[str] | None = None) -> EvaluationResult | None:
     """Evaluate; returns the result on the main process (None on the others)."""
     args = parse_args(argv)
+    check_model_dir(args.checkpoint, config_given=args.config is not None)
     config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
     world = setup(config.train.device)
     try:
         setup_logging(world.is_main)
-        classes = read_classes(args.checkpoint)
-        dataset, views = eval_dataset(config, classes)
+        saved_classes = read_classes(args.checkpoint)  # None for a plain save_pretrained folder
+        dataset, views = eval_dataset(config, saved_classes)
 
         # The backbone comes from the config's weights (or the run's saved random backbone), the adapter from the
         # checkpoint; from_pretrained checks that both match.
         image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
         model = adaptkit.from_pretrained(image_model, args.checkpoint).to(world.device)
+        num_classes = model.num_classes
         if world.is_main:
-            print(f"{args.checkpoint}: {config.model.name} ({weights}), {len(classes)} classes, views {views}, "
-                  f"{len(dataset)} videos")
+            print(f"{args.checkpoint}: {describe_backbone(model)} ({weights}), strategy {model.strategy_name}, "
+                  f"{num_classes} classes, views {views}, {len(dataset)} videos")
 
         bf16 = config.train.precision == "bf16" or (config.train.precision == "auto" and world.device.type == "cuda")
         num_workers = config.data.num_workers if config.eval.num_workers is None else config.eval.num_workers
@@ -65,7 +71,7 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
         output = args.output or args.checkpoint / "eval_result.json"
         output.parent.mkdir(parents=True, exist_ok=True)
         result.to_json(output)
-        print(format_result(result, len(classes)))
+        print(format_result(result, num_classes))
         print(f"unreadable videos: {dataset.skipped_summary()}")
         print(f"result and evaluated video ids: {output}")
         return result
@@ -73,5 +79,7 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
         teardown()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m recipes.evaluate: the same as `adaptkit evaluate`
+    from recipes.cli import main as cli
+
+    raise SystemExit(cli(["evaluate", *sys.argv[1:]]))

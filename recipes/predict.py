@@ -1,60 +1,113 @@
 """Print the top classes of one video file with a trained model.
 
-    python -m recipes.predict --checkpoint runs/synthetic_motion/final my_video.mp4
-    python -m recipes.predict --checkpoint runs/k400_vitb16_8x16/final my_video.mp4 --top-k 3 eval.num_clips=3
+    adaptkit predict my_video.mp4 --checkpoint runs/synthetic_motion/final
+    adaptkit predict my_video.mp4 --checkpoint runs/k400_vitb16_8x16/final --top-k 3 eval.num_clips=3
+    adaptkit predict my_video.mp4 --checkpoint my_adapter --config k400_vitb16_8x16 --classes classes.txt
 
-The video is read with the same test views as evaluation (the checkpoint's config: frames, sampling, temporal clips,
-crops); the scores are the mean softmax over the views.
+The video is read with the sampling the model was trained with and the test views of evaluation (the checkpoint's
+config: frames, dense or segment sampling, temporal clips, crops), and the command says which frames it read. The
+scores are the mean softmax over the views. A plain ``save_pretrained`` folder (no run config) works when
+``--config`` names the image model and the sampling; ``--classes`` then gives the class names.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import adaptkit
-from adaptkit.data import SKIPPED_LABEL, MultiViewDataset, VideoRecord, multi_view_scores, prepare_batch
+from adaptkit.data import (
+    SKIPPED_LABEL,
+    MultiViewDataset,
+    VideoDecodeError,
+    VideoRecord,
+    count_frames,
+    multi_view_scores,
+    prepare_batch,
+)
+from recipes._args import ArgumentParser, UsageError
 from recipes._builders import create_image_model
-from recipes._checkpoint import CONFIG_FILE, image_weights_in, read_classes
-from recipes._config import load_config
+from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, read_classes
+from recipes._config import DataConfig, load_config
 from recipes._data import frame_sampler
 from recipes._distributed import setup
 from recipes._evaluation import autocast
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m recipes.predict", description=__doc__.split("\n")[0])
-    parser.add_argument("video", type=Path, help="video file (mp4, webm, mkv, ...)")
+def parse_args(argv: list[str] | None, prog: str = "adaptkit predict") -> argparse.Namespace:
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("items", nargs="*", metavar="VIDEO [key=value ...]",
+                        help="the video file (mp4, webm, mkv, ...), then config overrides, e.g. eval.num_clips=1")
     parser.add_argument("--checkpoint", required=True, type=Path, help="model folder (a run's final/ or a checkpoint)")
+    parser.add_argument("--config", help="config name or YAML for a folder without config.yaml (default: the "
+                                         "checkpoint's own)")
+    parser.add_argument("--classes", type=Path, help="class names (JSON list, or one per line) for a folder without "
+                                                     "classes.json")
     parser.add_argument("--top-k", type=int, default=5, help="number of classes to print")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. eval.num_clips=1")
-    return parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
+    videos = [item for item in args.items if Path(item).exists() or "=" not in item]
+    if not videos:
+        raise UsageError(f"the video to predict on is missing: {prog} VIDEO --checkpoint MODEL_FOLDER")
+    if len(videos) > 1:
+        raise UsageError(f"one video at a time, got {videos}")
+    args.video = Path(videos[0])
+    args.overrides = [item for item in args.items if item != videos[0]]
+    return args
+
+
+def read_class_names(path: Path) -> list[str]:
+    text = path.read_text(encoding="utf-8")
+    return json.loads(text) if path.suffix == ".json" else [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def describe_sampling(data: DataConfig, indices: np.ndarray, length: int) -> str:
+    """Which frames a prediction reads, e.g. ``3 clips of 8 frames every 16 (dense sampling), frames 0-299``."""
+    num_clips, clip_len = indices.shape
+    how = f"every {data.frame_interval} (dense sampling)" if data.sampling == "dense" else "(segment sampling)"
+    clips = f"{num_clips} clip{'s' if num_clips > 1 else ''} of {clip_len} frames {how}"
+    return f"{clips}, frames {int(indices.min())}-{int(indices.max())} of {length}"
 
 
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     """Print and return the ``top_k`` (class name, probability) pairs, most likely first."""
     args = parse_args(argv)
-    config = load_config(args.checkpoint / CONFIG_FILE, list(args.overrides))
+    check_model_dir(args.checkpoint, config_given=args.config is not None)
+    video_path: Path = args.video
+    if not video_path.exists():
+        raise FileNotFoundError(f"video {video_path} does not exist")
+    if video_path.is_dir():
+        raise IsADirectoryError(f"{video_path} is a folder, not a video file: predict reads one file "
+                                "(`adaptkit evaluate` scores a whole annotated dataset)")
+    config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
     world = setup(config.train.device)  # picks the device; a single process
-    classes = read_classes(args.checkpoint)
 
     image_model, _ = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
     model = adaptkit.from_pretrained(image_model, args.checkpoint).to(world.device)
+    classes = read_classes(args.checkpoint) or (read_class_names(args.classes) if args.classes else None)
+    classes = classes or [f"class_{i}" for i in range(model.num_classes)]
+    if len(classes) != model.num_classes:
+        raise ValueError(f"{len(classes)} class names for a model with {model.num_classes} classes")
 
-    # One video as a one-record evaluation dataset: decoded once, every test view in one tensor.
+    # The model's own sampling, in test mode (deterministic); said out loud, with a note when frames repeat.
+    sampler = frame_sampler(config.data, num_clips=config.eval.num_clips, test_mode=True)
+    try:
+        length = count_frames(video_path, config.data.decode_backend)
+    except VideoDecodeError as error:
+        raise ValueError(f"cannot read {video_path}: {error.reason}") from None
+    indices = sampler(length)  # (clips, T)
     augment = config.data.augment
     video = MultiViewDataset(
-        [VideoRecord(str(args.video), 0, args.video.stem)],
-        frame_sampler(config.data, num_clips=config.eval.num_clips, test_mode=True),
-        crop_size=augment.crop_size, num_crops=augment.test_crops, resize_size=augment.test_resize_size,
-        backend=config.data.decode_backend,
+        [VideoRecord(str(video_path), 0, video_path.stem)], sampler, crop_size=augment.crop_size,
+        num_crops=augment.test_crops, resize_size=augment.test_resize_size, backend=config.data.decode_backend,
     )
     views, label, _ = video[0]  # uint8 (V, T, C, H, W)
     if label == SKIPPED_LABEL:
         path, reason = video.skipped()[0]
-        raise SystemExit(f"cannot read {path}: {reason}")
+        raise ValueError(f"cannot read {path}: {reason}")
 
     mean, std = model.normalization
     bf16 = config.train.precision == "bf16" or (config.train.precision == "auto" and world.device.type == "cuda")
@@ -67,11 +120,19 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
                                config.eval.chunk_size)[0]  # (K,)
     top = scores.topk(min(args.top_k, len(classes)))
     predictions = [(classes[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
-    print(f"{args.video} ({views.shape[0]} views of {views.shape[1]} frames):")
+    crops = f" x {augment.test_crops} crops" if augment.test_crops > 1 else ""
+    print(f"{video_path}: read {describe_sampling(config.data, indices, length)}{crops}, "
+          f"{augment.crop_size}x{augment.crop_size} ({views.shape[0]} views)")
+    if any(len(np.unique(clip)) < len(clip) for clip in indices):
+        print(f"  note: the video has only {length} frames, fewer than a clip spans: frames were repeated")
     for rank, (name, probability) in enumerate(predictions, start=1):
         print(f"  {rank}. {name:<40s} {100 * probability:6.2f}%")
     return predictions
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m recipes.predict: the same as `adaptkit predict`
+    import sys
+
+    from recipes.cli import main as cli
+
+    raise SystemExit(cli(["predict", *sys.argv[1:]]))

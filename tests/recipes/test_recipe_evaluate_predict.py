@@ -78,5 +78,5 @@ def test_predict_probabilities_over_all_classes_sum_to_one(trained: Path, tmp_pa
 
 def test_predict_unreadable_file_is_a_clear_error(trained: Path, tmp_path: Path) -> None:
     broken = write_corrupt_video(tmp_path / "broken.mp4", kind="truncated")
-    with pytest.raises(SystemExit, match="cannot read .*broken.mp4"):
+    with pytest.raises(ValueError, match="cannot read .*broken.mp4"):
         predict.main(["--checkpoint", str(trained), str(broken)])
