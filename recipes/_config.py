@@ -8,6 +8,7 @@ each YAML file in ``recipes/configs/`` spells out everything that differs.
 
 from __future__ import annotations
 
+import difflib
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,8 +21,8 @@ from adaptkit import list_strategies
 from adaptkit.data import AugmentConfig, list_annotation_formats
 from adaptkit.strategies import make_strategy
 
-CONFIG_DIR = Path(__file__).parent / "configs"
-DEFAULT_CONFIG = CONFIG_DIR / "synthetic_motion.yaml"  # what `python -m recipes.train` runs with no arguments
+CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped configs (installed with the package)
+DEFAULT_CONFIG = "synthetic_motion"  # the config `adaptkit train` runs with no --config: a name in CONFIG_DIR
 
 
 class ConfigError(ValueError):
@@ -143,20 +144,47 @@ def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
         raise ConfigError(f"invalid value for config key {key!r} in {source}: {reason}") from None
 
 
+def list_configs() -> list[str]:
+    """Names of the shipped configs (``adaptkit ls``), sorted."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def resolve_config(name_or_path: str | Path | None) -> Path:
+    """The YAML file for a shipped config name (``k400_vitb16_8x16``) or a path; None is :data:`DEFAULT_CONFIG`.
+
+    An existing file wins over a shipped name, so a local copy made with ``adaptkit cp`` can be edited in place.
+
+    Raises:
+        FileNotFoundError: neither a file nor a shipped name (the message lists the closest names).
+    """
+    name = str(DEFAULT_CONFIG if name_or_path is None else name_or_path)
+    path = Path(name).expanduser()
+    if path.is_file():
+        return path
+    shipped = CONFIG_DIR / (name if name.endswith(".yaml") else f"{name}.yaml")
+    if path.parent == Path(".") and shipped.is_file():
+        return shipped
+    if path.is_dir():
+        raise FileNotFoundError(f"config {name} is a folder, not a YAML file")
+    close = difflib.get_close_matches(path.stem, list_configs(), n=3, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else ""
+    raise FileNotFoundError(f"no config file {path.resolve()} and no shipped config named {name!r} (`adaptkit ls` "
+                            f"lists them){hint}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
     """Load a YAML config onto the schema, apply ``key=value`` overrides, convert and validate.
 
     Args:
-        path: YAML file; None loads :data:`DEFAULT_CONFIG` (the synthetic demo).
+        path: a shipped config's name or a YAML file (see :func:`resolve_config`); None loads
+            :data:`DEFAULT_CONFIG`.
         overrides: OmegaConf dotlist, e.g. ``["optim.lr=1e-4", "data.batch_size=4"]``.
 
     Raises:
         ConfigError: unknown key (named), wrong type or invalid value.
-        FileNotFoundError: the YAML file does not exist.
+        FileNotFoundError: no such config.
     """
-    path = Path(DEFAULT_CONFIG if path is None else path)
-    if not path.is_file():
-        raise FileNotFoundError(f"config file {path} does not exist")
+    path = resolve_config(path)
     config = OmegaConf.structured(RecipeConfig)
     config = _merge(config, OmegaConf.load(path), str(path))
     for item in overrides or []:

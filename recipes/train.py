@@ -33,6 +33,7 @@ import logging
 import math
 import random
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -69,7 +70,8 @@ from recipes._checkpoint import (
     save_model_dir,
     set_rng_state,
 )
-from recipes._config import RecipeConfig, load_config, to_yaml
+from recipes._args import ArgumentParser
+from recipes._config import DEFAULT_CONFIG, RecipeConfig, load_config, to_yaml
 from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
 from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
 from recipes._evaluation import autocast, evaluate, format_result
@@ -81,9 +83,9 @@ log = logging.getLogger("recipes.train")
 Skip = tuple[str, str]  # (video path, reason)
 
 
-def parse_args(argv: list[str] | None, prog: str = "python -m recipes.train") -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("--config", help="config name (see `adaptkit ls`) or YAML path (default: the built-in demo)")
+def parse_args(argv: list[str] | None, prog: str = "adaptkit train") -> argparse.Namespace:
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
+    parser.add_argument("--config", help=f"config name (`adaptkit ls`) or YAML path (default: {DEFAULT_CONFIG})")
     parser.add_argument("--resume", action="store_true", help="continue from the run's newest intact checkpoint")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value, e.g. optim.lr=1e-4")
     return parser.parse_intermixed_args(argv)
@@ -136,7 +138,7 @@ class TrainRecipe:
 
     # ------------------------------------------------------------------------------------------ 1. data
     def setup_data(self) -> None:
-        """Datasets, step arithmetic and the training loader.
+        """Datasets, step arithmetic and the training sampler (the loader is made by :meth:`make_loader`).
 
         Raises:
             ValueError: the global batch is not a whole number of per-device batches, or the data holds less than
@@ -157,11 +159,14 @@ class TrainRecipe:
         self.total_steps = tc.max_steps or tc.epochs * self.steps_per_epoch
         self.sampler = ResumableSampler(self.train_set, world, tc.seed,
                                         self.steps_per_epoch * self.accumulation * config.data.batch_size)
-        workers = config.data.num_workers
-        self.loader = DataLoader(
+
+    def make_loader(self) -> DataLoader:
+        """The training DataLoader over :attr:`sampler` (its workers start when the loop does)."""
+        config, world, workers = self.config, self.world, self.config.data.num_workers
+        return DataLoader(
             self.train_set, batch_size=config.data.batch_size, sampler=self.sampler, num_workers=workers,
             pin_memory=world.device.type == "cuda", persistent_workers=workers > 0,
-            generator=torch.Generator().manual_seed(tc.seed + world.rank),  # worker seeds leave the global RNG alone
+            generator=torch.Generator().manual_seed(config.train.seed + world.rank),  # leaves the global RNG alone
         )
 
     # ------------------------------------------------------------------------------------------ 2. checkpoint
@@ -327,6 +332,7 @@ class TrainRecipe:
         augment = config.data.augment
         mixer = BatchMixer(len(self.classes), augment.mixup_alpha, augment.cutmix_alpha, augment.label_smoothing)
         mean, std = model.normalization
+        loader = self.make_loader()
 
         stop_at = self.stop_at = min(self.total_steps, tc.stop_at_step or self.total_steps)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not world.is_main,
@@ -339,7 +345,7 @@ class TrainRecipe:
             done_in_epoch = self.step - epoch * self.steps_per_epoch
             self.sampler.set_epoch(epoch, skip=done_in_epoch * accumulation * batch_size)
             self.train_set.set_epoch(epoch)  # seeded frame sampling differs per epoch
-            batches = iter(self.loader)
+            batches = iter(loader)
             micro = 0
             while True:
                 wait_start = time.perf_counter()
@@ -465,5 +471,7 @@ class TrainRecipe:
         return self.finish()
 
 
-if __name__ == "__main__":
-    main()
+if __name__ == "__main__":  # python -m recipes.train: the same as `adaptkit train`
+    from recipes.cli import main as cli
+
+    raise SystemExit(cli(["train", *sys.argv[1:]]))

@@ -1,0 +1,165 @@
+"""The ``adaptkit`` command: train, evaluate and predict with the recipes, list and copy the shipped configs, count
+a model's cost.
+
+    adaptkit train                                  # the default config (recipes._config.DEFAULT_CONFIG)
+    adaptkit train --config k400_vitb16_8x16 optim.lr=1e-4
+    adaptkit evaluate --checkpoint runs/synthetic_motion/final
+    adaptkit predict my_video.mp4 --checkpoint runs/synthetic_motion/final
+    adaptkit ls                                     # the shipped configs
+    adaptkit cp k400_vitb16_8x16 my_k400.yaml       # a config to edit, then: adaptkit train --config my_k400.yaml
+    adaptkit cost vit_base_patch16_clip_224         # parameters and GMACs of every strategy on that image model
+
+Any error is one line on stderr and exit status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from recipes._args import ArgumentParser, UsageError
+
+EXIT_ERROR = 2
+EXIT_INTERRUPTED = 130
+
+
+def _train(argv: list[str]) -> Any:
+    from recipes import train
+
+    return train.main(argv)
+
+
+def _evaluate(argv: list[str]) -> Any:
+    from recipes import evaluate
+
+    return evaluate.main(argv)
+
+
+def _predict(argv: list[str]) -> Any:
+    from recipes import predict
+
+    return predict.main(argv)
+
+
+def _cost(argv: list[str]) -> Any:
+    from recipes import cost
+
+    return cost.main(argv)
+
+
+def describe(config_file: Path) -> str:
+    """The first sentence of a config's header comment (the lines after its command line)."""
+    words = []
+    for line in config_file.read_text(encoding="utf-8").splitlines()[1:]:
+        text = line.lstrip("#").strip()
+        if not line.startswith("#") or (not text and words):
+            break
+        words += text.split()
+    sentence = " ".join(words)
+    return sentence.split(". ")[0].rstrip(".")
+
+
+def _ls(argv: list[str]) -> list[str]:
+    """Print the shipped configs, one per line with its description (the config's header line after the command)."""
+    from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, list_configs
+
+    ArgumentParser(prog="adaptkit ls", description="List the shipped configs.").parse_args(argv)
+    names = list_configs()
+    width = max(map(len, names))
+    for name in names:
+        print(f"{name:<{width}}  {'(default) ' if name == DEFAULT_CONFIG else ''}{describe(CONFIG_DIR / f'{name}.yaml')}")
+    print(f"\n{len(names)} configs in {CONFIG_DIR}; `adaptkit cp NAME FILE` copies one to edit")
+    return names
+
+
+def _cp(argv: list[str]) -> Path:
+    """Copy a shipped config to a file (or into a folder) to edit."""
+    from recipes._config import resolve_config
+
+    parser = ArgumentParser(prog="adaptkit cp", description="Copy a shipped config to edit it.")
+    parser.add_argument("name", help="config name (`adaptkit ls`)")
+    parser.add_argument("destination", type=Path, help="file or existing folder")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing file")
+    args = parser.parse_args(argv)
+    source = resolve_config(args.name)
+    target = args.destination / source.name if args.destination.is_dir() else args.destination
+    if target.exists() and not args.force:
+        raise FileExistsError(f"{target} exists; pass --force to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(source, target)
+    print(f"copied {source.stem} to {target}; train with: adaptkit train --config {target}")
+    return target
+
+
+COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
+    "train": (_train, "train a video model (default: the built-in demo)"),
+    "evaluate": (_evaluate, "multi-view evaluation of a trained model folder"),
+    "predict": (_predict, "top classes of one video file"),
+    "ls": (_ls, "list the shipped configs"),
+    "cp": (_cp, "copy a shipped config to edit it"),
+    "cost": (_cost, "parameters and GMACs of every strategy on an image model you name"),
+}
+
+
+def _usage() -> str:
+    lines = ["usage: adaptkit [--debug] COMMAND [ARGS ...]", "", "commands:"]
+    lines += [f"  {name:<9} {about}" for name, (_, about) in COMMANDS.items()]
+    lines += ["", "`adaptkit COMMAND --help` describes a command; --debug shows tracebacks."]
+    return "\n".join(lines)
+
+
+def one_line(error: BaseException) -> str:
+    """An exception as one line: its message with line breaks folded. Built-in errors other than ValueError and
+    OSError (whose messages say what is wrong) keep their type name, e.g. ``KeyError: 'step'``."""
+    message = " ".join(str(error).split())
+    if not message or (type(error).__module__ == "builtins" and not isinstance(error, (ValueError, OSError))):
+        message = f"{type(error).__name__}: {message}" if message else type(error).__name__
+    return message
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; returns the exit status (0, 2 on any error, 130 when interrupted)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
+    if not argv or argv[0] in ("-h", "--help"):
+        print(_usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else EXIT_ERROR
+    if argv[0] in ("-V", "--version"):
+        from adaptkit import __version__
+
+        print(f"adaptkit {__version__}")
+        return 0
+    command, rest = argv[0], argv[1:]
+    prog = f"adaptkit {command}"
+    try:
+        if command not in COMMANDS:
+            raise UsageError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see `adaptkit --help`)")
+        COMMANDS[command][0](rest)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print(f"{prog}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except SystemExit as exit_:  # --help, or a library's own SystemExit(message)
+        if debug or exit_.code in (None, 0):
+            raise
+        if isinstance(exit_.code, int):
+            return exit_.code
+        print(f"{prog}: error: {' '.join(str(exit_.code).split())}", file=sys.stderr)
+        return EXIT_ERROR
+    except Exception as error:  # noqa: BLE001 - the point: every error is one line unless --debug
+        if debug:
+            raise
+        logging.shutdown()
+        print(f"{prog}: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        return EXIT_ERROR
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,247 @@
+"""The ``adaptkit`` command: one-line errors with exit status 2, configs by name, ls / cp / cost, predict on one's own
+video or a plain save_pretrained folder, offline weights, and the installed wheel working from any folder."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+import venv
+from pathlib import Path
+
+import pytest
+import timm
+
+import adaptkit
+from adaptkit.data import motion_class_names, write_synthetic_videos
+from recipe_fixtures import TINY_MODEL
+from recipes import cli
+from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, list_configs, load_config
+from recipes._data import frame_sampler
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    status = cli.main(args)
+    captured = capsys.readouterr()
+    return status, captured.out, captured.err
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A short synthetic run with 6 classes: its final/ folder."""
+    run_dir = tmp_path_factory.mktemp("cli") / "run"
+    assert cli.main(["train", f"train.output_dir={run_dir}", "train.max_steps=2", "train.global_batch_size=4",
+                     "data.batch_size=4", "data.synthetic.train_videos=8", "data.synthetic.val_videos=4",
+                     "data.synthetic.num_classes=6", "data.num_frames=4", "eval.at_end=false", *TINY_MODEL]) == 0
+    return run_dir / "final"
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["train", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
+    (["train", "optim.lr=abc"], "invalid value for config key 'optim.lr'"),
+    (["train", "model.strategy=aimm"], "model.strategy: 'aimm' is not one of"),
+    (["train", "--config", "k400_vitb16_8x16"],
+     "data.train.annotations: {cwd}/data/kinetics400/annotations/train.csv does not exist. Set "
+     "data.train.annotations=<annotation file> and data.train.root=<folder of the videos>"),
+    (["train", "model.allow_random_init=false"], "no pretrained tag and no model.checkpoint"),
+    (["train", "model.checkpoint=missing.safetensors"], "model.checkpoint missing.safetensors does not exist"),
+    (["train", "--config", "k400_vitb16_8x1"], "did you mean k400_vitb16_8x16"),
+    (["train", "--nope"], "unrecognized arguments: --nope"),
+    (["evaluate"], "the following arguments are required: --checkpoint"),
+    (["predict", "--checkpoint", "."], "the video to predict on is missing"),
+    (["frobnicate"], "unknown command 'frobnicate'"),
+], ids=["unknown_key", "wrong_type", "unknown_strategy", "missing_dataset", "missing_weights", "missing_weights_file",
+        "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "unknown_command"])
+def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # relative paths resolve here; nothing may be written
+    status, _, err = run_cli(args + ["train.num_threads=1"] if args[0] == "train" else args, capsys)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert status == 2 and len(lines) == 1, err
+    assert lines[0].startswith(f"adaptkit {args[0]}: error: ") and expected.format(cwd=tmp_path.resolve()) in lines[0]
+    assert "Traceback" not in err and not (tmp_path / "runs").exists()
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(ValueError, match="optim.lrr"):
+        cli.main(["train", "optim.lrr=1", "--debug"])
+
+
+def test_model_folder_errors_say_what_the_folder_is(trained: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    run_dir = trained.parent
+    video = tmp_path / "clip.mp4"
+    write_synthetic_videos(tmp_path / "v", 1, num_frames=8, size=32, num_classes=6)
+    (tmp_path / "v" / motion_class_names(6)[0] / "video_00000.mp4").rename(video)
+    cases = [
+        (["predict", str(video), "--checkpoint", str(run_dir)], f"is not a model folder: it has no "
+                                                                f"adapter_config.json"),
+        (["predict", str(video), "--checkpoint", str(run_dir)], f"looks like a run folder: pass {trained}"),
+        (["evaluate", "--checkpoint", str(tmp_path / "nowhere")], "does not exist"),
+        (["evaluate", "--checkpoint", str(video)], "is a file, not a model folder"),
+        (["predict", str(tmp_path), "--checkpoint", str(trained)], "is a folder, not a video file"),
+        (["predict", str(tmp_path / "gone.mp4"), "--checkpoint", str(trained)], "gone.mp4 does not exist"),
+    ]
+    plain = tmp_path / "plain"
+    (plain).mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (plain / name).write_bytes((trained / name).read_bytes())
+    cases.append((["predict", str(video), "--checkpoint", str(plain)], "save_pretrained folder without a run config: "
+                                                                        "name the image model and the sampling"))
+    for args, expected in cases:
+        status, _, err = run_cli(args, capsys)
+        assert status == 2 and len(err.strip().splitlines()) == 1 and expected in err, (args, err)
+
+
+def test_a_corrupt_model_file_is_named(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    copy = tmp_path / "final"
+    copy.mkdir()
+    for file in trained.iterdir():
+        (copy / file.name).write_bytes(file.read_bytes())
+    data = bytearray((copy / "image_model.safetensors").read_bytes())
+    data[-1] ^= 1
+    (copy / "image_model.safetensors").write_bytes(bytes(data))
+    status, _, err = run_cli(["evaluate", "--checkpoint", str(copy)], capsys)
+    assert status == 2 and f"{copy / 'image_model.safetensors'} is corrupt" in err
+
+
+def test_predict_says_which_frames_it_read(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    write_synthetic_videos(tmp_path, 2, num_frames=20, size=32, num_classes=6)
+    video = tmp_path / motion_class_names(6)[1] / "video_00001.mp4"
+    status, out, _ = run_cli(["predict", str(video), "--checkpoint", str(trained), "eval.num_clips=2"], capsys)
+    # The run trained on 4 consecutive frames (dense, interval 1): predict reads 2 such test clips.
+    indices = frame_sampler(load_config(trained / "config.yaml").data, num_clips=2, test_mode=True)(20)
+    assert status == 0 and indices.shape == (2, 4)
+    assert (f"{video}: read 2 clips of 4 frames every 1 (dense sampling), frames {indices.min()}-{indices.max()} of "
+            "20, 32x32 (2 views)") in out
+    assert "repeated" not in out and len([line for line in out.splitlines() if ". motion_" in line]) == 5
+
+
+def test_predict_notes_repeated_frames_of_a_short_video(trained: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    write_synthetic_videos(tmp_path, 1, num_frames=3, size=32, num_classes=6)
+    video = tmp_path / motion_class_names(6)[0] / "video_00000.mp4"
+    status, out, _ = run_cli(["predict", str(video), "--checkpoint", str(trained)], capsys)
+    assert status == 0 and "frames 0-2 of 3" in out
+    assert "note: the video has only 3 frames, fewer than a clip spans: frames were repeated" in out
+
+
+def test_predict_with_a_plain_save_pretrained_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    # The user's own adapter on local image weights: the config names the image model and the sampling.
+    image_model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1,
+                                    num_heads=2)
+    weights = tmp_path / "image.safetensors"
+    from safetensors.torch import save_file
+
+    save_file({k: v.contiguous() for k, v in image_model.state_dict().items()}, str(weights))
+    adaptkit.inject(image_model, "aim", num_frames=4, num_classes=3).save_pretrained(tmp_path / "adapter")
+    (tmp_path / "classes.txt").write_text("left\nright\nup\n")
+    write_synthetic_videos(tmp_path / "videos", 1, num_frames=12, size=32, num_classes=2)
+    video = next((tmp_path / "videos").rglob("*.mp4"))
+    config = tmp_path / "mine.yaml"
+    assert cli.main(["cp", DEFAULT_CONFIG, str(config)]) == 0
+    status, out, err = run_cli([
+        "predict", str(video), "--checkpoint", str(tmp_path / "adapter"), "--config", str(config),
+        "--classes", str(tmp_path / "classes.txt"), f"model.checkpoint={weights}", "model.allow_random_init=false",
+        "model.kwargs.embed_dim=32", "model.kwargs.depth=1", "model.kwargs.num_heads=2", "model.kwargs.weight_init=",
+        "data.num_frames=4", "data.frame_interval=3", "model.options.temporal_in=null", "model.options.scale=null",
+    ], capsys)
+    assert status == 0, err
+    indices = frame_sampler(load_config(config, ["data.num_frames=4", "data.frame_interval=3"]).data,
+                            test_mode=True)(12)
+    assert f"read 1 clip of 4 frames every 3 (dense sampling), frames {indices.min()}-{indices.max()} of 12" in out
+    assert sorted(line.split()[1] for line in out.splitlines() if line.lstrip()[:2] in ("1.", "2.", "3.")) == \
+        ["left", "right", "up"]
+
+
+def test_configs_by_name_ls_and_cp(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    status, out, _ = run_cli(["ls"], capsys)
+    assert status == 0 and list_configs() == sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    assert [line.split()[0] for line in out.splitlines()[:len(list_configs())]] == list_configs()
+    assert re.search(rf"^{DEFAULT_CONFIG} +\(default\) The built-in demo", out, re.MULTILINE)
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["cp", "k400_vitb16_8x16", "."]) == 0
+    copy = tmp_path / "k400_vitb16_8x16.yaml"
+    assert copy.read_text() == (CONFIG_DIR / "k400_vitb16_8x16.yaml").read_text()
+    status, _, err = run_cli(["cp", "k400_vitb16_8x16", "."], capsys)
+    assert status == 2 and "exists; pass --force" in err
+    # A local file wins over the shipped config of the same name, so the copy can be edited in place.
+    copy.write_text(copy.read_text().replace("name: k400_vitb16_8x16", "name: my_edit"))
+    assert load_config("k400_vitb16_8x16.yaml").name == "my_edit"
+    assert load_config("k400_vitb16_8x16").name == "k400_vitb16_8x16"
+
+
+def test_cost_prints_every_strategy(capsys: pytest.CaptureFixture) -> None:
+    status, out, _ = run_cli(["cost", "test_vit", "--frames", "4", "--classes", "10", "--views", "2"], capsys)
+    assert status == 0
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert set(adaptkit.list_strategies()) <= set(rows)
+    video_model = adaptkit.inject(timm.create_model("test_vit"), "aim", num_frames=4, num_classes=10)
+    total, tunable = adaptkit.count_parameters(video_model)
+    gmacs = adaptkit.count_flops(video_model, image_size=160)
+    assert rows["aim"] == f"| aim | {total / 1e6:.2f} | {tunable / 1e6:.3f} | {gmacs:.1f} | {2 * gmacs:.1f} |"
+
+
+def test_offline_pretrained_weights_fail_fast(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "empty_cache"))
+    for env, reason in ((("HF_HUB_OFFLINE", "1"), "HF_HUB_OFFLINE is set"),
+                        (("HF_ENDPOINT", "http://127.0.0.1:9"), "127.0.0.1 is unreachable")):
+        with monkeypatch.context() as patch:
+            patch.setenv(*env)
+            if env[0] == "HF_ENDPOINT":
+                patch.delenv("HF_HUB_OFFLINE", raising=False)
+                patch.setattr(constants, "HF_HUB_OFFLINE", False)
+            start = time.perf_counter()
+            status, _, err = run_cli(["train", "model.name=vit_tiny_patch16_224.augreg_in21k",
+                                      "model.allow_random_init=false", f"train.output_dir={tmp_path / 'run'}"], capsys)
+            assert time.perf_counter() - start < 10
+            assert status == 2 and reason in err and "model.checkpoint=path/to/weights.safetensors" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_module_aliases_give_one_line_errors_from_any_folder(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    for module in ("recipes.train", "recipes.cli train"):
+        process = subprocess.run([sys.executable, "-m", *module.split(), "optim.lrr=1"], cwd=tmp_path, env=env,
+                                 capture_output=True, text=True, timeout=120)
+        assert process.returncode == 2 and process.stderr.count("\n") == 1, process.stderr
+        assert "unknown config key 'optim.lrr'" in process.stderr
+
+
+@pytest.mark.slow
+def test_the_wheel_installs_a_working_command(tmp_path: Path) -> None:
+    """A real wheel (recipes and configs inside), installed non-editable in a fresh venv, run from another folder."""
+    wheels = tmp_path / "wheels"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", str(REPO),
+                    "-w", str(wheels)], check=True, timeout=300, cwd=tmp_path)
+    wheel = next(wheels.glob("adaptkit-*.whl"))
+    venv.create(tmp_path / "venv", system_site_packages=True, with_pip=True)  # torch etc. from the system
+    bin_dir = tmp_path / "venv" / "bin"
+    subprocess.run([bin_dir / "python", "-m", "pip", "install", "-q", "--no-deps", str(wheel)], check=True,
+                   timeout=300)
+    work = tmp_path / "elsewhere"
+    work.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+
+    def adaptkit_cmd(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([bin_dir / "adaptkit", *args], cwd=work, env=env, capture_output=True, text=True,
+                              timeout=600)
+
+    where = subprocess.run([bin_dir / "python", "-c", "import adaptkit, recipes; print(adaptkit.__file__); "
+                            "print(recipes.__file__)"], cwd=work, env=env, capture_output=True, text=True, check=True)
+    assert all(str(tmp_path / "venv") in line for line in where.stdout.splitlines()), where.stdout
+    listed = adaptkit_cmd("ls")
+    assert listed.returncode == 0 and "k400_vitb16_8x16" in listed.stdout and DEFAULT_CONFIG in listed.stdout
+    trained = adaptkit_cmd("train", "train.max_steps=2", "data.synthetic.val_videos=8", *TINY_MODEL)
+    assert trained.returncode == 0, trained.stderr
+    assert (work / "runs" / DEFAULT_CONFIG / "final" / "adapter_model.safetensors").is_file()
+    failed = adaptkit_cmd("train", "--config", "k400_vitb16_8x16")
+    assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "data.train.annotations" in failed.stderr
