@@ -47,9 +47,11 @@ def inject(
         ValueError: unknown strategy (lists the registered ones) or out-of-range option.
 
     Example:
+        >>> import adaptkit, timm, torch
         >>> model = timm.create_model("vit_base_patch16_clip_224.openai", pretrained=True)
         >>> video_model = adaptkit.inject(model, strategy="aim", num_frames=8, num_classes=400)
-        >>> logits = video_model(torch.randn(2, 3, 8, 224, 224))
+        >>> video_model(torch.randn(2, 3, 8, 224, 224)).shape
+        torch.Size([2, 400])
     """
     if isinstance(image_model, VideoModel):
         raise TypeError("this model is already a VideoModel; inject() takes the image model")
