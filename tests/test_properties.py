@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import adaptkit
-from adaptkit.layers.video import from_time_sequences, to_time_sequences
 from adaptkit.strategies.aim import AIMBlock
 from conftest import BACKBONES, STRATEGIES, randomize_trainable
 
@@ -42,23 +41,6 @@ def test_output_shapes(batch, frames, grid_h, grid_w, heads, head_dim, depth, st
     assert torch.isfinite(out).all()
 
 
-@SETTINGS
-@given(
-    lead=st.integers(1, 4), frames=st.integers(1, 5), tokens=st.lists(st.integers(1, 4), min_size=1, max_size=2),
-    dim=st.integers(1, 6),
-)
-def test_time_regrouping_round_trip(lead, frames, tokens, dim):
-    x = torch.randn(lead * frames, *tokens, dim)
-    xt = to_time_sequences(x, frames)
-    n = torch.Size(tokens).numel()
-    assert xt.shape == (lead * n, frames, dim)
-    # Sequence b*n + j holds token j of clip b in every frame, in frame order.
-    clips = x.reshape(lead, frames, n, dim)
-    b, j = lead - 1, n - 1
-    assert torch.equal(xt[b * n + j], clips[b, :, j])
-    assert torch.equal(from_time_sequences(xt, x, frames), x)
-
-
 @pytest.mark.parametrize("backbone", VIT_LIKE)
 @settings(max_examples=10, deadline=None)
 @given(frames=st.integers(2, 6), data=st.data())
@@ -68,11 +50,11 @@ def test_temporal_attention_has_no_position_machinery(backbone, frames, data):
     family = vm.family
     block = family.blocks()[0].block
     perm = torch.tensor(data.draw(st.permutations(range(frames))))
-    xt = torch.randn(4, frames, family.embed_dim)
+    x = torch.randn(2, frames, 3, family.embed_dim)  # (B, T, N, D)
     with torch.no_grad():
-        attn = family.attention(block)
-        out = family.attend(attn, xt, None)
-        torch.testing.assert_close(family.attend(attn, xt[:, perm], None), out[:, perm], atol=1e-5, rtol=1e-5)
+        out = family.attend_time(block, x.flatten(0, 1), frames).unflatten(0, (2, frames))
+        permuted = family.attend_time(block, x[:, perm].flatten(0, 1), frames).unflatten(0, (2, frames))
+        torch.testing.assert_close(permuted, out[:, perm], atol=1e-5, rtol=1e-5)
 
 
 def _build(backbone: str, **options):

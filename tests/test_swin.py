@@ -316,17 +316,19 @@ def _reference_temporal_attention(attn: nn.Module, x: torch.Tensor, bias: torch.
 def test_temporal_attention_is_plain_attention_over_frames_with_the_new_bias(version):
     vm = inject(tiny_swin(version), temporal_blocks="all").eval()
     randomize_trainable(vm)
-    x = torch.randn(5, FRAMES, 48)
+    x = torch.randn(5, FRAMES, 48)  # 5 sequences over time
+    frame_folded = x.transpose(0, 1).contiguous()  # (T, 5, D): one clip whose frames have 5 tokens
     for wrapped in list(vm.family.blocks())[2:]:  # stage 2: shifted and unshifted block
         block, attn = wrapped.block, wrapped.block.attn
         with torch.no_grad():
             expected = _reference_temporal_attention(attn, x, wrapped.temporal_bias(FRAMES), cosine=version == "v2")
-            got = vm.family.attend_time(block, x, wrapped.temporal_bias)
+            got = vm.family.attend_time(block, frame_folded, FRAMES, wrapped.temporal_bias).transpose(0, 1)
             torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
             # The window's own position bias plays no part along time.
             window_bias = attn.relative_position_bias_table if version == "v1" else attn.cpb_mlp[0].weight
             window_bias.add_(1.0)
-            torch.testing.assert_close(vm.family.attend_time(block, x, wrapped.temporal_bias), got, rtol=0, atol=0)
+            again = vm.family.attend_time(block, frame_folded, FRAMES, wrapped.temporal_bias).transpose(0, 1)
+            torch.testing.assert_close(again, got, rtol=0, atol=0)
 
 
 def test_relative_temporal_bias_table_and_resampling():

@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from adaptkit.layers.attention import AttentionProjections, frame_self_attention
+
 INJECTED_MARKER = "_adaptkit_injected"
 """Attribute set on a backbone while it belongs to a VideoModel, so injecting twice fails clearly."""
 
@@ -196,11 +198,29 @@ class BackboneFamily(ABC):
         """The block's attention module."""
 
     @abstractmethod
-    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
-        """Self-attention over the sequences of ``x`` (batch-first, (S, L, D)).
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        """The attention module's own spatial self-attention over the sequences of ``x`` (S, L, D).
 
-        ``spatial=None`` means a temporal sequence: no spatial position machinery (RoPE, relative
-        position bias) may be applied.
+        Position machinery (RoPE, relative position bias) comes from ``spatial``.
+        """
+
+    @abstractmethod
+    def attention_projections(self, attn: nn.Module, spatial: SpatialContext | None = None) -> AttentionProjections:
+        """The q/k/v projection hook: ``attn`` as per-token projections for the shared attention layers.
+
+        ``qkv(x)`` maps tokens (*, D) to packed q/k/v (*, 3, heads, head_dim) exactly as the module
+        computes them (fused or separate projections, q/v biases, q/k norms, cosine normalisation
+        with its logit scale); ``out(values, x)`` applies what follows the attention (scale norm,
+        gate, output projection). With ``spatial=None`` (attention over time) no spatial position
+        machinery is included; with a spatial context, ``qkv`` applies the rotary embedding and
+        ``bias`` holds the relative position bias, so that
+        :func:`adaptkit.layers.attention.self_attention` reproduces :meth:`attend`.
+
+        Strategies that need q/k/v inside the frozen attention (e.g. heads whose keys and values
+        come from other frames) build on this hook.
+
+        Raises:
+            TypeError: for a spatial context the family cannot express per token (Swin's windows).
         """
 
     @abstractmethod
@@ -238,12 +258,26 @@ class BackboneFamily(ABC):
         """
         return None
 
-    def attend_time(self, block: nn.Module, x: torch.Tensor, bias: nn.Module | None) -> torch.Tensor:
-        """The block's own attention over time on sequences (S, T, D), plus ``bias`` if the family has one.
+    def attend_frames(
+        self, attn: nn.Module, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Self-attention of ``attn`` over the frames of frame-folded tokens (B*T, *tokens, D).
 
-        No spatial position machinery is applied. ``bias`` is what :meth:`new_temporal_bias` made.
+        Token n of frame t attends to token n of every frame of its clip; no spatial position
+        machinery. ``bias`` is an optional additive (heads, T, T) bias. Tokens are not regrouped:
+        see :func:`adaptkit.layers.attention.frame_self_attention`.
         """
-        return self.attend(self.attention(block), x, None)
+        return frame_self_attention(self.attention_projections(attn), x, num_frames, bias)
+
+    def attend_time(
+        self, block: nn.Module, x: torch.Tensor, num_frames: int, bias: nn.Module | None = None
+    ) -> torch.Tensor:
+        """The block's own attention over time on frame-folded normed tokens (B*T, *tokens, D).
+
+        ``bias`` is what :meth:`new_temporal_bias` made (called with ``num_frames``), or None.
+        """
+        table = None if bias is None else bias(num_frames)  # (heads, T, T)
+        return self.attend_frames(self.attention(block), x, num_frames, table)
 
     def new_temporal_attention(self, block: nn.Module) -> nn.Module:
         """A fresh attention module initialised from the block's, for divided space-time attention."""

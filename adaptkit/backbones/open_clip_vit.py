@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, SpatialContext, register_backbone
+from adaptkit.layers.attention import AttentionProjections
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
@@ -37,10 +39,16 @@ class OpenClipViT(BackboneFamily):
             raise TypeError("open_clip towers with attentional pooling (CoCa) are not supported")
         blocks = self.blocks()
         kinds = {type(b).__name__ for b in blocks}
-        if kinds != {"ResidualAttentionBlock"} or not all(isinstance(b.attn, nn.MultiheadAttention) for b in blocks):
+        attentions = [b.attn for b in blocks]
+        if kinds != {"ResidualAttentionBlock"} or not all(isinstance(a, nn.MultiheadAttention) for a in attentions):
             raise TypeError(
                 f"open_clip blocks {sorted(kinds)} are not supported: adaptkit adapts ResidualAttentionBlock "
                 f"with nn.MultiheadAttention (open_clip 2.26 - 3.3)"
+            )
+        if not all(a._qkv_same_embed_dim and a.bias_k is None and not a.add_zero_attn for a in attentions):
+            raise TypeError(
+                "open_clip attention with separate key/value widths, bias_k/bias_v or add_zero_attn is not supported "
+                "(plain multi-head self-attention only)"
             )
         if getattr(m.patch_dropout, "prob", 0.0) > 0:
             raise ValueError(
@@ -108,11 +116,21 @@ class OpenClipViT(BackboneFamily):
     def attention(self, block: nn.Module) -> nn.Module:
         return block.attn
 
-    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         if attn.batch_first:
             return attn(x, x, x, need_weights=False)[0]
         xs = x.transpose(0, 1)  # (L, S, D): sequence-first module
         return attn(xs, xs, xs, need_weights=False)[0].transpose(0, 1)
+
+    def attention_projections(self, attn: nn.Module, spatial: SpatialContext | None = None) -> AttentionProjections:
+        # nn.MultiheadAttention's projections are per token, so batch_first does not matter here;
+        # the packed in_proj_weight rows are q, k, v in that order, each heads x head_dim.
+        return AttentionProjections(
+            qkv=lambda x: F.linear(x, attn.in_proj_weight, attn.in_proj_bias).unflatten(-1, (3, attn.num_heads, -1)),
+            out=lambda out, x: attn.out_proj(out),
+            scale=attn.head_dim**-0.5,
+            dropout=attn.dropout if attn.training else 0.0,
+        )
 
     def scale1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
         return block.ls_1(y)

@@ -5,13 +5,12 @@ from __future__ import annotations
 import copy
 
 import torch
-import torch.nn.functional as F
-from einops import rearrange
 from timm.models.beit import Beit
 from torch import nn
 
 from adaptkit.backbones.base import SpatialContext, register_backbone
-from adaptkit.backbones.timm_common import GammaLayerScale, TimmFamily, fused_qkv_is_called
+from adaptkit.backbones.timm_common import GammaLayerScale, TimmFamily, fused_qkv_is_called, timm_projections
+from adaptkit.layers.attention import AttentionProjections
 
 
 @register_backbone
@@ -41,10 +40,18 @@ class TimmBeit(GammaLayerScale, TimmFamily):
     def block_forward(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         return block(x, shared_rel_pos_bias=spatial["shared_rel_pos_bias"])
 
-    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
-        if spatial is not None:
-            return attn(x, shared_rel_pos_bias=spatial["shared_rel_pos_bias"])
-        return _attend_without_position_bias(attn, x)
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        return attn(x, shared_rel_pos_bias=spatial["shared_rel_pos_bias"])
+
+    def attention_projections(self, attn: nn.Module, spatial: SpatialContext | None = None) -> AttentionProjections:
+        # The relative position bias encodes 2-D patch offsets: along time (spatial=None) it is left out.
+        if spatial is None:
+            return timm_projections(attn)
+        bias = attn._get_rel_pos_bias() if attn.relative_position_bias_table is not None else None  # (1, heads, L, L)
+        shared = spatial["shared_rel_pos_bias"]
+        if shared is not None:
+            bias = shared if bias is None else bias + shared
+        return timm_projections(attn, bias=bias)
 
     def new_temporal_attention(self, block: nn.Module) -> nn.Module:
         attn = copy.deepcopy(block.attn)
@@ -53,16 +60,3 @@ class TimmBeit(GammaLayerScale, TimmFamily):
         attn.relative_position_index = None
         return attn
 
-
-def _attend_without_position_bias(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Beit's attention (same frozen weights) with the relative position bias left out."""
-    if attn.q_bias is None:
-        qkv = attn.qkv(x)
-    else:
-        qkv = F.linear(x, attn.qkv.weight, torch.cat((attn.q_bias, attn.k_bias, attn.v_bias)))
-    # (S, L, 3*H*d) -> 3 x (S, H, L, d)
-    q, k, v = rearrange(qkv, "s l (three h d) -> three s h l d", three=3, h=attn.num_heads)
-    dropout = attn.attn_drop.p if attn.training else 0.0
-    out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout)
-    out = rearrange(out, "s h l d -> s l (h d)")
-    return attn.proj_drop(attn.proj(out))

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from adaptkit.backbones.base import BackboneFamily
+from adaptkit.backbones.base import BackboneFamily, SpatialContext
+from adaptkit.layers.attention import AttentionProjections
 
 
 class TimmFamily(BackboneFamily):
@@ -53,6 +57,9 @@ class TimmFamily(BackboneFamily):
     def final_norm_paths(self) -> list[str]:
         return [name for name in ("norm", "fc_norm") if any(True for _ in getattr(self.model, name).parameters())]
 
+    def attention_projections(self, attn: nn.Module, spatial: SpatialContext | None = None) -> AttentionProjections:
+        return timm_projections(attn)
+
     # ---------------------------------------------------------------- block level
     def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return block.norm1(x)
@@ -90,3 +97,59 @@ def fused_qkv_is_called(attn: nn.Module) -> bool:
     if getattr(attn, "qkv", None) is None:
         return False
     return getattr(attn, "q_bias", None) is None or getattr(attn, "qkv_bias_separate", False)
+
+
+def timm_qkv(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Packed q/k/v (*, 3, heads, head_dim) of a timm attention module, token by token.
+
+    Covers timm's ``Attention`` (ViT), ``EvaAttention``, Beit's and Swin's: a fused ``qkv`` with or
+    without separate q/v biases (the k bias is a zero buffer), or separate ``q_proj / k_proj / v_proj``,
+    then the optional per-head ``q_norm`` / ``k_norm``.
+    """
+    heads = attn.num_heads
+    if getattr(attn, "qkv", None) is None:  # Eva with separate projections
+        q, k, v = (proj(x).unflatten(-1, (heads, -1)) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+        qkv = torch.stack((q, k, v), dim=-3)
+    else:
+        if getattr(attn, "q_bias", None) is None:
+            fused = attn.qkv(x)
+        else:
+            bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))
+            fused = attn.qkv(x) + bias if attn.qkv_bias_separate else F.linear(x, attn.qkv.weight, bias)
+        qkv = fused.unflatten(-1, (3, heads, -1))  # (*, 3 * heads * head_dim) -> (*, 3, heads, head_dim), a view
+    q_norm, k_norm = getattr(attn, "q_norm", None), getattr(attn, "k_norm", None)
+    if isinstance(q_norm, nn.Identity | None) and isinstance(k_norm, nn.Identity | None):
+        return qkv  # a view of the projection's output: nothing copied
+    q, k, v = qkv.unbind(-3)
+    return torch.stack((q_norm(q), k_norm(k), v), dim=-3)
+
+
+def timm_out(attn: nn.Module, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """What a timm attention module does after the attention: scale norm, gate, projection, dropout."""
+    norm = getattr(attn, "norm", None)
+    if norm is not None:
+        out = norm(out)
+    gate = getattr(attn, "gate", None)
+    if gate is not None:
+        out = out * gate(x).sigmoid()
+    return attn.proj_drop(attn.proj(out))
+
+
+def timm_projections(
+    attn: nn.Module,
+    qkv: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    bias: torch.Tensor | None = None,
+    scale: float | None = None,
+) -> AttentionProjections:
+    """A timm attention module as :class:`AttentionProjections`.
+
+    ``qkv`` overrides :func:`timm_qkv` (to add rotary embeddings or cosine normalisation), ``scale``
+    the module's own softmax scale.
+    """
+    return AttentionProjections(
+        qkv=qkv if qkv is not None else (lambda x: timm_qkv(attn, x)),
+        out=lambda out, x: timm_out(attn, out, x),
+        scale=attn.scale if scale is None else scale,
+        dropout=attn.attn_drop.p if attn.training else 0.0,
+        bias=bias,
+    )

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import torch
+from timm.layers import apply_rot_embed_cat
 from timm.models.eva import Eva, EvaBlock
 from torch import nn
 
 from adaptkit.backbones.base import SpatialContext, register_backbone
-from adaptkit.backbones.timm_common import GammaLayerScale, TimmFamily, fused_qkv_is_called
+from adaptkit.backbones.timm_common import GammaLayerScale, TimmFamily, fused_qkv_is_called, timm_projections, timm_qkv
+from adaptkit.layers.attention import AttentionProjections
 
 
 @register_backbone
@@ -47,6 +49,25 @@ class TimmEva(GammaLayerScale, TimmFamily):
     def block_forward(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         return block(x, rope=spatial["rope"])
 
-    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
-        # The rotary table encodes 2-D patch positions; along time it would be meaningless.
-        return attn(x, rope=None if spatial is None else spatial["rope"])
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
+        return attn(x, rope=spatial["rope"])
+
+    def attention_projections(self, attn: nn.Module, spatial: SpatialContext | None = None) -> AttentionProjections:
+        # The rotary table encodes 2-D patch positions; along time (spatial=None) it would be meaningless.
+        rope = None if spatial is None else spatial["rope"]
+        if rope is None:
+            return timm_projections(attn)
+        return timm_projections(attn, qkv=lambda x: _rotate_qk(attn, timm_qkv(attn, x), rope))
+
+
+def _rotate_qk(attn: nn.Module, qkv: torch.Tensor, rope: torch.Tensor) -> torch.Tensor:
+    """Apply Eva's rotary embedding to the patch tokens' q and k: packed (S, L, 3, heads, d) in and out."""
+    npt = attn.num_prefix_tokens
+    half = getattr(attn, "rotate_half", False)
+    q, k, v = qkv.unbind(-3)  # (S, L, heads, d) each
+    emb = rope.unsqueeze(-2)  # (L - prefix, 2d) -> (L - prefix, 1, 2d): the same rotation for every head
+
+    def rotate(t: torch.Tensor) -> torch.Tensor:
+        return torch.cat((t[:, :npt], apply_rot_embed_cat(t[:, npt:], emb, half=half)), dim=1).type_as(v)
+
+    return torch.stack((rotate(q), rotate(k), v), dim=-3)

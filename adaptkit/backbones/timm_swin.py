@@ -42,8 +42,9 @@ from timm.models.swin_transformer_v2 import SwinTransformerV2, SwinTransformerV2
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, ChainedBlocks, RunBlock, SpatialContext, register_backbone
-from adaptkit.backbones.timm_common import fused_qkv_is_called
+from adaptkit.backbones.timm_common import fused_qkv_is_called, timm_projections, timm_qkv
 from adaptkit.layers import RelativeTemporalBias
+from adaptkit.layers.attention import AttentionProjections, self_attention
 
 
 class _TimmSwinFamily(BackboneFamily):
@@ -150,12 +151,23 @@ class _TimmSwinFamily(BackboneFamily):
     def attention(self, block: nn.Module) -> nn.Module:
         return block.attn
 
-    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         """Full attention over the sequences of ``x`` as given: no windows, no position bias.
 
         The windowed spatial attention needs the block (shift, mask): see :meth:`attend_space`.
         """
-        return self._self_attention(attn, x, None)
+        return self_attention(self.attention_projections(attn), x)
+
+    def attention_projections(self, attn: nn.Module, spatial: SpatialContext | None = None) -> AttentionProjections:
+        self._refuse_spatial(spatial)
+        return timm_projections(attn)
+
+    def _refuse_spatial(self, spatial: SpatialContext | None) -> None:
+        if spatial is not None:
+            raise TypeError(
+                f"{self.name}: the window attention's bias and shift mask depend on the window, not on the tokens; "
+                f"spatial attention is the block's own (attend_space)"
+            )
 
     def attend_space(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         return block._attn(x)  # (B*T, H, W, C) in and out: shift, windows, window bias and mask
@@ -163,38 +175,11 @@ class _TimmSwinFamily(BackboneFamily):
     def new_temporal_bias(self, block: nn.Module, num_frames: int) -> nn.Module:
         return RelativeTemporalBias(num_frames, block.attn.num_heads)
 
-    def attend_time(self, block: nn.Module, x: torch.Tensor, bias: nn.Module | None) -> torch.Tensor:
-        return self._self_attention(block.attn, x, None if bias is None else bias(x.shape[1]))
-
     def drop_path1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
         return block.drop_path1(y)
 
     def drop_path2(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:
         return block.drop_path2(y)
-
-    # ---------------------------------------------------------------- attention over plain sequences
-    def _self_attention(self, attn: nn.Module, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        """Multi-head self-attention over (S, L, D) sequences with ``attn``'s own projections (+ bias (heads, L, L))."""
-        s, length, _ = x.shape
-        qkv = self._project_qkv(attn, x).reshape(s, length, 3, attn.num_heads, -1)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # 3 x (S, heads, L, head_dim)
-        q, k, scale = self._query_key(attn, q, k)
-        out = F.scaled_dot_product_attention(
-            q, k, v,
-            attn_mask=None if bias is None else bias.to(q.dtype),  # (heads, L, L), broadcast over S
-            dropout_p=attn.attn_drop.p if attn.training else 0.0,
-            scale=scale,
-        )
-        out = out.transpose(1, 2).reshape(s, length, -1)  # (S, L, heads * head_dim)
-        return attn.proj_drop(attn.proj(out))
-
-    def _project_qkv(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        return attn.qkv(x)
-
-    def _query_key(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        """Queries and keys as the window attention compares them, and the softmax scale to use."""
-        return q, k, attn.scale
-
 
 @register_backbone
 class TimmSwin(_TimmSwinFamily):
@@ -239,15 +224,17 @@ class TimmSwinV2(_TimmSwinFamily):
     def mlp(self, block: nn.Module, xn: torch.Tensor) -> torch.Tensor:
         return block.norm2(block.mlp(xn))
 
-    def _project_qkv(self, attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
-        if attn.q_bias is None:
-            return attn.qkv(x)
-        bias = torch.cat((attn.q_bias, attn.k_bias, attn.v_bias))  # k_bias is a zero buffer
-        if attn.qkv_bias_separate:
-            return attn.qkv(x) + bias
-        return F.linear(x, attn.qkv.weight, bias)
+    def attention_projections(self, attn: nn.Module, spatial: SpatialContext | None = None) -> AttentionProjections:
+        self._refuse_spatial(spatial)
+        return timm_projections(attn, qkv=lambda x: _cosine_qk(attn, timm_qkv(attn, x)), scale=1.0)
 
-    def _query_key(self, attn: nn.Module, q: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, float]:
-        # Cosine similarity times the frozen per-head logit scale, clamped as timm does (at most 100).
-        logit_scale = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp()  # (heads, 1, 1)
-        return F.normalize(q, dim=-1) * logit_scale, F.normalize(k, dim=-1), 1.0
+
+def _cosine_qk(attn: nn.Module, qkv: torch.Tensor) -> torch.Tensor:
+    """V2's cosine attention as plain dot products: unit q and k per head, q times the logit scale.
+
+    Packed (*, 3, heads, d) in and out. The frozen per-head logit scale is clamped as timm does
+    (at most 100).
+    """
+    q, k, v = qkv.unbind(-3)  # (*, heads, d) each
+    logit_scale = torch.clamp(attn.logit_scale, max=math.log(1.0 / 0.01)).exp().view(-1, 1)  # (heads, 1)
+    return torch.stack((F.normalize(q, dim=-1) * logit_scale, F.normalize(k, dim=-1), v), dim=-3)

@@ -42,7 +42,7 @@ class TimmViT(TimmFamily):
     def block_forward(self, block: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         return block(x)
 
-    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext | None) -> torch.Tensor:
+    def attend(self, attn: nn.Module, x: torch.Tensor, spatial: SpatialContext) -> torch.Tensor:
         return attn(x)
 
     def scale1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:

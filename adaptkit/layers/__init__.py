@@ -1,7 +1,15 @@
 """Pure building blocks that know nothing about any backbone family."""
 
 from adaptkit.layers.adapter import Adapter
+from adaptkit.layers.attention import AttentionProjections, frame_self_attention, self_attention
 from adaptkit.layers.temporal_bias import RelativeTemporalBias
 from adaptkit.layers.temporal_embedding import TemporalEmbedding
 
-__all__ = ["Adapter", "RelativeTemporalBias", "TemporalEmbedding"]
+__all__ = [
+    "Adapter",
+    "AttentionProjections",
+    "RelativeTemporalBias",
+    "TemporalEmbedding",
+    "frame_self_attention",
+    "self_attention",
+]

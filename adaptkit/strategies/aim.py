@@ -11,7 +11,6 @@ from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, SpatialContext
 from adaptkit.layers import Adapter
-from adaptkit.layers.video import from_time_sequences, to_time_sequences
 from adaptkit.strategies.base import (
     StrategyConfig,
     VideoBlock,
@@ -116,15 +115,18 @@ class AIMBlock(VideoBlock):
 
     With ``x`` of shape (B*T, N, D)::
 
-        xt = T_adapter(attn(norm1(regroup(x))))         # regroup: (B*N, T, D); T_adapter has no skip
-        x  = x + drop_path(regroup_back(xt))
+        xt = T_adapter(attn_over_time(norm1(x)))        # T_adapter has no skip
+        x  = x + drop_path(xt)
         x  = x + S_adapter(attn(norm1(x)))              # S_adapter has a skip
         xn = norm2(x)
         x  = x + mlp(xn) + drop_path(scale * MLP_adapter(xn))
 
-    Both attentions are the block's own frozen module and norm; the temporal one runs on the
-    regrouped tensor with no spatial position machinery, plus a new trainable relative temporal
-    bias where the family has one (Swin). Fresh adapters leave the block's output exactly unchanged.
+    Both attentions are the block's own frozen module and norm. ``attn_over_time`` attends, for
+    each token position of a clip, over its T frames (the reference regroups tokens into (B*N, T, D)
+    sequences; here norm, projections and adapters run per token in the frame-folded layout and
+    only the attention mixes frames), with no spatial position machinery, plus a new trainable
+    relative temporal bias where the family has one (Swin). Fresh adapters leave the block's output
+    exactly unchanged.
 
     Args:
         block: The frozen image block.
@@ -153,11 +155,11 @@ class AIMBlock(VideoBlock):
     def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
         f, blk = self.family, self.block
         if self.temporal_adapter is not None:
-            xt = f.norm1(blk, to_time_sequences(x, num_frames))  # (B*N, T, D)
+            xt = f.norm1(blk, x)  # (B*T, N, D): per token, so no regrouping
             if self.temporal_adapter_in is not None:
                 xt = self.temporal_adapter_in(xt)
-            xt = self.temporal_adapter(f.scale1(blk, f.attend_time(blk, xt, self.temporal_bias)))
-            x = x + self.drop_path(from_time_sequences(xt, x, num_frames))  # back to (B*T, N, D)
+            xt = self.temporal_adapter(f.scale1(blk, f.attend_time(blk, xt, num_frames, self.temporal_bias)))
+            x = x + self.drop_path(xt)
 
         xs = f.scale1(blk, f.attend_space(blk, f.norm1(blk, x), spatial))
         if self.spatial_adapter is not None:

@@ -11,7 +11,6 @@ from timm.layers import DropPath
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, SpatialContext
-from adaptkit.layers.video import from_time_sequences, to_time_sequences
 from adaptkit.strategies.base import StrategyConfig, VideoBlock, check_range, drop_path_rates, register_strategy
 
 if TYPE_CHECKING:
@@ -54,9 +53,10 @@ class TimeSformerConfig(StrategyConfig):
 
 
 class DividedSpaceTimeBlock(VideoBlock):
-    """``x = x + drop_path(temporal_fc(temporal_attn(temporal_norm(regroup(x)))))``, then the block.
+    """``x = x + drop_path(temporal_fc(temporal_attn(temporal_norm(x))))``, then the block.
 
-    Temporal attention runs over all token positions (class token included) of each clip.
+    ``temporal_attn`` attends over the clip's frames, token position by token position (class
+    token included), on frame-folded tokens (B*T, N, D).
     """
 
     def __init__(self, block: nn.Module, family: BackboneFamily, drop_path: float) -> None:
@@ -70,9 +70,9 @@ class DividedSpaceTimeBlock(VideoBlock):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
-        xt = self.temporal_norm(to_time_sequences(x, num_frames))  # (B*N, T, D)
-        xt = self.temporal_fc(self.family.attend(self.temporal_attn, xt, None))
-        x = x + self.drop_path(from_time_sequences(xt, x, num_frames))  # (B*T, N, D)
+        xt = self.temporal_norm(x)  # (B*T, N, D)
+        xt = self.temporal_fc(self.family.attend_frames(self.temporal_attn, xt, num_frames))
+        x = x + self.drop_path(xt)
         return self.family.block_forward(self.block, x, spatial)
 
 

@@ -1,0 +1,131 @@
+"""Multi-head self-attention written once, over any frozen attention module's projections.
+
+A backbone family describes one attention module as :class:`AttentionProjections`: how tokens
+become packed q/k/v and how the attended values become the module's output. Both are per-token
+maps, so they run in whatever layout the tokens are in. Only the softmax step mixes tokens:
+
+- :func:`self_attention` attends along the sequences of (S, L, D) tokens (spatial attention, or
+  any plain sequence);
+- :func:`frame_self_attention` attends along the frames of frame-folded tokens (B*T, *tokens, D):
+  each token position of a clip attends to itself in the clip's other frames. Tokens are never
+  regrouped into sequences over time; the attention reads q/k/v on a (B, T, N, 3, heads, d) view
+  of the projection's output and writes its result frame-folded (AIM's temporal attention).
+
+Attention over frames runs ``scaled_dot_product_attention`` on strided views of q/k/v (on CPU
+measured faster than regrouping the tokens first, or than an einsum formulation).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+
+
+class AttentionProjections(NamedTuple):
+    """What :func:`self_attention` and :func:`frame_self_attention` need from one attention module.
+
+    Built by a backbone family (``family.attention_projections(attn)``), which is the only code that
+    knows the module's attribute names. The attention computed is
+    ``out(softmax(scale * q @ k^T + bias) @ v, x)`` per head, with ``q, k, v = qkv(x).unbind(-3)``.
+    """
+
+    qkv: Callable[[torch.Tensor], torch.Tensor]
+    """Tokens (*, D) -> packed q/k/v (*, 3, heads, head_dim), per token. Includes whatever the module
+    does to q and k token by token (q/k norms, cosine normalisation and logit scale, rotary
+    embeddings for spatial attention), so that what remains is plain scaled dot-product attention."""
+    out: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+    """(attended values (*, heads * head_dim), the tokens x (*, D)) -> the module's output (*, D):
+    scale norm, gate, output projection and its dropout, as the module applies them."""
+    scale: float
+    """Softmax scale applied to q @ k^T (1/sqrt(head_dim), or 1 for cosine attention)."""
+    dropout: float = 0.0
+    """Attention-weight dropout probability (0 in eval mode)."""
+    bias: torch.Tensor | None = None
+    """Additive attention bias broadcastable to (S, heads, L, L) for :func:`self_attention`
+    (a spatial relative position bias); None along time."""
+
+
+def self_attention(projections: AttentionProjections, x: torch.Tensor) -> torch.Tensor:
+    """Self-attention along the sequences of ``x``: (S, L, D) -> (S, L, D)."""
+    qkv = projections.qkv(x)  # (S, L, 3, heads, head_dim)
+    q, k, v = qkv.unbind(-3)
+    out = attend_sequences(q, k, v, scale=projections.scale, bias=projections.bias, dropout_p=projections.dropout)
+    return projections.out(out, x)
+
+
+def frame_self_attention(
+    projections: AttentionProjections, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Self-attention over the frames of each clip, token position by token position.
+
+    Args:
+        projections: The attention module's projections (no spatial position machinery).
+        x: Frame-folded tokens (B*T, *tokens, D).
+        num_frames: T.
+        bias: Optional additive bias (heads, T, T) over (query frame, key frame), e.g. a
+            :class:`~adaptkit.layers.RelativeTemporalBias`'s output.
+
+    Returns:
+        (B*T, *tokens, D), frame-folded like ``x``.
+    """
+    qkv = projections.qkv(x)  # (B*T, *tokens, 3, heads, head_dim), per token
+    out = attend_frames(qkv, num_frames, scale=projections.scale, bias=bias, dropout_p=projections.dropout)
+    return projections.out(out, x)
+
+
+def attend_sequences(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, *, scale: float, bias: torch.Tensor | None = None,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """softmax(scale * q k^T + bias) v along dim -3: q, k, v (*, L, heads, d) -> (*, L, heads * d)."""
+    # (*, L, heads, d) -> (*, heads, L, d): the layout scaled_dot_product_attention expects.
+    q, k, v = (t.transpose(-3, -2) for t in (q, k, v))
+    mask = None if bias is None else bias.to(q.dtype)
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return out.transpose(-3, -2).flatten(-2)  # (*, L, heads * d)
+
+
+def attend_frames(
+    qkv: torch.Tensor, num_frames: int, *, scale: float, bias: torch.Tensor | None = None, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """Attention over frames on packed, frame-folded q/k/v.
+
+    Args:
+        qkv: (B*T, *tokens, 3, heads, d), e.g. the fused qkv projection's output viewed per head.
+        num_frames: T.
+        scale: Softmax scale.
+        bias: Optional additive bias (heads, T, T) (query frame, key frame); gets a gradient.
+        dropout_p: Attention-weight dropout (forces the PyTorch path).
+
+    Returns:
+        (B*T, *tokens, heads * d): token n of frame t attended over token n of every frame of its clip.
+
+    Raises:
+        ValueError: if the leading dimension is not a multiple of ``num_frames``.
+    """
+    if qkv.shape[0] % num_frames:
+        raise ValueError(f"{qkv.shape[0]} frame-folded rows are not a whole number of {num_frames}-frame clips")
+    *lead, three, heads, dim = qkv.shape
+    tokens = math.prod(lead[1:])
+    # (B*T, *tokens, 3, heads, d) -> (B, T, N, 3, heads, d): a view of the projection's output.
+    packed = qkv.reshape(-1, num_frames, tokens, three, heads, dim)
+    out = frame_attention_reference(packed, bias, scale, dropout_p)
+    return out.reshape(*lead, heads * dim)
+
+
+def frame_attention_reference(
+    packed: torch.Tensor, bias: torch.Tensor | None, scale: float, dropout_p: float = 0.0
+) -> torch.Tensor:
+    """The PyTorch path: packed q/k/v (B, T, N, 3, heads, d) -> (B, T, N, heads, d).
+
+    ``scaled_dot_product_attention`` reads q/k/v through strided (B, N, heads, T, d) views; only
+    the output is copied back to the frame-folded layout.
+    """
+    q, k, v = packed.permute(3, 0, 2, 4, 1, 5).unbind(0)  # 3 x (B, N, heads, T, d), views
+    mask = None if bias is None else bias.to(q.dtype)  # (heads, T, T), broadcast over B and N
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)
+    return out.permute(0, 3, 1, 2, 4)  # (B, T, N, heads, d)
