@@ -1,12 +1,23 @@
 """Video data pipeline: decoding, frame sampling, annotations, augmentation, datasets and multi-view evaluation.
 
-Typical training input path::
+The training input path, on a tiny generated dataset (workers return uint8 clips; normalisation and mixing run
+batched on the accelerator):
 
-    ann = load_annotations("kinetics_csv", "train.csv", root="k400/train")
-    ds = VideoClipDataset(ann, DenseSampler(8, 16), VideoTrainTransform(AugmentConfig.kinetics()))
-    # in the loop, on the accelerator:
-    clips = VideoNormalize(mean, std)(batch.to(device))          # (B, C, T, H, W) float
-    clips, targets = BatchMixer(num_classes, label_smoothing=0.1)(clips, labels.to(device))
+>>> import tempfile, torch
+>>> from adaptkit.data import (AugmentConfig, BatchMixer, DenseSampler, VideoClipDataset, VideoNormalize,
+...                            VideoTrainTransform, load_annotations, write_synthetic_videos)
+>>> list_file = write_synthetic_videos(tempfile.mkdtemp(), 4, num_frames=40, size=48, num_classes=2)
+>>> ann = load_annotations("video_list", list_file, root=list_file.parent)
+>>> ds = VideoClipDataset(ann, DenseSampler(8, 4), VideoTrainTransform(AugmentConfig(crop_size=32, resize_size=40)))
+>>> clip, label, index = ds[0]
+>>> clip.shape, clip.dtype                                    # (T, C, H, W)
+(torch.Size([8, 3, 32, 32]), torch.uint8)
+>>> batch = torch.stack([ds[i][0] for i in range(4)])         # what a DataLoader yields: (B, T, C, H, W)
+>>> labels = torch.tensor([ds[i][1] for i in range(4)])
+>>> clips = VideoNormalize([0.5] * 3, [0.5] * 3)(batch)       # (B, C, T, H, W) float
+>>> clips, targets = BatchMixer(2, label_smoothing=0.1)(clips, labels)
+>>> clips.shape, targets.shape
+(torch.Size([4, 3, 8, 32, 32]), torch.Size([4, 2]))
 """
 
 from .annotations import (
