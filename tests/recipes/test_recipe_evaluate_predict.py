@@ -50,7 +50,7 @@ def test_evaluate_multi_view_on_real_videos(trained: Path, tmp_path: Path, capsy
     assert result.num_videos == 6 and result.skipped_ids == ["broken"]
     assert result.video_ids == [f"{name}/video_{i:05d}" for i, name in enumerate(motion_class_names(6))]
     out = capsys.readouterr().out
-    assert "chance 16.7%" in out and "broken.mp4" in out
+    assert "chance 16.7%" in out and f"top-5 {100 * result.top5:.1f}%" in out and "broken.mp4" in out
     assert json.loads((trained / "eval_result.json").read_text())["video_ids"] == result.video_ids
 
 

@@ -30,6 +30,9 @@ def test_two_steps_on_synthetic_data(tmp_path: Path, synthetic_args, capsys: pyt
     assert "trainable params: " in out and " || all params: " in out and " || trainable%: " in out
     assert summary["step"] == summary["total_steps"] == 2 and not summary["stopped"]
     assert "chance 25.0%" in out and "no videos skipped" in out
+    assert "top-5" not in out  # 4 classes: top-5 would always be 100%
+    # The banner names the architecture built (the config's model name is a full-size ViT shrunk by model.kwargs).
+    assert "backbone vit_tiny_patch16_224 (depth 1, width 32, patch 8, 32x32 input) (random init), strategy aim" in out
     for name in ("adapter_config.json", "adapter_model.safetensors", "config.yaml", "classes.json",
                  "image_model.safetensors"):
         assert (run_dir / "final" / name).is_file(), name
