@@ -451,7 +451,7 @@ class TrainRecipe:
     # ------------------------------------------------------------------------------------------ all steps
     def run(self) -> dict[str, Any]:
         """Every step in order; returns the summary. A run that fails before its first optimizer step removes the
-        run folder it created (an existing one is left as it was, minus the failed start's logs)."""
+        run folder it created, and says so (a folder that existed before is kept, and the message names it)."""
         if self.config.eval.at_end and not has_eval_data(self.config) and self.world.is_main:
             log.warning("no data.val.annotations: the model will not be evaluated")
         self.setup_data()
@@ -463,10 +463,14 @@ class TrainRecipe:
         try:
             self.train()
         except BaseException:
-            if created and self.step == first_step and self.world.is_main:
+            if self.step == first_step and self.world.is_main:
                 self.metrics.close()
-                shutil.rmtree(self.run_dir, ignore_errors=True)
-                log.error("the run failed before its first step; removed its folder %s", self.run_dir)
+                if created:
+                    shutil.rmtree(self.run_dir, ignore_errors=True)
+                    log.error("the run failed before its first step; removed its folder %s", self.run_dir)
+                else:
+                    log.error("the run failed before its first step; its folder %s existed before and is left in "
+                              "place", self.run_dir)
             raise
         return self.finish()
 

@@ -245,3 +245,17 @@ def test_the_wheel_installs_a_working_command(tmp_path: Path) -> None:
     assert (work / "runs" / DEFAULT_CONFIG / "final" / "adapter_model.safetensors").is_file()
     failed = adaptkit_cmd("train", "--config", "k400_vitb16_8x16")
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "data.train.annotations" in failed.stderr
+
+
+def test_recipes_use_only_the_public_api() -> None:
+    """No recipe imports a private adaptkit module (``adaptkit._io`` and the like) or a private name."""
+    import ast
+
+    for path in sorted((REPO / "recipes").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("adaptkit"):
+                assert not any(part.startswith("_") for part in node.module.split(".")), (path.name, node.module)
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.endswith("__")]
+                assert not private, (path.name, node.module, private)
+            if isinstance(node, ast.Import):
+                assert not any(a.name.startswith("adaptkit") and "._" in a.name for a in node.names), path.name

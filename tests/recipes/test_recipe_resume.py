@@ -56,15 +56,17 @@ def test_each_setup_step_runs_on_its_own_and_writes_nothing(tmp_path: Path, synt
     assert (tmp_path / "run" / "config.yaml").is_file() and (tmp_path / "run" / "image_model.safetensors").is_file()
 
 
-def test_a_config_that_fails_before_the_first_step_leaves_no_run_folder(tmp_path: Path, synthetic_args) -> None:
+def test_a_config_that_fails_before_the_first_step_leaves_no_run_folder(tmp_path: Path, synthetic_args,
+                                                                       capsys: pytest.CaptureFixture) -> None:
     run_dir = tmp_path / "run"
     with pytest.raises(ValueError, match="do not fill one step"):  # fails in setup_data
         train.main(synthetic_args(run_dir) + ["data.synthetic.train_videos=2"])
     assert not run_dir.exists()
-    # Fails inside the first forward pass, after the run folder was created: it is removed again.
+    # Fails inside the first forward pass, after the run folder was created: it is removed again, and said so.
     with pytest.raises(Exception):
         train.main(synthetic_args(run_dir) + ["data.augment.crop_size=24", "data.synthetic.size=24"])
     assert not run_dir.exists()
+    assert f"the run failed before its first step; removed its folder {run_dir}" in capsys.readouterr().err
 
 
 def test_files_get_the_users_umask(tmp_path: Path, synthetic_args) -> None:
