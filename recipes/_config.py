@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from adaptkit import list_strategies
-from adaptkit.data import AugmentConfig, list_annotation_formats
+from adaptkit.data import DENSE_TEST_CONVENTIONS, AugmentConfig, list_annotation_formats
 from adaptkit.strategies import make_strategy
 
 CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped configs (installed with the package)
@@ -71,9 +71,11 @@ class DataConfig:
     num_frames: int = 8  # frames per clip T (the model is built for T)
     sampling: str = "dense"  # "dense" (Kinetics: clip_len x frame_interval) or "segment" (SSv2, Diving-48)
     frame_interval: int = 16  # dense sampling step between frames (ignored by segment sampling)
+    # dense test-view layout: "mmaction2-0.x" (the AIM authors' code, used by the paper configs) or "mmaction2-1.x"
+    test_convention: str = "mmaction2-1.x"
     batch_size: int = 8  # clips per device per forward pass
     num_workers: int = 4  # DataLoader workers per device
-    decode_backend: str | None = None  # "pyav" or "torchcodec"; None = torchcodec when it loads, else PyAV
+    decode_backend: str | None = None  # "pyav" or "torchcodec"; None = PyAV (faster on CPU, measured)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see adaptkit.data.AugmentConfig
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -239,6 +241,7 @@ def validate(config: RecipeConfig) -> None:
 
     _one_of(data.source, "data.source", ["video", "synthetic"])
     _one_of(data.sampling, "data.sampling", ["dense", "segment"])
+    _one_of(data.test_convention, "data.test_convention", list(DENSE_TEST_CONVENTIONS))
     if data.source == "video":
         _one_of(data.format, "data.format", list_annotation_formats())
     if data.decode_backend is not None:

@@ -32,7 +32,8 @@ from recipes._distributed import World
 def frame_sampler(data: DataConfig, num_clips: int = 1, test_mode: bool = False) -> DenseSampler | SegmentSampler:
     """Dense (``num_frames`` x ``frame_interval``) or segment sampling, as ``data.sampling`` says."""
     if data.sampling == "dense":
-        return DenseSampler(data.num_frames, data.frame_interval, num_clips=num_clips, test_mode=test_mode)
+        return DenseSampler(data.num_frames, data.frame_interval, num_clips=num_clips, test_mode=test_mode,
+                            test_convention=data.test_convention)
     return SegmentSampler(data.num_frames, num_clips=num_clips, test_mode=test_mode)
 
 

@@ -48,7 +48,7 @@ from .probe import TRUNCATION_TOLERANCE, VideoIndex, probe_video
 from .encode import encode_video, encoder_available
 from .metrics import EvaluationResult, mean_class_accuracy, top_k_accuracy
 from .records import AnnotationError, Annotations, VideoRecord
-from .sampling import DenseSampler, FrameSampler, SegmentSampler
+from .sampling import DENSE_TEST_CONVENTIONS, DenseSampler, FrameSampler, SegmentSampler
 from .skips import SkipTracker
 from .synthetic import (
     SyntheticMotionDataset,
@@ -63,6 +63,7 @@ from .views import evaluate_multi_view, multi_view_scores
 __all__ = [
     "ANNOTATION_FORMATS",
     "DECODE_BACKENDS",
+    "DENSE_TEST_CONVENTIONS",
     "SKIPPED_LABEL",
     "TRUNCATION_TOLERANCE",
     "VIDEO_EXTENSIONS",

@@ -1,7 +1,9 @@
-"""Frame samplers following the MMAction2 conventions used by the AIM reference.
+"""Frame samplers following MMAction2's ``SampleFrames`` (dense) and ``UniformSample`` (segment) conventions.
 
 A sampler maps a video's frame count to frame indices of shape (num_clips, clip_len), int64:
 ``indices = sampler(num_frames, rng)``. Training samplers draw from ``rng``; test-mode samplers are deterministic.
+Dense test views come in two layouts that MMAction2 changed between versions: the AIM authors' code (MMAction2 0.x)
+and MMAction2 1.x; :data:`DENSE_TEST_CONVENTIONS` names them.
 """
 
 from __future__ import annotations
@@ -11,7 +13,11 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["DenseSampler", "FrameSampler", "SegmentSampler"]
+__all__ = ["DENSE_TEST_CONVENTIONS", "DenseSampler", "FrameSampler", "SegmentSampler"]
+
+# Dense test-view layouts by name. "mmaction2-0.x": the AIM authors' code, with which the paper's numbers were
+# measured; "mmaction2-1.x": first clip at 0, last ending at the video end.
+DENSE_TEST_CONVENTIONS = ("mmaction2-0.x", "mmaction2-1.x")
 
 
 class FrameSampler(Protocol):
@@ -41,29 +47,46 @@ class DenseSampler:
 
     Train: span = clip_len * interval, avg = (n - span + 1) // num_clips; if avg > 0 each clip starts at
     ``i * avg + randint(avg)``, otherwise at sorted random offsets in [0, n - span] (0 when n <= span).
-    Test: span = (clip_len - 1) * interval + 1, max_off = max(n - span, 0); several clips are spread evenly with the
-    first at 0 and the last ending at the video end (``round(i * max_off / (k - 1))``), a single clip is centred
-    (``max_off // 2``). Indices are ``offset + arange(clip_len) * interval``, wrapped modulo n ("loop") for short
-    videos.
+    Test, ``test_convention="mmaction2-1.x"``: span = (clip_len - 1) * interval + 1, max_off = max(n - span, 0);
+    several clips are spread evenly with the first at 0 and the last ending at the video end
+    (``round(i * max_off / (k - 1))``), a single clip is centred (``max_off // 2``).
+    Test, ``test_convention="mmaction2-0.x"`` (the AIM authors' code, used for the paper's numbers):
+    avg = (n - clip_len * interval + 1) / k, clip i starts at ``int(avg * (i + 0.5))``; every start is 0 when
+    n < clip_len * interval. For n=300, 8x16, 3 clips: 1.x starts at [0, 94, 187], 0.x at [28, 86, 144].
+    Indices are ``offset + arange(clip_len) * interval``, wrapped modulo n ("loop") for short videos.
 
     Args:
         clip_len: frames per clip.
         frame_interval: step between sampled frames.
         num_clips: clips per video (temporal views at test time).
         test_mode: deterministic test offsets instead of random training offsets.
+        test_convention: the test-view layout, one of :data:`DENSE_TEST_CONVENTIONS`.
+
+    Raises:
+        ValueError: a non-positive size, or an unknown ``test_convention``.
 
     Example:
         >>> DenseSampler(clip_len=4, frame_interval=2, num_clips=1, test_mode=True)(20)
         array([[ 6,  8, 10, 12]])
+        >>> DenseSampler(4, 2, num_clips=2, test_mode=True, test_convention="mmaction2-0.x")(20)
+        array([[ 3,  5,  7,  9],
+               [ 9, 11, 13, 15]])
+        >>> DenseSampler(4, 2, num_clips=2, test_mode=True, test_convention="mmaction2-1.x")(20)
+        array([[ 0,  2,  4,  6],
+               [13, 15, 17, 19]])
     """
 
     clip_len: int
     frame_interval: int = 1
     num_clips: int = 1
     test_mode: bool = False
+    test_convention: str = "mmaction2-1.x"
 
     def __post_init__(self) -> None:
         _check_positive(clip_len=self.clip_len, frame_interval=self.frame_interval, num_clips=self.num_clips)
+        if self.test_convention not in DENSE_TEST_CONVENTIONS:
+            raise ValueError(
+                f"test_convention must be one of {list(DENSE_TEST_CONVENTIONS)}, got {self.test_convention!r}")
 
     def _train_offsets(self, num_frames: int, rng: np.random.Generator) -> np.ndarray:
         span = self.clip_len * self.frame_interval
@@ -75,6 +98,12 @@ class DenseSampler:
         return np.zeros(self.num_clips, dtype=np.int64)
 
     def _test_offsets(self, num_frames: int) -> np.ndarray:
+        if self.test_convention == "mmaction2-0.x":
+            span = self.clip_len * self.frame_interval
+            if num_frames < span:  # MMAction2 0.x: `num_frames > span - 1` else zeros
+                return np.zeros(self.num_clips, dtype=np.int64)
+            average = (num_frames - span + 1) / self.num_clips
+            return (average * (np.arange(self.num_clips) + 0.5)).astype(np.int64)
         span = (self.clip_len - 1) * self.frame_interval + 1
         max_offset = max(num_frames - span, 0)
         if self.num_clips == 1:

@@ -43,6 +43,38 @@ def test_dense_test_two_clips():
     np.testing.assert_array_equal(DenseSampler(4, 3, 2, test_mode=True)(50), [[0, 3, 6, 9], [40, 43, 46, 49]])
 
 
+@pytest.mark.parametrize("num_frames, num_clips, starts", [
+    # MMAction2 0.x, by hand: avg = (n - 8 * 16 + 1) / k, start_i = int(avg * (i + 0.5)).
+    (300, 3, [28, 86, 144]),  # avg = 173 / 3 = 57.67: int(28.83), int(86.5), int(144.17)
+    (300, 1, [86]),  # avg = 173: int(86.5)
+    (200, 2, [18, 54]),  # avg = 73 / 2 = 36.5: int(18.25), int(54.75)
+    (128, 3, [0, 0, 0]),  # avg = 1 / 3: int(0.17), int(0.5), int(0.83)
+    (127, 3, [0, 0, 0]),  # shorter than 8 * 16 frames: every clip at 0
+    (120, 3, [0, 0, 0]),
+])
+def test_dense_test_mmaction2_0x_convention_of_the_aim_authors(num_frames, num_clips, starts):
+    sampler = DenseSampler(8, 16, num_clips, test_mode=True, test_convention="mmaction2-0.x")
+    expected = (np.array(starts)[:, None] + 16 * np.arange(8)) % num_frames
+    np.testing.assert_array_equal(sampler(num_frames), expected)
+
+
+@pytest.mark.parametrize("num_frames, num_clips, starts", [
+    # MMAction2 1.x, by hand: span = 7 * 16 + 1 = 113, max_off = n - 113, start_i = round(i * max_off / (k - 1)).
+    (300, 3, [0, 94, 187]),  # max_off 187: 0, round(93.5) = 94 (half to even), 187
+    (300, 1, [93]),  # max_off // 2
+    (120, 3, [0, 4, 7]),  # max_off 7: 0, round(3.5) = 4, 7
+])
+def test_dense_test_mmaction2_1x_convention(num_frames, num_clips, starts):
+    for sampler in (DenseSampler(8, 16, num_clips, test_mode=True),
+                    DenseSampler(8, 16, num_clips, test_mode=True, test_convention="mmaction2-1.x")):
+        np.testing.assert_array_equal(sampler(num_frames)[:, 0], starts)
+
+
+def test_unknown_test_convention_is_refused_naming_the_valid_ones():
+    with pytest.raises(ValueError, match="mmaction2-0.x"):
+        DenseSampler(8, 16, test_mode=True, test_convention="pyslowfast")
+
+
 def test_dense_short_video_loops():
     # n=10, 8x4: the clip spans 29/32 frames > 10, offset 0, indices wrap modulo 10
     expected = [[0, 4, 8, 2, 6, 0, 4, 8]]

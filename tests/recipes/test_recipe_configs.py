@@ -60,6 +60,7 @@ def test_paper_settings(path: Path) -> None:
     if dataset.startswith("k"):
         frames, interval = map(int, clip.split("x"))
         assert (config.data.sampling, config.data.num_frames, config.data.frame_interval) == ("dense", frames, interval)
+        assert config.data.test_convention == "mmaction2-0.x"  # the authors' test views, as the paper measured
         assert augment.hflip and augment.color_jitter == (0.4 if large else 0.0)
         assert (config.eval.num_clips, augment.test_crops) == ((3, 1) if dataset == "k400" else (3, 3))
     else:
@@ -122,6 +123,7 @@ def test_overrides_apply_with_types() -> None:
     (["model.options.ratios=0.5"], "ratios"),
     (["model.strategy=magic"], "model.strategy"),
     (["data.sampling=random"], "data.sampling"),
+    (["data.test_convention=mmaction2"], "data.test_convention"),
     (["optim.lr=-1"], "optim.lr"),
     (["train.global_batch_size=60"], "train.global_batch_size"),
     (["data.augment.test_crops=2"], "test_crops"),
