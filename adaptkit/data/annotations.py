@@ -187,16 +187,34 @@ def parse_kinetics_csv(
     return Annotations(records, class_names)
 
 
+# Where parse_ssv2_json looks for the class list, in order: the short name, then the official download's name.
+SSV2_LABEL_FILES = ("labels.json", "something-something-v2-labels.json")
+
+
 @register_annotation_format("ssv2_json")
 def parse_ssv2_json(
     path: str | os.PathLike[str], root: str | None = None, labels_path: str | os.PathLike[str] | None = None
 ) -> Annotations:
-    """Something-Something-v2 ``train.json`` / ``validation.json`` with ``labels.json`` (text -> id as a string).
+    """Something-Something-v2 ``train.json`` / ``validation.json`` with the labels file (text -> id as a string).
 
     The class is the entry's template with ``[`` and ``]`` removed; the video is ``{id}.webm``. ``labels_path``
-    defaults to ``labels.json`` next to ``path``.
+    defaults to the first of :data:`SSV2_LABEL_FILES` found next to ``path``: ``labels.json`` or the official
+    download's ``something-something-v2-labels.json``.
+
+    Raises:
+        AnnotationError: no labels file found (the message names both names and the ``labels_path`` option, in a
+            recipe ``data.options.labels_path``), or a malformed entry.
     """
-    labels_path = Path(path).with_name("labels.json") if labels_path is None else labels_path
+    if labels_path is None:
+        candidates = [Path(path).with_name(name) for name in SSV2_LABEL_FILES]
+        labels_path = next((c for c in candidates if c.is_file()), None)
+        if labels_path is None:
+            raise AnnotationError(
+                path, f"no SSv2 labels file next to it (looked for {' or '.join(SSV2_LABEL_FILES)}); pass labels_path "
+                "(in a recipe config: data.options.labels_path)")
+    elif not Path(labels_path).is_file():
+        raise AnnotationError(labels_path, "SSv2 labels file not found (set labels_path, in a recipe config "
+                                           "data.options.labels_path)")
     label_map = _read_json(labels_path)
     if not isinstance(label_map, dict):
         raise AnnotationError(labels_path, "expected an object mapping class text to id")

@@ -154,6 +154,23 @@ def test_ssv2_labels_with_non_numeric_id(tmp_path):
     assert str(tmp_path / "labels.json") in str(info.value)
 
 
+def test_ssv2_official_labels_file_name_is_found(tmp_path):
+    labels = {"Pushing something": "1", "Holding something": "0"}
+    write_json(tmp_path / "something-something-v2-labels.json", labels)
+    entries = [{"id": "7", "label": "pushing a cup", "template": "Pushing [something]", "placeholders": ["a cup"]}]
+    ann = load_annotations("ssv2_json", write_json(tmp_path / "validation.json", entries))
+    assert ann.classes == ["Holding something", "Pushing something"] and ann.records[0].label == 1
+
+
+def test_ssv2_missing_labels_file_names_the_option(tmp_path):
+    path = write_json(tmp_path / "train.json", [])
+    with pytest.raises(AnnotationError, match="data.options.labels_path") as info:
+        load_annotations("ssv2_json", path)
+    assert "something-something-v2-labels.json" in str(info.value) and str(path) in str(info.value)
+    with pytest.raises(AnnotationError, match="data.options.labels_path"):
+        load_annotations("ssv2_json", path, labels_path=tmp_path / "nope.json")
+
+
 def test_invalid_json_names_file_and_line(tmp_path, ssv2_labels):
     path = write(tmp_path / "train.json", '[\n{"id": "1",\n oops}\n]')
     with pytest.raises(AnnotationError, match="invalid JSON") as info:
