@@ -1,7 +1,7 @@
 """Frame-exact video decoding into uint8 (T, C, H, W) tensors, decoding only what the requested frames need.
 
-Two backends share one contract: torchcodec when it imports and its FFmpeg libraries load, PyAV otherwise. PyAV is
-a hard dependency and always works. Frame index ``i`` means the i-th frame shown to a viewer, so frames that an edit
+Two backends share one contract: PyAV (a hard dependency, always works, the default) and torchcodec (the optional
+``adaptkit[torchcodec]`` extra, which needs FFmpeg's shared libraries, and which alone decodes on a GPU with NVDEC). Frame index ``i`` means the i-th frame shown to a viewer, so frames that an edit
 list discards are never counted or returned; frames come out as displayed (a display rotation is applied).
 
 Both backends seek. A :class:`~adaptkit.data.probe.VideoIndex` (one demuxing pass, cached by the datasets) says where
@@ -59,7 +59,9 @@ def resized_shape(height: int, width: int, short_side: int | None) -> tuple[int,
 def _rotate(video: torch.Tensor, rotation: int) -> torch.Tensor:
     # FFmpeg's rotation is counter-clockwise, as is torch.rot90 from the H axis towards the W axis.
     turns = rotation // 90 % 4
-    return video if turns == 0 else torch.rot90(video, turns, dims=(-2, -1)).contiguous()
+    if turns == 0:
+        return video
+    return torch.rot90(video, turns, dims=(-2, -1)).contiguous(memory_format=torch.channels_last)
 
 
 def _stored_shape(height: int, width: int, rotation: int, short_side: int | None) -> tuple[int, int]:
@@ -86,23 +88,36 @@ class _Overshoot(Exception):
     """A seek landed after the target (an imprecise container index): decode from the start instead."""
 
 
-def _pyav_decode(path: str, wanted: np.ndarray, index: VideoIndex, short_side: int | None, threads: int,
-                 seek: bool) -> dict[int, np.ndarray]:
-    """Decode the sorted unique display indices ``wanted``; returns index -> (H, W, 3) uint8 RGB."""
-    frames: dict[int, np.ndarray] = {}
+class _Sink:
+    """The output (U, H, W, C) uint8, allocated once; each kept frame is converted to RGB (and resized by swscale in
+    the same pass) and copied into its slot: one plain copy per frame, no stacking, no transposing copy."""
+
+    def __init__(self, wanted: np.ndarray, height: int, width: int) -> None:
+        self.slots = {frame: slot for slot, frame in enumerate(wanted.tolist())}
+        self.out = torch.empty((len(wanted), height, width, 3), dtype=torch.uint8)
+        self.filled: set[int] = set()
+
+    def keep(self, shown: int, frame: Any) -> None:
+        height, width = self.out.shape[1:3]
+        array = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="BILINEAR")
+        self.out[self.slots[shown]] = torch.from_numpy(array)
+        self.filled.add(shown)
+
+
+def _pyav_decode(path: str, sink: _Sink, index: VideoIndex, threads: int) -> None:
+    """Fill ``sink`` with its frames, seeking to the keyframe before each group of them."""
     container, stream = open_video_stream(path, threads)
-    height, width = _stored_shape(stream.height, stream.width, index.rotation, short_side)
     # Any key_interval consecutive frames hold a keyframe, so a target that far ahead is worth a seek.
     far = index.key_interval
     position = 0  # display index the decoder would produce next without seeking
     decoded = 0
-    kept_pts = set(index.pts_of(wanted).tolist())
+    pending = sorted(sink.slots)
+    kept_pts = set(index.pts_of(np.asarray(pending)).tolist())
     try:
         with container:
-            pending = list(wanted.tolist())
             while pending:
                 target, retried = pending[0], False
-                if seek and target - position >= far:
+                if target - position >= far:
                     container.seek(int(index.pts_of(np.array([target]))[0]), stream=stream)
                 while True:
                     try:
@@ -116,60 +131,53 @@ def _pyav_decode(path: str, wanted: np.ndarray, index: VideoIndex, short_side: i
                             position = shown + 1
                             if shown == pending[0]:
                                 pending.pop(0)
-                                # RGB conversion (and the decoder-side resize) only for kept frames.
-                                frames[shown] = frame.to_ndarray(format="rgb24", width=width, height=height,
-                                                                 interpolation="BILINEAR")
-                                if not pending or (seek and pending[0] - position >= far):
+                                sink.keep(shown, frame)  # RGB (and resizing) only for kept frames
+                                if not pending or pending[0] - position >= far:
                                     break  # the next group starts after a keyframe: seek again
                         else:
                             pending = []  # end of stream: the caller reports what is missing
                         break
                     except _Overshoot:
-                        if retried or not seek:
+                        if retried:
                             raise
                         # Some demuxers index keyframes by decode time: step back one keyframe interval and more.
                         retried, back = True, max(target - 2 * far, 0)
                         container.seek(int(index.pts_of(np.array([back]))[0]) - index.seek_margin, stream=stream)
     except (av.error.FFmpegError, OSError, ValueError) as error:
         raise VideoDecodeError(path, f"decoding failed after {decoded} frames: {error}") from error
-    return frames
 
 
-def _pyav_sequential(path: str, wanted: np.ndarray, index: VideoIndex, short_side: int | None,
-                     threads: int) -> dict[int, np.ndarray]:
+def _pyav_sequential(path: str, sink: _Sink, threads: int) -> None:
     # The reference path: decode from the start and count frames (libavcodec drops frames of discard packets).
-    frames: dict[int, np.ndarray] = {}
     container, stream = open_video_stream(path, threads)
-    height, width = _stored_shape(stream.height, stream.width, index.rotation, short_side)
-    keep, last = set(wanted.tolist()), int(wanted[-1])
+    last = max(sink.slots)
     count = 0
     try:
         with container:
             for frame in container.decode(stream):
-                if count in keep:
-                    frames[count] = frame.to_ndarray(format="rgb24", width=width, height=height,
-                                                     interpolation="BILINEAR")
+                if count in sink.slots:
+                    sink.keep(count, frame)
                 count += 1
                 if count > last:
                     break
     except (av.error.FFmpegError, OSError, ValueError) as error:
         raise VideoDecodeError(path, f"decoding failed after {count} frames: {error}") from error
-    return frames
 
 
 def _pyav_frames(path: str, unique: np.ndarray, index: VideoIndex, short_side: int | None, threads: int,
                  seek: bool) -> torch.Tensor:
-    try:
-        frames = _pyav_decode(path, unique, index, short_side, threads, seek) if seek else {}
-    except _Overshoot:
-        frames = {}
-    if len(frames) < len(unique):  # no timestamps, or an imprecise seek: count from the start
-        frames = _pyav_sequential(path, unique, index, short_side, threads)
-    missing = [i for i in unique.tolist() if i not in frames]
+    sink = _Sink(unique, *_stored_shape(index.height, index.width, index.rotation, short_side))
+    if seek:
+        try:
+            _pyav_decode(path, sink, index, threads)
+        except _Overshoot:
+            pass
+    if len(sink.filled) < len(unique):  # no timestamps, or an imprecise seek: count from the start
+        _pyav_sequential(path, sink, threads)
+    missing = [i for i in unique.tolist() if i not in sink.filled]
     if missing:
         raise VideoDecodeError(path, f"decoding failed: frames {missing[:5]} of {index.num_frames} not decodable")
-    video = torch.from_numpy(np.stack([frames[i] for i in unique.tolist()]))  # (U, H, W, C)
-    return _rotate(video.permute(0, 3, 1, 2), index.rotation)  # (U, C, H, W)
+    return _rotate(sink.out.permute(0, 3, 1, 2), index.rotation)  # (U, C, H, W), channels-last memory
 
 
 def _tiny_mp4() -> bytes:
@@ -233,8 +241,13 @@ DECODE_BACKENDS: dict[str, Backend] = {"pyav": _pyav_frames, "torchcodec": _torc
 
 
 def default_backend() -> str:
-    """The backend used when none is named: ``"torchcodec"`` if available, else ``"pyav"``."""
-    return "torchcodec" if torchcodec_available() else "pyav"
+    """The backend used when none is named: ``"pyav"``.
+
+    Measured (``python -m benchmarks.data_loading``): on CPU, PyAV with keyframe seeking and non-reference frames
+    skipped decodes a training clip faster than torchcodec in most file x sampler cells (it decodes every frame from
+    the keyframe on). Name ``"torchcodec"`` to use it; GPU decoding (NVDEC) needs it.
+    """
+    return "pyav"
 
 
 def _backend(name: str | None) -> Backend:
@@ -286,7 +299,9 @@ def decode_frames(
         seek: False decodes from the start of the file (the slow reference path, kept for benchmarks and tests).
 
     Returns:
-        uint8 tensor (len(indices), 3, H, W), RGB, as displayed, frame ``k`` being the frame at ``indices[k]``.
+        uint8 tensor (len(indices), 3, H, W), RGB, as displayed, frame ``k`` being the frame at ``indices[k]``. Its
+        memory is channels-last (a (T, H, W, 3) buffer seen as (T, 3, H, W), as decoders produce frames and
+        torchcodec returns them): no transposing copy; torchvision's uint8 resize is fastest on this layout.
 
     Raises:
         VideoDecodeError: missing, corrupt or truncated file, no video stream, or no decodable frame.
@@ -305,4 +320,6 @@ def decode_frames(
     index = probe_video(path) if index is None else index
     unique, inverse = np.unique(np.minimum(requested, index.num_frames - 1), return_inverse=True)
     batch = decode(path, unique, index, short_side, max(int(threads), 1), seek)  # (U, C, H, W)
-    return batch[torch.from_numpy(inverse.reshape(-1))].contiguous()  # (T, C, H, W)
+    if len(unique) == len(requested) and (unique == requested).all():
+        return batch  # sorted without repeats, as samplers mostly ask: no gather copy
+    return batch[torch.from_numpy(inverse.reshape(-1))]  # (T, C, H, W), the memory layout kept
