@@ -102,6 +102,23 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     assert log == [1, 2, 3, 4, 5, 6]
 
 
+def test_resume_with_a_dataloader_worker_matches_an_uninterrupted_run(tmp_path: Path, video_config: Path) -> None:
+    # Real videos through VideoClipDataset with random crops and flips drawn in a worker process: each clip's
+    # randomness must be a function of (seed, epoch, index), not of the worker's RNG history.
+    def args(run: str) -> list[str]:
+        return ["--config", str(video_config), f"train.output_dir={tmp_path / run}", "data.num_workers=1",
+                "train.max_steps=5", "train.checkpoint_every=2", "eval.at_end=false",
+                "data.augment.hflip=true", "data.augment.scale=[0.2,1.0]"]
+
+    straight = train.main(args("straight"))
+    assert train.main(args("resumed") + ["train.stop_at_step=3"])["stopped"]
+    resumed = train.main(args("resumed") + ["--resume"])
+    assert resumed["step"] == straight["step"] == 5
+    expected, got = adapter(tmp_path / "straight"), adapter(tmp_path / "resumed")
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
+
+
 def test_checkpoint_state_loads_without_pickled_code(tmp_path: Path, synthetic_args) -> None:
     train.main(synthetic_args(tmp_path / "run") + ["eval.at_end=false"])
     checkpoint = list_checkpoints(tmp_path / "run")[-1]
