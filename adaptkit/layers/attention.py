@@ -11,7 +11,10 @@ maps, so they run in whatever layout the tokens are in. Only the softmax step mi
   regrouped into sequences over time; the attention reads q/k/v on a (B, T, N, 3, heads, d) view
   of the projection's output and writes its result frame-folded (AIM's temporal attention).
 
-Attention over frames runs ``scaled_dot_product_attention`` on strided views of q/k/v (on CPU
+Attention over frames picks its implementation by device. On CUDA, with Triton, a short-sequence
+kernel (forward and backward, a ``torch.library.triton_op`` that ``torch.compile`` traces into:
+:mod:`adaptkit.layers.frame_attention_triton`). Elsewhere, with attention dropout, and for clips
+longer than the kernel takes, ``scaled_dot_product_attention`` on strided views of q/k/v (on CPU
 measured faster than regrouping the tokens first, or than an einsum formulation).
 """
 
@@ -23,6 +26,11 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+
+try:  # Triton is optional: without it (or off CUDA) attention over frames takes the PyTorch path.
+    from adaptkit.layers import frame_attention_triton as _kernel
+except ImportError:  # pragma: no cover - depends on the installation
+    _kernel = None
 
 
 class AttentionProjections(NamedTuple):
@@ -113,7 +121,10 @@ def attend_frames(
     tokens = math.prod(lead[1:])
     # (B*T, *tokens, 3, heads, d) -> (B, T, N, 3, heads, d): a view of the projection's output.
     packed = qkv.reshape(-1, num_frames, tokens, three, heads, dim)
-    out = frame_attention_reference(packed, bias, scale, dropout_p)
+    if _kernel is not None and dropout_p == 0.0 and _kernel.supports(packed):
+        out = _kernel.frame_attention(packed, bias, scale)  # (B, T, N, heads, d), written frame-folded
+    else:
+        out = frame_attention_reference(packed, bias, scale, dropout_p)
     return out.reshape(*lead, heads * dim)
 
 

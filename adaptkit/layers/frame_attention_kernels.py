@@ -1,0 +1,125 @@
+"""The Triton kernels behind :mod:`adaptkit.layers.frame_attention_triton` (see there for the design).
+
+Kept in their own module because ``@triton.jit`` decides at import time whether a kernel is
+compiled for the GPU or run by Triton's interpreter (``TRITON_INTERPRET=1``): tests reload this
+module with the interpreter on, and the ops pick the kernels up at call time.
+"""
+
+import triton
+import triton.language as tl
+
+
+@triton.jit
+def forward_kernel(
+    qkv_ptr, bias_ptr, out_ptr, lse_ptr,
+    s_b, s_t, s_n, s_c, s_h, s_d,  # packed q/k/v (B, T, N, 3, heads, d); s_c steps from q to k to v
+    sb_h, sb_i, sb_j,  # bias (heads, T, T)
+    so_b, so_t, so_n, so_h,  # output (B, T, N, heads, d), unit stride over d
+    sl_b, sl_t, sl_n,  # log-sum-exp (B, T, N, heads), unit stride over heads
+    num_tokens, num_frames, head_dim, scale,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1)
+    blocks_per_clip = tl.cdiv(num_tokens, BLOCK_N)
+    b = (pid // blocks_per_clip).to(tl.int64)
+    n = (pid % blocks_per_clip) * BLOCK_N + tl.arange(0, BLOCK_N)
+    t = tl.arange(0, BLOCK_T)
+    d = tl.arange(0, BLOCK_D)
+    n_ok, t_ok, d_ok = n < num_tokens, t < num_frames, d < head_dim
+    tile_mask = n_ok[:, None, None] & t_ok[None, :, None] & d_ok[None, None, :]
+    base = qkv_ptr + b * s_b + h * s_h
+    # (BLOCK_N, BLOCK_T, BLOCK_D): token position, query frame, channel.
+    q_offsets = n[:, None, None] * s_n + t[None, :, None] * s_t + d[None, None, :] * s_d
+    q = tl.load(base + q_offsets, mask=tile_mask, other=0.0).to(tl.float32) * scale
+    kv_offsets = n[:, None] * s_n + d[None, :] * s_d  # (BLOCK_N, BLOCK_D): one key frame
+    kv_mask = n_ok[:, None] & d_ok[None, :]
+
+    m = tl.full((BLOCK_N, BLOCK_T), float("-inf"), tl.float32)
+    denominator = tl.zeros((BLOCK_N, BLOCK_T), tl.float32)
+    acc = tl.zeros((BLOCK_N, BLOCK_T, BLOCK_D), tl.float32)
+    for j in range(num_frames):  # key frames, online softmax
+        k = tl.load(base + s_c + j * s_t + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+        v = tl.load(base + 2 * s_c + j * s_t + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+        s = tl.sum(q * k[:, None, :], axis=2)  # (BLOCK_N, BLOCK_T)
+        if HAS_BIAS:
+            s += tl.load(bias_ptr + h * sb_h + t * sb_i + j * sb_j, mask=t_ok, other=0.0).to(tl.float32)[None, :]
+        m_new = tl.maximum(m, s)
+        alpha = tl.exp(m - m_new)
+        p = tl.exp(s - m_new)
+        denominator = denominator * alpha + p
+        acc = acc * alpha[:, :, None] + p[:, :, None] * v[:, None, :]
+        m = m_new
+
+    out = acc / denominator[:, :, None]
+    out_offsets = b * so_b + h * so_h + n[:, None, None] * so_n + t[None, :, None] * so_t + d[None, None, :]
+    tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=tile_mask)
+    lse_offsets = b * sl_b + h + n[:, None] * sl_n + t[None, :] * sl_t
+    tl.store(lse_ptr + lse_offsets, m + tl.log(denominator), mask=n_ok[:, None] & t_ok[None, :])
+
+
+@triton.jit
+def backward_kernel(
+    qkv_ptr, bias_ptr, grad_out_ptr, lse_ptr, grad_qkv_ptr, grad_bias_ptr,
+    s_b, s_t, s_n, s_c, s_h, s_d,  # packed q/k/v
+    sb_h, sb_i, sb_j,  # bias
+    sg_b, sg_t, sg_n, sg_h, sg_d,  # gradient of the output (B, T, N, heads, d)
+    sl_b, sl_t, sl_n,  # log-sum-exp
+    sq_b, sq_t, sq_n, sq_c, sq_h,  # gradient of packed q/k/v, unit stride over d
+    sp_p, sp_h, sp_i,  # per-program partial bias gradient (programs, heads, T, T), unit stride over key frames
+    num_tokens, num_frames, head_dim, scale,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1)
+    blocks_per_clip = tl.cdiv(num_tokens, BLOCK_N)
+    b = (pid // blocks_per_clip).to(tl.int64)
+    n = (pid % blocks_per_clip) * BLOCK_N + tl.arange(0, BLOCK_N)
+    t = tl.arange(0, BLOCK_T)
+    d = tl.arange(0, BLOCK_D)
+    n_ok, t_ok, d_ok = n < num_tokens, t < num_frames, d < head_dim
+    rows_ok = n_ok[:, None] & t_ok[None, :]  # (BLOCK_N, BLOCK_T) query rows
+    tile_mask = rows_ok[:, :, None] & d_ok[None, None, :]
+    base = qkv_ptr + b * s_b + h * s_h
+    q = tl.load(base + n[:, None, None] * s_n + t[None, :, None] * s_t + d[None, None, :] * s_d,
+                mask=tile_mask, other=0.0).to(tl.float32)
+    grad_out = tl.load(grad_out_ptr + b * sg_b + h * sg_h + n[:, None, None] * sg_n + t[None, :, None] * sg_t
+                       + d[None, None, :] * sg_d, mask=tile_mask, other=0.0).to(tl.float32)
+    lse = tl.load(lse_ptr + b * sl_b + h + n[:, None] * sl_n + t[None, :] * sl_t, mask=rows_ok, other=0.0)
+    kv_offsets = n[:, None] * s_n + d[None, :] * s_d
+    kv_mask = n_ok[:, None] & d_ok[None, :]
+
+    # Pass 1: delta_i = sum_j p_ij dp_ij, which equals rowsum(dO * O): the output need not be saved.
+    delta = tl.zeros((BLOCK_N, BLOCK_T), tl.float32)
+    for j in range(num_frames):
+        k = tl.load(base + s_c + j * s_t + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+        v = tl.load(base + 2 * s_c + j * s_t + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+        s = tl.sum(q * k[:, None, :], axis=2) * scale
+        if HAS_BIAS:
+            s += tl.load(bias_ptr + h * sb_h + t * sb_i + j * sb_j, mask=t_ok, other=0.0).to(tl.float32)[None, :]
+        p = tl.where(rows_ok, tl.exp(s - lse), 0.0)
+        delta += p * tl.sum(grad_out * v[:, None, :], axis=2)
+
+    # Pass 2: gradients. Each program owns its token positions and head in every frame: no atomics.
+    grad_q = tl.zeros((BLOCK_N, BLOCK_T, BLOCK_D), tl.float32)
+    grad_base = grad_qkv_ptr + b * sq_b + h * sq_h
+    grad_kv_offsets = n[:, None] * sq_n + d[None, :]
+    for j in range(num_frames):
+        k = tl.load(base + s_c + j * s_t + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+        v = tl.load(base + 2 * s_c + j * s_t + kv_offsets, mask=kv_mask, other=0.0).to(tl.float32)
+        s = tl.sum(q * k[:, None, :], axis=2) * scale
+        if HAS_BIAS:
+            s += tl.load(bias_ptr + h * sb_h + t * sb_i + j * sb_j, mask=t_ok, other=0.0).to(tl.float32)[None, :]
+        p = tl.where(rows_ok, tl.exp(s - lse), 0.0)  # (BLOCK_N, BLOCK_T)
+        grad_p = tl.sum(grad_out * v[:, None, :], axis=2)
+        grad_s = p * (grad_p - delta)  # gradient of the logits (bias gradient included)
+        grad_v = tl.sum(p[:, :, None] * grad_out, axis=1)  # (BLOCK_N, BLOCK_D)
+        grad_k = tl.sum(grad_s[:, :, None] * q, axis=1) * scale
+        grad_q += grad_s[:, :, None] * k[:, None, :]
+        element = grad_qkv_ptr.dtype.element_ty
+        tl.store(grad_base + sq_c + j * sq_t + grad_kv_offsets, grad_k.to(element), mask=kv_mask)
+        tl.store(grad_base + 2 * sq_c + j * sq_t + grad_kv_offsets, grad_v.to(element), mask=kv_mask)
+        if HAS_BIAS:
+            tl.store(grad_bias_ptr + pid * sp_p + h * sp_h + t * sp_i + j, tl.sum(grad_s, axis=0), mask=t_ok)
+    q_offsets = n[:, None, None] * sq_n + t[None, :, None] * sq_t + d[None, None, :]
+    tl.store(grad_base + q_offsets, (grad_q * scale).to(grad_qkv_ptr.dtype.element_ty), mask=tile_mask)

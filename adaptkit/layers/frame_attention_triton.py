@@ -1,0 +1,126 @@
+"""Attention over a clip's frames as Triton kernels (forward and backward), registered with ``torch.library``.
+
+AIM's temporal attention runs B*N*heads independent softmax attentions of length T (8 to 32
+frames): tiny arithmetic, bound by memory traffic. On an H200, kernels built for long sequences,
+plus the copies that regroup tokens into sequences, cost far more than the maths.
+
+These kernels read q/k/v where the fused projection wrote them, through the strides of a
+(B, T, N, 3, heads, d) view, and write the output frame-folded (B, T, N, heads, d), i.e.
+(B*T, N, heads*d) as the output projection wants it. One program handles BLOCK_N token positions
+of one clip and one head, all frames: the (BLOCK_N, T, d) query tile stays in registers while
+the loop runs over key frames with an online softmax. The backward recomputes the attention
+weights from the saved log-sum-exp; it does not need the forward's output (the softmax-gradient
+term ``sum_j p_ij dp_ij`` is recomputed in a first pass over the key frames), so autograd keeps
+only q/k/v and the log-sum-exp. It writes the gradients of q, k and v into one packed
+(B, T, N, 3, heads, d) tensor, the gradient of the fused projection's output: no concatenation.
+
+Both kernels run inside ``torch.library.triton_op``s, so ``torch.compile`` traces into them
+without a graph break. The kernels themselves live in :mod:`adaptkit.layers.frame_attention_kernels`
+and are looked up at call time: with ``TRITON_INTERPRET=1`` set when that module is imported (or
+reloaded) they run on CPU tensors through Triton's interpreter, which is how the tests check them
+without a GPU.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from torch.library import triton_op, wrap_triton
+from triton.runtime.jit import JITFunction
+
+from adaptkit.layers import frame_attention_kernels as kernels
+
+MAX_FRAMES = 64
+"""Longer clips use ``scaled_dot_product_attention`` (a whole query tile would not fit in registers)."""
+MAX_HEAD_DIM = 256
+_TILE = 2048  # elements of one (BLOCK_N, BLOCK_T, BLOCK_D) register tile
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+
+def supports(packed: torch.Tensor) -> bool:
+    """Whether the kernels handle packed q/k/v (B, T, N, 3, heads, d) on its device and dtype."""
+    frames, head_dim = packed.shape[1], packed.shape[-1]
+    return packed.is_cuda and packed.dtype in _DTYPES and frames <= MAX_FRAMES and head_dim <= MAX_HEAD_DIM
+
+
+def frame_attention(packed: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+    """softmax(scale * q k^T + bias) v over frames: packed (B, T, N, 3, heads, d) -> (B, T, N, heads, d).
+
+    ``bias`` (heads, T, T) is indexed (query frame, key frame) and gets a gradient.
+    """
+    out, _ = torch.ops.adaptkit.frame_attention(packed, bias, scale)
+    return out
+
+
+def _block_sizes(frames: int, head_dim: int) -> tuple[int, int, int]:
+    block_t = triton.next_power_of_2(frames)
+    block_d = triton.next_power_of_2(head_dim)
+    block_n = max(1, min(64, _TILE // (block_t * block_d)))
+    return block_n, block_t, block_d
+
+
+def _launcher(kernel):  # noqa: ANN001, ANN202
+    # wrap_triton lets torch.compile trace the launch. Kernels run by Triton's interpreter are
+    # launched as they are (torch before 2.12 refuses to wrap them).
+    return wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
+
+
+def _bias_strides(bias: torch.Tensor | None) -> tuple[int, int, int]:
+    return (0, 0, 0) if bias is None else bias.stride()
+
+
+@triton_op("adaptkit::frame_attention", mutates_args=())
+def _frame_attention(packed: torch.Tensor, bias: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """packed q/k/v (B, T, N, 3, heads, d) -> (output (B, T, N, heads, d), log-sum-exp (B, T, N, heads) float32)."""
+    batch, frames, tokens, _, heads, head_dim = packed.shape
+    out = packed.new_empty(batch, frames, tokens, heads, head_dim)
+    lse = torch.empty(batch, frames, tokens, heads, device=packed.device, dtype=torch.float32)
+    block_n, block_t, block_d = _block_sizes(frames, head_dim)
+    grid = (batch * triton.cdiv(tokens, block_n), heads)
+    _launcher(kernels.forward_kernel)[grid](
+        packed, packed if bias is None else bias, out, lse,
+        *packed.stride(), *_bias_strides(bias), *out.stride()[:4], *lse.stride()[:3],
+        tokens, frames, head_dim, scale,
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
+    )
+    return out, lse
+
+
+@triton_op("adaptkit::frame_attention_backward", mutates_args=())
+def _frame_attention_backward(
+    grad_out: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, scale: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of packed q/k/v (B, T, N, 3, heads, d) and of the bias (heads, T, T); empty without a bias."""
+    batch, frames, tokens, _, heads, head_dim = packed.shape
+    block_n, block_t, block_d = _block_sizes(frames, head_dim)
+    programs = batch * triton.cdiv(tokens, block_n)
+    grad_packed = torch.empty(packed.shape, device=packed.device, dtype=packed.dtype)
+    # Each program writes its own slice of the bias gradient; summed below (deterministic, no atomics).
+    partial_shape = (programs, heads, frames, frames) if bias is not None else (0, 0, 0, 0)
+    partial = torch.empty(partial_shape, device=packed.device, dtype=torch.float32)
+    _launcher(kernels.backward_kernel)[(programs, heads)](
+        # Without a bias, real tensors stand in for the unused bias pointers (Triton refuses null ones).
+        packed, packed if bias is None else bias, grad_out, lse, grad_packed, grad_packed if bias is None else partial,
+        *packed.stride(), *_bias_strides(bias), *grad_out.stride(), *lse.stride()[:3],
+        *grad_packed.stride()[:5], *partial.stride()[:3],
+        tokens, frames, head_dim, scale,
+        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
+    )
+    grad_bias = partial.sum(0).to(bias.dtype) if bias is not None else partial.new_empty(0)
+    return grad_packed, grad_bias
+
+
+def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
+    packed, bias, scale = inputs
+    _, lse = output
+    ctx.save_for_backward(packed, bias, lse)  # not the output: the backward recomputes what it needs
+    ctx.scale = scale
+
+
+def _backward(ctx, grad_out: torch.Tensor, grad_lse: torch.Tensor | None):  # noqa: ANN001, ANN202
+    packed, bias, lse = ctx.saved_tensors
+    grad_packed, grad_bias = torch.ops.adaptkit.frame_attention_backward(grad_out, packed, bias, lse, ctx.scale)
+    return grad_packed, (grad_bias if bias is not None else None), None
+
+
+torch.library.register_autograd("adaptkit::frame_attention", _backward, setup_context=_setup_context)

@@ -1,0 +1,103 @@
+"""Checks of the Triton kernels for attention over frames against the PyTorch path.
+
+Used two ways by ``tests/test_frame_attention_kernel.py``:
+- on CUDA, imported and called with ``device="cuda"`` (compiled kernels, float32 and bfloat16);
+- without a GPU, run as a script in a fresh interpreter with ``TRITON_INTERPRET=1`` (Triton reads it
+  when it is imported, so it cannot be switched on inside the test process): the same kernels then
+  run on CPU tensors through Triton's interpreter. The script first checks that they really are
+  interpreted kernels, then prints ``interpreted kernels: all checks passed``.
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from adaptkit.layers import frame_attention_triton
+from adaptkit.layers.attention import frame_attention_reference
+
+TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
+"""Kernel vs the float64 PyTorch path on the same (rounded) inputs. The kernels compute in float32;
+in bfloat16 they round the output and the q/k/v gradients to 8 mantissa bits (~4e-3 relative)."""
+
+
+def make_inputs(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device, seed=0):
+    """Packed q/k/v (B, T, N, 3, heads, d) and a (heads, T, T) bias (or None), leaves needing gradients."""
+    generator = torch.Generator(device).manual_seed(seed)
+    if strided:  # q/k/v inside a wider fused projection output, every other channel: nothing contiguous
+        wide = torch.randn(batch, frames, tokens, 3, heads, 2 * head_dim, generator=generator, device=device)
+        packed = wide[..., ::2].to(dtype)
+    else:
+        packed = torch.randn(batch, frames, tokens, 3, heads, head_dim, generator=generator, device=device).to(dtype)
+    packed = packed.detach().requires_grad_(True)
+    bias = None
+    if with_bias:  # a relative temporal bias gathered from its table is a non-contiguous (heads, T, T) view
+        bias = torch.randn(frames, frames, heads, generator=generator, device=device).permute(2, 0, 1)
+        bias = bias.detach().requires_grad_(True)
+    return packed, bias
+
+
+def _outputs_and_gradients(fn, packed, bias, weights):
+    out = fn(packed, bias)
+    inputs = [packed] + ([bias] if bias is not None else [])
+    grads = torch.autograd.grad((out.to(weights.dtype) * weights).sum(), inputs)
+    return out, grads
+
+
+def check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device) -> None:
+    """Output and gradients of q/k/v and of the bias, kernel vs the float64 PyTorch path."""
+    packed, bias = make_inputs(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device)
+    scale = head_dim**-0.5
+    weights = torch.randn(batch, frames, tokens, heads, head_dim, device=device)
+    out, grads = _outputs_and_gradients(lambda p, b: frame_attention_triton.frame_attention(p, b, scale),
+                                        packed, bias, weights)
+    packed64 = packed.detach().double().requires_grad_(True)
+    bias64 = None if bias is None else bias.detach().double().requires_grad_(True)
+    expected, expected_grads = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, b, scale),
+                                                      packed64, bias64, weights.double())
+    assert out.shape == (batch, frames, tokens, heads, head_dim) and out.is_contiguous()  # frame-folded
+    torch.testing.assert_close(out.double(), expected, **TOLERANCE[dtype])
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        # The bias gradient sums over clips and token positions: compare it relative to its size.
+        size = expected_grad.abs().max().clamp(min=1.0)
+        torch.testing.assert_close(grad.double() / size, expected_grad / size, **TOLERANCE[dtype])
+
+
+def check_saved_for_backward(device) -> None:
+    """Autograd keeps q/k/v, the bias and the log-sum-exp; not the output (the backward recomputes)."""
+    packed, bias = make_inputs(2, 4, 3, 2, 8, True, False, torch.float32, device)
+    saved: list[torch.Tensor] = []
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        saved.append(t)
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        frame_attention_triton.frame_attention(packed, bias, 0.3)
+    assert sorted(tuple(t.shape) for t in saved) == sorted([tuple(packed.shape), tuple(bias.shape), (2, 4, 3, 2)])
+
+
+@settings(max_examples=12, deadline=None)
+@given(
+    batch=st.integers(1, 2), frames=st.integers(1, 6), tokens=st.integers(1, 5), heads=st.integers(1, 2),
+    head_dim=st.sampled_from([4, 8, 12]), with_bias=st.booleans(), strided=st.booleans(),
+)
+def check_random_small_shapes_on_cpu(batch, frames, tokens, heads, head_dim, with_bias, strided) -> None:
+    check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, torch.float32, "cpu")
+
+
+def main() -> None:
+    from triton.runtime.interpreter import InterpretedFunction
+
+    from adaptkit.layers import frame_attention_kernels
+
+    for kernel in (frame_attention_kernels.forward_kernel, frame_attention_kernels.backward_kernel):
+        assert isinstance(kernel, InterpretedFunction), f"{kernel} is not run by Triton's interpreter"
+    check_random_small_shapes_on_cpu()
+    check_saved_for_backward("cpu")
+    print("interpreted kernels: all checks passed")
+
+
+if __name__ == "__main__":
+    main()
