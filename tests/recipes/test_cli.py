@@ -207,13 +207,12 @@ def test_offline_pretrained_weights_fail_fast(tmp_path: Path, capsys: pytest.Cap
     assert not (tmp_path / "run").exists()
 
 
-def test_module_aliases_give_one_line_errors_from_any_folder(tmp_path: Path) -> None:
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
-    for module in ("recipes.train", "recipes.cli train"):
-        process = subprocess.run([sys.executable, "-m", *module.split(), "optim.lrr=1"], cwd=tmp_path, env=env,
-                                 capture_output=True, text=True, timeout=120)
-        assert process.returncode == 2 and process.stderr.count("\n") == 1, process.stderr
-        assert "unknown config key 'optim.lrr'" in process.stderr
+def test_the_module_alias_gives_one_line_errors_from_any_folder(tmp_path: Path) -> None:
+    # A real process: the exit status and everything on stderr (`adaptkit` itself is checked by the wheel test).
+    process = subprocess.run([sys.executable, "-m", "recipes.train", "optim.lrr=1"], cwd=tmp_path, capture_output=True,
+                             env={**os.environ, "PYTHONPATH": str(REPO)}, text=True, timeout=120)
+    assert process.returncode == 2 and process.stderr.count("\n") == 1, process.stderr
+    assert "unknown config key 'optim.lrr'" in process.stderr
 
 
 @pytest.mark.slow
