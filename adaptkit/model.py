@@ -14,8 +14,15 @@ from einops import rearrange
 from torch import nn
 
 from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialContext
-from adaptkit.layers import TemporalEmbedding
-from adaptkit.strategies.base import StrategyConfig, VideoBlock
+from adaptkit.layers import RelativeTemporalBias, TemporalEmbedding
+from adaptkit.strategies.base import StrategyConfig, StrategyContext, VideoBlock
+
+MERGE_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+"""Largest relative difference ``max|merged - unmerged| / max|unmerged|`` :meth:`VideoModel.merge` accepts, by dtype."""
+
+
+class MergeError(RuntimeError):
+    """A merge changed the model's outputs beyond tolerance; the model was left unmerged."""
 
 
 @dataclasses.dataclass
@@ -25,8 +32,12 @@ class _Restore:
     image_model: nn.Module
     requires_grad: dict[str, bool]
     parameter_order: dict[str, list[str]]  # module name -> its parameters' registration order
+    original_params: set[int]  # ids of the backbone's own parameters (trained in place by full finetuning)
+    no_decay_params: set[int]  # ids of those the backbone itself exempts from weight decay (timm/open_clip)
     stashed: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> original module/parameter
-    strategy_state: Any = None  # whatever a strategy needs to undo itself (e.g. PEFT's LoraModel)
+    trainable_copies: list[str] = dataclasses.field(default_factory=list)  # paths given to train_copy_of
+    strategy_state: Any = None  # what strategy.apply returned; handed back to remove()/merge()
+    applied: bool = False  # strategy.apply returned (a failed apply cleans up after itself)
 
 
 class VideoModel(nn.Module):
@@ -63,10 +74,16 @@ class VideoModel(nn.Module):
         self.backbone = family.model
         self.in_channels = _patch_embed_channels(self.backbone)
         self._grad_checkpointing = False
+        self.merged = False
+        backbone_params = dict(self.backbone.named_parameters())
+        no_decay_names = getattr(self.backbone, "no_weight_decay", None)
+        no_decay_names = set(no_decay_names()) if callable(no_decay_names) else set()
         self._restore = _Restore(
             image_model=family.image_model,
-            requires_grad={n: p.requires_grad for n, p in self.backbone.named_parameters()},
+            requires_grad={n: p.requires_grad for n, p in backbone_params.items()},
             parameter_order={n: list(m._parameters) for n, m in self.backbone.named_modules()},
+            original_params={id(p) for p in backbone_params.values()},
+            no_decay_params={id(p) for n, p in backbone_params.items() if n in no_decay_names},
         )
         self.backbone.requires_grad_(False)
         setattr(self.backbone, INJECTED_MARKER, True)
@@ -90,8 +107,12 @@ class VideoModel(nn.Module):
             if num_classes is not None:
                 nn.init.normal_(self.head.weight, std=0.01)
                 nn.init.zeros_(self.head.bias)
-            strategy.apply(self)
+            self._restore.strategy_state = strategy.apply(self._context())
+            self._restore.applied = True
         self.to(dtype=reference.dtype)
+
+    def _context(self) -> StrategyContext:
+        return StrategyContext(self.family, self.backbone, self.num_frames, self.train_copy_of)
 
     # ------------------------------------------------------------------ forward
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
@@ -193,6 +214,117 @@ class VideoModel(nn.Module):
 
         save_pretrained(self, path)
 
+    # ------------------------------------------------------------------ optimisation
+    def no_weight_decay(self) -> set[str]:
+        """Names of trainable parameters that take no weight decay (timm's and open_clip's convention).
+
+        Every tensor of at most one dimension (biases, norm scales, layer scales), the temporal
+        embedding and relative temporal bias tables, and what the backbone's own ``no_weight_decay()``
+        names (position embeddings, class tokens, relative position bias tables).
+        """
+        exempt = set(self._restore.no_decay_params) if self._restore is not None else set()
+        for module in self.modules():
+            if isinstance(module, (TemporalEmbedding, RelativeTemporalBias)):
+                exempt.update(id(p) for p in module.parameters())
+        return {n for n, p in self.named_parameters() if p.requires_grad and (p.ndim <= 1 or id(p) in exempt)}
+
+    def param_groups(self, weight_decay: float = 0.0) -> list[dict[str, Any]]:
+        """Trainable parameters in optimizer groups by role, each split by :meth:`no_weight_decay`.
+
+        Roles: ``"head"`` (the new classifier), ``"adapters"`` (every module the strategy added:
+        adapters, LoRA factors, temporal embedding and biases), ``"norms"`` (trainable copies of
+        frozen norms, e.g. AIM's final norm) and ``"backbone"`` (the image model's own weights, trained
+        in place by full finetuning). Each group is ``{"name": "<role>" or "<role>_no_decay", "role",
+        "params", "weight_decay"}``; empty groups are left out. Pass the list to any torch optimizer and
+        set a per-role ``lr`` on it if needed.
+        """
+        if self._restore is None:
+            raise RuntimeError("this VideoModel was unloaded; it has no trainable parameters left")
+        exempt = self.no_weight_decay()
+        head = {id(p) for p in self.head.parameters()}
+        copies = {id(p) for path in self._restore.trainable_copies
+                  for p in operator.attrgetter(path)(self.backbone).parameters()}
+        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
+        for name, param in self.named_parameters():
+            if not param.requires_grad:
+                continue
+            key = id(param)
+            role = ("head" if key in head else "norms" if key in copies
+                    else "backbone" if key in self._restore.original_params else "adapters")
+            groups.setdefault((role, name in exempt), []).append(param)
+        order = [(role, no_decay) for role in ("head", "adapters", "norms", "backbone") for no_decay in (False, True)]
+        return [
+            {"name": role + ("_no_decay" if no_decay else ""), "role": role, "params": groups[(role, no_decay)],
+             "weight_decay": 0.0 if no_decay else weight_decay}
+            for role, no_decay in order if (role, no_decay) in groups
+        ]
+
+    # ------------------------------------------------------------------ merging
+    def merge(self, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:
+        """Fold the strategy's adapters into the frozen weights, in place, after checking the result.
+
+        Before keeping a merge, the model's features on a probe batch are computed both ways; if
+        ``max|merged - unmerged| / max|unmerged|`` exceeds ``tolerance`` the merge is undone and
+        refused (a merge nobody checked cost the reference code's users 18 points of accuracy).
+
+        Args:
+            probe: A (B, C, T, H, W) video to check on; by default 2 seeded random clips of the model's
+                clip length at the backbone's input size. Real frames make the strictest check.
+            tolerance: Largest accepted relative difference; defaults to :data:`MERGE_TOLERANCE` for
+                the backbone's dtype (fp32: 1e-5).
+
+        Returns:
+            This model, merged: a strategy such as ``zero-i2v`` then has exactly the plain image
+            model's parameters and inference cost. ``unload()`` afterwards returns the image model
+            with the merged weights.
+
+        Raises:
+            TypeError: the strategy cannot be merged.
+            RuntimeError: already merged, or unloaded.
+            MergeError: the merged model differs beyond tolerance (the message gives the difference).
+        """
+        if self._restore is None:
+            raise RuntimeError("this VideoModel was unloaded; there is nothing to merge")
+        if self.merged:
+            raise RuntimeError("this VideoModel is already merged")
+        if not self.strategy.mergeable:
+            self.strategy.merge(self._context(), self._restore.strategy_state)  # raises TypeError naming why
+        reference = next(self.backbone.parameters())
+        if probe is None:
+            height, width = _input_size(self.backbone)
+            generator = torch.Generator().manual_seed(0)
+            probe = torch.randn(2, self.in_channels, self.num_frames, height, width, generator=generator)
+        probe = probe.to(device=reference.device, dtype=reference.dtype)
+        tolerance = MERGE_TOLERANCE.get(reference.dtype, 1e-5) if tolerance is None else tolerance
+        was_training = self.training
+        self.eval()
+        try:
+            with torch.no_grad():
+                before = self.forward_features(probe)
+                state, undo = self.strategy.merge(self._context(), self._restore.strategy_state)
+                after = self.forward_features(probe)
+            difference = ((after - before).abs().max() / before.abs().max().clamp_min(1e-30)).item()
+            if not difference <= tolerance:  # also refuses NaN
+                undo()
+                raise MergeError(
+                    f"merging {self.strategy.name!r} changed the features by {difference:.3g} (relative, max over a "
+                    f"probe batch of shape {tuple(probe.shape)}), more than the tolerance {tolerance:g}; the model "
+                    f"was left unmerged"
+                )
+        finally:
+            self.train(was_training)
+        self._restore.strategy_state = state
+        self.merged = True
+        return self
+
+    def merge_and_unload(self, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:
+        """PEFT's name for :meth:`merge`: the adapters are folded in and their modules removed.
+
+        Unlike PEFT, the result is still this video model, since the strategy's temporal modelling
+        (e.g. ``zero-i2v``'s head assignment) lives in it; ``unload()`` gives the merged image model.
+        """
+        return self.merge(probe, tolerance)
+
     # ------------------------------------------------------------------ surgery helpers
     def _stash(self, path: str, replacement: Any) -> Any:
         """Take the attribute at ``path`` (on the backbone) out of the model, remembering it for unload.
@@ -217,6 +349,7 @@ class VideoModel(nn.Module):
         parent = operator.attrgetter(parent_path)(self.backbone) if parent_path else self.backbone
         trainable = copy.deepcopy(getattr(parent, attr)).requires_grad_(True)
         self._stash(path, replacement=trainable)
+        self._restore.trainable_copies.append(path)
         return trainable
 
     def unload(self) -> nn.Module:
@@ -230,7 +363,8 @@ class VideoModel(nn.Module):
         restore = self._restore
         if restore is None:
             raise RuntimeError("unload() was already called on this VideoModel")
-        self.strategy.remove(self)
+        if restore.applied:
+            self.strategy.remove(self._context(), restore.strategy_state)
         blocks = self.family.blocks()
         for i, block in enumerate(blocks):
             if isinstance(block, VideoBlock):
@@ -252,7 +386,16 @@ class VideoModel(nn.Module):
         return restore.image_model
 
     def extra_repr(self) -> str:
-        return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}"
+        merged = ", merged" if self.merged else ""
+        return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}{merged}"
+
+
+def _input_size(backbone: nn.Module) -> tuple[int, int]:
+    """The frame size the backbone was built for (timm ``patch_embed.img_size``, open_clip ``image_size``)."""
+    size = getattr(getattr(backbone, "patch_embed", None), "img_size", None) or getattr(backbone, "image_size", None)
+    if size is None:
+        raise TypeError("cannot tell the backbone's input size; pass a probe video")
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _patch_embed_channels(backbone: nn.Module) -> int:

@@ -1,8 +1,14 @@
-"""Tiny models of every backbone family, and helpers shared by the core tests."""
+"""Tiny models of every backbone family, tiny options for every strategy, and helpers shared by the core tests.
+
+The family x strategy matrix (tests/test_matrix.py) is built from these two tables and from the
+registries: a registered family or strategy without an entry here fails ``test_every_registered_
+family_and_strategy_has_cases``.
+"""
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Callable
 
 import pytest
@@ -33,6 +39,26 @@ def _open_clip_model() -> nn.Module:
     return CLIP(embed_dim=16, vision_cfg=vision, text_cfg=text)
 
 
+SWINS = {"v1": "swin_tiny_patch4_window7_224", "v2": "swinv2_tiny_window8_256"}
+SWIN_TINY = dict(embed_dim=24, depths=(2, 2), num_heads=(2, 4), img_size=32, window_size=4, num_classes=7)
+
+
+def tiny_swin(version: str, seed: int = 0, **kwargs) -> nn.Module:
+    """A tiny random Swin (8x8 patches: windows of 4 with a real shift in stage 1; stage 2 is one window).
+
+    Its norms are random too: SwinV2 zero-inits its post-norms, which would hide every branch.
+    """
+    torch.manual_seed(seed)
+    model = timm.create_model(SWINS[version], **{**SWIN_TINY, **kwargs})
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.copy_(1 + 0.3 * torch.randn(module.weight.shape, generator=generator))
+                module.bias.copy_(0.1 * torch.randn(module.bias.shape, generator=generator))
+    return model.eval()
+
+
 # name -> (factory, frame size). Every registered family appears at least once.
 BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "timm_vit": (_timm("vit_tiny_patch16_224"), 32),
@@ -45,9 +71,11 @@ BACKBONES: dict[str, tuple[Callable[[], nn.Module], int]] = {
     "timm_beit_relpos": (_timm("beitv2_base_patch16_224", init_values=0.1), 32),
     "open_clip_tower": (_open_clip_tower, 32),
     "open_clip_clip": (_open_clip_model, 32),
+    "timm_swin": (lambda: tiny_swin("v1"), 32),
+    "timm_swinv2": (lambda: tiny_swin("v2"), 32),
 }
 
-# Strategy -> options small enough for tiny models.
+# Strategy -> options small enough for tiny models. Every registered strategy appears.
 STRATEGIES: dict[str, dict] = {
     "aim": {},
     "linear-probe": {},
@@ -55,6 +83,34 @@ STRATEGIES: dict[str, dict] = {
     "timesformer": {},
     "lora": {"r": 2},
 }
+
+TEMPORAL = {"aim", "timesformer"}
+"""Strategies that model time: their output depends on frame order."""
+
+
+@functools.cache
+def family_of(backbone: str) -> adaptkit.BackboneFamily:
+    """The family instance of a tiny backbone case (a throw-away model; for its name and class attributes)."""
+    from adaptkit.backbones import find_family
+
+    return find_family(BACKBONES[backbone][0]())
+
+
+def refusal(backbone: str, strategy: str) -> Exception | None:
+    """The error a strategy's ``check_backbone`` raises for this backbone case, or None if it accepts it."""
+    from adaptkit.strategies import make_strategy
+
+    try:
+        make_strategy(strategy, STRATEGIES[strategy]).check_backbone(family_of(backbone))
+    except (TypeError, ValueError) as error:
+        return error
+    return None
+
+
+PAIRS = [(b, s) for b in BACKBONES for s in STRATEGIES if refusal(b, s) is None]
+"""Every (backbone case, strategy) the strategy accepts: the matrix."""
+REFUSED = [(b, s) for b in BACKBONES for s in STRATEGIES if refusal(b, s) is not None]
+"""The pairs a strategy refuses through ``check_backbone`` (tested for a clear message instead)."""
 
 
 def build(backbone: str, strategy: str = "aim", num_frames: int = 3, num_classes: int | None = 5, **options):
@@ -91,6 +147,5 @@ def backbone(request) -> str:
     return request.param
 
 
-@pytest.fixture(params=list(STRATEGIES))
-def strategy(request) -> str:
-    return request.param
+matrix = pytest.mark.parametrize("backbone, strategy", PAIRS)
+"""Parametrise a test over every accepted (backbone case, strategy) pair."""

@@ -141,3 +141,13 @@ def test_checkpoint_with_missing_tensor_is_refused(tmp_path):
         adaptkit.from_pretrained(_vit(), tmp_path)
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):
         adaptkit.from_pretrained(_vit(), tmp_path / "nowhere")
+
+
+def test_merging_a_strategy_that_cannot_merge_is_refused_naming_the_mergeable_ones():
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
+    with pytest.raises(TypeError, match=r"strategy 'aim' cannot be merged.*Mergeable strategies: "):
+        vm.merge()
+    assert not vm.merged
+    vm.unload()
+    with pytest.raises(RuntimeError, match="unloaded"):
+        vm.merge()

@@ -1,4 +1,8 @@
-"""Every strategy x every backbone family: build, run, and the behaviour invariants."""
+"""Every registered strategy x every registered backbone family: build, run, and the behaviour invariants.
+
+Built from the registries through conftest's tables: pairs a strategy refuses in ``check_backbone``
+are tested for a clear refusal instead, and a guard fails when a family or strategy has no case.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +13,8 @@ import pytest
 import torch
 
 import adaptkit
-from conftest import BACKBONES, STRATEGIES, image_features, randomize_trainable
-
-TEMPORAL = {"aim", "timesformer"}  # strategies that model time
+from conftest import BACKBONES, PAIRS, REFUSED, STRATEGIES, TEMPORAL, family_of, image_features, matrix, refusal
+from conftest import randomize_trainable
 
 
 def _fresh(backbone: str, strategy: str, num_frames: int = 3, **options):
@@ -28,6 +31,7 @@ def _video(size: int, batch: int = 2, frames: int = 3, seed: int = 0) -> torch.T
     return torch.randn(batch, 3, frames, size, size, generator=torch.Generator().manual_seed(seed))
 
 
+@matrix
 def test_builds_and_runs(backbone, strategy):
     _, _, vm, size = _fresh(backbone, strategy)
     assert vm(_video(size)).shape == (2, 5)
@@ -46,6 +50,7 @@ def test_no_head_returns_features(backbone):
     assert vm(_video(size, frames=2)).shape == (2, vm.family.embed_dim)
 
 
+@matrix
 def test_identity_at_initialisation(backbone, strategy):
     """A fresh model's logits are the head applied to the time-mean of the image model's features."""
     _, reference, vm, size = _fresh(backbone, strategy)
@@ -57,6 +62,7 @@ def test_identity_at_initialisation(backbone, strategy):
         assert torch.equal(vm(video), expected)
 
 
+@matrix
 def test_batch_independence(backbone, strategy):
     """Changing clip j never changes clip i's output."""
     _, _, vm, size = _fresh(backbone, strategy)
@@ -71,6 +77,7 @@ def test_batch_independence(backbone, strategy):
     assert not torch.allclose(out[1], out_changed[1])
 
 
+@matrix
 def test_frame_order_sensitivity_exactly_when_temporal(backbone, strategy):
     _, _, vm, size = _fresh(backbone, strategy)
     randomize_trainable(vm)
@@ -94,6 +101,7 @@ def test_aim_without_temporal_adaptation_is_order_invariant(backbone):
         torch.testing.assert_close(vm(video), vm(video.flip(2)), atol=1e-5, rtol=1e-5)
 
 
+@matrix
 def test_gradients_only_where_trainable(backbone, strategy):
     _, _, vm, size = _fresh(backbone, strategy)
     randomize_trainable(vm, std=0.1)  # non-zero second adapter layers so every weight gets signal
@@ -111,15 +119,16 @@ def test_gradients_only_where_trainable(backbone, strategy):
 def test_aim_trains_exactly_adapters_temporal_embedding_final_norm_and_head(backbone):
     _, _, vm, _ = _fresh(backbone, "aim")
     trainable = [n for n, p in vm.named_parameters() if p.requires_grad]
-    adapter_names = ("temporal_adapter.", "spatial_adapter.", "mlp_adapter.")
+    adapter_names = ("temporal_adapter.", "spatial_adapter.", "mlp_adapter.", "temporal_bias.")
     final_norms = tuple(f"backbone.{p}." for p in vm.family.final_norm_paths())
     for name in trainable:
         assert (any(a in name for a in adapter_names) or name.startswith(("head.", "temporal_embed.") + final_norms)), name
     depth = len(vm.family.blocks())
     assert sum(".spatial_adapter.fc1.weight" in n for n in trainable) == depth
-    assert "temporal_embed.weight" in trainable and "head.weight" in trainable
+    assert ("temporal_embed.weight" in trainable) == vm.family.temporal_embedding and "head.weight" in trainable
 
 
+@matrix
 def test_unload_round_trip_is_bit_identical(backbone, strategy):
     factory, size = BACKBONES[backbone]
     torch.manual_seed(0)
@@ -145,6 +154,7 @@ def test_unload_round_trip_is_bit_identical(backbone, strategy):
     adaptkit.inject(restored, strategy, num_frames=3, num_classes=5, **STRATEGIES[strategy])
 
 
+@matrix
 def test_save_load_round_trip(tmp_path, backbone, strategy):
     factory, size = BACKBONES[backbone]
     torch.manual_seed(0)
@@ -166,6 +176,7 @@ def test_save_load_round_trip(tmp_path, backbone, strategy):
     assert {n for n, p in trainable_again.named_parameters() if p.requires_grad} == set(vm.trainable_state_dict())
 
 
+@matrix
 def test_randomised_trainables_change_the_output(backbone, strategy):
     """Guards against silent no-ops (e.g. LoRA on a module whose forward is bypassed)."""
     _, _, vm, size = _fresh(backbone, strategy)
@@ -199,11 +210,87 @@ def test_open_clip_whole_model_uses_visual_tower_and_unload_returns_clip():
     assert vm.unload() is clip
 
 
-def test_every_registered_family_is_tested():
-    """A new backbone family must come with tiny models here (or in test_swin.py for hierarchical ones)."""
-    from adaptkit.backbones import find_family
-    from test_swin import SWINS, tiny_swin
+def test_every_registered_family_and_strategy_has_cases():
+    """A new family needs a tiny model in conftest.BACKBONES, a new strategy tiny options in STRATEGIES.
 
-    covered = {find_family(factory()).name for factory, _ in BACKBONES.values()}
-    covered |= {find_family(tiny_swin(version)).name for version in SWINS}
-    assert covered == set(adaptkit.list_backbones())
+    Without this, a newly registered strategy would silently get zero matrix cases.
+    """
+    assert {family_of(b).name for b in BACKBONES} == set(adaptkit.list_backbones())
+    assert set(STRATEGIES) == set(adaptkit.list_strategies())
+    assert TEMPORAL <= set(STRATEGIES)
+    accepted = {s for _, s in PAIRS}
+    assert accepted == set(STRATEGIES), f"strategies refused by every family: {set(STRATEGIES) - accepted}"
+    families_per_strategy = {s: {family_of(b).name for b, t in PAIRS if t == s} for s in STRATEGIES}
+    assert all(len(f) >= 2 for f in families_per_strategy.values()), families_per_strategy
+
+
+@pytest.mark.parametrize("backbone, strategy", REFUSED)
+def test_refused_pairs_say_why_and_leave_the_model_untouched(backbone, strategy):
+    """A pair refused by ``check_backbone`` fails at inject with one clear line, before any surgery."""
+    error = refusal(backbone, strategy)
+    message = str(error)
+    assert strategy in message and family_of(backbone).name in message, message
+    assert "\n" not in message and len(message) < 400, message
+    factory, _ = BACKBONES[backbone]
+    image_model = factory()
+    before = {k: v.clone() for k, v in image_model.state_dict().items()}
+    with pytest.raises(type(error)):
+        adaptkit.inject(image_model, strategy, num_frames=3, num_classes=5, **STRATEGIES[strategy])
+    assert all(torch.equal(image_model.state_dict()[k], v) for k, v in before.items())
+    assert not hasattr(getattr(image_model, "visual", image_model), "_adaptkit_injected")
+    adaptkit.inject(image_model, "linear-probe", num_frames=3, num_classes=5)  # still injectable
+
+
+@matrix
+def test_param_groups_partition_the_trainables_by_role_and_decay(backbone, strategy):
+    _, _, vm, _ = _fresh(backbone, strategy)
+    names = {id(p): n for n, p in vm.named_parameters()}
+    groups = vm.param_groups(weight_decay=0.05)
+    grouped = [names[id(p)] for g in groups for p in g["params"]]
+    assert sorted(grouped) == sorted(vm.trainable_state_dict())  # every trainable exactly once
+    exempt = vm.no_weight_decay()
+    for group in groups:
+        assert group["params"] and group["name"] in (group["role"], group["role"] + "_no_decay")
+        no_decay = group["name"].endswith("_no_decay")
+        assert group["weight_decay"] == (0.0 if no_decay else 0.05)
+        assert all((names[id(p)] in exempt) == no_decay for p in group["params"])
+    by_role = {role: {names[id(p)] for g in groups if g["role"] == role for p in g["params"]}
+               for role in ("head", "adapters", "norms", "backbone")}
+    assert by_role["head"] == {"head.weight", "head.bias"}
+    assert all(p.ndim > 1 for n, p in vm.named_parameters() if p.requires_grad and n not in exempt)
+    assert {n for n in exempt if "temporal_embed" in n or "temporal_bias" in n} == {
+        n for n in vm.trainable_state_dict() if "temporal_embed" in n or "temporal_bias" in n}
+    if strategy in ("space-only", "timesformer"):  # the image model's own weights train in place
+        assert by_role["backbone"] and not by_role["norms"]
+        own = {f"backbone.{n}" for n in getattr(vm.backbone, "no_weight_decay", lambda: set())()}
+        assert own & set(vm.trainable_state_dict()) <= exempt
+    else:
+        assert not by_role["backbone"]
+    if strategy == "aim":
+        assert by_role["norms"] == {n for n in vm.trainable_state_dict()
+                                    if n.startswith(tuple(f"backbone.{p}." for p in vm.family.final_norm_paths()))}
+
+
+def test_param_groups_follow_the_backbones_own_no_weight_decay_list():
+    factory, _ = BACKBONES["timm_beit_relpos"]
+    vm = adaptkit.inject(factory(), "space-only", num_frames=2, num_classes=5)
+    exempt = vm.no_weight_decay()
+    assert {"backbone.cls_token", "backbone.blocks.0.attn.relative_position_bias_table"} <= exempt
+    assert "backbone.blocks.0.attn.qkv.weight" not in exempt and "head.weight" not in exempt
+    vm = adaptkit.inject(BACKBONES["open_clip_tower"][0](), "space-only", num_frames=2, num_classes=5)
+    assert {"backbone.positional_embedding", "backbone.class_embedding"} <= vm.no_weight_decay()
+
+
+def test_strategies_see_only_the_strategy_context():
+    """Strategy modules never import the video model or touch its private state (one-way dependencies)."""
+    import ast
+    from pathlib import Path
+
+    import adaptkit.strategies
+
+    for file in Path(adaptkit.strategies.__file__).parent.glob("*.py"):
+        tree = ast.parse(file.read_text(encoding="utf-8"))
+        imports = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "adaptkit.model" not in imports, file.name
+        private = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute) and n.attr == "_restore"}
+        assert not private, file.name

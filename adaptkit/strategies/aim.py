@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
 import torch
 from timm.layers import DropPath
@@ -13,6 +12,7 @@ from adaptkit.backbones.base import BackboneFamily, SpatialContext
 from adaptkit.layers import Adapter
 from adaptkit.strategies.base import (
     StrategyConfig,
+    StrategyContext,
     VideoBlock,
     check_bool,
     check_range,
@@ -21,9 +21,6 @@ from adaptkit.strategies.base import (
     register_strategy,
     validate_layers_spec,
 )
-
-if TYPE_CHECKING:
-    from adaptkit.model import VideoModel
 
 
 @register_strategy
@@ -99,15 +96,15 @@ class AIMConfig(StrategyConfig):
         # Without temporal mixing, a per-frame offset would only break frame-order invariance.
         return self.temporal
 
-    def apply(self, video_model: VideoModel) -> None:
-        family = video_model.family
+    def apply(self, context: StrategyContext) -> None:
+        family = context.family
         blocks = family.blocks()
         rates = drop_path_rates(self.drop_path, len(blocks))
         temporal = self._temporal_indices(family) if self.temporal else set()
         for i in parse_layers(self.layers, len(blocks)):
-            blocks[i] = AIMBlock(blocks[i], family, self, rates[i], i in temporal, video_model.num_frames)
+            blocks[i] = AIMBlock(blocks[i], family, self, rates[i], i in temporal, context.num_frames)
         for path in family.final_norm_paths():
-            video_model.train_copy_of(path)
+            context.train_copy_of(path)
 
 
 class AIMBlock(VideoBlock):

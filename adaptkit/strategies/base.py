@@ -5,14 +5,38 @@ from __future__ import annotations
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable
+from typing import Any, ClassVar
 
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily
 
-if TYPE_CHECKING:
-    from adaptkit.model import VideoModel
+
+@dataclasses.dataclass(frozen=True)
+class StrategyContext:
+    """Everything a strategy may touch while it adapts, merges or removes itself.
+
+    This is the whole surface a strategy sees of the video model: it never imports
+    :class:`~adaptkit.VideoModel` or reads its private state.
+
+    Attributes:
+        family: The backbone family (the only code that knows the block layout).
+        backbone: The image model being adapted (its visual tower); every parameter is frozen on entry.
+        num_frames: The clip length T the video model is built for.
+    """
+
+    family: BackboneFamily
+    backbone: nn.Module
+    num_frames: int
+    _train_copy_of: Callable[[str], nn.Module] = dataclasses.field(repr=False)
+
+    def train_copy_of(self, path: str) -> nn.Module:
+        """Replace the frozen backbone module at ``path`` (e.g. ``"norm"``) by a trainable copy and return it.
+
+        ``unload()`` puts the original back.
+        """
+        return self._train_copy_of(path)
 
 
 @dataclasses.dataclass
@@ -26,6 +50,8 @@ class StrategyConfig(ABC):
     name: ClassVar[str]
     temporal_embedding: ClassVar[bool] = False
     """Whether the video model gets a learned temporal position embedding."""
+    mergeable: ClassVar[bool] = False
+    """Whether :meth:`merge` can fold the strategy's trainable modules into the frozen weights."""
 
     head_dropout: float = 0.5
     """Dropout before the classification head (the AIM reference uses 0.5)."""
@@ -41,14 +67,42 @@ class StrategyConfig(ABC):
         """Raise if this strategy cannot be applied to ``family``; called before any model surgery."""
 
     @abstractmethod
-    def apply(self, video_model: VideoModel) -> None:
-        """Modify ``video_model.backbone`` in place and mark what trains.
+    def apply(self, context: StrategyContext) -> Any:
+        """Modify ``context.backbone`` in place and mark what trains.
 
         On entry every backbone parameter is frozen; the head and temporal embedding train.
+
+        Returns:
+            Whatever :meth:`remove` (and :meth:`merge`) will need to undo the surgery; the video
+            model keeps it and hands it back. None when wrapping blocks in :class:`VideoBlock` and
+            ``context.train_copy_of`` is all the strategy does (the video model undoes those itself).
+            If ``apply`` raises, it must leave nothing of its own behind.
         """
 
-    def remove(self, video_model: VideoModel) -> None:
-        """Undo the structural changes of :meth:`apply` (wrapped blocks are unwrapped generically)."""
+    def remove(self, context: StrategyContext, state: Any) -> None:
+        """Undo the structural changes of :meth:`apply`, given what it returned.
+
+        :class:`VideoBlock` wrappers and trainable copies are undone by the video model afterwards.
+        """
+
+    def merge(self, context: StrategyContext, state: Any) -> tuple[Any, Callable[[], None]]:
+        """Fold the trainable modules into the frozen weights, in place (only if :attr:`mergeable`).
+
+        Called by :meth:`VideoModel.merge <adaptkit.VideoModel.merge>`, which checks the result on a
+        probe batch and calls the returned ``undo`` to refuse a merge that changed the outputs.
+
+        Returns:
+            ``(merged_state, undo)``: the state :meth:`remove` will get from now on, and a function
+            restoring the exact pre-merge model (it may keep the replaced tensors alive until dropped).
+
+        Raises:
+            TypeError: the strategy cannot be merged.
+        """
+        raise TypeError(
+            f"strategy {self.name!r} cannot be merged into the frozen weights: its trainable modules are not "
+            f"linear maps next to a frozen linear layer. Mergeable strategies: "
+            f"{', '.join(n for n, c in _STRATEGIES.items() if c.mergeable) or 'none'}"
+        )
 
     def options(self) -> dict[str, Any]:
         """The options as a JSON-serialisable dict."""

@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
 
-from adaptkit.strategies.base import StrategyConfig, register_strategy
-
-if TYPE_CHECKING:
-    from adaptkit.model import VideoModel
+from adaptkit.strategies.base import StrategyConfig, StrategyContext, register_strategy
 
 
 @register_strategy
@@ -18,7 +14,7 @@ class LinearProbeConfig(StrategyConfig):
 
     name = "linear-probe"
 
-    def apply(self, video_model: VideoModel) -> None:
+    def apply(self, context: StrategyContext) -> None:
         """Nothing to add: the backbone stays frozen."""
 
 
@@ -29,5 +25,5 @@ class SpaceOnlyConfig(StrategyConfig):
 
     name = "space-only"
 
-    def apply(self, video_model: VideoModel) -> None:
-        video_model.backbone.requires_grad_(True)
+    def apply(self, context: StrategyContext) -> None:
+        context.backbone.requires_grad_(True)

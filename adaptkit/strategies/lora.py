@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Any
 
 import torch
 from torch import nn
 
-from adaptkit.strategies.base import StrategyConfig, check_range, register_strategy
-
-if TYPE_CHECKING:
-    from adaptkit.model import VideoModel
+from adaptkit.strategies.base import StrategyConfig, StrategyContext, check_range, register_strategy
 
 
 @register_strategy
@@ -45,11 +42,12 @@ class LoRAConfig(StrategyConfig):
         ):
             raise ValueError(f"lora option target_modules must be a list of module names, got {self.target_modules!r}")
 
-    def apply(self, video_model: VideoModel) -> None:
+    def apply(self, context: StrategyContext) -> tuple[Any, dict[str, torch.Tensor]]:
+        """Inject LoRA; returns (PEFT's LoraModel, exact copies of the weights PEFT updates in place)."""
         from peft import LoraConfig, LoraModel
 
-        backbone = video_model.backbone
-        targets = self.target_modules or video_model.family.lora_targets()
+        backbone = context.backbone
+        targets = self.target_modules or context.family.lora_targets()
         peft_config = LoraConfig(r=self.r, lora_alpha=self.alpha, lora_dropout=self.dropout, target_modules=targets)
         merged_in_place = {
             f"{name}.{key}": value.detach().clone()
@@ -57,15 +55,13 @@ class LoRAConfig(StrategyConfig):
             if isinstance(module, nn.MultiheadAttention)
             for key, value in module.named_parameters()
         }
-        # LoraModel injects in place into the backbone (and freezes the rest); kept for unload().
-        video_model._restore.strategy_state = (LoraModel(backbone, peft_config, "default"), merged_in_place)
+        # LoraModel injects in place into the backbone (and freezes the rest); kept for remove().
+        return LoraModel(backbone, peft_config, "default"), merged_in_place
 
-    def remove(self, video_model: VideoModel) -> None:
-        if video_model._restore.strategy_state is None:  # apply() failed before injecting anything
-            return
-        lora_model, merged_in_place = video_model._restore.strategy_state
+    def remove(self, context: StrategyContext, state: tuple[Any, dict[str, torch.Tensor]]) -> None:
+        lora_model, merged_in_place = state
         lora_model.unload()
-        params = dict(video_model.backbone.named_parameters())
+        params = dict(context.backbone.named_parameters())
         with torch.no_grad():
             for name, original in merged_in_place.items():
                 params[name].copy_(original)

@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import TYPE_CHECKING
 
 import torch
 from timm.layers import DropPath
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, SpatialContext
-from adaptkit.strategies.base import StrategyConfig, VideoBlock, check_range, drop_path_rates, register_strategy
-
-if TYPE_CHECKING:
-    from adaptkit.model import VideoModel
+from adaptkit.strategies.base import (
+    StrategyConfig,
+    StrategyContext,
+    VideoBlock,
+    check_range,
+    drop_path_rates,
+    register_strategy,
+)
 
 
 @register_strategy
@@ -40,16 +43,16 @@ class TimeSformerConfig(StrategyConfig):
             raise TypeError(
                 f"strategy 'timesformer' is ViT-only: divided space-time attention is defined on one stack of "
                 f"same-width pre-norm blocks, and {family.name} has stages of different widths. "
-                f"Use 'aim', 'linear-probe', 'space-only' or 'lora' on this backbone"
+                f"Use a strategy that adapts blocks one by one, such as 'aim', on this backbone"
             )
 
-    def apply(self, video_model: VideoModel) -> None:
-        family = video_model.family
+    def apply(self, context: StrategyContext) -> None:
+        family = context.family
         blocks = family.blocks()
         rates = drop_path_rates(self.drop_path, len(blocks))
         for i, block in enumerate(blocks):
             blocks[i] = DividedSpaceTimeBlock(block, family, rates[i])
-        video_model.backbone.requires_grad_(True)
+        context.backbone.requires_grad_(True)
 
 
 class DividedSpaceTimeBlock(VideoBlock):
