@@ -249,17 +249,15 @@ def describe_backbone(video_model: adaptkit.VideoModel) -> str:
     return f"{name} ({', '.join(parts)})"
 
 
-def param_groups(model: nn.Module, config: OptimConfig) -> list[dict[str, Any]]:
-    """Trainable tensors in two groups: the new head at ``lr``, everything else (adapters, temporal embedding,
-    final norm) at ``lr * backbone_lr_mult``, as the reference's ``backbone`` lr multiplier does for ViT-L."""
-    head, backbone = [], []
-    for name, param in model.named_parameters():
-        if param.requires_grad:
-            (head if name.startswith("head.") else backbone).append(param)
-    groups = [{"params": head, "lr": config.lr, "name": "head"}]
-    if backbone:
-        groups.append({"params": backbone, "lr": config.lr * config.backbone_lr_mult, "name": "backbone"})
-    return [g for g in groups if g["params"]]
+def param_groups(model: adaptkit.VideoModel, config: OptimConfig) -> list[dict[str, Any]]:
+    """The model's own optimizer groups (``VideoModel.param_groups``: by role, no weight decay on 1-D tensors,
+    temporal embeddings and position tables), with the new head at ``lr`` and everything else (adapters,
+    temporal embedding, norm copies, finetuned backbone) at ``lr * backbone_lr_mult``, as the reference's
+    ``backbone`` lr multiplier does for ViT-L."""
+    groups = model.param_groups(weight_decay=config.weight_decay)
+    for group in groups:
+        group["lr"] = config.lr if group["role"] == "head" else config.lr * config.backbone_lr_mult
+    return groups
 
 
 def build_optimizer(model: nn.Module, config: OptimConfig, device: torch.device) -> torch.optim.AdamW:

@@ -85,7 +85,7 @@ class OptimConfig:
     lr: float = 3e-4  # peak learning rate of the head (and of everything when backbone_lr_mult = 1)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 0.05  # applied to every trainable tensor, as in the reference
+    weight_decay: float = 0.05  # not on 1-D tensors, temporal embeddings or position tables (timm's rule)
     backbone_lr_mult: float = 1.0  # lr factor of trainable tensors inside the backbone (0.1 for ViT-L)
     warmup_epochs: float = 2.5  # linear warmup, then cosine to min_lr; both per iteration
     min_lr: float = 0.0

@@ -84,10 +84,12 @@ def test_backbone_lr_multiplier_and_cpu_optimizer(synthetic_args, tmp_path: Path
     model = build_video_model(config, image_model, num_classes=4)
     optimizer = build_optimizer(model, config.optim, torch.device("cpu"))
     groups = {g["name"]: g for g in optimizer.param_groups}
-    assert groups["head"]["lr"] == pytest.approx(1e-3) and groups["backbone"]["lr"] == pytest.approx(1e-4)
+    assert groups["head"]["lr"] == pytest.approx(1e-3) and groups["adapters"]["lr"] == pytest.approx(1e-4)
+    assert all(g["lr"] == pytest.approx(1e-3 if g["role"] == "head" else 1e-4) for g in optimizer.param_groups)
     assert {id(p) for g in optimizer.param_groups for p in g["params"]} == {
         id(p) for p in model.parameters() if p.requires_grad}
-    assert all(g["weight_decay"] == config.optim.weight_decay for g in optimizer.param_groups)
+    assert groups["adapters"]["weight_decay"] == config.optim.weight_decay
+    assert groups["head_no_decay"]["weight_decay"] == 0.0 and len(groups["head_no_decay"]["params"]) == 1
     assert not optimizer.defaults["fused"]
 
 
