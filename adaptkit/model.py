@@ -120,6 +120,7 @@ class VideoModel(nn.Module):
         batch, _, num_frames, height, width = self._check_video(video)
         frames = rearrange(video, "b c t h w -> (b t) c h w")
         x, spatial = self.family.embed(frames)  # (B*T, *tokens, D)
+        spatial = {**spatial, "grid": self.family.patch_grid(height, width)}  # for strategies working on the grid
         if self.temporal_embed is not None:
             x = self.temporal_embed(x, num_frames)
         x = self.family.pre_blocks(x)

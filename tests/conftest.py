@@ -82,9 +82,10 @@ STRATEGIES: dict[str, dict] = {
     "space-only": {},
     "timesformer": {},
     "lora": {"r": 2},
+    "st-adapter": {},
 }
 
-TEMPORAL = {"aim", "timesformer"}
+TEMPORAL = {"aim", "timesformer", "st-adapter"}
 """Strategies that model time: their output depends on frame order."""
 
 

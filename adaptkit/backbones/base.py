@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any, ClassVar
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from adaptkit.layers.attention import AttentionProjections, frame_self_attention
@@ -179,6 +180,38 @@ class BackboneFamily(ABC):
             "embed_dim": self.embed_dim,
             "depth": len(self.blocks()),
         }
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class / register / distillation tokens in front of the patch tokens (timm's ``num_prefix_tokens``)."""
+        return int(getattr(self.model, "num_prefix_tokens", 1))
+
+    def patch_grid(self, height: int, width: int) -> tuple[int, int]:
+        """Patch grid (h, w) of a frame of ``height`` x ``width`` pixels (padded to whole patches if the model pads)."""
+        conv = next(m for m in self.model.modules() if isinstance(m, nn.Conv2d))  # the patch embedding
+        sh, sw = conv.stride
+        return -(-height // sh), -(-width // sw)
+
+    def split_grid(self, x: torch.Tensor, spatial: SpatialContext) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Tokens (B*T, *tokens, D) -> (prefix tokens (B*T, P, D) or None, patch grid (B*T, h, w, D)).
+
+        Channels-last token maps (Swin: (B*T, H, W, C)) are a grid already. Sequences (B*T, P + h*w, D)
+        take the grid size from ``spatial["grid"]``, which the video model records after :meth:`embed`.
+        """
+        if x.dim() == 4:
+            return None, x
+        prefix = self.num_prefix_tokens
+        return x[:, :prefix], x[:, prefix:].unflatten(1, spatial["grid"])  # (B*T, h*w, D) -> (B*T, h, w, D)
+
+    def add_to_grid(self, x: torch.Tensor, update: torch.Tensor) -> torch.Tensor:
+        """``x`` with ``update`` (B*T, h, w, D) added to its patch tokens; prefix tokens pass unchanged.
+
+        An addition rather than a concatenation, so the result keeps ``x``'s memory layout (a later
+        reduction over tokens then sums in the same order as in the image model: exact identity).
+        """
+        if x.dim() == 4:
+            return x + update
+        return x + F.pad(update.flatten(1, 2), (0, 0, self.num_prefix_tokens, 0))  # zeros on the prefix tokens
 
     # ----------------------------------------------------------------- block level
     def block_dim(self, block: nn.Module) -> int:

@@ -60,6 +60,10 @@ class OpenClipViT(BackboneFamily):
     def embed_dim(self) -> int:
         return self.model.class_embedding.shape[-1]
 
+    @property
+    def num_prefix_tokens(self) -> int:
+        return 1  # the class token
+
     def blocks(self) -> nn.ModuleList:
         return self.model.transformer.resblocks
 

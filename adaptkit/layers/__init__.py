@@ -2,6 +2,7 @@
 
 from adaptkit.layers.adapter import Adapter
 from adaptkit.layers.attention import AttentionProjections, frame_self_attention, self_attention
+from adaptkit.layers.st_adapter import STAdapter
 from adaptkit.layers.temporal_bias import RelativeTemporalBias
 from adaptkit.layers.temporal_embedding import TemporalEmbedding
 
@@ -9,6 +10,7 @@ __all__ = [
     "Adapter",
     "AttentionProjections",
     "RelativeTemporalBias",
+    "STAdapter",
     "TemporalEmbedding",
     "frame_self_attention",
     "self_attention",
