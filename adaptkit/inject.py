@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -60,30 +61,50 @@ def inject(
     return VideoModel(family, config, num_frames, num_classes)
 
 
-def from_pretrained(image_model: nn.Module, path: str | Path, is_trainable: bool = False) -> VideoModel:
+def from_pretrained(
+    image_model: nn.Module, path: str | Path, is_trainable: bool = False, ignore_architecture_mismatch: bool = False,
+) -> VideoModel:
     """Rebuild a video model saved by ``save_pretrained`` on top of ``image_model``.
 
     The image model must be the same architecture (and normally the same pretrained weights)
-    as the one the checkpoint was trained from. Loading is strict: a missing or unexpected
-    tensor raises.
+    as the one the checkpoint was trained from: the architecture recorded in
+    ``adapter_config.json`` (family, class, model name, activation, norm, patch and input size,
+    widths, heads, depth) is compared before anything is injected. Loading is strict: a missing or
+    unexpected tensor raises.
 
     Args:
         image_model: The image backbone to inject into.
         path: Directory holding ``adapter_config.json`` and ``adapter_model.safetensors``.
         is_trainable: Keep the saved tensors trainable and the model in train mode; by default
             everything is frozen and the model is in eval mode, ready for inference.
+        ignore_architecture_mismatch: Load even if the recorded architecture differs in a way that
+            keeps the tensor shapes (e.g. another activation); a warning names the differences.
+
+    Raises:
+        TypeError: the architecture differs (the message gives both identities and the keys that differ).
+        KeyError, ValueError: missing, unexpected or wrongly shaped tensors.
     """
     config = read_config(path)
-    family_name = config["backbone"]["family"]
+    saved = config["backbone"]
+    found = find_family(image_model).identity()
+    differing = sorted(k for k in saved.keys() & found.keys() if saved[k] != found[k])
+    if differing:
+        message = (
+            f"checkpoint {path} was made on backbone {saved}, but this image model is {found}: they differ in "
+            f"{', '.join(differing)}"
+        )
+        if not ignore_architecture_mismatch:
+            raise TypeError(f"{message}. Pass ignore_architecture_mismatch=True to load it anyway")
+        warnings.warn(f"{message}; loading anyway (ignore_architecture_mismatch=True)", stacklevel=2)
     video_model = inject(
         image_model, config["strategy"], num_frames=config["num_frames"], num_classes=config["num_classes"],
         **config["options"],
     )
-    if video_model.family.name != family_name or video_model.family.embed_dim != config["backbone"]["embed_dim"]:
-        found = video_model.family.identity()
-        video_model.unload()
-        raise TypeError(f"checkpoint {path} was made on backbone {config['backbone']}, got {found}")
-    load_trainable(video_model, path)
+    try:
+        load_trainable(video_model, path)
+    except BaseException:
+        video_model.unload()  # a refused load gives the image model back
+        raise
     if not is_trainable:
         video_model.requires_grad_(False)
         video_model.eval()

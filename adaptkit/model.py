@@ -72,6 +72,7 @@ class VideoModel(nn.Module):
         self.num_frames = num_frames
         self.num_classes = num_classes
         self.backbone = family.model
+        self.architecture = family.identity()  # before surgery: what checkpoints record and loaders compare
         self.in_channels = _patch_embed_channels(self.backbone)
         self._grad_checkpointing = False
         self.merged = False
@@ -110,6 +111,55 @@ class VideoModel(nn.Module):
             self._restore.strategy_state = strategy.apply(self._context())
             self._restore.applied = True
         self.to(dtype=reference.dtype)
+        wrapped = strategy.wrapped_modules(self._restore.strategy_state)
+        if wrapped:
+            self._check_wrapped_modules_matter(wrapped)
+
+    def _check_wrapped_modules_matter(self, wrapped: dict[str, nn.Module]) -> None:
+        """One tiny forward and backward: every module a strategy wrapped by name must run and change the output.
+
+        Raises:
+            ValueError: naming the modules never called, or called without effect, and what works instead.
+        """
+        # A wrapper nested in another (PEFT's LoRA on nn.MultiheadAttention wraps its out_proj too) is reached
+        # through its parent's forward; the parent's check covers it.
+        wrapped = {name: m for name, m in wrapped.items()
+                   if not any(name.startswith(f"{other}.") for other in wrapped if other != name)}
+        called: set[str] = set()
+        hooks = [m.register_forward_hook(lambda *_, name=name: called.add(name)) for name, m in wrapped.items()]
+        reference = next(self.backbone.parameters())
+        height, width = _input_size(self.backbone)
+        generator = torch.Generator().manual_seed(0)
+        video = torch.randn(1, self.in_channels, min(self.num_frames, 2), height, width, generator=generator)
+        was_training = self.training
+        self.eval()
+        try:
+            features = self.forward_features(video.to(device=reference.device, dtype=reference.dtype))
+            if reference.device.type != "meta":  # counting on meta: only the calls can be checked
+                weights = torch.randn(features.shape, generator=generator).to(features)  # a sum alone can vanish
+                params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in wrapped.items()}
+                flat = [p for ps in params.values() for p in ps]
+                loss = (features * weights).sum()
+                grads = torch.autograd.grad(loss, flat, allow_unused=True) if flat and loss.requires_grad else []
+                nonzero = {id(p) for p, g in zip(flat, grads) if g is not None and g.abs().sum() > 0}
+        finally:
+            for hook in hooks:
+                hook.remove()
+            self.train(was_training)
+        never_called = sorted(set(wrapped) - called)
+        no_effect = [] if reference.device.type == "meta" else sorted(
+            name for name in called if not any(id(p) in nonzero for p in params[name]))
+        if never_called or no_effect:
+            problems = []
+            if never_called:
+                problems.append(f"never called by the model's forward: {_name_list(never_called)}")
+            if no_effect:
+                problems.append(f"called but without effect on the output: {_name_list(no_effect)}")
+            hint = self.strategy.working_targets(self.family)
+            raise ValueError(
+                f"{self.strategy.name}: wrapped module(s) {'; '.join(problems)}; their trainable tensors would get no "
+                f"gradient and training would silently leave them untouched.{' Use ' + hint if hint else ''}"
+            )
 
     def _context(self) -> StrategyContext:
         return StrategyContext(self.family, self.backbone, self.num_frames, self.train_copy_of)
@@ -181,7 +231,7 @@ class VideoModel(nn.Module):
             "options": self.strategy.options(),
             "num_frames": self.num_frames,
             "num_classes": self.num_classes,
-            "backbone": self.family.identity(),
+            "backbone": self.architecture,
         }
 
     @property
@@ -389,6 +439,10 @@ class VideoModel(nn.Module):
     def extra_repr(self) -> str:
         merged = ", merged" if self.merged else ""
         return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}{merged}"
+
+
+def _name_list(names: list[str], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
 def _input_size(backbone: nn.Module) -> tuple[int, int]:

@@ -171,14 +171,30 @@ class BackboneFamily(ABC):
         return mean, std
 
     def identity(self) -> dict[str, Any]:
-        """What to record in checkpoints so a loader can tell it has the right backbone."""
+        """The architecture, as recorded in checkpoints so that a loader can refuse another one.
+
+        Family, class and timm / open_clip model name where known, the MLP activation and the norm
+        (with its eps) of the first block, patch and input size, token widths, heads and depth: what
+        decides the function an adapter was trained on, beyond the tensor shapes (a QuickGELU and a
+        GELU CLIP have the same shapes and different outputs).
+        """
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
+        blocks = list(self.blocks())
+        block = getattr(blocks[0], "block", blocks[0])  # unwrapped, also while injected
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        size = getattr(getattr(self.model, "patch_embed", None), "img_size", None) or getattr(self.model, "image_size", None)
         return {
             "family": self.name,
             "class": type(self.model).__name__,
-            "architecture": cfg.get("architecture"),
+            "architecture": cfg.get("architecture"),  # timm's model name; open_clip models do not record theirs
+            "activation": _describe_activation(getattr(block, "mlp", block)),
+            "norm": _describe_norm(block),
+            "patch_size": list(conv.kernel_size) if conv is not None else None,
+            "image_size": list(size) if isinstance(size, (tuple, list)) else [size, size] if size else None,
             "embed_dim": self.embed_dim,
-            "depth": len(self.blocks()),
+            "widths": sorted({self.block_dim(getattr(b, "block", b)) for b in blocks}),
+            "num_heads": sorted({getattr(self.attention(getattr(b, "block", b)), "num_heads", 0) for b in blocks}),
+            "depth": len(blocks),
         }
 
     @property
@@ -317,6 +333,25 @@ class BackboneFamily(ABC):
         import copy
 
         return copy.deepcopy(self.attention(block))
+
+
+def _describe_activation(mlp: nn.Module) -> str | None:
+    """Class name of the MLP's activation (the first parameter-free leaf that is not dropout or identity)."""
+    for module in mlp.modules():
+        if next(module.children(), None) is None and next(module.parameters(), None) is None:
+            name = type(module).__name__
+            if name not in ("Dropout", "Identity", "DropPath"):
+                approximate = getattr(module, "approximate", "none")
+                return name if approximate == "none" else f"{name}(approximate={approximate!r})"
+    return None
+
+
+def _describe_norm(block: nn.Module) -> str | None:
+    """The first norm of a block with its eps, e.g. ``LayerNorm(eps=1e-06)``."""
+    for module in block.modules():
+        if "Norm" in type(module).__name__:
+            return f"{type(module).__name__}(eps={getattr(module, 'eps', None)})"
+    return None
 
 
 _FAMILIES: list[type[BackboneFamily]] = []

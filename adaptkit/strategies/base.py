@@ -104,6 +104,20 @@ class StrategyConfig(ABC):
             f"{', '.join(n for n, c in _STRATEGIES.items() if c.mergeable) or 'none'}"
         )
 
+    def wrapped_modules(self, state: Any) -> dict[str, nn.Module]:
+        """Modules this strategy put in place by name (``name -> wrapper``), given what :meth:`apply` returned.
+
+        After :meth:`apply`, the video model runs one tiny forward and backward and refuses the
+        strategy unless every wrapper listed here is called and its trainable tensors change the
+        output: a target the model never calls (e.g. a projection whose weight the attention reads
+        directly) would otherwise train nothing, silently. Strategies that wrap whole blocks need not list them.
+        """
+        return {}
+
+    def working_targets(self, family: BackboneFamily) -> str:
+        """What to suggest when :meth:`wrapped_modules` finds a module that does nothing (e.g. the family's targets)."""
+        return ""
+
     def options(self) -> dict[str, Any]:
         """The options as a JSON-serialisable dict."""
         return dataclasses.asdict(self)

@@ -8,6 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from adaptkit.backbones.base import BackboneFamily
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, check_range, register_strategy
 
 
@@ -57,6 +58,15 @@ class LoRAConfig(StrategyConfig):
         }
         # LoraModel injects in place into the backbone (and freezes the rest); kept for remove().
         return LoraModel(backbone, peft_config, "default"), merged_in_place
+
+    def wrapped_modules(self, state: tuple[Any, dict[str, torch.Tensor]]) -> dict[str, nn.Module]:
+        from peft.tuners.lora import LoraLayer
+
+        lora_model, _ = state
+        return {name: m for name, m in lora_model.model.named_modules() if isinstance(m, LoraLayer)}
+
+    def working_targets(self, family: BackboneFamily) -> str:
+        return f"target_modules that work on {family.name}: {family.lora_targets()} (the default)"
 
     def remove(self, context: StrategyContext, state: tuple[Any, dict[str, torch.Tensor]]) -> None:
         lora_model, merged_in_place = state
