@@ -35,6 +35,7 @@ import random
 import shutil
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,17 @@ def adapter_fingerprint(model: torch.nn.Module) -> str:
             digest.update(name.encode())
             digest.update(param.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
+
+
+def timed_batches(loader: DataLoader) -> Iterator[tuple[Any, float]]:
+    """Yield ``(batch, seconds spent waiting for it)``: the wait is the loader's share of the step time."""
+    batches = iter(loader)
+    while True:
+        start = time.perf_counter()
+        batch = next(batches, None)
+        if batch is None:
+            return
+        yield batch, time.perf_counter() - start
 
 
 class TrainRecipe:
@@ -334,7 +346,7 @@ class TrainRecipe:
         mean, std = model.normalization
         loader = self.make_loader()
 
-        stop_at = self.stop_at = min(self.total_steps, tc.stop_at_step or self.total_steps)
+        stop_at = min(self.total_steps, tc.stop_at_step or self.total_steps)
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not world.is_main,
                    dynamic_ncols=True)
         model.train()
@@ -345,16 +357,8 @@ class TrainRecipe:
             done_in_epoch = self.step - epoch * self.steps_per_epoch
             self.sampler.set_epoch(epoch, skip=done_in_epoch * accumulation * batch_size)
             self.train_set.set_epoch(epoch)  # seeded frame sampling differs per epoch
-            batches = iter(loader)
-            micro = 0
-            while True:
-                wait_start = time.perf_counter()
-                batch = next(batches, None)
-                waited += time.perf_counter() - wait_start
-                if batch is None:
-                    break
-                clips, labels, _ = batch
-                micro += 1
+            for micro, ((clips, labels, _), wait) in enumerate(timed_batches(loader), start=1):
+                waited += wait
                 # Workers return uint8; conversion, normalisation, erasing and mixing run on the training device.
                 video = prepare_batch(clips.to(world.device, non_blocking=True), mean, std, augment.random_erasing_p)
                 video, targets = mixer(video, labels.to(world.device, non_blocking=True))  # (B, C, T, H, W), (B, K)
@@ -368,13 +372,7 @@ class TrainRecipe:
                 window_loss += loss.item()
                 if not sync:
                     continue
-                if config.optim.clip_grad_norm is not None:
-                    torch.nn.utils.clip_grad_norm_([p for p in model.parameters() if p.requires_grad],
-                                                   config.optim.clip_grad_norm)
-                self.optimizer.step()
-                self.scheduler.step()
-                self.optimizer.zero_grad(set_to_none=True)
-                self.step += 1
+                self.optimizer_step()
                 window_steps += 1
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == stop_at:
@@ -399,6 +397,16 @@ class TrainRecipe:
                     paused += self._timed(self.run_evaluation, self.step, epoch + 1)
                 epoch += 1
         bar.close()
+
+    def optimizer_step(self) -> None:
+        """Clip (if configured), step the optimizer and the schedule, clear the gradients: one optimizer step."""
+        clip = self.config.optim.clip_grad_norm
+        if clip is not None:
+            torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip)
+        self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
 
     @staticmethod
     def _timed(fn: Any, *args: Any) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,7 @@ import torch
 from safetensors.torch import load_file
 
 import adaptkit
+from adaptkit.data import SyntheticMotionDataset
 from recipe_fixtures import synthetic_args, video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
 from recipes import train
 from recipes._checkpoint import list_checkpoints, load_checkpoint
@@ -152,7 +154,18 @@ def test_skipped_videos_are_kept_across_a_resume(video_config: Path, video_datas
     assert saved["skipped_train"] == [[broken, "corrupt or truncated"]]
 
 
-def test_progress_reports_the_data_wait_share(tmp_path: Path, synthetic_args) -> None:
-    train.main(synthetic_args(tmp_path / "run") + ["eval.at_end=false"])
-    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
-    assert all(0 < r["data_wait"] < 1 for r in records if r["kind"] == "train")
+def test_progress_reports_the_data_wait_share(tmp_path: Path, synthetic_args, monkeypatch: pytest.MonkeyPatch,
+                                              capsys: pytest.CaptureFixture) -> None:
+    def data_wait(run: str) -> list[float]:
+        train.main(synthetic_args(tmp_path / run, steps=3) + ["eval.at_end=false"])
+        records = [json.loads(line) for line in (tmp_path / run / "metrics.jsonl").read_text().splitlines()]
+        return [r["data_wait"] for r in records if r["kind"] == "train"]
+
+    fast = data_wait("fast")
+    assert len(fast) == 3 and all(0 < share < 1 for share in fast)
+    # A loader that takes 30 ms per clip (120 ms per batch) for a ~10 ms step: the wait dominates, and says so.
+    original = SyntheticMotionDataset.__getitem__
+    monkeypatch.setattr(SyntheticMotionDataset, "__getitem__", lambda self, i: (time.sleep(0.03), original(self, i))[1])
+    slow = data_wait("slow")
+    assert all(share > 0.6 for share in slow), slow
+    assert "data=" in capsys.readouterr().err  # shown on the progress bar
