@@ -37,6 +37,8 @@ from .batch import BatchMixer, VideoNormalize, prepare_batch, soft_targets
 from .dataset import SKIPPED_LABEL, MultiViewDataset, VideoClipDataset
 from .decode import (
     DECODE_BACKENDS,
+    GPUDecodingUnavailable,
+    check_gpu_decoding,
     VideoDecodeError,
     count_frames,
     decode_frames,
@@ -46,6 +48,7 @@ from .decode import (
 )
 from .probe import TRUNCATION_TOLERANCE, VideoIndex, probe_video
 from .encode import encode_video, encoder_available
+from .frame_cache import FrameCache, build_frame_cache
 from .metrics import EvaluationResult, mean_class_accuracy, top_k_accuracy
 from .records import AnnotationError, Annotations, VideoRecord
 from .sampling import DENSE_TEST_CONVENTIONS, DenseSampler, FrameSampler, SegmentSampler
@@ -73,6 +76,8 @@ __all__ = [
     "BatchMixer",
     "DenseSampler",
     "EvaluationResult",
+    "FrameCache",
+    "GPUDecodingUnavailable",
     "FrameSampler",
     "MultiViewDataset",
     "SegmentSampler",
@@ -85,6 +90,8 @@ __all__ = [
     "VideoRecord",
     "VideoTestTransform",
     "VideoTrainTransform",
+    "build_frame_cache",
+    "check_gpu_decoding",
     "count_frames",
     "decode_frames",
     "default_backend",

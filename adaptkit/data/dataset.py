@@ -14,7 +14,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
-from .decode import VideoDecodeError, decode_frames
+from .decode import VideoDecodeError, check_gpu_decoding, decode_frames
+from .frame_cache import FrameCache
 from .probe import ROW_WIDTH, VideoIndex, probe_video
 from .records import Annotations, VideoRecord
 from .sampling import FrameSampler
@@ -40,6 +41,14 @@ def _spare_threads() -> int:
     return max(cores // (worker.num_workers if worker is not None else 1), 1)
 
 
+def _checked_device(device: str, backend: str | None) -> str:
+    if torch.device(device).type != "cpu":
+        if backend not in (None, "torchcodec"):
+            raise ValueError(f"decode_device={device!r} needs the torchcodec backend, got backend={backend!r}")
+        check_gpu_decoding(device)
+    return device
+
+
 class _VideoFiles:
     """Shared plumbing: resolved paths, the probed frame index of each file, skip tracking, the frame window.
 
@@ -49,8 +58,12 @@ class _VideoFiles:
     """
 
     def __init__(self, records: list[VideoRecord], root: str | os.PathLike[str] | None, backend: str | None,
-                 short_side: int | None = None, threads: int | None = None) -> None:
+                 short_side: int | None = None, threads: int | None = None,
+                 frame_cache: FrameCache | str | os.PathLike[str] | None = None, device: str = "cpu") -> None:
         self.records = records
+        self.device = device
+        self.frame_cache = frame_cache if frame_cache is None or isinstance(frame_cache, FrameCache) else (
+            FrameCache(frame_cache))
         self.paths = [r.path if root is None else os.path.join(os.fspath(root), r.path) for r in records]
         self.backend, self.short_side, self.threads = backend, short_side, threads
         self.skips = SkipTracker(self.paths)
@@ -80,16 +93,23 @@ class _VideoFiles:
 
     def window(self, index: int) -> tuple[int, int]:
         """(first frame, number of frames) usable for record ``index``, clamped to the real length."""
-        total = self.video_index(index).num_frames
+        if self.frame_cache is not None:
+            total = self.frame_cache.num_frames(self.paths[index])
+        else:
+            total = self.video_index(index).num_frames
         record = self.records[index]
         start = min(record.start_frame or 0, total - 1)
         end = total if record.end_frame is None else min(record.end_frame, total)
         return start, max(end - start, 1)
 
     def decode(self, index: int, indices: np.ndarray) -> torch.Tensor:
+        if self.frame_cache is not None:
+            return self.frame_cache.frames(self.paths[index], indices).to(self.device)
+        backend = "torchcodec" if torch.device(self.device).type != "cpu" else self.backend
         threads = _spare_threads() if self.threads is None else self.threads
-        return decode_frames(self.paths[index], indices.reshape(-1), backend=self.backend,
-                             index=self.video_index(index), short_side=self.short_side, threads=threads)
+        return decode_frames(self.paths[index], indices.reshape(-1), backend=backend,
+                             index=self.video_index(index), short_side=self.short_side, threads=threads,
+                             device=self.device)
 
 
 class VideoClipDataset(Dataset):
@@ -117,6 +137,13 @@ class VideoClipDataset(Dataset):
             full size and resizing after); the transform's own resize then does nothing.
         decode_threads: FFmpeg threads per decoder; None = this process's cores divided among the DataLoader
             workers (1 when the workers fill the cores).
+        frame_cache: read frames from a :class:`FrameCache` (or its folder) built by :func:`build_frame_cache`
+            instead of decoding; a video missing from the cache is skipped like a broken one.
+        decode_device: ``"cuda"`` decodes with NVDEC (torchcodec) and runs the transform on the GPU, so clips come
+            out on the GPU; use it with ``num_workers=0`` (CUDA does not run in forked workers).
+
+    Raises:
+        GPUDecodingUnavailable: ``decode_device`` is a GPU where GPU decoding cannot run (one-line reason).
 
     Example:
         >>> ds = VideoClipDataset(load_annotations("video_list", "train.txt", root="videos"),
@@ -135,13 +162,16 @@ class VideoClipDataset(Dataset):
         backend: str | None = None,
         decoder_resize: bool = True,
         decode_threads: int | None = None,
+        frame_cache: FrameCache | str | os.PathLike[str] | None = None,
+        decode_device: str = "cpu",
     ) -> None:
         if sampler.num_clips != 1:
             raise ValueError(f"VideoClipDataset takes one clip per item; use MultiViewDataset for {sampler.num_clips}")
         if max_attempts < 1:
             raise ValueError(f"max_attempts must be >= 1, got {max_attempts}")
         short_side = getattr(transform, "short_side", None) if decoder_resize else None
-        self.files = _VideoFiles(_as_records(records), root, backend, short_side, decode_threads)
+        self.files = _VideoFiles(_as_records(records), root, backend, short_side, decode_threads, frame_cache,
+                                 _checked_device(decode_device, backend))
         self.sampler, self.transform, self.seed, self.max_attempts = sampler, transform, seed, max_attempts
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()  # shared so persistent workers see it
 
@@ -166,7 +196,7 @@ class VideoClipDataset(Dataset):
         # count nor which worker serves the item changes the draw, and the caller's RNG is left as it was.
         seed = np.random.SeedSequence([self.seed, int(self._epoch[0]), index, 1]).generate_state(1, np.uint64)[0]
         with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(int(seed >> np.uint64(1)))
+            torch.random.default_generator.manual_seed(int(seed >> np.uint64(1)))  # the CPU generator only
             return self.transform(clip)
 
     def _load(self, index: int) -> torch.Tensor:
@@ -216,6 +246,8 @@ class MultiViewDataset(Dataset):
         backend: decode backend, None = automatic.
         decoder_resize: let the decoder shrink frames to ``resize_size`` before the crops.
         decode_threads: FFmpeg threads per decoder; None = cores divided among the DataLoader workers.
+        frame_cache: read frames from a :class:`FrameCache` (or its folder) instead of decoding.
+        decode_device: ``"cuda"`` decodes with NVDEC and crops on the GPU (``num_workers=0``).
     """
 
     def __init__(
@@ -229,13 +261,16 @@ class MultiViewDataset(Dataset):
         backend: str | None = None,
         decoder_resize: bool = True,
         decode_threads: int | None = None,
+        frame_cache: FrameCache | str | os.PathLike[str] | None = None,
+        decode_device: str = "cpu",
     ) -> None:
         if not sampler.test_mode:
             raise ValueError("MultiViewDataset needs a test-mode (deterministic) sampler")
         self.sampler = sampler
         self.transform = VideoTestTransform(crop_size, num_crops, resize_size)
         short_side = self.transform.short_side if decoder_resize else None
-        self.files = _VideoFiles(_as_records(records), root, backend, short_side, decode_threads)
+        self.files = _VideoFiles(_as_records(records), root, backend, short_side, decode_threads, frame_cache,
+                                 _checked_device(decode_device, backend))
 
     @property
     def num_views(self) -> int:
@@ -261,7 +296,8 @@ class MultiViewDataset(Dataset):
         except VideoDecodeError as error:
             self.files.skips.mark(index, error)
         size = self.transform.crop_size
-        blank = torch.zeros(self.num_views, self.sampler.clip_len, 3, size, size, dtype=torch.uint8)
+        blank = torch.zeros(self.num_views, self.sampler.clip_len, 3, size, size, dtype=torch.uint8,
+                            device=self.files.device)
         return blank, SKIPPED_LABEL, record.video_id
 
     def skipped(self) -> list[tuple[str, str]]:

@@ -21,12 +21,15 @@ from typing import Any
 import av
 import numpy as np
 import torch
+from torchvision.transforms.v2 import functional as F
 
 from .probe import VideoDecodeError, VideoIndex, open_video_stream, probe_video
 
 __all__ = [
     "DECODE_BACKENDS",
+    "GPUDecodingUnavailable",
     "VideoDecodeError",
+    "check_gpu_decoding",
     "count_frames",
     "decode_frames",
     "default_backend",
@@ -209,6 +212,46 @@ def torchcodec_available() -> bool:
     return _torchcodec_decoder_class() is not None
 
 
+class GPUDecodingUnavailable(RuntimeError):
+    """GPU decoding was asked for where it cannot run; the one-line message says what is missing."""
+
+
+@functools.cache
+def _gpu_decoding_problem(device: str) -> str | None:
+    if not torch.cuda.is_available():
+        return (f"GPU decoding on {device!r} needs a CUDA device, and torch.cuda.is_available() is False here; "
+                "decode on the CPU instead")
+    decoder_class = _torchcodec_decoder_class()
+    if decoder_class is None:
+        return ("GPU decoding needs torchcodec with FFmpeg's libraries: pip install 'adaptkit[torchcodec]' and "
+                "apt-get install -y --no-install-recommends ffmpeg")
+    buffer = io.BytesIO()  # NVDEC decodes H.264 on every generation; tiny frames are below its minimum size
+    with av.open(buffer, "w", format="mp4") as container:
+        stream = container.add_stream("libx264", rate=1)
+        stream.width, stream.height, stream.pix_fmt = 128, 128, "yuv420p"
+        container.mux(stream.encode(av.VideoFrame.from_ndarray(np.zeros((128, 128, 3), np.uint8), format="rgb24")))
+        container.mux(stream.encode(None))
+    try:
+        decoder_class(buffer.getvalue(), device=device).get_frames_at(indices=[0])
+    except Exception as error:  # noqa: BLE001 - any failure means this torchcodec cannot decode on CUDA
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        return (f"this torchcodec cannot decode on {device!r} ({first_line}); install a CUDA-enabled torchcodec "
+                "matching torch's CUDA version")
+    return None
+
+
+def check_gpu_decoding(device: str | torch.device = "cuda") -> None:
+    """Make sure frames can be decoded on ``device`` (NVDEC through torchcodec); memoised per device.
+
+    Raises:
+        GPUDecodingUnavailable: no CUDA device, no working torchcodec, or a torchcodec built without CUDA. The
+            message is one line saying which.
+    """
+    problem = _gpu_decoding_problem(str(torch.device(device)))
+    if problem is not None:
+        raise GPUDecodingUnavailable(problem)
+
+
 def _torchcodec_frames(path: str, unique: np.ndarray, index: VideoIndex, short_side: int | None, threads: int,
                        seek: bool, device: str = "cpu") -> torch.Tensor:
     decoder_class = _torchcodec_decoder_class()
@@ -222,12 +265,16 @@ def _torchcodec_frames(path: str, unique: np.ndarray, index: VideoIndex, short_s
         from torchcodec.transforms import Resize
 
         transforms = [Resize(size=shape)]
+    # Approximate mode skips the scan of the whole file, exact where the header's timing is exact.
+    options = dict(stream_index=index.stream_index, num_ffmpeg_threads=threads, device=device,
+                   seek_mode="approximate" if index.exact_header and seek else "exact")
     try:
-        # Approximate mode skips the scan of the whole file, exact where the header's timing is exact.
-        decoder = decoder_class(
-            path, stream_index=index.stream_index, num_ffmpeg_threads=threads, device=device,
-            seek_mode="approximate" if index.exact_header and seek else "exact", transforms=transforms or None,
-        )
+        try:
+            decoder = decoder_class(path, **options, transforms=transforms or None)
+        except TypeError:  # a torchcodec older than decoder-side transforms: resize after decoding
+            decoder = decoder_class(path, **options)
+            frames = decoder.get_frames_at(indices=unique.tolist()).data
+            return F.resize(frames, list(shape), antialias=True) if transforms else frames
         return decoder.get_frames_at(indices=unique.tolist()).data  # (U, C, H, W), rotated as displayed
     except (RuntimeError, ValueError, IndexError) as error:
         raise VideoDecodeError(path, f"decoding failed: {error}") from error
@@ -283,6 +330,7 @@ def decode_frames(
     short_side: int | None = None,
     threads: int = 1,
     seek: bool = True,
+    device: str | torch.device = "cpu",
 ) -> torch.Tensor:
     """Decode the frames at ``indices`` (any order, repeats allowed), decoding only what they need.
 
@@ -297,6 +345,8 @@ def decode_frames(
             ``torchvision``'s ``Resize(short_side)`` sizes it; never enlarges. None keeps the stored size.
         threads: FFmpeg decoding threads; more than 1 only pays when a worker has spare cores.
         seek: False decodes from the start of the file (the slow reference path, kept for benchmarks and tests).
+        device: where frames are decoded and returned; a CUDA device decodes with NVDEC and needs
+            ``backend="torchcodec"`` (see :func:`check_gpu_decoding`).
 
     Returns:
         uint8 tensor (len(indices), 3, H, W), RGB, as displayed, frame ``k`` being the frame at ``indices[k]``. Its
@@ -305,7 +355,8 @@ def decode_frames(
 
     Raises:
         VideoDecodeError: missing, corrupt or truncated file, no video stream, or no decodable frame.
-        ValueError: empty, negative or non-integer indices, or an unknown backend.
+        ValueError: empty, negative or non-integer indices, an unknown backend, or a GPU device with PyAV.
+        GPUDecodingUnavailable: a CUDA device without CUDA, torchcodec, or a CUDA-enabled torchcodec.
 
     Example:
         >>> clip = decode_frames("video.mp4", [0, 8, 16, 8])  # doctest: +SKIP
@@ -317,9 +368,17 @@ def decode_frames(
     requested = _check_indices(indices)
     if short_side is not None and short_side < 1:
         raise ValueError(f"short_side must be >= 1, got {short_side}")
+    device = torch.device(device)
+    if device.type != "cpu":
+        if decode is not DECODE_BACKENDS["torchcodec"]:
+            raise ValueError(f"decoding on {device} needs backend='torchcodec' (PyAV decodes on the CPU only)")
+        check_gpu_decoding(device)
     index = probe_video(path) if index is None else index
     unique, inverse = np.unique(np.minimum(requested, index.num_frames - 1), return_inverse=True)
-    batch = decode(path, unique, index, short_side, max(int(threads), 1), seek)  # (U, C, H, W)
+    if device.type != "cpu":
+        batch = _torchcodec_frames(path, unique, index, short_side, 1, seek, device=str(device))
+    else:
+        batch = decode(path, unique, index, short_side, max(int(threads), 1), seek)  # (U, C, H, W)
     if len(unique) == len(requested) and (unique == requested).all():
         return batch  # sorted without repeats, as samplers mostly ask: no gather copy
-    return batch[torch.from_numpy(inverse.reshape(-1))]  # (T, C, H, W), the memory layout kept
+    return batch[torch.from_numpy(inverse.reshape(-1)).to(batch.device)]  # (T, C, H, W), the memory layout kept

@@ -1,0 +1,167 @@
+"""A pre-decoded frame cache, for when decoding cannot keep up: every frame of every video, resized, stored raw.
+
+Layout of a cache folder::
+
+    index.json        {"version", "short_side", "chunk_bytes", "videos": {path: [chunk, byte offset, frames, H, W]},
+                       "skipped": [[path, reason], ...]}
+    chunk_00000.u8    frames of many videos back to back, each video (frames, H, W, 3) uint8 RGB, C order
+    chunk_00001.u8    ...
+
+Chunks are plain byte files of bounded size, read through ``numpy.memmap``: a clip reads only its own frames' pages,
+the operating system's page cache is shared by all DataLoader workers, and nothing is unpickled. Videos are keyed by
+their absolute path, so the datasets that read the cache (training clips and multi-view evaluation alike) find a
+record's frames from the same annotation file and root the cache was built from.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .decode import decode_frames
+from .probe import VideoDecodeError, probe_video
+from .records import Annotations, VideoRecord
+
+__all__ = ["FrameCache", "build_frame_cache"]
+
+logger = logging.getLogger(__name__)
+
+_INDEX = "index.json"
+_VERSION = 1
+
+
+def _key(path: str | os.PathLike[str]) -> str:
+    return os.path.abspath(os.fspath(path))
+
+
+class FrameCache:
+    """Read access to a cache written by :func:`build_frame_cache`; safe to copy into DataLoader workers.
+
+    Args:
+        folder: the cache folder.
+
+    Raises:
+        FileNotFoundError: no ``index.json`` in ``folder`` (the message names the command that builds one).
+        ValueError: an index of another version.
+    """
+
+    def __init__(self, folder: str | os.PathLike[str]) -> None:
+        self.folder = Path(folder)
+        index_path = self.folder / _INDEX
+        if not index_path.is_file():
+            raise FileNotFoundError(f"{self.folder} is not a frame cache (no {_INDEX}); build one with "
+                                    "`python -m recipes.cache_frames --config <config> --out <folder>`")
+        index = json.loads(index_path.read_text())
+        if index.get("version") != _VERSION:
+            raise ValueError(f"{index_path}: frame cache version {index.get('version')}, expected {_VERSION}")
+        self.short_side: int = index["short_side"]
+        self.videos: dict[str, list[int]] = index["videos"]
+        self.skipped: list[list[str]] = index["skipped"]
+        self._chunks: dict[int, np.memmap] = {}  # opened lazily, per process
+
+    def __getstate__(self) -> dict:
+        return {**self.__dict__, "_chunks": {}}  # memory maps are reopened in each worker
+
+    def __contains__(self, path: str | os.PathLike[str]) -> bool:
+        return _key(path) in self.videos
+
+    def __len__(self) -> int:
+        return len(self.videos)
+
+    def _entry(self, path: str | os.PathLike[str]) -> list[int]:
+        entry = self.videos.get(_key(path))
+        if entry is None:
+            raise VideoDecodeError(path, f"not in the frame cache {self.folder} (unreadable when it was built, or "
+                                         "added since: rebuild the cache)")
+        return entry
+
+    def num_frames(self, path: str | os.PathLike[str]) -> int:
+        """Frames cached for ``path``. Raises VideoDecodeError when the video is not in the cache."""
+        return self._entry(path)[2]
+
+    def frames(self, path: str | os.PathLike[str], indices: Sequence[int] | np.ndarray) -> torch.Tensor:
+        """The cached frames at ``indices`` (clamped to the last frame): uint8 (T, 3, H, W), channels-last memory,
+        like :func:`~adaptkit.data.decode_frames`. Raises VideoDecodeError when the video is not in the cache."""
+        chunk, offset, count, height, width = self._entry(path)
+        if chunk not in self._chunks:
+            self._chunks[chunk] = np.memmap(self.folder / f"chunk_{chunk:05d}.u8", dtype=np.uint8, mode="r")
+        video = self._chunks[chunk][offset : offset + count * height * width * 3].reshape(count, height, width, 3)
+        wanted = np.minimum(np.asarray(indices, dtype=np.int64).reshape(-1), count - 1)
+        return torch.from_numpy(video[wanted]).permute(0, 3, 1, 2)  # fancy indexing copies only these frames
+
+
+def build_frame_cache(
+    videos: Annotations | Iterable[VideoRecord | str | os.PathLike[str]],
+    folder: str | os.PathLike[str],
+    short_side: int = 256,
+    chunk_bytes: int = 2**30,
+    backend: str | None = None,
+    window: int = 64,
+    progress: bool = False,
+) -> FrameCache:
+    """Decode every frame of ``videos`` at ``short_side`` (never enlarged) into a new cache in ``folder``.
+
+    Unreadable videos are logged and listed in the index's ``skipped``; a dataset reading the cache skips them as it
+    would the video files. Disk use: frames x H x W x 3 bytes per video (a 10 s, 25 fps clip at 256x340 is 65 MB).
+
+    Args:
+        videos: annotations, records or paths (each video once; repeats are cached once).
+        folder: output folder, created; an existing cache in it is replaced.
+        short_side: short side of the stored frames, e.g. the training transform's ``resize_size``.
+        chunk_bytes: size above which a new chunk file starts (a video is never split).
+        backend: decode backend, None = automatic.
+        window: frames decoded per call (bounds memory on long videos).
+        progress: show a tqdm progress bar.
+
+    Returns:
+        The cache, opened for reading.
+    """
+    from tqdm import tqdm
+
+    if short_side < 1 or chunk_bytes < 1 or window < 1:
+        raise ValueError("short_side, chunk_bytes and window must be >= 1")
+    items = videos.records if isinstance(videos, Annotations) else videos
+    paths = list(dict.fromkeys(_key(v.path if isinstance(v, VideoRecord) else v) for v in items))
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    for old in [folder / _INDEX, *folder.glob("chunk_*.u8")]:
+        old.unlink(missing_ok=True)
+    entries: dict[str, list[int]] = {}
+    skipped: list[list[str]] = []
+    chunk, offset = 0, 0
+    out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115 - rotated below
+    try:
+        for path in tqdm(paths, desc="cache frames", disable=not progress):
+            try:
+                index = probe_video(path)
+                parts = [decode_frames(path, np.arange(start, min(start + window, index.num_frames)), backend,
+                                       index=index, short_side=short_side)
+                         for start in range(0, index.num_frames, window)]
+            except VideoDecodeError as error:
+                logger.warning("not caching unreadable video %s: %s", path, error.reason)
+                skipped.append([path, error.reason])
+                continue
+            height, width = parts[0].shape[-2:]
+            size = index.num_frames * height * width * 3
+            if offset and offset + size > chunk_bytes:
+                out.close()
+                chunk, offset = chunk + 1, 0
+                out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115
+            for part in parts:
+                out.write(part.permute(0, 2, 3, 1).contiguous().numpy().tobytes())  # (n, H, W, 3)
+            entries[path] = [chunk, offset, index.num_frames, int(height), int(width)]
+            offset += size
+    finally:
+        out.close()
+    index_data = dict(version=_VERSION, short_side=short_side, chunk_bytes=chunk_bytes, videos=entries,
+                      skipped=skipped)
+    tmp = folder / f"{_INDEX}.tmp"
+    tmp.write_text(json.dumps(index_data))
+    os.replace(tmp, folder / _INDEX)  # the index appears only once every chunk is complete
+    return FrameCache(folder)

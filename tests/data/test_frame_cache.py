@@ -1,0 +1,83 @@
+"""The pre-decoded frame cache: exact frames, chunking, unreadable videos, and both datasets reading it."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from adaptkit.data import (
+    AugmentConfig,
+    DenseSampler,
+    FrameCache,
+    MultiViewDataset,
+    SegmentSampler,
+    VideoClipDataset,
+    VideoRecord,
+    VideoTrainTransform,
+    build_frame_cache,
+    decode_frames,
+    write_corrupt_video,
+)
+
+from ._videos import assert_frames_are, write_gray_video
+
+
+@pytest.fixture(scope="module")
+def records(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("cache_videos")
+    good = [write_gray_video(folder / f"v{i}.mp4", 20 + 4 * i, gop=8, height=48, width=64) for i in range(3)]
+    broken = write_corrupt_video(folder / "broken.mp4", "garbage")
+    paths = [*good, broken]
+    return [VideoRecord(str(p), i % 2, p.stem) for i, p in enumerate(paths)]
+
+
+def test_cache_holds_every_frame_exactly_resized_and_lists_unreadable_videos(records, tmp_path):
+    cache = build_frame_cache(records, tmp_path / "cache", short_side=32, chunk_bytes=40_000, window=7)
+    assert len(cache) == 3 and [path for path, _ in cache.skipped] == [records[3].path]
+    assert len(list((tmp_path / "cache").glob("chunk_*.u8"))) > 1  # small chunks: the videos spread over several
+    for record in records[:3]:
+        count = cache.num_frames(record.path)
+        frames = cache.frames(record.path, np.arange(count))
+        assert frames.shape == (count, 3, 32, 42)  # 48x64 with the short side at 32, as torchvision sizes it
+        assert_frames_are(frames, list(range(count)))
+        indices = [count - 1, 3, 3, 0, 100]
+        torch.testing.assert_close(cache.frames(record.path, indices),
+                                   decode_frames(record.path, indices, short_side=32), rtol=0, atol=0)
+    index = json.loads((tmp_path / "cache" / "index.json").read_text())
+    assert index["short_side"] == 32 and index["version"] == 1
+
+
+def test_clip_dataset_reads_the_cache_as_it_would_decode(records, tmp_path):
+    transform = VideoTrainTransform(AugmentConfig(crop_size=24, resize_size=32))
+    cache = build_frame_cache(records, tmp_path / "cache", short_side=transform.short_side)
+    decoding = VideoClipDataset(records, DenseSampler(4, 2), transform, seed=3)
+    cached = VideoClipDataset(records, DenseSampler(4, 2), transform, seed=3, frame_cache=tmp_path / "cache")
+    for i in range(3):
+        clip, label, index = cached[i]
+        torch.testing.assert_close(clip, decoding[i][0], rtol=0, atol=0)
+        assert (label, index) == (records[i].label, i)
+    assert cached[3][2] == 0  # the broken video, absent from the cache, is skipped like a broken file
+    assert cached.skipped() == [(records[3].path, "corrupt or truncated")]
+    # Workers get their own memory maps (the cache pickles without them).
+    loader = DataLoader(VideoClipDataset(records[:3], SegmentSampler(4), transform, seed=0, frame_cache=cache),
+                        batch_size=3, num_workers=1)
+    assert next(iter(loader))[0].shape == (3, 4, 3, 24, 24)
+
+
+def test_multi_view_evaluation_reads_the_same_cache(records, tmp_path):
+    cache = build_frame_cache(records, tmp_path / "cache", short_side=32)
+    sampler = DenseSampler(4, 2, num_clips=2, test_mode=True)
+    decoding = MultiViewDataset(records, sampler, crop_size=24, num_crops=3, resize_size=32)
+    cached = MultiViewDataset(records, sampler, crop_size=24, num_crops=3, resize_size=32, frame_cache=cache)
+    for i in range(3):
+        torch.testing.assert_close(cached[i][0], decoding[i][0], rtol=0, atol=0)
+    assert cached[3][1] == -1  # SKIPPED_LABEL
+
+
+def test_a_folder_without_index_is_not_a_cache(tmp_path):
+    with pytest.raises(FileNotFoundError, match="recipes.cache_frames"):
+        FrameCache(tmp_path)
