@@ -76,6 +76,9 @@ class DataConfig:
     batch_size: int = 8  # clips per device per forward pass
     num_workers: int = 4  # DataLoader workers per device
     decode_backend: str | None = None  # "pyav" or "torchcodec"; None = PyAV (faster on CPU, measured)
+    # "cuda": decode with NVDEC (torchcodec) and augment on the GPU, in the main process (num_workers=0)
+    decode_device: str = "cpu"
+    frame_cache: str | None = None  # folder built by `adaptkit cache`: read pre-decoded frames instead of videos
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see adaptkit.data.AugmentConfig
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
 
@@ -249,6 +252,13 @@ def validate(config: RecipeConfig) -> None:
     for key in ("num_frames", "frame_interval", "batch_size"):
         _require(getattr(data, key) >= 1, f"data.{key}", f"must be >= 1, got {getattr(data, key)}")
     _require(data.num_workers >= 0, "data.num_workers", f"must be >= 0, got {data.num_workers}")
+    _one_of(data.decode_device, "data.decode_device", ["cpu", "cuda"])
+    if data.decode_device == "cuda":
+        _require(data.num_workers == 0 and config.eval.num_workers in (None, 0), "data.num_workers",
+                 f"must be 0 with data.decode_device=cuda (CUDA decoding runs in the main process), got "
+                 f"{data.num_workers}")
+        _require(data.decode_backend in (None, "torchcodec"), "data.decode_backend",
+                 "must be torchcodec (or null) with data.decode_device=cuda: PyAV decodes on the CPU only")
     _require(data.num_classes is None or data.num_classes >= 1, "data.num_classes", "must be >= 1")
     synthetic = data.synthetic
     if data.source == "synthetic":

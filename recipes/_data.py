@@ -76,7 +76,7 @@ def train_dataset(config: RecipeConfig) -> tuple[Dataset, list[str]]:
     annotations = load_split(data, data.train, "train")
     dataset = VideoClipDataset(
         annotations, frame_sampler(data), VideoTrainTransform(data.augment), seed=config.train.seed,
-        backend=data.decode_backend,
+        backend=data.decode_backend, frame_cache=data.frame_cache, decode_device=data.decode_device,
     )
     return dataset, list(annotations.classes)
 
@@ -111,7 +111,8 @@ def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[D
     augment = data.augment
     dataset = MultiViewDataset(
         annotations, sampler, crop_size=augment.crop_size, num_crops=augment.test_crops,
-        resize_size=augment.test_resize_size, backend=data.decode_backend,
+        resize_size=augment.test_resize_size, backend=data.decode_backend, frame_cache=data.frame_cache,
+        decode_device=data.decode_device,
     )
     return dataset, f"{data.num_frames}x{config.eval.num_clips}x{augment.test_crops}"
 

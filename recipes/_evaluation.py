@@ -34,8 +34,11 @@ def evaluate(
     chunk_size: int,
     num_workers: int,
     bf16: bool = False,
+    pin_memory: bool = True,
 ) -> EvaluationResult | None:
     """Evaluate ``model`` on ``dataset`` (items ``(uint8 views (V, T, C, H, W), label, video_id)``).
+
+    ``pin_memory`` (on CUDA) is False for views decoded on the GPU already.
 
     Returns:
         The result on rank 0 (with the evaluated and skipped video ids, in dataset order); None on other ranks.
@@ -44,7 +47,8 @@ def evaluate(
     model.eval()
     mean, std = normalization
     shard = Subset(dataset, range(world.rank, len(dataset), world.world_size))
-    loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers, pin_memory=world.device.type == "cuda")
+    loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers,
+                        pin_memory=pin_memory and world.device.type == "cuda")
 
     def forward(video: torch.Tensor) -> torch.Tensor:  # normalised (N, C, T, H, W) -> logits (N, K)
         with autocast(world.device, bf16):

@@ -8,6 +8,7 @@ a model's cost.
     adaptkit ls                                     # the shipped configs
     adaptkit cp k400_vitb16_8x16 my_k400.yaml       # a config to edit, then: adaptkit train --config my_k400.yaml
     adaptkit cost vit_base_patch16_clip_224         # parameters and GMACs of every strategy on that image model
+    adaptkit cache --config k400_vitb16_8x16 --out frames/   # pre-decode the videos (then data.frame_cache=frames/)
 
 Any error is one line on stderr and exit status 2; ``--debug`` (anywhere on the line) shows the traceback instead.
 """
@@ -43,6 +44,12 @@ def _predict(argv: list[str]) -> Any:
     from recipes import predict
 
     return predict.main(argv)
+
+
+def _cache(argv: list[str]) -> Any:
+    from recipes import cache_frames
+
+    return cache_frames.main(argv)
 
 
 def _cost(argv: list[str]) -> Any:
@@ -102,6 +109,7 @@ COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
     "ls": (_ls, "list the shipped configs"),
     "cp": (_cp, "copy a shipped config to edit it"),
     "cost": (_cost, "parameters and GMACs of every strategy on an image model you name"),
+    "cache": (_cache, "decode a config's videos once into a pre-decoded frame cache"),
 }
 
 

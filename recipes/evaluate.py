@@ -63,7 +63,8 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
         bf16 = config.train.precision == "bf16" or (config.train.precision == "auto" and world.device.type == "cuda")
         num_workers = config.data.num_workers if config.eval.num_workers is None else config.eval.num_workers
         result = evaluate(model, dataset, world, model.normalization, views, config.eval.batch_size,
-                          config.eval.chunk_size, num_workers, bf16=bf16)
+                          config.eval.chunk_size, num_workers, bf16=bf16,
+                          pin_memory=config.data.decode_device == "cpu")
         if result is None:
             return None
         result.extra.update(checkpoint=str(args.checkpoint), model=config.model.name,

@@ -177,7 +177,9 @@ class TrainRecipe:
         config, world, workers = self.config, self.world, self.config.data.num_workers
         return DataLoader(
             self.train_set, batch_size=config.data.batch_size, sampler=self.sampler, num_workers=workers,
-            pin_memory=world.device.type == "cuda", persistent_workers=workers > 0,
+            # Clips decoded on the GPU (data.decode_device=cuda) are already there: nothing to pin.
+            pin_memory=world.device.type == "cuda" and config.data.decode_device == "cpu",
+            persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(config.train.seed + world.rank),  # leaves the global RNG alone
         )
 
@@ -316,7 +318,8 @@ class TrainRecipe:
         config = self.config
         workers = config.data.num_workers if config.eval.num_workers is None else config.eval.num_workers
         result = evaluate(self.model, self.eval_set, self.world, self.model.normalization, self.views,
-                          config.eval.batch_size, config.eval.chunk_size, workers, bf16=self.bf16)
+                          config.eval.batch_size, config.eval.chunk_size, workers, bf16=self.bf16,
+                          pin_memory=config.data.decode_device == "cpu")
         if result is not None:
             result.extra.update(step=step, epoch=epoch, run_dir=str(self.run_dir))
             self.metrics.log("eval", step, epoch=epoch, top1=result.top1, top5=result.top5,
