@@ -1,24 +1,27 @@
 """How fast adaptkit's data pipeline turns Kinetics-like files into training clips, against what decoding must cost.
 
-    python -m benchmarks.data_loading            # ~4 min on 2 cores; writes benchmarks/results/data_loading.json
-    python -m benchmarks.data_loading --quick    # 340x256 files, fewer samplers, ~1 min
+    python -m benchmarks.data_loading            # ~3 min on 2 cores (+1 min writing the files the first time);
+                                                 # writes benchmarks/results/data_loading.json
+    python -m benchmarks.data_loading --quick    # 340x256 files, 3 samplers, ~30 s
+    python -m benchmarks.data_loading --augment-device cuda   # only the GPU-side augmentation throughput
 
 Test files (written once into ``--workdir``): 10 s at 25 fps, 340x256 and 1280x720, H.264 with keyframe intervals
 (GOP) 12, 32 and 250 (x264's default B-frames), and VP9 WebM (libvpx's default GOP) as SSv2 has it. The content is a
 moving texture, so that motion compensation works as in real footage.
 
-Two tables:
+Three tables:
 
 1. **Decode, per clip, one core** for every file x sampler x backend: milliseconds to decode one sampled clip's
    frames (the dataset's cached index, as in training), next to the *floor*: the time to decode just the frames from
    the keyframe before the first needed frame to the last needed one (PyAV, one thread, every picture decoded, only
    the needed ones converted to RGB). ``floor_ratio`` = floor time / decode time (>= 1 means faster than the floor,
    possible because non-reference frames that are not needed are skipped and groups of frames are sought apart).
-2. **DataLoader clips/s** on the 340x256 GOP-32 files with ``DenseSampler(8, 16)`` and the Kinetics augmentation at
-   224, per worker count, for adaptkit's pipeline and for the pipeline as it was before seeking ("baseline": decode
-   from the start of the file, resize after decoding), with the decode and transform shares measured in-process.
-   Steady state, as from the second epoch on: every file's frame count / index is known (``probe_ms`` is the
-   one-time cost of probing a file).
+2. **One clip, one core** on the 340x256 GOP-32 files with ``DenseSampler(8, 16)`` and the Kinetics augmentation at
+   224: clips/s per core with the decode and transform shares, for adaptkit's pipeline and for the pipeline as it
+   was before seeking ("baseline": decode from the start of the file, no frame skipping), the two interleaved
+   draw by draw in one process; and the decode time against the floor of the same clips. Steady state, as from the
+   second epoch on: every file's index is known (``probe_ms_once_per_file`` is the one-time cost of probing).
+3. **DataLoader clips/s** for both pipelines per worker count, timed after the first batch.
 
 The development machine is shared with other jobs: absolute figures are noisy, ratios measured in the same process
 are the thing to read.
@@ -31,6 +34,7 @@ import json
 import os
 import platform
 import statistics
+import tempfile
 import time
 from fractions import Fraction
 from pathlib import Path
@@ -50,10 +54,12 @@ from adaptkit.data import (
     count_frames,
     decode_frames,
     encoder_available,
+    prepare_batch,
     probe_video,
     torchcodec_available,
 )
 
+DEFAULT_OUT = Path("benchmarks/results/data_loading.json")
 FPS, SECONDS = 25, 10
 SIZES = {"340x256": (340, 256), "1280x720": (1280, 720)}
 ENCODINGS = ["h264_gop12", "h264_gop32", "h264_gop250", "vp9"]
@@ -165,87 +171,157 @@ class BaselineClips(Dataset):
 
     def __init__(self, paths: list[str], sampler, transform, backend: str) -> None:
         self.paths, self.sampler, self.transform, self.backend = paths, sampler, transform, backend
-        self.counts: dict[int, int] = {}
+        self.indexes: dict[int, object] = {}  # the frame count, per worker (with the index it now comes with)
 
     def __len__(self) -> int:
         return len(self.paths)
 
+    def decode(self, index: int) -> torch.Tensor:
+        if index not in self.indexes:
+            self.indexes[index] = probe_video(self.paths[index])
+        video_index = self.indexes[index]
+        indices = self.sampler(video_index.num_frames, np.random.default_rng(index))
+        return decode_frames(self.paths[index], indices, self.backend, index=video_index, seek=False)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        if index not in self.counts:
-            self.counts[index] = count_frames(self.paths[index])
-        indices = self.sampler(self.counts[index], np.random.default_rng(index))
-        clip = decode_frames(self.paths[index], indices, self.backend, seek=False)
-        return self.transform(clip), 0, index
+        return self.transform(self.decode(index)).contiguous(), 0, index
+
+
+def pipelines(path: Path, backend: str, clips: int) -> tuple[dict[str, Dataset], float]:
+    """adaptkit's VideoClipDataset and the baseline over ``clips`` items of one file, in steady state (every file's
+    index known, as from the second epoch on); also the one-time probe cost in ms."""
+    transform = VideoTrainTransform(AugmentConfig.kinetics())
+    sampler = SAMPLERS["dense 8x16 train"]
+    paths = [str(path)] * clips
+    current = VideoClipDataset([VideoRecord(p, 0, str(i)) for i, p in enumerate(paths)], sampler, transform, seed=0,
+                               backend=backend, decode_threads=1)
+    baseline = BaselineClips(paths, sampler, transform, backend)
+    start = time.perf_counter()
+    current.files.video_index(0)
+    probe_ms = 1e3 * (time.perf_counter() - start)
+    for i in range(clips):
+        current.files.video_index(i)
+        baseline.indexes[i] = probe_video(paths[i])
+    return {"adaptkit": current, "baseline": baseline}, probe_ms
+
+
+def clip_table(path: Path, backends: list[str], draws: int) -> list[dict]:
+    """One core, in process: decode and transform time per clip for both pipelines, interleaved draw by draw so that
+    the machine's load hits both alike; and the floor of the same clips."""
+    rows = []
+    for backend in backends:
+        datasets, probe_ms = pipelines(path, backend, draws)
+        index = probe_video(path)
+        times = {name: ([], []) for name in datasets}
+        floors = []
+        for i in range(draws):
+            for name, dataset in datasets.items():
+                start = time.perf_counter()
+                if name == "adaptkit":
+                    begin, length = dataset.files.window(i)
+                    wanted = dataset.sampler(length, dataset._rng(i)) + begin
+                    clip = dataset.files.decode(i, wanted)
+                else:
+                    clip = dataset.decode(i)
+                middle = time.perf_counter()
+                dataset.transform(clip).contiguous()
+                times[name][0].append(middle - start)
+                times[name][1].append(time.perf_counter() - middle)
+            floors.append(floor_seconds(path, np.unique(wanted), index))
+        floor = statistics.median(floors)
+        for name, (decode, transform) in times.items():
+            decode_s, transform_s = statistics.median(decode), statistics.median(transform)
+            rows.append(dict(backend=backend, pipeline=name, clips_per_s_per_core=round(1 / (decode_s + transform_s), 2),
+                             decode_ms=round(1e3 * decode_s, 2), transform_ms=round(1e3 * transform_s, 2),
+                             decode_share=round(decode_s / (decode_s + transform_s), 3),
+                             transform_share=round(transform_s / (decode_s + transform_s), 3),
+                             floor_ms=round(1e3 * floor, 2), floor_ratio=round(floor / decode_s, 3),
+                             probe_ms_once_per_file=round(probe_ms, 1), draws=draws))
+        current, base = rows[-2], rows[-1]
+        for row in (current, base):
+            row["speedup_vs_baseline"] = round(row["clips_per_s_per_core"] / base["clips_per_s_per_core"], 2)
+            print(f"  {backend:10s} {row['pipeline']:8s} {row['clips_per_s_per_core']:6.1f} clips/s per core "
+                  f"(decode {row['decode_ms']:.1f} ms = {row['decode_share']:.0%}, transform {row['transform_ms']:.1f} ms"
+                  f" = {row['transform_share']:.0%}); decode vs floor {row['floor_ratio']:.2f}x; "
+                  f"{row['speedup_vs_baseline']:.2f}x the baseline", flush=True)
+    return rows
 
 
 def loader_table(path: Path, workers: list[int], backends: list[str], clips: int) -> list[dict]:
-    """clips/s through a DataLoader (batch 8) for the current and the baseline pipeline, plus in-process shares."""
-    transform = VideoTrainTransform(AugmentConfig.kinetics())
-    sampler = SAMPLERS["dense 8x16 train"]
-    paths = [str(path)] * clips  # one file, many items: every item opens, probes (baseline) and decodes it anew
+    """clips/s through a DataLoader (batch 8) per worker count, timed from the first batch on (worker start-up left
+    out), for both pipelines."""
     rows = []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for backend in backends:
-        pipelines = {
-            "adaptkit": lambda: VideoClipDataset([VideoRecord(p, 0, str(i)) for i, p in enumerate(paths)], sampler,
-                                                 transform, seed=0, backend=backend, decode_threads=1),
-            "baseline": lambda: BaselineClips(paths, sampler, transform, backend),
-        }
-        warm = pipelines["adaptkit"]()
-        start = time.perf_counter()
-        warm.files.video_index(0)
-        probe_ms = 1e3 * (time.perf_counter() - start)
-        for i in range(1, len(paths)):  # steady state (epoch 2 on): every file's index is known
-            warm.files.video_index(i)
-        pipelines["adaptkit"] = lambda: warm
-        counts = {i: count_frames(p) for i, p in enumerate(paths)}
-        make_baseline = pipelines["baseline"]
-
-        def warm_baseline():
-            dataset = make_baseline()
-            dataset.counts.update(counts)  # the baseline counted each file once per worker, then kept it
-            return dataset
-
-        pipelines["baseline"] = warm_baseline
-        for pipeline, make in pipelines.items():
-            # Shares in one process: decode (incl. probing and decoder-side resize) vs the transform.
-            dataset = make()
-            decode_s = transform_s = 0.0
-            for i in range(min(clips, 12)):
-                start = time.perf_counter()
-                if pipeline == "adaptkit":
-                    files = dataset.files
-                    begin, length = files.window(i)
-                    clip = files.decode(i, sampler(length, np.random.default_rng(i)) + begin)
-                else:
-                    clip = decode_frames(paths[i], sampler(counts[i], np.random.default_rng(i)), backend, seek=False)
-                middle = time.perf_counter()
-                transform(clip)
-                decode_s, transform_s = decode_s + middle - start, transform_s + time.perf_counter() - middle
+        datasets, _ = pipelines(path, backend, clips)
+        for name, dataset in datasets.items():
             for num_workers in workers:
-                loader = DataLoader(make(), batch_size=8, num_workers=num_workers)
+                batches = iter(DataLoader(dataset, batch_size=8, num_workers=num_workers))
+                next(batches)
                 start = time.perf_counter()
-                served = sum(len(batch[0]) for batch in loader)  # includes starting the workers, as an epoch does
+                served = sum(len(batch[0]) for batch in batches)
                 elapsed = time.perf_counter() - start
                 busy = min(max(num_workers, 1), cores)
-                rows.append(dict(backend=backend, pipeline=pipeline, workers=num_workers, probe_ms=round(probe_ms, 1),
-                                 clips_per_s=round(served / elapsed, 2), clips_per_s_per_core=round(served / elapsed / busy, 2),
-                                 decode_share=round(decode_s / (decode_s + transform_s), 3),
-                                 transform_share=round(transform_s / (decode_s + transform_s), 3)))
-                print(f"  {backend:10s} {pipeline:8s} workers {num_workers}: {rows[-1]['clips_per_s']:6.1f} clips/s "
-                      f"({rows[-1]['clips_per_s_per_core']:.1f} per core), decode {rows[-1]['decode_share']:.0%} "
-                      f"transform {rows[-1]['transform_share']:.0%}", flush=True)
+                rows.append(dict(backend=backend, pipeline=name, workers=num_workers,
+                                 clips_per_s=round(served / elapsed, 2),
+                                 clips_per_s_per_core=round(served / elapsed / busy, 2)))
+                print(f"  {backend:10s} {name:8s} workers {num_workers}: {rows[-1]['clips_per_s']:6.1f} clips/s "
+                      f"({rows[-1]['clips_per_s_per_core']:.1f} per busy core)", flush=True)
     return rows
+
+
+def augment_table(device: str, batch: int, rounds: int) -> dict:
+    """Augmentation where the frames are: the Kinetics train transform per clip, then ``prepare_batch`` into a
+    (B, C, T, 224, 224) bf16 batch, on ``device``, from decoded 256x340 uint8 clips (8 frames) already there. The GPU
+    half of ``data.decode_device=cuda`` (NVDEC decoding itself needs FFmpeg's libraries and is not measured)."""
+    transform = VideoTrainTransform(AugmentConfig.kinetics())
+    clips = torch.randint(0, 256, (batch, 8, 256, 340, 3), dtype=torch.uint8, device=device).permute(0, 1, 4, 2, 3)
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+
+    def step() -> torch.Tensor:
+        out = torch.stack([transform(clip) for clip in clips])  # (B, T, C, 224, 224), one crop per clip
+        return prepare_batch(out, mean, std, dtype=torch.bfloat16)
+
+    step()  # warm-up (kernels, allocator)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        result = step()
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    row = dict(device=device, batch=batch, clips_per_s=round(batch / seconds, 1), shape=list(result.shape),
+               dtype=str(result.dtype), threads=torch.get_num_threads())
+    print(f"  augmentation on {device}: {row['clips_per_s']:.1f} clips/s into {tuple(result.shape)} {result.dtype}",
+          flush=True)
+    return row
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="340x256 files, 3 samplers, workers 0 and 2")
-    parser.add_argument("--workdir", type=Path, default=Path("benchmarks/results/data_loading_files"))
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/results/data_loading.json"))
+    parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "adaptkit_data_loading",
+                        help="where the test files are written once and reused")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="result JSON (default: benchmarks/results/data_loading.json, --quick: ..._quick.json)")
     parser.add_argument("--backends", nargs="+", default=None, help="default: pyav, plus torchcodec if it loads")
     parser.add_argument("--workers", nargs="+", type=int, default=None)
+    parser.add_argument("--augment-device", help="only measure the augmentation on this device (e.g. cuda)")
     args = parser.parse_args()
+    if args.augment_device:
+        if args.augment_device == "cpu":
+            torch.set_num_threads(1)  # per core, as in a DataLoader worker
+        row = augment_table(args.augment_device, batch=32, rounds=3 if args.quick else 10)
+        out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_augment_{args.augment_device}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(augment=row, machine=platform.platform()), indent=2) + "\n")
+        print(f"wrote {out}")
+        return
+    if args.quick and args.out == DEFAULT_OUT:
+        args.out = args.out.with_name("data_loading_quick.json")
     backends = args.backends or (["pyav", "torchcodec"] if torchcodec_available() else ["pyav"])
     sizes = ["340x256"] if args.quick else list(SIZES)
     samplers = QUICK_SAMPLERS if args.quick else list(SAMPLERS)
@@ -257,14 +333,17 @@ def main() -> None:
     print(f"test files ready in {time.perf_counter() - started:.0f} s; backends {backends}", flush=True)
     print("decode per clip, one core:", flush=True)
     decode_rows = decode_table(files, samplers, backends, budget=0.4 if args.quick else 0.6)
-    print("DataLoader, 340x256 GOP 32, dense 8x16, Kinetics augmentation at 224, batch 8:", flush=True)
-    loader_rows = loader_table(files["340x256 h264_gop32"], workers, backends, clips=24 if args.quick else 48)
+    headline = files["340x256 h264_gop32"]
+    print("One clip, one core, 340x256 GOP 32, dense 8x16, Kinetics augmentation at 224:", flush=True)
+    clip_rows = clip_table(headline, backends, draws=8 if args.quick else 24)
+    print("DataLoader, same files, batch 8, after the first batch:", flush=True)
+    loader_rows = loader_table(headline, workers, backends, clips=40 if args.quick else 88)
     result = dict(
         machine=dict(platform=platform.platform(), cores=len(os.sched_getaffinity(0)), shared=True,
                      torch=torch.__version__, av=av.__version__),
         note="shared development machine: absolute figures are noisy; compare ratios from the same run",
         quick=args.quick, seconds=round(time.perf_counter() - started, 1),
-        decode=decode_rows, loader=loader_rows,
+        decode=decode_rows, clip=clip_rows, loader=loader_rows,
     )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -113,14 +113,16 @@ def check_command(line: str) -> None:
         if not module.startswith("recipes."):
             return
         words = ["adaptkit", "train" if module == "recipes.cli" else module.split(".")[1], *words[3:]]
-    from recipes import cost, evaluate, predict, train
+    from recipes import cache_frames, cost, evaluate, predict, train
     from recipes._config import load_config
 
     command, args = words[1], words[2:]
     if command in ("ls", "cp"):
         return
-    parsed = {"train": train, "evaluate": evaluate, "predict": predict, "cost": cost}[command].parse_args(args)
-    if command in ("train", "evaluate", "predict") and (command == "train" or parsed.config):
+    command = "cache" if command == "cache_frames" else command  # python -m recipes.cache_frames = adaptkit cache
+    parsed = {"train": train, "evaluate": evaluate, "predict": predict, "cost": cost,
+              "cache": cache_frames}[command].parse_args(args)
+    if command in ("train", "evaluate", "predict", "cache") and (command == "train" or parsed.config):
         config = parsed.config
         if config is not None and not Path(config).is_file():
             config = Path(config).name  # a file the example makes first (adaptkit cp ... my_k400.yaml)
