@@ -3,6 +3,7 @@ video or a plain save_pretrained folder, offline weights, and the installed whee
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -130,32 +131,52 @@ def test_predict_notes_repeated_frames_of_a_short_video(trained: Path, tmp_path:
     assert "note: the video has only 3 frames, fewer than a clip spans: frames were repeated" in out
 
 
-def test_predict_with_a_plain_save_pretrained_folder(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    # The user's own adapter on local image weights: the config names the image model and the sampling.
+@pytest.fixture
+def plain_folder(tmp_path: Path) -> tuple[Path, list[str]]:
+    """The user's own AIM adapter (4 classes) in a plain save_pretrained folder, on local image weights; returns the
+    folder and the arguments naming the image model (a copy of the demo config plus overrides)."""
+    from safetensors.torch import save_file
+
     image_model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1,
                                     num_heads=2)
     weights = tmp_path / "image.safetensors"
-    from safetensors.torch import save_file
-
     save_file({k: v.contiguous() for k, v in image_model.state_dict().items()}, str(weights))
-    adaptkit.inject(image_model, "aim", num_frames=4, num_classes=3).save_pretrained(tmp_path / "adapter")
-    (tmp_path / "classes.txt").write_text("left\nright\nup\n")
-    write_synthetic_videos(tmp_path / "videos", 1, num_frames=12, size=32, num_classes=2)
-    video = next((tmp_path / "videos").rglob("*.mp4"))
+    adaptkit.inject(image_model, "aim", num_frames=4, num_classes=4).save_pretrained(tmp_path / "adapter")
     config = tmp_path / "mine.yaml"
     assert cli.main(["cp", DEFAULT_CONFIG, str(config)]) == 0
-    status, out, err = run_cli([
-        "predict", str(video), "--checkpoint", str(tmp_path / "adapter"), "--config", str(config),
-        "--classes", str(tmp_path / "classes.txt"), f"model.checkpoint={weights}", "model.allow_random_init=false",
+    return tmp_path / "adapter", [
+        "--config", str(config), f"model.checkpoint={weights}", "model.allow_random_init=false",
         "model.kwargs.embed_dim=32", "model.kwargs.depth=1", "model.kwargs.num_heads=2", "model.kwargs.weight_init=",
-        "data.num_frames=4", "data.frame_interval=3", "model.options.temporal_in=null", "model.options.scale=null",
-    ], capsys)
+        "data.num_frames=4", "model.options.temporal_in=null", "model.options.scale=null",
+    ]
+
+
+def test_predict_with_a_plain_save_pretrained_folder(plain_folder: tuple[Path, list[str]], tmp_path: Path,
+                                                     capsys: pytest.CaptureFixture) -> None:
+    folder, naming = plain_folder
+    (tmp_path / "classes.txt").write_text("left\nright\nup\ndown\n")
+    write_synthetic_videos(tmp_path / "videos", 1, num_frames=12, size=32, num_classes=2)
+    video = next((tmp_path / "videos").rglob("*.mp4"))
+    status, out, err = run_cli(["predict", str(video), "--checkpoint", str(folder), "--classes",
+                                str(tmp_path / "classes.txt"), "data.frame_interval=3", *naming], capsys)
     assert status == 0, err
+    config = naming[1]
     indices = frame_sampler(load_config(config, ["data.num_frames=4", "data.frame_interval=3"]).data,
                             test_mode=True)(12)
     assert f"read 1 clip of 4 frames every 3 (dense sampling), frames {indices.min()}-{indices.max()} of 12" in out
-    assert sorted(line.split()[1] for line in out.splitlines() if line.lstrip()[:2] in ("1.", "2.", "3.")) == \
-        ["left", "right", "up"]
+    assert sorted(line.split()[1] for line in out.splitlines() if line.lstrip()[:2] in ("1.", "2.", "3.", "4.")) == \
+        ["down", "left", "right", "up"]
+
+
+def test_evaluate_a_plain_save_pretrained_folder(plain_folder: tuple[Path, list[str]], tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    folder, naming = plain_folder
+    output = tmp_path / "result.json"
+    status, out, err = run_cli(["evaluate", "--checkpoint", str(folder), "--output", str(output),
+                                "data.synthetic.val_videos=4", *naming], capsys)
+    assert status == 0, err
+    assert "strategy aim, 4 classes, views 4x1x1, 4 videos" in out and "chance 25.0%" in out
+    assert json.loads(output.read_text())["num_videos"] == 4
 
 
 def test_configs_by_name_ls_and_cp(tmp_path: Path, capsys: pytest.CaptureFixture,
