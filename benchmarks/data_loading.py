@@ -309,6 +309,8 @@ def main() -> None:
                         help="result JSON (default: benchmarks/results/data_loading.json, --quick: ..._quick.json)")
     parser.add_argument("--backends", nargs="+", default=None, help="default: pyav, plus torchcodec if it loads")
     parser.add_argument("--workers", nargs="+", type=int, default=None)
+    parser.add_argument("--clips", type=int, help="items per DataLoader run (default 88, --quick 40); use about "
+                        "40 per worker on many cores")
     parser.add_argument("--augment-device", help="only measure the augmentation on this device (e.g. cuda)")
     args = parser.parse_args()
     if args.augment_device:
@@ -337,7 +339,7 @@ def main() -> None:
     print("One clip, one core, 340x256 GOP 32, dense 8x16, Kinetics augmentation at 224:", flush=True)
     clip_rows = clip_table(headline, backends, draws=8 if args.quick else 24)
     print("DataLoader, same files, batch 8, after the first batch:", flush=True)
-    loader_rows = loader_table(headline, workers, backends, clips=40 if args.quick else 88)
+    loader_rows = loader_table(headline, workers, backends, clips=args.clips or (40 if args.quick else 88))
     result = dict(
         machine=dict(platform=platform.platform(), cores=len(os.sched_getaffinity(0)), shared=True,
                      torch=torch.__version__, av=av.__version__),
