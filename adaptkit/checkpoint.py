@@ -18,17 +18,26 @@ from adaptkit._io import atomic_write, atomic_write_text
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+IMAGE_WEIGHTS_NAME = "image_model.safetensors"
+"""A merged model's backbone: a plain timm / open_clip state dict (without the image classifier head)."""
 FORMAT_VERSION = 1
 
 
 def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
-    """Write the model's config and trainable tensors into directory ``path`` (atomically, per file)."""
+    """Write the model's config and trainable tensors into directory ``path`` (atomically, per file).
+
+    A merged model (``video_model.merge()``) also writes ``image_model.safetensors``: its backbone as a
+    plain timm / open_clip state dict, which holds the folded adapters.
+    """
     from adaptkit import __version__
 
     path = Path(path)
     tensors = {k: v.detach().contiguous().cpu() for k, v in video_model.trainable_state_dict().items()}
     config = {"format_version": FORMAT_VERSION, "adaptkit_version": __version__, **video_model.strategy_config}
     atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    if config.get("merged"):  # the adapters live in the backbone's weights now: store them as a plain state dict
+        image = {k: v.detach().contiguous().cpu() for k, v in video_model.backbone_state_dict().items()}
+        atomic_write(path / IMAGE_WEIGHTS_NAME, lambda tmp: save_file(image, tmp, metadata={"format": "pt"}))
     atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
 
 
@@ -41,6 +50,14 @@ def read_config(path: str | Path) -> dict[str, Any]:
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{file}: unsupported format_version {config.get('format_version')!r} (expected {FORMAT_VERSION})")
     return config
+
+
+def load_merged_backbone(video_model: nn.Module, path: str | Path) -> None:
+    """Load a merged model's ``image_model.safetensors`` into ``video_model``'s backbone (strict)."""
+    file = Path(path) / IMAGE_WEIGHTS_NAME
+    if not file.is_file():
+        raise FileNotFoundError(f"no {IMAGE_WEIGHTS_NAME} in {path}, although its {CONFIG_NAME} says merged")
+    video_model.load_backbone_state_dict(load_file(str(file)))
 
 
 def load_trainable(video_model: nn.Module, path: str | Path) -> None:

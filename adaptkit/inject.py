@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from adaptkit.backbones import find_family
-from adaptkit.checkpoint import load_trainable, read_config
+from adaptkit.checkpoint import load_merged_backbone, load_trainable, read_config
 from adaptkit.model import VideoModel
 from adaptkit.strategies import make_strategy
 
@@ -101,6 +101,9 @@ def from_pretrained(
         **config["options"],
     )
     try:
+        if config.get("merged"):
+            video_model.merge()  # fresh adapters fold to exactly nothing; the merged weights come next
+            load_merged_backbone(video_model, path)
         load_trainable(video_model, path)
     except BaseException:
         video_model.unload()  # a refused load gives the image model back

@@ -232,6 +232,7 @@ class VideoModel(nn.Module):
             "num_frames": self.num_frames,
             "num_classes": self.num_classes,
             "backbone": self.architecture,
+            "merged": self.merged,
         }
 
     @property
@@ -258,6 +259,41 @@ class VideoModel(nn.Module):
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The tensors that training changes, keyed as in ``state_dict()``: what checkpoints hold."""
         return {name: p for name, p in self.named_parameters() if p.requires_grad}
+
+    def backbone_state_dict(self) -> dict[str, torch.Tensor]:
+        """The image model's own tensors, keyed as in the plain timm / open_clip model (wrappers looked through).
+
+        What a merged model saves: load it into a fresh image model with ``strict=False``; only the
+        image classifier head (which the video model drops) is missing. Tensors a wrapper added
+        (unmerged adapters) are not the image model's and are left out.
+        """
+        wrappers = [name for name, m in self.backbone.named_modules() if isinstance(m, VideoBlock)]
+        state = {}
+        for key, value in self.backbone.state_dict().items():
+            owner = next((w for w in wrappers if key.startswith(f"{w}.")), None)
+            if owner is not None:
+                if not key.startswith(f"{owner}.block."):
+                    continue  # the wrapper's own tensor
+                key = owner + key[len(owner) + len(".block"):]
+            state[key] = value
+        return state
+
+    def load_backbone_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        """Copy a :meth:`backbone_state_dict` into the backbone; strict on names and shapes.
+
+        Raises:
+            KeyError: missing or unexpected keys. ValueError: a tensor of the wrong shape.
+        """
+        own = self.backbone_state_dict()
+        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
+        if missing or unexpected:
+            raise KeyError(f"backbone weights do not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
+        wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
+        if wrong:
+            raise ValueError(f"backbone weights of the wrong shape: {wrong[:8]}")
+        with torch.no_grad():
+            for key, tensor in own.items():
+                tensor.copy_(state[key])
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trainable tensors only)."""
@@ -320,7 +356,8 @@ class VideoModel(nn.Module):
 
         Args:
             probe: A (B, C, T, H, W) video to check on; by default 2 seeded random clips of the model's
-                clip length at the backbone's input size. Real frames make the strictest check.
+                clip length at the backbone's input size. Real frames make the strictest check. On the
+                meta device (for counting) there is nothing to compare and no check runs.
             tolerance: Largest accepted relative difference; defaults to :data:`MERGE_TOLERANCE` for
                 the backbone's dtype (fp32: 1e-5).
 
@@ -341,6 +378,11 @@ class VideoModel(nn.Module):
         if not self.strategy.mergeable:
             self.strategy.merge(self._context(), self._restore.strategy_state)  # raises TypeError naming why
         reference = next(self.backbone.parameters())
+        if reference.device.type == "meta":  # counting: nothing to compare
+            self._restore.strategy_state, _ = self.strategy.merge(self._context(), self._restore.strategy_state)
+            self.merged = True
+            self.backbone.requires_grad_(False)
+            return self
         if probe is None:
             height, width = _input_size(self.backbone)
             generator = torch.Generator().manual_seed(0)
@@ -366,6 +408,7 @@ class VideoModel(nn.Module):
             self.train(was_training)
         self._restore.strategy_state = state
         self.merged = True
+        self.backbone.requires_grad_(False)  # merged weights are frozen image weights again
         return self
 
     def merge_and_unload(self, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:

@@ -2,7 +2,8 @@
 
     python -m benchmarks.costs            # prints a markdown table, writes benchmarks/results/costs.json
 
-Everything runs on the meta device: no weights, no memory, a few seconds on a laptop CPU.
+Everything runs on the meta device: no weights, no memory, a few seconds on a laptop CPU. A strategy
+written ``name+merge`` is measured after ``video_model.merge()`` (ZeroI2V at inference).
 GMACs are multiply-accumulates per the AIM paper's convention ("GFLOPs" in its tables).
 """
 
@@ -59,6 +60,10 @@ ROWS = [
      "- / ~7 / 455 (ST-Adapter, NeurIPS'22: ~8% per-task params; 455 GFLOPs per a third-party table)"),
     ("vit_base_patch16_clip_224", "st-adapter", {"positions": "attn+mlp"}, 174, 8, 3,
      "- / ~14 / - (the authors' 24x384 SSv2 setting: adapters before attention and MLP)"),
+    ("vit_base_patch16_clip_224", "zero-i2v", {}, 400, 8, 3,
+     "- (training: 4 linear adapters per block; the paper gives inference costs only)"),
+    ("vit_base_patch16_clip_224", "zero-i2v+merge", {}, 400, 8, 3,
+     "86 / 0 extra / 422 (ZeroI2V, ECCV'24: the plain image model at inference, 8x1x3)"),
     ("swin_base_patch4_window7_224", "aim", {}, 400, 8, 1, "- / 9.2 / - (Table 6; no GFLOPs given)"),
     ("swin_base_patch4_window7_224", "aim", {}, 400, 32, 1, "- / 9.2 / - (Table 6; no GFLOPs given)"),
     ("swin_base_patch4_window7_224", "space-only", {}, 400, 8, 1, "- (VideoSwin-B is 88M)"),
@@ -68,7 +73,11 @@ ROWS = [
 def measure(name: str, strategy: str, options: dict, classes: int, frames: int, views: int, paper: str) -> Row:
     with torch.device("meta"):
         image_model = timm.create_model(name)
-    video_model = adaptkit.inject(image_model, strategy, num_frames=frames, num_classes=classes, **options)
+    merge = strategy.endswith("+merge")  # a mergeable strategy measured after video_model.merge()
+    video_model = adaptkit.inject(image_model, strategy.removesuffix("+merge"), num_frames=frames, num_classes=classes,
+                                  **options)
+    if merge:
+        video_model.merge()
     total, tunable = adaptkit.count_parameters(video_model)
     per_view = adaptkit.count_flops(video_model, image_size=224, views=1)
     return Row(name, strategy, options, classes, frames, views, round(total / 1e6, 2), round(tunable / 1e6, 3),

@@ -83,10 +83,13 @@ STRATEGIES: dict[str, dict] = {
     "timesformer": {},
     "lora": {"r": 2},
     "st-adapter": {},
+    "zero-i2v": {},
 }
 
-TEMPORAL = {"aim", "timesformer", "st-adapter"}
+TEMPORAL = {"aim", "timesformer", "st-adapter", "zero-i2v"}
 """Strategies that model time: their output depends on frame order."""
+IDENTITY_AT_INIT_WITH = {"zero-i2v": {"temporal_offsets": []}}
+"""Strategies that start as the image model only with these options (zero-i2v's temporal heads look at other frames)."""
 
 
 @functools.cache

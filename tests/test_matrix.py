@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import adaptkit
-from conftest import BACKBONES, PAIRS, REFUSED, STRATEGIES, TEMPORAL, family_of, image_features, matrix, refusal
+from conftest import BACKBONES, IDENTITY_AT_INIT_WITH, PAIRS, REFUSED, STRATEGIES, TEMPORAL, family_of, image_features
+from conftest import matrix, refusal
 from conftest import randomize_trainable
 
 
@@ -53,7 +54,7 @@ def test_no_head_returns_features(backbone):
 @matrix
 def test_identity_at_initialisation(backbone, strategy):
     """A fresh model's logits are the head applied to the time-mean of the image model's features."""
-    _, reference, vm, size = _fresh(backbone, strategy)
+    _, reference, vm, size = _fresh(backbone, strategy, **IDENTITY_AT_INIT_WITH.get(strategy, {}))
     vm.eval()
     video = _video(size, batch=2, frames=3)
     frames = video.permute(0, 2, 1, 3, 4).flatten(0, 1)  # (B*T, C, H, W)

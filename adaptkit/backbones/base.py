@@ -9,7 +9,7 @@ from __future__ import annotations
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -55,6 +55,29 @@ Blocks = nn.ModuleList | nn.Sequential | ChainedBlocks
 
 RunBlock = Callable[[int, torch.Tensor, SpatialContext], torch.Tensor]
 """``run_block(index, x, spatial)``: runs block ``index`` of ``blocks()``, wrapped or not."""
+
+
+class LinearSite(NamedTuple):
+    """One frozen affine map ``y = x @ weight.T + bias``, named by the module owning it and its attributes."""
+
+    module: nn.Module
+    weight: str
+    bias: str | None
+
+
+class BlockLinears(NamedTuple):
+    """A pre-norm block's frozen affine maps, in the order they are applied.
+
+    ``attn_in`` reads the normed tokens (the packed q/k/v projection), ``attn_out`` writes the
+    attention branch (before any layer scale), ``mlp_in`` and ``mlp_out`` are the MLP's first and last
+    linear layers. A linear map placed just before an ``*_in`` or just after an ``*_out`` site folds
+    into it exactly.
+    """
+
+    attn_in: LinearSite
+    attn_out: LinearSite
+    mlp_in: LinearSite
+    mlp_out: LinearSite
 
 
 class BackboneFamily(ABC):
@@ -299,6 +322,14 @@ class BackboneFamily(ABC):
         the block (Swin: window partition, cyclic shift and mask) override it.
         """
         return self.attend(self.attention(block), x, spatial)
+
+    def linear_layers(self, block: nn.Module) -> BlockLinears | None:
+        """The frozen affine maps around a block's two branches, for strategies that fold linear adapters into them.
+
+        None (the default) where the family does not describe them; strategies that merge adapters
+        then refuse the family in ``check_backbone``.
+        """
+        return None
 
     def new_temporal_bias(self, block: nn.Module, num_frames: int) -> nn.Module | None:
         """A new, trainable relative temporal position bias for temporal attention in ``block``.

@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptkit.backbones.base import BackboneFamily, SpatialContext, register_backbone
+from adaptkit.backbones.base import BackboneFamily, BlockLinears, LinearSite, SpatialContext, register_backbone
 from adaptkit.layers.attention import AttentionProjections
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -134,6 +134,15 @@ class OpenClipViT(BackboneFamily):
             out=lambda out, x: attn.out_proj(out),
             scale=attn.head_dim**-0.5,
             dropout=attn.dropout if attn.training else 0.0,
+        )
+
+    def linear_layers(self, block: nn.Module) -> BlockLinears | None:
+        mlp = block.mlp
+        if not (hasattr(mlp, "c_fc") and hasattr(mlp, "c_proj")):
+            return None
+        return BlockLinears(
+            LinearSite(block.attn, "in_proj_weight", "in_proj_bias"), LinearSite(block.attn.out_proj, "weight", "bias"),
+            LinearSite(mlp.c_fc, "weight", "bias"), LinearSite(mlp.c_proj, "weight", "bias"),
         )
 
     def scale1(self, block: nn.Module, y: torch.Tensor) -> torch.Tensor:

@@ -6,7 +6,7 @@ import torch
 from timm.models.vision_transformer import Block, VisionTransformer
 from torch import nn
 
-from adaptkit.backbones.base import SpatialContext, register_backbone
+from adaptkit.backbones.base import BlockLinears, LinearSite, SpatialContext, register_backbone
 from adaptkit.backbones.timm_common import TimmFamily
 
 
@@ -35,6 +35,15 @@ class TimmViT(TimmFamily):
     def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, SpatialContext]:
         x = self.model.patch_embed(frames)
         return self.model._pos_embed(x), {}
+
+    def linear_layers(self, block: nn.Module) -> BlockLinears | None:
+        mlp = block.mlp
+        if not (hasattr(mlp, "fc1") and hasattr(mlp, "fc2")) or not isinstance(block.attn.qkv, nn.Linear):
+            return None
+        return BlockLinears(
+            LinearSite(block.attn.qkv, "weight", "bias"), LinearSite(block.attn.proj, "weight", "bias"),
+            LinearSite(mlp.fc1, "weight", "bias"), LinearSite(mlp.fc2, "weight", "bias"),
+        )
 
     def lora_targets(self) -> list[str]:
         return ["qkv"]

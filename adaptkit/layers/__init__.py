@@ -2,6 +2,8 @@
 
 from adaptkit.layers.adapter import Adapter
 from adaptkit.layers.attention import AttentionProjections, frame_self_attention, self_attention
+from adaptkit.layers.head_shift import shift_heads
+from adaptkit.layers.linear_adapter import LinearAdapter, fold_after, fold_before
 from adaptkit.layers.st_adapter import STAdapter
 from adaptkit.layers.temporal_bias import RelativeTemporalBias
 from adaptkit.layers.temporal_embedding import TemporalEmbedding
@@ -9,9 +11,13 @@ from adaptkit.layers.temporal_embedding import TemporalEmbedding
 __all__ = [
     "Adapter",
     "AttentionProjections",
+    "LinearAdapter",
     "RelativeTemporalBias",
     "STAdapter",
     "TemporalEmbedding",
+    "fold_after",
+    "fold_before",
     "frame_self_attention",
     "self_attention",
+    "shift_heads",
 ]
