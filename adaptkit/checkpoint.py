@@ -7,6 +7,7 @@ safetensors holds raw tensors, so loading never executes pickled code.
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,20 @@ def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
         image = {k: v.detach().contiguous().cpu() for k, v in video_model.backbone_state_dict().items()}
         atomic_write(path / IMAGE_WEIGHTS_NAME, lambda tmp: save_file(image, tmp, metadata={"format": "pt"}))
     atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+
+
+def compare_architecture(saved: dict[str, Any], found: dict[str, Any], path: str | Path, ignore: bool) -> None:
+    """Refuse (TypeError) a checkpoint recorded on another architecture than ``found``; warn instead if ``ignore``."""
+    differing = sorted(k for k in saved.keys() & found.keys() if saved[k] != found[k])
+    if not differing:
+        return
+    message = (
+        f"checkpoint {path} was made on backbone {saved}, but this image model is {found}: they differ in "
+        f"{', '.join(differing)}"
+    )
+    if not ignore:
+        raise TypeError(f"{message}. Pass ignore_architecture_mismatch=True to load it anyway")
+    warnings.warn(f"{message}; loading anyway (ignore_architecture_mismatch=True)", stacklevel=3)
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

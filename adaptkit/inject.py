@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
 from adaptkit.backbones import find_family
-from adaptkit.checkpoint import load_merged_backbone, load_trainable, read_config
+from adaptkit.checkpoint import compare_architecture, load_merged_backbone, load_trainable, read_config
 from adaptkit.model import VideoModel
 from adaptkit.strategies import make_strategy
 
@@ -85,17 +84,7 @@ def from_pretrained(
         KeyError, ValueError: missing, unexpected or wrongly shaped tensors.
     """
     config = read_config(path)
-    saved = config["backbone"]
-    found = find_family(image_model).identity()
-    differing = sorted(k for k in saved.keys() & found.keys() if saved[k] != found[k])
-    if differing:
-        message = (
-            f"checkpoint {path} was made on backbone {saved}, but this image model is {found}: they differ in "
-            f"{', '.join(differing)}"
-        )
-        if not ignore_architecture_mismatch:
-            raise TypeError(f"{message}. Pass ignore_architecture_mismatch=True to load it anyway")
-        warnings.warn(f"{message}; loading anyway (ignore_architecture_mismatch=True)", stacklevel=2)
+    compare_architecture(config["backbone"], find_family(image_model).identity(), path, ignore_architecture_mismatch)
     video_model = inject(
         image_model, config["strategy"], num_frames=config["num_frames"], num_classes=config["num_classes"],
         **config["options"],

@@ -76,6 +76,10 @@ class VideoModel(nn.Module):
         self.in_channels = _patch_embed_channels(self.backbone)
         self._grad_checkpointing = False
         self.merged = False
+        self.active_adapter = "default"
+        """Name of the active adapter set (see :meth:`add_adapter`)."""
+        self.adapter_sets = nn.ModuleDict()  # the inactive adapter sets' modules, by name
+        self._set_info: dict[str, Any] = {}
         backbone_params = dict(self.backbone.named_parameters())
         no_decay_names = getattr(self.backbone, "no_weight_decay", None)
         no_decay_names = set(no_decay_names()) if callable(no_decay_names) else set()
@@ -97,6 +101,12 @@ class VideoModel(nn.Module):
     def _build(self, family: BackboneFamily, strategy: StrategyConfig, num_frames: int, num_classes: int | None) -> None:
         for path in family.head_paths():
             self._stash(path, replacement=None)
+        self._build_set(strategy, num_classes)
+
+    def _build_set(self, strategy: StrategyConfig, num_classes: int | None) -> None:
+        """Apply ``strategy`` to the (plain, frozen) backbone with a new head: the active adapter set."""
+        self.strategy, self.num_classes = strategy, num_classes
+        family, num_frames = self.family, self.num_frames
         reference = next(self.backbone.parameters())
         dim = family.embed_dim
         # New modules are created where the backbone lives (meta included) and in its dtype.
@@ -257,8 +267,11 @@ class VideoModel(nn.Module):
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The tensors that training changes, keyed as in ``state_dict()``: what checkpoints hold."""
-        return {name: p for name, p in self.named_parameters() if p.requires_grad}
+        """The active adapter set's trainable tensors, keyed as in ``state_dict()``: what checkpoints hold."""
+        return {name: p for name, p in self._active_parameters() if p.requires_grad}
+
+    def _active_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        return [(n, p) for n, p in self.named_parameters() if not n.startswith("adapter_sets.")]
 
     def backbone_state_dict(self) -> dict[str, torch.Tensor]:
         """The image model's own tensors, keyed as in the plain timm / open_clip model (wrappers looked through).
@@ -313,7 +326,7 @@ class VideoModel(nn.Module):
         for module in self.modules():
             if isinstance(module, (TemporalEmbedding, RelativeTemporalBias)):
                 exempt.update(id(p) for p in module.parameters())
-        return {n for n, p in self.named_parameters() if p.requires_grad and (p.ndim <= 1 or id(p) in exempt)}
+        return {n for n, p in self._active_parameters() if p.requires_grad and (p.ndim <= 1 or id(p) in exempt)}
 
     def param_groups(self, weight_decay: float = 0.0) -> list[dict[str, Any]]:
         """Trainable parameters in optimizer groups by role, each split by :meth:`no_weight_decay`.
@@ -332,7 +345,7 @@ class VideoModel(nn.Module):
         copies = {id(p) for path in self._restore.trainable_copies
                   for p in operator.attrgetter(path)(self.backbone).parameters()}
         groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-        for name, param in self.named_parameters():
+        for name, param in self._active_parameters():
             if not param.requires_grad:
                 continue
             key = id(param)
@@ -375,6 +388,11 @@ class VideoModel(nn.Module):
             raise RuntimeError("this VideoModel was unloaded; there is nothing to merge")
         if self.merged:
             raise RuntimeError("this VideoModel is already merged")
+        if self.adapter_sets:
+            raise RuntimeError(
+                f"merging writes into the backbone that adapter sets {list(self.adapter_sets)} share; "
+                f"delete_adapter() them first (or save them)"
+            )
         if not self.strategy.mergeable:
             self.strategy.merge(self._context(), self._restore.strategy_state)  # raises TypeError naming why
         reference = next(self.backbone.parameters())
@@ -419,6 +437,106 @@ class VideoModel(nn.Module):
         """
         return self.merge(probe, tolerance)
 
+    # ------------------------------------------------------------------ several adapter sets
+    def add_adapter(self, name: str, strategy: str = "aim", num_classes: int | None = None, **options: Any) -> None:
+        """Add a named adapter set on the same frozen backbone, without activating it (PEFT's ``add_adapter``).
+
+        The model built by :func:`adaptkit.inject` is the set ``"default"``. Sets share the backbone
+        and the clip length; each has its own strategy, options, head and trainable tensors, and is
+        saved and loaded on its own. Strategies that change the backbone itself (``lora``,
+        ``space-only``, ``timesformer``, a merged model) cannot share it.
+
+        Args:
+            name: A new set name (no dots).
+            strategy: A registered strategy name.
+            num_classes: Size of this set's head; defaults to the active set's.
+            **options: The strategy's options.
+
+        Raises:
+            ValueError: a name in use or with a dot; bad options. TypeError: a strategy that cannot share.
+        """
+        from adaptkit import adapter_sets
+        from adaptkit.strategies import make_strategy
+
+        if self._restore is None:
+            raise RuntimeError("this VideoModel was unloaded")
+        if not isinstance(name, str) or not name or "." in name or name in self.adapter_names:
+            raise ValueError(f"adapter name {name!r} is taken or invalid; sets: {self.adapter_names}")
+        config = make_strategy(strategy, options)
+        config.check_backbone(self.family)
+        adapter_sets.check_shareable(self)
+        num_classes = self.num_classes if num_classes is None else num_classes
+        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
+            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+        active, info = adapter_sets.detach(self)
+        try:
+            self._restore.applied, self._restore.strategy_state = False, None
+            self._build_set(config, num_classes)
+            adapter_sets.check_shareable(self)
+        except BaseException:
+            if self._restore.applied and self._restore.strategy_state is not None:
+                self.strategy.remove(self._context(), self._restore.strategy_state)
+            for param in self.backbone.parameters():
+                param.requires_grad_(False)
+            adapter_sets.detach(self)  # discard what was built
+            self._restore.applied, self._restore.strategy_state = True, None
+            adapter_sets.attach(self, active, info)
+            raise
+        new, new_info = adapter_sets.detach(self)
+        adapter_sets.attach(self, active, info)
+        self.adapter_sets[name], self._set_info[name] = new, new_info
+        self.train(self.training)
+
+    def set_adapter(self, name: str) -> None:
+        """Make adapter set ``name`` the active one; the previously active set is kept, detached."""
+        from adaptkit import adapter_sets
+
+        if name == self.active_adapter:
+            return
+        if name not in self.adapter_sets:
+            raise KeyError(f"no adapter set {name!r}; sets: {self.adapter_names}")
+        active, info = adapter_sets.detach(self)
+        adapter_sets.attach(self, self.adapter_sets.pop(name), self._set_info.pop(name))
+        self.adapter_sets[self.active_adapter], self._set_info[self.active_adapter] = active, info
+        self.active_adapter = name
+        self.train(self.training)
+
+    def delete_adapter(self, name: str) -> None:
+        """Drop an inactive adapter set and its tensors."""
+        if name == self.active_adapter:
+            raise ValueError(f"adapter set {name!r} is active; set_adapter() another one before deleting it")
+        if name not in self.adapter_sets:
+            raise KeyError(f"no adapter set {name!r}; sets: {self.adapter_names}")
+        del self.adapter_sets[name]
+        del self._set_info[name]
+
+    @property
+    def adapter_names(self) -> list[str]:
+        """Every adapter set's name, the active one first."""
+        return [self.active_adapter, *self.adapter_sets]
+
+    def load_adapter(self, path: str | Path, name: str, ignore_architecture_mismatch: bool = False) -> None:
+        """Add the set saved by ``save_pretrained`` in ``path`` under ``name`` (not activated); strict like
+        :func:`adaptkit.from_pretrained`, architecture check included."""
+        from adaptkit.checkpoint import compare_architecture, load_trainable, read_config
+
+        config = read_config(path)
+        compare_architecture(config["backbone"], self.architecture, path, ignore_architecture_mismatch)
+        if config["num_frames"] != self.num_frames:
+            raise ValueError(f"{path} was saved for {config['num_frames']} frames; this model's sets use {self.num_frames}")
+        if config.get("merged"):
+            raise TypeError(f"{path} holds a merged model (its own backbone weights): load it with from_pretrained")
+        self.add_adapter(name, config["strategy"], config["num_classes"], **config["options"])
+        active = self.active_adapter
+        self.set_adapter(name)
+        try:
+            load_trainable(self, path)
+        except BaseException:
+            self.set_adapter(active)
+            self.delete_adapter(name)
+            raise
+        self.set_adapter(active)
+
     # ------------------------------------------------------------------ surgery helpers
     def _stash(self, path: str, replacement: Any) -> Any:
         """Take the attribute at ``path`` (on the backbone) out of the model, remembering it for unload.
@@ -457,6 +575,8 @@ class VideoModel(nn.Module):
         restore = self._restore
         if restore is None:
             raise RuntimeError("unload() was already called on this VideoModel")
+        self.adapter_sets = nn.ModuleDict()  # inactive sets hold no frozen module; dropping them is enough
+        self._set_info = {}
         if restore.applied:
             self.strategy.remove(self._context(), restore.strategy_state)
         blocks = self.family.blocks()

@@ -1,0 +1,99 @@
+"""Several named adapter sets on one frozen backbone: PEFT's add_adapter / set_adapter / delete_adapter model.
+
+A set is everything a strategy adds around the frozen image model: its block wrappers, trainable
+copies of norms, temporal embedding and classification head, plus its options. One set is active
+(attached to the backbone); the others are detached and kept, with their tensors, in
+``video_model.adapter_sets``. Switching detaches one set and attaches another: the frozen blocks are
+shared, so the active set computes exactly what a model built with that set alone computes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import operator
+from typing import TYPE_CHECKING, Any
+
+from torch import nn
+
+from adaptkit.strategies.base import StrategyConfig, VideoBlock
+
+if TYPE_CHECKING:
+    from adaptkit.model import VideoModel
+
+
+@dataclasses.dataclass
+class SetInfo:
+    """What a detached set needs besides its modules."""
+
+    strategy: StrategyConfig
+    num_classes: int | None
+    copy_paths: list[str]
+
+
+class DetachedSet(nn.Module):
+    """The modules of one inactive set. Block wrappers are stored without their frozen block."""
+
+    def __init__(self, head: nn.Module, head_drop: nn.Module, temporal_embed: nn.Module | None) -> None:
+        super().__init__()
+        self.head = head
+        self.head_drop = head_drop
+        self.temporal_embed = temporal_embed
+        self.wrappers = nn.ModuleDict()  # str(block index) -> VideoBlock with .block = None
+        self.copies = nn.ModuleDict()  # path with "." as "__" -> trainable copy
+
+
+def check_shareable(video_model: VideoModel) -> None:
+    """Raise unless the active set leaves the frozen backbone untouched (so another set can share it)."""
+    strategy = video_model.strategy
+    restore = video_model._restore
+    changed = restore.strategy_state is not None or video_model.merged or any(
+        p.requires_grad for p in video_model.backbone.parameters() if id(p) in restore.original_params)
+    if changed:
+        raise TypeError(
+            f"strategy {strategy.name!r} changes the backbone itself (its weights train, it is merged, or it rewires "
+            f"modules inside the blocks), so it cannot share one frozen backbone with other adapter sets; strategies "
+            f"that can: aim, st-adapter, zero-i2v (unmerged), linear-probe"
+        )
+
+
+def detach(video_model: VideoModel) -> tuple[DetachedSet, SetInfo]:
+    """Take the active set off the backbone, leaving the plain frozen image model inside (heads still dropped)."""
+    restore, backbone = video_model._restore, video_model.backbone
+    detached = DetachedSet(video_model.head, video_model.head_drop, video_model.temporal_embed)
+    blocks = video_model.family.blocks()
+    for i, block in enumerate(blocks):
+        if isinstance(block, VideoBlock):
+            blocks[i] = block.block
+            block.block = None
+            detached.wrappers[str(i)] = block
+    for path in restore.trainable_copies:
+        detached.copies[path.replace(".", "__")] = _get(backbone, path)
+        _set(backbone, path, restore.stashed.pop(path))
+    info = SetInfo(video_model.strategy, video_model.num_classes, list(restore.trainable_copies))
+    restore.trainable_copies = []
+    return detached, info
+
+
+def attach(video_model: VideoModel, detached: DetachedSet, info: SetInfo) -> None:
+    """Put a detached set back on the backbone and make it the video model's active set."""
+    restore, backbone = video_model._restore, video_model.backbone
+    blocks = video_model.family.blocks()
+    for key, wrapper in detached.wrappers.items():
+        wrapper.block = blocks[int(key)]
+        blocks[int(key)] = wrapper
+    for path in info.copy_paths:
+        restore.stashed[path] = _get(backbone, path)
+        _set(backbone, path, detached.copies[path.replace(".", "__")])
+    restore.trainable_copies = list(info.copy_paths)
+    video_model.head, video_model.head_drop = detached.head, detached.head_drop
+    video_model.temporal_embed = detached.temporal_embed
+    video_model.strategy, video_model.num_classes = info.strategy, info.num_classes
+
+
+def _get(root: nn.Module, path: str) -> Any:
+    return operator.attrgetter(path)(root)
+
+
+def _set(root: nn.Module, path: str, value: nn.Module) -> None:
+    parent_path, _, attr = path.rpartition(".")
+    setattr(operator.attrgetter(parent_path)(root) if parent_path else root, attr, value)
