@@ -35,7 +35,10 @@ def test_output_shapes(batch, frames, grid_h, grid_w, heads, head_dim, depth, st
     dim = heads * head_dim
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=dim, depth=depth,
                               num_heads=heads, dynamic_img_size=True)
-    vm = adaptkit.inject(model, strategy, num_frames=3, num_classes=classes, **STRATEGIES[strategy])
+    options = dict(STRATEGIES[strategy])
+    if strategy == "zero-i2v":  # one temporal head per offset: no more offsets than heads
+        options["temporal_offsets"] = [-1, 1][:heads]
+    vm = adaptkit.inject(model, strategy, num_frames=3, num_classes=classes, **options)
     out = vm(torch.randn(batch, 3, frames, 8 * grid_h, 8 * grid_w))
     assert out.shape == (batch, classes if classes is not None else dim)
     assert torch.isfinite(out).all()
