@@ -56,6 +56,9 @@ class VideoModel(nn.Module):
         strategy: The strategy's validated config.
         num_frames: The clip length the model was built for.
         num_classes: Number of classes, or None when the model returns features.
+        architecture: The backbone's identity, recorded in checkpoints and compared on load.
+        merged: Whether :meth:`merge` folded the strategy into the frozen weights.
+        active_adapter: The active adapter set's name (``"default"`` unless :meth:`add_adapter` added others).
     """
 
     def __init__(

@@ -36,7 +36,8 @@ def test_gradient_checkpointing_gives_the_same_outputs_and_gradients(backbone):
 
 
 @pytest.mark.parametrize("backbone, strategy", [("timm_vit", "aim"), ("open_clip_tower", "aim"),
-                                                ("timm_eva_rope", "aim"), ("timm_vit", "timesformer")])
+                                                ("timm_eva_rope", "aim"), ("timm_vit", "timesformer"),
+                                                ("timm_swin", "st-adapter"), ("open_clip_tower", "zero-i2v")])
 def test_compiles_as_one_graph(backbone, strategy):
     """fullgraph=True fails on any graph break in the adapted blocks' forward."""
     vm, size = _model(backbone, strategy)
