@@ -28,6 +28,7 @@ class SetInfo:
     strategy: StrategyConfig
     num_classes: int | None
     copy_paths: list[str]
+    requires_grad: dict[str, bool]  # the set's own flags, restored when it is attached again
 
 
 class DetachedSet(nn.Module):
@@ -69,7 +70,9 @@ def detach(video_model: VideoModel) -> tuple[DetachedSet, SetInfo]:
     for path in restore.trainable_copies:
         detached.copies[path.replace(".", "__")] = _get(backbone, path)
         _set(backbone, path, restore.stashed.pop(path))
-    info = SetInfo(video_model.strategy, video_model.num_classes, list(restore.trainable_copies))
+    info = SetInfo(video_model.strategy, video_model.num_classes, list(restore.trainable_copies),
+                   {name: p.requires_grad for name, p in detached.named_parameters()})
+    detached.requires_grad_(False)  # as in PEFT, only the active set trains
     restore.trainable_copies = []
     return detached, info
 
@@ -77,6 +80,8 @@ def detach(video_model: VideoModel) -> tuple[DetachedSet, SetInfo]:
 def attach(video_model: VideoModel, detached: DetachedSet, info: SetInfo) -> None:
     """Put a detached set back on the backbone and make it the video model's active set."""
     restore, backbone = video_model._restore, video_model.backbone
+    for name, param in detached.named_parameters():
+        param.requires_grad_(info.requires_grad[name])
     blocks = video_model.family.blocks()
     for key, wrapper in detached.wrappers.items():
         wrapper.block = blocks[int(key)]

@@ -71,12 +71,17 @@ def test_training_the_active_set_leaves_the_others_untouched():
     vm.add_adapter("other", "st-adapter")
     inactive = {n: p.clone() for n, p in vm.named_parameters() if n.startswith("adapter_sets.")}
     assert inactive and not any(n.startswith("adapter_sets.") for n in vm.trainable_state_dict())
+    assert not any(p.requires_grad for n, p in vm.named_parameters() if n.startswith("adapter_sets."))  # as PEFT
+    trainable, _ = vm.get_nb_trainable_parameters()
+    assert trainable == sum(p.numel() for p in vm.trainable_state_dict().values())
     groups = vm.param_groups(weight_decay=0.05)
     assert sum(len(g["params"]) for g in groups) == len(vm.trainable_state_dict())
     optimizer = torch.optim.AdamW(groups, lr=0.1)
     vm(torch.randn(2, 3, 3, size, size)).square().mean().backward()
     optimizer.step()
     assert all(torch.equal(p, inactive[n]) for n, p in vm.named_parameters() if n.startswith("adapter_sets."))
+    vm.set_adapter("other")  # its own flags come back with it
+    assert {n for n, p in vm.named_parameters() if p.requires_grad} == set(vm.trainable_state_dict()) != set()
 
 
 def test_one_backbone_for_two_tasks_saves_the_backbone_once():
