@@ -1,5 +1,7 @@
 """Several named adapter sets on one frozen backbone: PEFT's add_adapter / set_adapter / delete_adapter model.
 
+The public methods are :class:`~adaptkit.VideoModel`'s; this module holds their bodies.
+
 A set is everything a strategy adds around the frozen image model: its block wrappers, trainable
 copies of norms, temporal embedding and classification head, plus its options. One set is active
 (attached to the backbone); the others are detached and kept, with their tensors, in
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import operator
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from torch import nn
@@ -102,3 +105,90 @@ def _get(root: nn.Module, path: str) -> Any:
 def _set(root: nn.Module, path: str, value: nn.Module) -> None:
     parent_path, _, attr = path.rpartition(".")
     setattr(operator.attrgetter(parent_path)(root) if parent_path else root, attr, value)
+
+
+def add_adapter(
+    video_model: VideoModel, name: str, strategy: str = "aim", num_classes: int | None = None, **options: Any
+) -> None:
+    """See :meth:`VideoModel.add_adapter <adaptkit.VideoModel.add_adapter>`."""
+    from adaptkit.strategies import make_strategy
+
+    if video_model._restore is None:
+        raise RuntimeError("this VideoModel was unloaded")
+    if not isinstance(name, str) or not name or "." in name or name in video_model.adapter_names:
+        raise ValueError(f"adapter name {name!r} is taken or invalid; sets: {video_model.adapter_names}")
+    config = make_strategy(strategy, options)
+    config.check_backbone(video_model.family)
+    check_shareable(video_model)
+    num_classes = video_model.num_classes if num_classes is None else num_classes
+    if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
+                                    or num_classes < 1):
+        raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
+    active, info = detach(video_model)
+    try:
+        video_model._restore.applied, video_model._restore.strategy_state = False, None
+        video_model._build_set(config, num_classes)
+        check_shareable(video_model)
+    except BaseException:
+        if video_model._restore.applied and video_model._restore.strategy_state is not None:
+            video_model.strategy.remove(video_model._context(), video_model._restore.strategy_state)
+        for param in video_model.backbone.parameters():
+            param.requires_grad_(False)
+        detach(video_model)  # discard what was built
+        video_model._restore.applied, video_model._restore.strategy_state = True, None
+        attach(video_model, active, info)
+        raise
+    new, new_info = detach(video_model)
+    attach(video_model, active, info)
+    video_model.adapter_sets[name], video_model._set_info[name] = new, new_info
+    video_model.train(video_model.training)
+
+
+def set_adapter(video_model: VideoModel, name: str) -> None:
+    """See :meth:`VideoModel.set_adapter <adaptkit.VideoModel.set_adapter>`."""
+    if name == video_model.active_adapter:
+        return
+    if name not in video_model.adapter_sets:
+        raise KeyError(f"no adapter set {name!r}; sets: {video_model.adapter_names}")
+    active, info = detach(video_model)
+    attach(video_model, video_model.adapter_sets.pop(name), video_model._set_info.pop(name))
+    previous = video_model.active_adapter
+    video_model.adapter_sets[previous], video_model._set_info[previous] = active, info
+    video_model.active_adapter = name
+    video_model.train(video_model.training)
+
+
+def delete_adapter(video_model: VideoModel, name: str) -> None:
+    """See :meth:`VideoModel.delete_adapter <adaptkit.VideoModel.delete_adapter>`."""
+    if name == video_model.active_adapter:
+        raise ValueError(f"adapter set {name!r} is active; set_adapter() another one before deleting it")
+    if name not in video_model.adapter_sets:
+        raise KeyError(f"no adapter set {name!r}; sets: {video_model.adapter_names}")
+    del video_model.adapter_sets[name]
+    del video_model._set_info[name]
+
+
+def load_adapter(
+    video_model: VideoModel, path: str | Path, name: str, ignore_architecture_mismatch: bool = False
+) -> None:
+    """See :meth:`VideoModel.load_adapter <adaptkit.VideoModel.load_adapter>`."""
+    from adaptkit.checkpoint import compare_architecture, load_trainable, read_config
+
+    config = read_config(path)
+    compare_architecture(config["backbone"], video_model.architecture, path, ignore_architecture_mismatch)
+    if config["num_frames"] != video_model.num_frames:
+        raise ValueError(
+            f"{path} was saved for {config['num_frames']} frames; this model's sets use {video_model.num_frames}"
+        )
+    if config.get("merged"):
+        raise TypeError(f"{path} holds a merged model (its own backbone weights): load it with from_pretrained")
+    video_model.add_adapter(name, config["strategy"], config["num_classes"], **config["options"])
+    active = video_model.active_adapter
+    video_model.set_adapter(name)
+    try:
+        load_trainable(video_model, path)
+    except BaseException:
+        video_model.set_adapter(active)
+        video_model.delete_adapter(name)
+        raise
+    video_model.set_adapter(active)

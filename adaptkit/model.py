@@ -14,16 +14,11 @@ from einops import rearrange
 from torch import nn
 
 from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialContext
-from adaptkit.layers import RelativeTemporalBias, TemporalEmbedding
+from adaptkit import adapter_sets, self_checks
+from adaptkit import param_groups as groups
+from adaptkit.layers import TemporalEmbedding
+from adaptkit.self_checks import MERGE_TOLERANCE, MergeError  # noqa: F401  re-exported
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, VideoBlock
-
-MERGE_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10, torch.bfloat16: 2e-2, torch.float16: 2e-3}
-"""Largest relative difference ``max|merged - unmerged| / max|unmerged|`` :meth:`VideoModel.merge` accepts, by dtype."""
-
-
-class MergeError(RuntimeError):
-    """A merge changed the model's outputs beyond tolerance; the model was left unmerged."""
-
 
 @dataclasses.dataclass
 class _Restore:
@@ -129,50 +124,7 @@ class VideoModel(nn.Module):
             self._check_wrapped_modules_matter(wrapped)
 
     def _check_wrapped_modules_matter(self, wrapped: dict[str, nn.Module]) -> None:
-        """One tiny forward and backward: every module a strategy wrapped by name must run and change the output.
-
-        Raises:
-            ValueError: naming the modules never called, or called without effect, and what works instead.
-        """
-        # A wrapper nested in another (PEFT's LoRA on nn.MultiheadAttention wraps its out_proj too) is reached
-        # through its parent's forward; the parent's check covers it.
-        wrapped = {name: m for name, m in wrapped.items()
-                   if not any(name.startswith(f"{other}.") for other in wrapped if other != name)}
-        called: set[str] = set()
-        hooks = [m.register_forward_hook(lambda *_, name=name: called.add(name)) for name, m in wrapped.items()]
-        reference = next(self.backbone.parameters())
-        height, width = _input_size(self.backbone)
-        generator = torch.Generator().manual_seed(0)
-        video = torch.randn(1, self.in_channels, min(self.num_frames, 2), height, width, generator=generator)
-        was_training = self.training
-        self.eval()
-        try:
-            features = self.forward_features(video.to(device=reference.device, dtype=reference.dtype))
-            if reference.device.type != "meta":  # counting on meta: only the calls can be checked
-                weights = torch.randn(features.shape, generator=generator).to(features)  # a sum alone can vanish
-                params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in wrapped.items()}
-                flat = [p for ps in params.values() for p in ps]
-                loss = (features * weights).sum()
-                grads = torch.autograd.grad(loss, flat, allow_unused=True) if flat and loss.requires_grad else []
-                nonzero = {id(p) for p, g in zip(flat, grads) if g is not None and g.abs().sum() > 0}
-        finally:
-            for hook in hooks:
-                hook.remove()
-            self.train(was_training)
-        never_called = sorted(set(wrapped) - called)
-        no_effect = [] if reference.device.type == "meta" else sorted(
-            name for name in called if not any(id(p) in nonzero for p in params[name]))
-        if never_called or no_effect:
-            problems = []
-            if never_called:
-                problems.append(f"never called by the model's forward: {_name_list(never_called)}")
-            if no_effect:
-                problems.append(f"called but without effect on the output: {_name_list(no_effect)}")
-            hint = self.strategy.working_targets(self.family)
-            raise ValueError(
-                f"{self.strategy.name}: wrapped module(s) {'; '.join(problems)}; their trainable tensors would get no "
-                f"gradient and training would silently leave them untouched.{' Use ' + hint if hint else ''}"
-            )
+        self_checks.check_wrapped_modules_matter(self, wrapped)
 
     def _context(self) -> StrategyContext:
         return StrategyContext(self.family, self.backbone, self.num_frames, self.train_copy_of)
@@ -325,11 +277,7 @@ class VideoModel(nn.Module):
         embedding and relative temporal bias tables, and what the backbone's own ``no_weight_decay()``
         names (position embeddings, class tokens, relative position bias tables).
         """
-        exempt = set(self._restore.no_decay_params) if self._restore is not None else set()
-        for module in self.modules():
-            if isinstance(module, (TemporalEmbedding, RelativeTemporalBias)):
-                exempt.update(id(p) for p in module.parameters())
-        return {n for n, p in self._active_parameters() if p.requires_grad and (p.ndim <= 1 or id(p) in exempt)}
+        return groups.no_weight_decay(self)
 
     def param_groups(self, weight_decay: float = 0.0) -> list[dict[str, Any]]:
         """Trainable parameters in optimizer groups by role, each split by :meth:`no_weight_decay`.
@@ -341,26 +289,7 @@ class VideoModel(nn.Module):
         "params", "weight_decay"}``; empty groups are left out. Pass the list to any torch optimizer and
         set a per-role ``lr`` on it if needed.
         """
-        if self._restore is None:
-            raise RuntimeError("this VideoModel was unloaded; it has no trainable parameters left")
-        exempt = self.no_weight_decay()
-        head = {id(p) for p in self.head.parameters()}
-        copies = {id(p) for path in self._restore.trainable_copies
-                  for p in operator.attrgetter(path)(self.backbone).parameters()}
-        groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
-        for name, param in self._active_parameters():
-            if not param.requires_grad:
-                continue
-            key = id(param)
-            role = ("head" if key in head else "norms" if key in copies
-                    else "backbone" if key in self._restore.original_params else "adapters")
-            groups.setdefault((role, name in exempt), []).append(param)
-        order = [(role, no_decay) for role in ("head", "adapters", "norms", "backbone") for no_decay in (False, True)]
-        return [
-            {"name": role + ("_no_decay" if no_decay else ""), "role": role, "params": groups[(role, no_decay)],
-             "weight_decay": 0.0 if no_decay else weight_decay}
-            for role, no_decay in order if (role, no_decay) in groups
-        ]
+        return groups.param_groups(self, weight_decay)
 
     # ------------------------------------------------------------------ merging
     def merge(self, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:
@@ -387,50 +316,7 @@ class VideoModel(nn.Module):
             RuntimeError: already merged, or unloaded.
             MergeError: the merged model differs beyond tolerance (the message gives the difference).
         """
-        if self._restore is None:
-            raise RuntimeError("this VideoModel was unloaded; there is nothing to merge")
-        if self.merged:
-            raise RuntimeError("this VideoModel is already merged")
-        if self.adapter_sets:
-            raise RuntimeError(
-                f"merging writes into the backbone that adapter sets {list(self.adapter_sets)} share; "
-                f"delete_adapter() them first (or save them)"
-            )
-        if not self.strategy.mergeable:
-            self.strategy.merge(self._context(), self._restore.strategy_state)  # raises TypeError naming why
-        reference = next(self.backbone.parameters())
-        if reference.device.type == "meta":  # counting: nothing to compare
-            self._restore.strategy_state, _ = self.strategy.merge(self._context(), self._restore.strategy_state)
-            self.merged = True
-            self.backbone.requires_grad_(False)
-            return self
-        if probe is None:
-            height, width = _input_size(self.backbone)
-            generator = torch.Generator().manual_seed(0)
-            probe = torch.randn(2, self.in_channels, self.num_frames, height, width, generator=generator)
-        probe = probe.to(device=reference.device, dtype=reference.dtype)
-        tolerance = MERGE_TOLERANCE.get(reference.dtype, 1e-5) if tolerance is None else tolerance
-        was_training = self.training
-        self.eval()
-        try:
-            with torch.no_grad():
-                before = self.forward_features(probe)
-                state, undo = self.strategy.merge(self._context(), self._restore.strategy_state)
-                after = self.forward_features(probe)
-            difference = ((after - before).abs().max() / before.abs().max().clamp_min(1e-30)).item()
-            if not difference <= tolerance:  # also refuses NaN
-                undo()
-                raise MergeError(
-                    f"merging {self.strategy.name!r} changed the features by {difference:.3g} (relative, max over a "
-                    f"probe batch of shape {tuple(probe.shape)}), more than the tolerance {tolerance:g}; the model "
-                    f"was left unmerged"
-                )
-        finally:
-            self.train(was_training)
-        self._restore.strategy_state = state
-        self.merged = True
-        self.backbone.requires_grad_(False)  # merged weights are frozen image weights again
-        return self
+        return self_checks.merge(self, probe, tolerance)
 
     def merge_and_unload(self, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:
         """PEFT's name for :meth:`merge`: the adapters are folded in and their modules removed.
@@ -458,60 +344,15 @@ class VideoModel(nn.Module):
         Raises:
             ValueError: a name in use or with a dot; bad options. TypeError: a strategy that cannot share.
         """
-        from adaptkit import adapter_sets
-        from adaptkit.strategies import make_strategy
-
-        if self._restore is None:
-            raise RuntimeError("this VideoModel was unloaded")
-        if not isinstance(name, str) or not name or "." in name or name in self.adapter_names:
-            raise ValueError(f"adapter name {name!r} is taken or invalid; sets: {self.adapter_names}")
-        config = make_strategy(strategy, options)
-        config.check_backbone(self.family)
-        adapter_sets.check_shareable(self)
-        num_classes = self.num_classes if num_classes is None else num_classes
-        if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
-            raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-        active, info = adapter_sets.detach(self)
-        try:
-            self._restore.applied, self._restore.strategy_state = False, None
-            self._build_set(config, num_classes)
-            adapter_sets.check_shareable(self)
-        except BaseException:
-            if self._restore.applied and self._restore.strategy_state is not None:
-                self.strategy.remove(self._context(), self._restore.strategy_state)
-            for param in self.backbone.parameters():
-                param.requires_grad_(False)
-            adapter_sets.detach(self)  # discard what was built
-            self._restore.applied, self._restore.strategy_state = True, None
-            adapter_sets.attach(self, active, info)
-            raise
-        new, new_info = adapter_sets.detach(self)
-        adapter_sets.attach(self, active, info)
-        self.adapter_sets[name], self._set_info[name] = new, new_info
-        self.train(self.training)
+        adapter_sets.add_adapter(self, name, strategy, num_classes, **options)
 
     def set_adapter(self, name: str) -> None:
         """Make adapter set ``name`` the active one; the previously active set is kept, detached."""
-        from adaptkit import adapter_sets
-
-        if name == self.active_adapter:
-            return
-        if name not in self.adapter_sets:
-            raise KeyError(f"no adapter set {name!r}; sets: {self.adapter_names}")
-        active, info = adapter_sets.detach(self)
-        adapter_sets.attach(self, self.adapter_sets.pop(name), self._set_info.pop(name))
-        self.adapter_sets[self.active_adapter], self._set_info[self.active_adapter] = active, info
-        self.active_adapter = name
-        self.train(self.training)
+        adapter_sets.set_adapter(self, name)
 
     def delete_adapter(self, name: str) -> None:
         """Drop an inactive adapter set and its tensors."""
-        if name == self.active_adapter:
-            raise ValueError(f"adapter set {name!r} is active; set_adapter() another one before deleting it")
-        if name not in self.adapter_sets:
-            raise KeyError(f"no adapter set {name!r}; sets: {self.adapter_names}")
-        del self.adapter_sets[name]
-        del self._set_info[name]
+        adapter_sets.delete_adapter(self, name)
 
     @property
     def adapter_names(self) -> list[str]:
@@ -521,24 +362,7 @@ class VideoModel(nn.Module):
     def load_adapter(self, path: str | Path, name: str, ignore_architecture_mismatch: bool = False) -> None:
         """Add the set saved by ``save_pretrained`` in ``path`` under ``name`` (not activated); strict like
         :func:`adaptkit.from_pretrained`, architecture check included."""
-        from adaptkit.checkpoint import compare_architecture, load_trainable, read_config
-
-        config = read_config(path)
-        compare_architecture(config["backbone"], self.architecture, path, ignore_architecture_mismatch)
-        if config["num_frames"] != self.num_frames:
-            raise ValueError(f"{path} was saved for {config['num_frames']} frames; this model's sets use {self.num_frames}")
-        if config.get("merged"):
-            raise TypeError(f"{path} holds a merged model (its own backbone weights): load it with from_pretrained")
-        self.add_adapter(name, config["strategy"], config["num_classes"], **config["options"])
-        active = self.active_adapter
-        self.set_adapter(name)
-        try:
-            load_trainable(self, path)
-        except BaseException:
-            self.set_adapter(active)
-            self.delete_adapter(name)
-            raise
-        self.set_adapter(active)
+        adapter_sets.load_adapter(self, path, name, ignore_architecture_mismatch)
 
     # ------------------------------------------------------------------ surgery helpers
     def _stash(self, path: str, replacement: Any) -> Any:
@@ -605,18 +429,6 @@ class VideoModel(nn.Module):
     def extra_repr(self) -> str:
         merged = ", merged" if self.merged else ""
         return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}{merged}"
-
-
-def _name_list(names: list[str], limit: int = 6) -> str:
-    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
-
-
-def _input_size(backbone: nn.Module) -> tuple[int, int]:
-    """The frame size the backbone was built for (timm ``patch_embed.img_size``, open_clip ``image_size``)."""
-    size = getattr(getattr(backbone, "patch_embed", None), "img_size", None) or getattr(backbone, "image_size", None)
-    if size is None:
-        raise TypeError("cannot tell the backbone's input size; pass a probe video")
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
 
 
 def _patch_embed_channels(backbone: nn.Module) -> int:

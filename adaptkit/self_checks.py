@@ -1,0 +1,126 @@
+"""Checks a video model runs on itself: a merge that changes the outputs, wrapped modules that do nothing."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from adaptkit.model import VideoModel
+
+MERGE_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10, torch.bfloat16: 2e-2, torch.float16: 2e-3}
+"""Largest relative difference ``max|merged - unmerged| / max|unmerged|`` :meth:`VideoModel.merge` accepts, by dtype."""
+
+
+class MergeError(RuntimeError):
+    """A merge changed the model's outputs beyond tolerance; the model was left unmerged."""
+
+
+def check_wrapped_modules_matter(video_model: VideoModel, wrapped: dict[str, nn.Module]) -> None:
+    """One tiny forward and backward: every module a strategy wrapped by name must run and change the output.
+
+    Raises:
+        ValueError: naming the modules never called, or called without effect, and what works instead.
+    """
+    # A wrapper nested in another (PEFT's LoRA on nn.MultiheadAttention wraps its out_proj too) is reached
+    # through its parent's forward; the parent's check covers it.
+    wrapped = {name: m for name, m in wrapped.items()
+               if not any(name.startswith(f"{other}.") for other in wrapped if other != name)}
+    called: set[str] = set()
+    hooks = [m.register_forward_hook(lambda *_, name=name: called.add(name)) for name, m in wrapped.items()]
+    reference = next(video_model.backbone.parameters())
+    height, width = input_size(video_model.backbone)
+    generator = torch.Generator().manual_seed(0)
+    video = torch.randn(1, video_model.in_channels, min(video_model.num_frames, 2), height, width, generator=generator)
+    was_training = video_model.training
+    video_model.eval()
+    try:
+        features = video_model.forward_features(video.to(device=reference.device, dtype=reference.dtype))
+        if reference.device.type != "meta":  # counting on meta: only the calls can be checked
+            weights = torch.randn(features.shape, generator=generator).to(features)  # a sum alone can vanish
+            params = {name: [p for p in m.parameters() if p.requires_grad] for name, m in wrapped.items()}
+            flat = [p for ps in params.values() for p in ps]
+            loss = (features * weights).sum()
+            grads = torch.autograd.grad(loss, flat, allow_unused=True) if flat and loss.requires_grad else []
+            nonzero = {id(p) for p, g in zip(flat, grads) if g is not None and g.abs().sum() > 0}
+    finally:
+        for hook in hooks:
+            hook.remove()
+        video_model.train(was_training)
+    never_called = sorted(set(wrapped) - called)
+    no_effect = [] if reference.device.type == "meta" else sorted(
+        name for name in called if not any(id(p) in nonzero for p in params[name]))
+    if never_called or no_effect:
+        problems = []
+        if never_called:
+            problems.append(f"never called by the model's forward: {_name_list(never_called)}")
+        if no_effect:
+            problems.append(f"called but without effect on the output: {_name_list(no_effect)}")
+        hint = video_model.strategy.working_targets(video_model.family)
+        raise ValueError(
+            f"{video_model.strategy.name}: wrapped module(s) {'; '.join(problems)}; their trainable tensors would get "
+            f"no gradient and training would silently leave them untouched.{' Use ' + hint if hint else ''}"
+        )
+
+
+def merge(video_model: VideoModel, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:
+    """See :meth:`VideoModel.merge <adaptkit.VideoModel.merge>`."""
+    if video_model._restore is None:
+        raise RuntimeError("this VideoModel was unloaded; there is nothing to merge")
+    if video_model.merged:
+        raise RuntimeError("this VideoModel is already merged")
+    if video_model.adapter_sets:
+        raise RuntimeError(
+            f"merging writes into the backbone that adapter sets {list(video_model.adapter_sets)} share; "
+            f"delete_adapter() them first (or save them)"
+        )
+    strategy, restore = video_model.strategy, video_model._restore
+    if not strategy.mergeable:
+        strategy.merge(video_model._context(), restore.strategy_state)  # raises TypeError naming why
+    reference = next(video_model.backbone.parameters())
+    if reference.device.type == "meta":  # counting: nothing to compare
+        restore.strategy_state, _ = strategy.merge(video_model._context(), restore.strategy_state)
+        video_model.merged = True
+        video_model.backbone.requires_grad_(False)
+        return video_model
+    if probe is None:
+        height, width = input_size(video_model.backbone)
+        generator = torch.Generator().manual_seed(0)
+        probe = torch.randn(2, video_model.in_channels, video_model.num_frames, height, width, generator=generator)
+    probe = probe.to(device=reference.device, dtype=reference.dtype)
+    tolerance = MERGE_TOLERANCE.get(reference.dtype, 1e-5) if tolerance is None else tolerance
+    was_training = video_model.training
+    video_model.eval()
+    try:
+        with torch.no_grad():
+            before = video_model.forward_features(probe)
+            state, undo = video_model.strategy.merge(video_model._context(), video_model._restore.strategy_state)
+            after = video_model.forward_features(probe)
+        difference = ((after - before).abs().max() / before.abs().max().clamp_min(1e-30)).item()
+        if not difference <= tolerance:  # also refuses NaN
+            undo()
+            raise MergeError(
+                f"merging {video_model.strategy.name!r} changed the features by {difference:.3g} (relative, max over a "
+                f"probe batch of shape {tuple(probe.shape)}), more than the tolerance {tolerance:g}; the model "
+                f"was left unmerged"
+            )
+    finally:
+        video_model.train(was_training)
+    video_model._restore.strategy_state = state
+    video_model.merged = True
+    video_model.backbone.requires_grad_(False)  # merged weights are frozen image weights again
+    return video_model
+
+
+def _name_list(names: list[str], limit: int = 6) -> str:
+    return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
+
+
+def input_size(backbone: nn.Module) -> tuple[int, int]:
+    """The frame size the backbone was built for (timm ``patch_embed.img_size``, open_clip ``image_size``)."""
+    size = getattr(getattr(backbone, "patch_embed", None), "img_size", None) or getattr(backbone, "image_size", None)
+    if size is None:
+        raise TypeError("cannot tell the backbone's input size; pass a probe video")
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
