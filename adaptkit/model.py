@@ -205,9 +205,25 @@ class VideoModel(nn.Module):
         """(mean, std) that input frames must be normalised with for this backbone."""
         return self.family.normalization()
 
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        """Recompute each block in the backward pass instead of storing its activations."""
-        self._grad_checkpointing = enable
+    def set_grad_checkpointing(self, enable: bool | str = True) -> None:
+        """Trade compute for activation memory in the backward pass.
+
+        Args:
+            enable: True recomputes every block in the backward pass (least memory, one more forward
+                pass). ``"temporal"`` recomputes only each block's temporal branch (norm, q/k/v and
+                output projections, the short attention over frames, the temporal adapters): they are
+                cheap, while what they would keep is a large share of AIM's activations. False keeps
+                everything.
+
+        Raises:
+            ValueError: for any other value.
+        """
+        if not (isinstance(enable, bool) or enable == "temporal"):
+            raise ValueError(f"set_grad_checkpointing takes True, False or 'temporal', got {enable!r}")
+        self._grad_checkpointing = enable is True
+        for block in self.family.blocks():
+            if isinstance(block, VideoBlock):
+                block.checkpoint_temporal = enable == "temporal"
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts, as PEFT returns them."""

@@ -49,6 +49,7 @@ def test_compiles_as_one_graph(backbone, strategy):
 
 
 @CUDA
+@pytest.mark.cuda
 @pytest.mark.parametrize("backbone", ["timm_vit", "open_clip_tower", "timm_eva_rope"])
 def test_cuda_bf16_autocast_and_compile_match_eager_fp32(backbone):
     vm, size = _model(backbone)
@@ -65,6 +66,7 @@ def test_cuda_bf16_autocast_and_compile_match_eager_fp32(backbone):
 
 
 @CUDA
+@pytest.mark.cuda
 def test_cuda_training_step_under_bf16_updates_only_trainables():
     vm, size = _model("timm_vit")
     vm = vm.cuda().train()
@@ -75,3 +77,103 @@ def test_cuda_training_step_under_bf16_updates_only_trainables():
     loss.backward()
     optimizer.step()
     assert all(torch.equal(p, frozen[n]) for n, p in vm.named_parameters() if not p.requires_grad)
+
+
+@pytest.mark.parametrize("backbone, strategy", [("timm_vit", "aim"), ("open_clip_tower", "aim"),
+                                                ("timm_vit", "timesformer")])
+def test_temporal_checkpointing_gives_identical_gradients(backbone, strategy):
+    """Recomputing only the temporal branches changes where activations come from, not the numbers."""
+    vm, size = _model(backbone, strategy)
+    vm.eval()
+    video = torch.randn(2, 3, 3, size, size)
+    vm(video).sum().backward()
+    grads = {n: p.grad.clone() for n, p in vm.named_parameters() if p.requires_grad}
+    vm.zero_grad()
+    vm.set_grad_checkpointing("temporal")
+    saved: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel()) or t, lambda t: t):
+        out = vm(video)
+    out.sum().backward()
+    for name, p in vm.named_parameters():
+        if p.requires_grad:
+            assert torch.equal(p.grad, grads[name]), name
+    vm.set_grad_checkpointing(False)
+    kept: list[int] = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: kept.append(t.numel()) or t, lambda t: t):
+        vm(video)
+    assert sum(saved) < sum(kept)
+
+
+def test_grad_checkpointing_modes_are_checked():
+    vm, _ = _model()
+    with pytest.raises(ValueError, match="True, False or 'temporal'"):
+        vm.set_grad_checkpointing("spatial")
+    vm.set_grad_checkpointing("temporal")
+    assert all(b.checkpoint_temporal for b in vm.family.blocks())
+    vm.set_grad_checkpointing(True)
+    assert not any(b.checkpoint_temporal for b in vm.family.blocks())
+
+
+def test_compiles_as_one_graph_with_temporal_checkpointing():
+    vm, size = _model()
+    vm.eval().set_grad_checkpointing("temporal")  # eval: no dropout; autograd still records, so it checkpoints
+    video = torch.randn(2, 3, 3, size, size)
+    compiled = torch.compile(vm, backend="eager", fullgraph=True)
+    torch.testing.assert_close(compiled(video), vm(video), atol=1e-5, rtol=1e-5)
+
+
+def _loss_and_grads(model, vm, video):
+    loss = model(video).float().logsumexp(-1).mean()
+    trainable = [(n, p) for n, p in vm.named_parameters() if p.requires_grad]
+    grads = torch.autograd.grad(loss, [p for _, p in trainable])
+    return loss, dict(zip([n for n, _ in trainable], grads, strict=True))
+
+
+@CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("backbone", ["timm_vit", "open_clip_tower", "swin"])
+def test_cuda_frame_attention_kernel_matches_the_cpu_path_in_a_training_step(backbone, monkeypatch):
+    """AIM on CUDA (Triton kernel for attention over frames) vs on CPU (PyTorch path), float32.
+
+    Swin brings the relative temporal bias and its gradient. Tolerance 1e-4: float32 throughout
+    (TF32 off), only summation orders differ.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    if backbone == "swin":
+        from test_swin import tiny_swin
+
+        torch.manual_seed(0)
+        vm, size = adaptkit.inject(tiny_swin("v1"), "aim", num_frames=4, num_classes=5, temporal_blocks="all"), 32
+        randomize_trainable(vm, std=0.2)
+    else:
+        vm, size = _model(backbone, frames=4)
+    vm.eval()  # deterministic; autograd still records
+    video = torch.randn(2, 3, 4, size, size)
+    cpu_loss, cpu_grads = _loss_and_grads(vm, vm, video)
+    vm.cuda()
+    with FlopCounterMode(display=False) as counter:
+        loss, grads = _loss_and_grads(vm, vm, video.cuda())
+    assert any("frame_attention" in str(op) for op in counter.get_flop_counts()["Global"]), "kernel not used"
+    torch.testing.assert_close(loss.cpu(), cpu_loss, atol=1e-4, rtol=1e-4)
+    for name, grad in grads.items():
+        torch.testing.assert_close(grad.cpu(), cpu_grads[name], atol=1e-4, rtol=1e-4, msg=name)
+
+
+@CUDA
+@pytest.mark.cuda
+@pytest.mark.parametrize("backbone", ["timm_vit", "open_clip_tower"])
+def test_cuda_compiled_training_step_has_no_graph_break_and_matches_eager(backbone):
+    vm, size = _model(backbone, frames=4)
+    vm = vm.cuda().eval()
+    video = torch.randn(2, 3, 4, size, size, device="cuda")
+    compiled = torch.compile(vm, fullgraph=True)
+    with torch.autocast("cuda", dtype=torch.bfloat16):
+        loss, grads = _loss_and_grads(vm, vm, video)
+        compiled_loss, compiled_grads = _loss_and_grads(compiled, vm, video)
+    torch.testing.assert_close(compiled_loss, loss, atol=2e-2, rtol=2e-2)
+    for name, grad in grads.items():
+        scale = grad.abs().max().clamp(min=1e-3)
+        torch.testing.assert_close(compiled_grads[name] / scale, grad / scale, atol=5e-2, rtol=5e-2, msg=name)

@@ -152,11 +152,7 @@ class AIMBlock(VideoBlock):
     def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
         f, blk = self.family, self.block
         if self.temporal_adapter is not None:
-            xt = f.norm1(blk, x)  # (B*T, N, D): per token, so no regrouping
-            if self.temporal_adapter_in is not None:
-                xt = self.temporal_adapter_in(xt)
-            xt = self.temporal_adapter(f.scale1(blk, f.attend_time(blk, xt, num_frames, self.temporal_bias)))
-            x = x + self.drop_path(xt)
+            x = x + self.drop_path(self.run_temporal(self._temporal, x, num_frames))
 
         xs = f.scale1(blk, f.attend_space(blk, f.norm1(blk, x), spatial))
         if self.spatial_adapter is not None:
@@ -168,3 +164,11 @@ class AIMBlock(VideoBlock):
         if self.mlp_adapter is not None:
             x = x + self.drop_path(self.scale * self.mlp_adapter(xn))
         return x
+
+    def _temporal(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        """The temporal branch on frame-folded tokens (B*T, N, D); per token except the attention over frames."""
+        f, blk = self.family, self.block
+        xt = f.norm1(blk, x)
+        if self.temporal_adapter_in is not None:
+            xt = self.temporal_adapter_in(xt)
+        return self.temporal_adapter(f.scale1(blk, f.attend_time(blk, xt, num_frames, self.temporal_bias)))

@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
+import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily
@@ -178,6 +180,9 @@ class VideoBlock(nn.Module):
 
     Keeps the original block as ``self.block`` so unloading is putting it back. Called as
     ``block(x, spatial, num_frames)`` with ``x`` of shape (B*T, *tokens, D).
+
+    Blocks with a temporal branch run it through :meth:`run_temporal`, so that
+    ``VideoModel.set_grad_checkpointing("temporal")`` can have it recomputed in the backward pass.
     """
 
     def __init__(self, block: nn.Module, family: BackboneFamily) -> None:
@@ -185,6 +190,18 @@ class VideoBlock(nn.Module):
         self.block = block
         # A plain attribute, not a submodule: the family is stateless glue, not part of the model.
         self.family = family
+        self.checkpoint_temporal = False
+        """Recompute the temporal branch in the backward pass instead of keeping its activations."""
+
+    def run_temporal(self, branch: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
+        """``branch(*args)``, under activation checkpointing when ``checkpoint_temporal`` is set and autograd records.
+
+        Only the branch's inputs are kept; its norm, projections, attention and adapters run again
+        in the backward pass (random state included, so dropout draws the same masks).
+        """
+        if self.checkpoint_temporal and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(branch, *args, use_reentrant=False)
+        return branch(*args)
 
 
 LayersSpec = str | list[int] | tuple[int, ...]

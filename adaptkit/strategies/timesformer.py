@@ -73,10 +73,12 @@ class DividedSpaceTimeBlock(VideoBlock):
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
-        xt = self.temporal_norm(x)  # (B*T, N, D)
-        xt = self.temporal_fc(self.family.attend_frames(self.temporal_attn, xt, num_frames))
-        x = x + self.drop_path(xt)
+        x = x + self.drop_path(self.run_temporal(self._temporal, x, num_frames))
         return self.family.block_forward(self.block, x, spatial)
+
+    def _temporal(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
+        xt = self.temporal_norm(x)  # (B*T, N, D): per token
+        return self.temporal_fc(self.family.attend_frames(self.temporal_attn, xt, num_frames))
 
 
 def _norm1_module(block: nn.Module, family: BackboneFamily) -> nn.Module:
