@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 import triton
 from torch.library import triton_op, wrap_triton
+from torch.utils.flop_counter import register_flop_formula
 from triton.runtime.jit import JITFunction
 
 from adaptkit.layers import frame_attention_kernels as kernels
@@ -124,3 +125,20 @@ def _backward(ctx, grad_out: torch.Tensor, grad_lse: torch.Tensor | None):  # no
 
 
 torch.library.register_autograd("adaptkit::frame_attention", _backward, setup_context=_setup_context)
+
+
+# FlopCounterMode cannot look into a kernel: count what plain attention does, as torch counts
+# scaled_dot_product_attention (q k^T and p v forward; twice that backward, recomputation excluded).
+def _attention_flops(packed_shape: tuple[int, ...]) -> int:
+    batch, frames, tokens, _, heads, head_dim = packed_shape
+    return 4 * batch * tokens * heads * frames * frames * head_dim
+
+
+@register_flop_formula(torch.ops.adaptkit.frame_attention)
+def _forward_flops(packed_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    return _attention_flops(packed_shape)
+
+
+@register_flop_formula(torch.ops.adaptkit.frame_attention_backward)
+def _backward_flops(grad_out_shape, packed_shape, *args, **kwargs) -> int:  # noqa: ANN001, ANN002, ANN003
+    return 2 * _attention_flops(packed_shape)
