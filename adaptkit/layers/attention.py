@@ -7,15 +7,15 @@ maps, so they run in whatever layout the tokens are in. Only the softmax step mi
 - :func:`self_attention` attends along the sequences of (S, L, D) tokens (spatial attention, or
   any plain sequence);
 - :func:`frame_self_attention` attends along the frames of frame-folded tokens (B*T, *tokens, D):
-  each token position of a clip attends to itself in the clip's other frames. Tokens are never
-  regrouped into sequences over time; the attention reads q/k/v on a (B, T, N, 3, heads, d) view
-  of the projection's output and writes its result frame-folded (AIM's temporal attention).
+  each token position of a clip attends to itself in the clip's other frames (AIM's temporal
+  attention). With the kernel, tokens are never regrouped into sequences over time: it reads q/k/v
+  on a (B, T, N, 3, heads, d) view of the projection's output and writes its result frame-folded.
 
 Attention over frames picks its implementation by device. On CUDA, with Triton, a short-sequence
 kernel (forward and backward, a ``torch.library.triton_op`` that ``torch.compile`` traces into:
-:mod:`adaptkit.layers.frame_attention_triton`). Elsewhere, with attention dropout, and for clips
-longer than the kernel takes, ``scaled_dot_product_attention`` on strided views of q/k/v (on CPU
-measured faster than regrouping the tokens first, or than an einsum formulation).
+:mod:`adaptkit.layers.frame_attention_triton`) reads q/k/v in place. Elsewhere (CPU, attention
+dropout) the tokens are regrouped into (B*N, T, D) sequences for ``scaled_dot_product_attention``,
+which measured faster on CPU than attending on frame-folded views.
 """
 
 from __future__ import annotations
@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+from einops import rearrange
 
 try:  # Triton is optional: without it (or off CUDA) attention over frames takes the PyTorch path.
     from adaptkit.layers import frame_attention_triton as _kernel
@@ -80,9 +81,17 @@ def frame_self_attention(
     Returns:
         (B*T, *tokens, D), frame-folded like ``x``.
     """
-    qkv = projections.qkv(x)  # (B*T, *tokens, 3, heads, head_dim), per token
-    out = attend_frames(qkv, num_frames, scale=projections.scale, bias=bias, dropout_p=projections.dropout)
-    return projections.out(out, x)
+    if _kernel is not None and x.is_cuda and projections.dropout == 0.0:
+        qkv = projections.qkv(x)  # (B*T, *tokens, 3, heads, head_dim), per token, no regrouping
+        out = attend_frames(qkv, num_frames, scale=projections.scale, bias=bias)
+        return projections.out(out, x)
+    # Without the kernel, regrouping into sequences over time is faster (measured on CPU): the fused
+    # scaled_dot_product_attention kernels take 4-D (S, heads, L, d) inputs, and frame-folded q/k/v
+    # only form a 5-D (B, N, heads, T, d) view, which falls back to the unfused path.
+    tokens = x.flatten(1, -2)  # (B*T, N, D), a view
+    xt = rearrange(tokens, "(b t) n d -> (b n) t d", t=num_frames)
+    yt = self_attention(projections._replace(bias=bias), xt)  # bias (heads, T, T) broadcasts over B*N
+    return rearrange(yt, "(b n) t d -> (b t) n d", n=tokens.shape[1]).reshape(x.shape)
 
 
 def attend_sequences(
