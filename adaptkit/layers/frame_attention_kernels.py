@@ -16,7 +16,7 @@ def forward_kernel(
     sb_h, sb_i, sb_j,  # bias (heads, T, T)
     so_b, so_t, so_n, so_h,  # output (B, T, N, heads, d), unit stride over d
     sl_b, sl_t, sl_n,  # log-sum-exp (B, T, N, heads), unit stride over heads
-    num_tokens, num_frames, head_dim, scale,
+    num_tokens, num_frames, head_dim, scale: tl.constexpr,  # constexpr: torch.compile would pass a float as fp64
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
@@ -67,7 +67,7 @@ def backward_kernel(
     sl_b, sl_t, sl_n,  # log-sum-exp
     sq_b, sq_t, sq_n, sq_c, sq_h,  # gradient of packed q/k/v, unit stride over d
     sp_p, sp_h, sp_i,  # per-program partial bias gradient (programs, heads, T, T), unit stride over key frames
-    num_tokens, num_frames, head_dim, scale,
+    num_tokens, num_frames, head_dim, scale: tl.constexpr,  # constexpr: torch.compile would pass a float as fp64
     HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     pid = tl.program_id(0)
