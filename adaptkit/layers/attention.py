@@ -89,7 +89,7 @@ def frame_self_attention(
     # scaled_dot_product_attention kernels take 4-D (S, heads, L, d) inputs, and frame-folded q/k/v
     # only form a 5-D (B, N, heads, T, d) view, which falls back to the unfused path.
     tokens = x.flatten(1, -2)  # (B*T, N, D), a view
-    xt = rearrange(tokens, "(b t) n d -> (b n) t d", t=num_frames)
+    xt = rearrange(tokens, "(b t) n d -> (b n) t d", t=num_frames).contiguous()  # dense rows: the projections run as plain GEMMs
     yt = self_attention(projections._replace(bias=bias), xt)  # bias (heads, T, T) broadcasts over B*N
     return rearrange(yt, "(b n) t d -> (b t) n d", n=tokens.shape[1]).reshape(x.shape)
 
