@@ -115,6 +115,8 @@ def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: boo
         # timm's own loader: safetensors or weights_only torch files, the architecture's checkpoint filter (e.g.
         # OpenAI CLIP layouts), strict key matching.
         overlay = {"file": str(checkpoint), "custom_load": False}
+        if "num_classes" in config.kwargs:  # the file's head has this size: load it instead of dropping it
+            overlay["num_classes"] = config.kwargs["num_classes"]
         try:
             model = timm.create_model(architecture, pretrained=load_weights, pretrained_cfg_overlay=overlay,
                                       **config.kwargs)
@@ -123,7 +125,8 @@ def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: boo
                                + NOT_LOADED) from error
         return model, f"file {checkpoint}"
     if tag is None:
-        if not config.allow_random_init:
+        # A shape-only build of a model that model.pretrain will give weights to is fine.
+        if not config.allow_random_init and not (config.pretrain is not None and not load_weights):
             raise WeightsError(f"model {config.name!r}: no pretrained tag and no model.checkpoint. " + RANDOM_INIT_HELP)
         return timm.create_model(architecture, pretrained=False, **config.kwargs), RANDOM_INIT
     _check_timm_tag(architecture, tag)

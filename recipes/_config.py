@@ -22,11 +22,23 @@ from adaptkit.data import DENSE_TEST_CONVENTIONS, AugmentConfig, list_annotation
 from adaptkit.strategies import make_strategy
 
 CONFIG_DIR = Path(__file__).parent / "configs"  # the shipped configs (installed with the package)
-DEFAULT_CONFIG = "synthetic_motion"  # the config `adaptkit train` runs with no --config: a name in CONFIG_DIR
+DEFAULT_CONFIG = "embedded_actions"  # the config `adaptkit train` runs with no --config: a name in CONFIG_DIR
 
 
 class ConfigError(ValueError):
     """An invalid config: unknown key, wrong type or out-of-range value. The message names the key."""
+
+
+@dataclass
+class PretrainConfig:
+    """``model.pretrain``: image pretraining on generated stills (shape x colour, 36 classes; recipes._pretrain)."""
+
+    steps: int = 1200  # optimizer steps; fresh images every step
+    batch_size: int = 64
+    lr: float = 1e-3  # AdamW peak lr: 5% linear warmup, then cosine to 0
+    weight_decay: float = 0.05
+    test_images: int = 2000  # held-out images for the reported accuracy
+    seed: int = 0
 
 
 @dataclass
@@ -41,6 +53,9 @@ class ModelConfig:
     # Strategy options. Command-line overrides merge into this dict; an option set to null is dropped (back to the
     # strategy's default), e.g. model.strategy=linear-probe model.options.temporal_in=null when switching strategy.
     options: dict[str, Any] = field(default_factory=lambda: {"drop_path": 0.2})
+    # Pretrain the image model first on generated still images (recipes._pretrain) and use the result as
+    # model.checkpoint; only when model.checkpoint is unset. The embedded stand-in for ImageNet / CLIP weights.
+    pretrain: PretrainConfig | None = None
     grad_checkpointing: bool = False  # recompute blocks in the backward pass (less memory, ~30% slower)
     compile: bool = False  # torch.compile the model
 
@@ -61,8 +76,22 @@ class SyntheticConfig:
 
 
 @dataclass
+class GeneratedConfig:
+    """``data.source: generated``: action videos with time-reversed class pairs (:mod:`adaptkit.data.actions`),
+    written once as real files under ``cache_dir`` (keyed by these settings) and then read like any dataset."""
+
+    train_videos: int = 1600  # even: videos come in reversed pairs
+    val_videos: int = 400  # even; rendered from seed + 1
+    size: int = 32  # frame side in pixels
+    seed: int = 0
+    min_seconds: float = 2.0  # video lengths: 2-6 s at 12-30 fps
+    max_seconds: float = 6.0
+    cache_dir: str = ".cache/adaptkit"  # generated videos and pretrained embedded backbones
+
+
+@dataclass
 class DataConfig:
-    source: str = "video"  # "video" (annotation files + video files) or "synthetic" (SyntheticMotionDataset)
+    source: str = "video"  # "video" (annotation files + video files), "generated" (GeneratedConfig) or "synthetic"
     format: str = "video_list"  # annotation format: video_list, kinetics_csv, ssv2_json, diving48_json, folder_tree
     options: dict[str, Any] = field(default_factory=dict)  # format-specific parser options (e.g. class_folders)
     train: SplitConfig = field(default_factory=SplitConfig)
@@ -79,8 +108,10 @@ class DataConfig:
     # "cuda": decode with NVDEC (torchcodec) and augment on the GPU, in the main process (num_workers=0)
     decode_device: str = "cpu"
     frame_cache: str | None = None  # folder built by `adaptkit cache`: read pre-decoded frames instead of videos
+    train_fraction: float = 1.0  # train on this share of the training videos (a fixed random subset; Figure 3)
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see adaptkit.data.AugmentConfig
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    generated: GeneratedConfig = field(default_factory=GeneratedConfig)
 
 
 @dataclass
@@ -125,6 +156,15 @@ class EvalConfig:
 
 
 @dataclass
+class ControlConfig:
+    """A control run: the same config with another strategy, trained and evaluated the same way after the main run
+    (e.g. the frozen linear probe beside AIM)."""
+
+    strategy: str = "linear-probe"
+    options: dict[str, Any] = field(default_factory=dict)  # replaces model.options for this run
+
+
+@dataclass
 class RecipeConfig:
     name: str = "run"  # run name; the run folder is runs/<name> unless train.output_dir says otherwise
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -132,6 +172,7 @@ class RecipeConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    controls: list[ControlConfig] = field(default_factory=list)  # run after the main run, in runs/<name>/controls/
 
     @property
     def run_dir(self) -> Path:
@@ -242,7 +283,31 @@ def validate(config: RecipeConfig) -> None:
         suffix = Path(model.checkpoint).suffix
         _one_of(suffix, "model.checkpoint (file extension)", [".safetensors", ".pt", ".pth", ".bin"])
 
-    _one_of(data.source, "data.source", ["video", "synthetic"])
+    _one_of(data.source, "data.source", ["video", "generated", "synthetic"])
+    _require(0 < data.train_fraction <= 1, "data.train_fraction", f"must be in (0, 1], got {data.train_fraction}")
+    generated = data.generated
+    if data.source == "generated":
+        for key in ("train_videos", "val_videos"):
+            value = getattr(generated, key)
+            _require(value >= 2 and value % 2 == 0, f"data.generated.{key}",
+                     f"must be even and >= 2 (videos come in time-reversed pairs), got {value}")
+        _require(generated.size >= 16 and generated.size % 2 == 0, "data.generated.size",
+                 f"must be even and >= 16, got {generated.size}")
+        _require(0 < generated.min_seconds <= generated.max_seconds, "data.generated",
+                 "need 0 < min_seconds <= max_seconds")
+        _require(data.augment.crop_size == generated.size, "data.augment.crop_size",
+                 f"must equal data.generated.size={generated.size} (the model input)")
+    if model.pretrain is not None:
+        for key in ("steps", "batch_size", "test_images"):
+            _require(getattr(model.pretrain, key) >= 1, f"model.pretrain.{key}", "must be >= 1")
+        _require(model.pretrain.lr > 0, "model.pretrain.lr", f"must be > 0, got {model.pretrain.lr}")
+        _require(model.source == "timm", "model.pretrain", "image pretraining builds timm models only")
+    for index, control in enumerate(config.controls):
+        _one_of(control.strategy, f"controls[{index}].strategy", list_strategies())
+        try:
+            make_strategy(control.strategy, {k: v for k, v in control.options.items() if v is not None})
+        except (TypeError, ValueError) as error:
+            raise ConfigError(f"controls[{index}].options: {error}") from None
     _one_of(data.sampling, "data.sampling", ["dense", "segment"])
     _one_of(data.test_convention, "data.test_convention", list(DENSE_TEST_CONVENTIONS))
     if data.source == "video":

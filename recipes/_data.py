@@ -11,6 +11,7 @@ import itertools
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -66,6 +67,16 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
     return annotations
 
 
+def training_subset(annotations: Annotations, fraction: float) -> Annotations:
+    """``round(fraction * n)`` training records (at least one), a random subset fixed by the annotations alone (the
+    same for every strategy and training seed), in file order. ``fraction = 1`` keeps everything."""
+    if fraction >= 1:
+        return annotations
+    count = max(1, round(fraction * len(annotations)))
+    keep = sorted(np.random.default_rng(len(annotations)).permutation(len(annotations))[:count].tolist())
+    return Annotations([annotations.records[i] for i in keep], list(annotations.classes))
+
+
 def train_dataset(config: RecipeConfig) -> tuple[Dataset, list[str]]:
     """The training dataset and the class names (which fix the model's head)."""
     data = config.data
@@ -73,7 +84,7 @@ def train_dataset(config: RecipeConfig) -> tuple[Dataset, list[str]]:
         s = data.synthetic
         dataset = SyntheticMotionDataset(s.train_videos, data.num_frames, s.size, s.num_classes, seed=s.seed)
         return dataset, list(dataset.classes)
-    annotations = load_split(data, data.train, "train")
+    annotations = training_subset(load_split(data, data.train, "train"), data.train_fraction)
     dataset = VideoClipDataset(
         annotations, frame_sampler(data), VideoTrainTransform(data.augment), seed=config.train.seed,
         backend=data.decode_backend, frame_cache=data.frame_cache, decode_device=data.decode_device,

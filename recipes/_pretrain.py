@@ -14,7 +14,6 @@ import hashlib
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,23 +23,13 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from adaptkit._io import atomic_write, atomic_write_text
-from adaptkit.data.shapes import COLOURS, SHAPES, shape_images
+from adaptkit.data import COLOURS, SHAPES, shape_images
+from recipes._config import PretrainConfig
 
 NUM_IMAGE_CLASSES = len(SHAPES) * len(COLOURS)
 PRETRAIN_VERSION = 1  # bump when the images or the training loop change: part of the cache key
 WEIGHTS_FILE = "model.safetensors"
 REPORT_FILE = "pretrain.json"
-
-
-@dataclass
-class PretrainConfig:
-    steps: int = 400  # optimizer steps, fresh images every step (no image is seen twice)
-    batch_size: int = 128
-    lr: float = 2e-3  # AdamW peak lr: 5% linear warmup, then cosine to 0
-    weight_decay: float = 0.05
-    test_images: int = 2000  # held-out images for the reported accuracy
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)  # reserved; part of the cache key
 
 
 def pretrain_key(architecture: str, kwargs: dict[str, Any], config: PretrainConfig, size: int) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import hashlib
 import json
 import logging
@@ -72,8 +73,9 @@ from recipes._checkpoint import (
     set_rng_state,
 )
 from recipes._args import ArgumentParser
-from recipes._config import DEFAULT_CONFIG, RecipeConfig, load_config, to_yaml
+from recipes._config import DEFAULT_CONFIG, ControlConfig, RecipeConfig, load_config, to_yaml
 from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
+from recipes._embedded import prepare
 from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
 from recipes._evaluation import autocast, evaluate, format_result
 from recipes._files import atomic_write_text
@@ -98,9 +100,47 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     config = load_config(args.config, list(args.overrides) + (["train.resume=true"] if args.resume else []))
     world = setup(config.train.device)
     try:
-        return TrainRecipe(config, world).run()
+        return run_with_controls(config, world)
     finally:
         teardown()
+
+
+def control_config(config: RecipeConfig, control: ControlConfig) -> RecipeConfig:
+    """``config`` with the control's strategy and options, in ``<run>/controls/<strategy>``, without controls."""
+    changed = copy.deepcopy(config)
+    changed.model.strategy, changed.model.options = control.strategy, dict(control.options)
+    changed.train.output_dir = str(config.run_dir / "controls" / control.strategy)
+    changed.name, changed.controls = f"{config.name}-{control.strategy}", []
+    return changed
+
+
+def run_with_controls(config: RecipeConfig, world: World) -> dict[str, Any]:
+    """Prepare generated data / backbone if asked for, run the recipe, then every control of ``config.controls``
+    trained and evaluated the same way; print the results side by side. Returns the main run's summary, with the
+    controls' summaries under ``"controls"``."""
+    if world.is_main:  # generation and pretraining are cached: the other ranks then find them
+        config, _ = prepare(config, world.device)
+    barrier(world)
+    if not world.is_main:
+        config, _ = prepare(config, world.device, announce=False)
+    summary = TrainRecipe(config, world).run()
+    if not config.controls or summary.get("stopped"):
+        return summary
+    controls = {}
+    for control in config.controls:
+        if world.is_main:
+            print(f"\ncontrol: {control.strategy} on the same backbone, data and schedule")
+        controls[control.strategy] = TrainRecipe(control_config(config, control), world).run()
+    summary["controls"] = controls
+    if world.is_main:
+        print("\nresults on the held-out videos:")
+        rows = [(f"{config.model.strategy} (this run)", summary)] + [(f"{name} (control)", s)
+                                                                     for name, s in controls.items()]
+        for label, result in rows:
+            evaluation = result.get("eval")
+            top1 = f"top-1 {100 * evaluation['top1']:.1f}%" if evaluation else "not evaluated"
+            print(f"  {label:<28s} {top1}  ({result['wall_time_s']:.0f} s)")
+    return summary
 
 
 def seed_everything(seed: int) -> None:
@@ -445,7 +485,8 @@ class TrainRecipe:
         if world.is_main:
             if result is not None:
                 result.to_json(self.run_dir / "eval_result.json")
-                summary["eval"] = {k: v for k, v in result.to_dict().items() if k not in ("video_ids",)}
+                summary["eval"] = {k: v for k, v in result.to_dict().items()
+                                   if k not in ("video_ids", "labels", "predictions")}
             lines = [f"  {path} ({reason})" for path, reason in skipped]
             print("training data: " + (f"skipped {len(skipped)} unreadable videos:\n" + "\n".join(lines) if skipped
                                        else "no videos skipped"))

@@ -20,6 +20,17 @@ batched on the accelerator):
 (torch.Size([4, 3, 8, 32, 32]), torch.Size([4, 2]))
 """
 
+from .actions import (
+    ACTION_CLASSES,
+    ACTION_PAIRS,
+    ActionDataset,
+    ActionVideoSettings,
+    action_video,
+    generate_action_dataset,
+    mirror_lengths,
+    reversed_partner,
+    write_action_videos,
+)
 from .annotations import (
     ANNOTATION_FORMATS,
     VIDEO_EXTENSIONS,
@@ -52,6 +63,7 @@ from .frame_cache import FrameCache, build_frame_cache
 from .metrics import EvaluationResult, mean_class_accuracy, top_k_accuracy
 from .records import AnnotationError, Annotations, VideoRecord
 from .sampling import DENSE_TEST_CONVENTIONS, DenseSampler, FrameSampler, SegmentSampler
+from .shapes import COLOURS, SHAPES, shape_images
 from .skips import SkipTracker
 from .synthetic import (
     SyntheticMotionDataset,
@@ -64,6 +76,18 @@ from .transforms import AugmentConfig, VideoTestTransform, VideoTrainTransform, 
 from .views import evaluate_multi_view, multi_view_scores
 
 __all__ = [
+    "ACTION_CLASSES",
+    "ACTION_PAIRS",
+    "COLOURS",
+    "SHAPES",
+    "ActionDataset",
+    "ActionVideoSettings",
+    "action_video",
+    "generate_action_dataset",
+    "mirror_lengths",
+    "reversed_partner",
+    "shape_images",
+    "write_action_videos",
     "ANNOTATION_FORMATS",
     "DECODE_BACKENDS",
     "DENSE_TEST_CONVENTIONS",

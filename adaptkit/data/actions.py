@@ -59,7 +59,7 @@ ACTION_PAIRS = (
 ACTION_CLASSES = tuple(name for pair in ACTION_PAIRS for name in pair)
 _KINDS = ("translate_x", "translate_y", "scale", "rotate", "fade")
 _FPS_CHOICES = (12, 15, 24, 25, 30)
-GENERATOR_VERSION = 1  # bump when the rendering changes: part of the cache key
+GENERATOR_VERSION = 3  # bump when the rendering changes: part of the cache key
 
 
 def reversed_partner(label: int) -> int:
@@ -138,7 +138,7 @@ def action_video(
     frames = np.broadcast_to(background, (n, size, size, 3)).copy()  # (T, H, W, 3) float
     for _ in range(int(rng.integers(settings.distractors[0], settings.distractors[1] + 1))):
         other = (actor_colour + 1 + int(rng.integers(len(colour_names) - 1))) % len(colour_names)
-        radius = rng.uniform(0.07, 0.1) * size
+        radius = rng.uniform(0.06, 0.09) * size
         centre = rng.uniform(radius, size - radius, size=2)
         mask = render_masks(str(rng.choice(SHAPES)), size, centre[None], np.array([radius]),
                             np.array([rng.uniform(0, 2 * np.pi)]))
@@ -151,8 +151,8 @@ def action_video(
     ones = np.ones(n)
     opacity = None
     if kind in ("translate_x", "translate_y"):
-        radius = rng.uniform(0.16, 0.22) * size
-        travel = rng.uniform(0.4, 0.55) * size
+        radius = rng.uniform(0.2, 0.25) * size
+        travel = rng.uniform(0.4, 0.5) * size
         axis = 1 if kind == "translate_x" else 0  # column (rightwards) or row (downwards)
         along0 = rng.uniform(radius, size - radius - travel)
         across = rng.uniform(radius, size - radius)
@@ -161,17 +161,17 @@ def action_video(
         centres[:, 1 - axis] = across
         radii, angles = radius * ones, angle0 * ones
     elif kind == "scale":
-        r0 = rng.uniform(0.1, 0.13) * size
-        r1 = r0 * rng.uniform(2.0, 2.6)
+        r0 = rng.uniform(0.12, 0.15) * size
+        r1 = r0 * rng.uniform(2.0, 2.4)
         centres = np.broadcast_to(rng.uniform(r1, size - r1, size=2), (n, 2))
         radii, angles = r0 + (r1 - r0) * progress, angle0 * ones
     elif kind == "rotate":
-        radius = rng.uniform(0.2, 0.28) * size
+        radius = rng.uniform(0.26, 0.32) * size
         centres = np.broadcast_to(rng.uniform(radius, size - radius, size=2), (n, 2))
         radii = radius * ones
-        angles = angle0 + np.deg2rad(rng.uniform(80, 140)) * progress  # clockwise on screen
+        angles = angle0 + np.deg2rad(rng.uniform(100, 160)) * progress  # clockwise on screen
     else:  # fade in
-        radius = rng.uniform(0.16, 0.24) * size
+        radius = rng.uniform(0.2, 0.28) * size
         centres = np.broadcast_to(rng.uniform(radius, size - radius, size=2), (n, 2))
         radii, angles, opacity = radius * ones, angle0 * ones, progress
     frames = composite(frames, render_masks(shape, size, centres, radii, angles), colour, opacity)

@@ -58,6 +58,8 @@ class EvaluationResult:
     video_ids: list[str] = field(default_factory=list)  # evaluated videos, in order
     skipped_ids: list[str] = field(default_factory=list)  # unreadable videos, left out of the metrics
     extra: dict[str, Any] = field(default_factory=dict)  # free-form context: checkpoint, dataset version ...
+    labels: list[int] = field(default_factory=list)  # true class per evaluated video, in order
+    predictions: list[int] = field(default_factory=list)  # top-1 class per evaluated video, in order
 
     @classmethod
     def from_scores(
@@ -79,6 +81,8 @@ class EvaluationResult:
             views=views,
             video_ids=[str(v) for v in video_ids],
             skipped_ids=[str(v) for v in skipped_ids],
+            labels=labels.tolist(),
+            predictions=scores.argmax(dim=1).tolist(),
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -82,7 +82,7 @@ def textured_background(rng: np.random.Generator, size: int, style: str = "waves
             angle, freq, phase = rng.uniform(0, np.pi), rng.uniform(1, 6), rng.uniform(0, 2 * np.pi)
             texture += np.sin(2 * np.pi * freq * (rows * np.cos(angle) + cols * np.sin(angle)) + phase)
         tint = rng.uniform(-1, 1, size=3).astype(np.float32)
-        image = base + 12 * texture[..., None] * (1 + 0.5 * tint)
+        image = base + 6 * texture[..., None] * (1 + 0.5 * tint)
     elif style == "blobs":
         noise = rng.normal(size=(size // 8 + 1, size // 8 + 1, 3)).astype(np.float32)
         coarse = np.kron(noise, np.ones((8, 8, 1), np.float32))[:size, :size]

@@ -24,7 +24,7 @@ TINY_MODEL = [
 
 
 def _synthetic_overrides(run_dir: Path, steps: int = 2, classes: int = 4) -> list[str]:
-    return TINY_MODEL + [
+    return ["--config", "synthetic_motion"] + TINY_MODEL + [
         f"train.output_dir={run_dir}",
         f"train.max_steps={steps}",
         "train.global_batch_size=4",

@@ -36,7 +36,8 @@ def run_cli(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, s
 def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A short synthetic run with 6 classes: its final/ folder."""
     run_dir = tmp_path_factory.mktemp("cli") / "run"
-    assert cli.main(["train", f"train.output_dir={run_dir}", "train.max_steps=2", "train.global_batch_size=4",
+    assert cli.main(["train", "--config", "synthetic_motion", f"train.output_dir={run_dir}", "train.max_steps=2",
+                     "train.global_batch_size=4",
                      "data.batch_size=4", "data.synthetic.train_videos=8", "data.synthetic.val_videos=4",
                      "data.synthetic.num_classes=6", "data.num_frames=4", "eval.at_end=false", *TINY_MODEL]) == 0
     return run_dir / "final"
@@ -144,7 +145,7 @@ def plain_folder(tmp_path: Path) -> tuple[Path, list[str]]:
     save_file({k: v.contiguous() for k, v in image_model.state_dict().items()}, str(weights))
     adaptkit.inject(image_model, "aim", num_frames=4, num_classes=4).save_pretrained(tmp_path / "adapter")
     config = tmp_path / "mine.yaml"
-    assert cli.main(["cp", DEFAULT_CONFIG, str(config)]) == 0
+    assert cli.main(["cp", "synthetic_motion", str(config)]) == 0
     return tmp_path / "adapter", [
         "--config", str(config), f"model.checkpoint={weights}", "model.allow_random_init=false",
         "model.kwargs.embed_dim=32", "model.kwargs.depth=1", "model.kwargs.num_heads=2", "model.kwargs.weight_init=",
@@ -185,7 +186,7 @@ def test_configs_by_name_ls_and_cp(tmp_path: Path, capsys: pytest.CaptureFixture
     status, out, _ = run_cli(["ls"], capsys)
     assert status == 0 and list_configs() == sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
     assert [line.split()[0] for line in out.splitlines()[:len(list_configs())]] == list_configs()
-    assert re.search(rf"^{DEFAULT_CONFIG} +\(default\) The built-in demo", out, re.MULTILINE)
+    assert re.search(rf"^{DEFAULT_CONFIG} +\(default\) The embedded benchmark", out, re.MULTILINE)
     monkeypatch.chdir(tmp_path)
     assert cli.main(["cp", "k400_vitb16_8x16", "."]) == 0
     copy = tmp_path / "k400_vitb16_8x16.yaml"
@@ -272,9 +273,10 @@ def test_the_wheel_installs_a_working_command(tmp_path: Path) -> None:
     assert all(str(tmp_path / "venv") in line for line in where.stdout.splitlines()), where.stdout
     listed = adaptkit_cmd("ls")
     assert listed.returncode == 0 and "k400_vitb16_8x16" in listed.stdout and DEFAULT_CONFIG in listed.stdout
-    trained = adaptkit_cmd("train", "train.max_steps=2", "data.synthetic.val_videos=8", *TINY_MODEL)
+    trained = adaptkit_cmd("train", "--config", "synthetic_motion", "train.max_steps=2", "data.synthetic.val_videos=8",
+                           *TINY_MODEL)
     assert trained.returncode == 0, trained.stderr
-    assert (work / "runs" / DEFAULT_CONFIG / "final" / "adapter_model.safetensors").is_file()
+    assert (work / "runs" / "synthetic_motion" / "final" / "adapter_model.safetensors").is_file()
     failed = adaptkit_cmd("train", "--config", "k400_vitb16_8x16")
     assert failed.returncode == 2 and failed.stderr.count("\n") == 1 and "data.train.annotations" in failed.stderr
 

@@ -79,7 +79,7 @@ def test_checkpoint_problems_are_errors(tmp_path: Path) -> None:
 
 
 def test_backbone_lr_multiplier_and_cpu_optimizer(synthetic_args, tmp_path: Path) -> None:
-    config = load_config(None, synthetic_args(tmp_path) + ["optim.backbone_lr_mult=0.1", "optim.lr=1e-3"])
+    config = load_config("synthetic_motion", synthetic_args(tmp_path)[2:] + ["optim.backbone_lr_mult=0.1", "optim.lr=1e-3"])
     image_model, _ = create_image_model(config.model)
     model = build_video_model(config, image_model, num_classes=4)
     optimizer = build_optimizer(model, config.optim, torch.device("cpu"))

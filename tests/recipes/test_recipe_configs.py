@@ -101,11 +101,27 @@ def test_null_option_drops_it_so_strategies_can_be_switched() -> None:
     assert strategy_options(config.model) == {"head_dropout": 0.0}
 
 
-def test_no_argument_default_is_the_synthetic_demo() -> None:
+def test_no_argument_default_is_the_embedded_benchmark_on_a_pretrained_backbone() -> None:
     config = load_config()
-    assert config.data.source == "synthetic" and config.model.allow_random_init
+    assert config.data.source == "generated" and not config.model.allow_random_init
+    assert config.model.pretrain is not None and config.model.checkpoint is None  # weights come from pretraining
     assert config.model.strategy == "aim" and config.data.num_frames >= 2
-    assert config.data.augment.crop_size == config.data.synthetic.size
+    assert config.data.augment.crop_size == config.data.generated.size
+
+
+def test_generated_data_pretraining_and_controls_are_validated() -> None:
+    with pytest.raises(ConfigError, match="data.generated.train_videos"):
+        load_config(None, ["data.generated.train_videos=3"])
+    with pytest.raises(ConfigError, match="data.augment.crop_size"):
+        load_config(None, ["data.generated.size=48"])
+    with pytest.raises(ConfigError, match="model.pretrain.steps"):
+        load_config(None, ["model.pretrain.steps=0"])
+    with pytest.raises(ConfigError, match="data.train_fraction"):
+        load_config(None, ["data.train_fraction=0"])
+    with pytest.raises(ConfigError, match=r"controls\[0\].strategy"):
+        load_config(None, ["controls=[{strategy: nope}]"])
+    with pytest.raises(ConfigError, match=r"controls\[0\].options"):
+        load_config(None, ["controls=[{strategy: linear-probe, options: {ratio: 0.5}}]"])
 
 
 def test_overrides_apply_with_types() -> None:

@@ -40,7 +40,7 @@ def flip_last_byte(path: Path) -> None:
 
 
 def test_each_setup_step_runs_on_its_own_and_writes_nothing(tmp_path: Path, synthetic_args) -> None:
-    config = load_config(None, synthetic_args(tmp_path / "run", steps=3) + ["data.batch_size=2"])
+    config = load_config("synthetic_motion", synthetic_args(tmp_path / "run", steps=3)[2:] + ["data.batch_size=2"])
     recipe = train.TrainRecipe(config, setup("cpu"))
     recipe.setup_data()
     # 12 clips, 4 per optimizer step from 2 micro-batches of 2.

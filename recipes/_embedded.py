@@ -1,0 +1,64 @@
+"""Materialise what an embedded config generates: the action videos (``data.source: generated``) and the pretrained
+image backbone (``model.pretrain``). Both are cached under ``data.generated.cache_dir`` keyed by their settings, so
+only the first run pays for them.
+
+The result is an ordinary config: ``data.source: video`` with MMAction2 list files, and ``model.checkpoint`` naming
+the backbone file, exactly what a user's own dataset and CLIP weights look like. Runs record this prepared config,
+so evaluate and predict read the same files without preparing anything.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from adaptkit.data import ActionVideoSettings, generate_action_dataset
+from recipes._config import RecipeConfig, SplitConfig
+from recipes._pretrain import pretrain_image_model
+
+
+def action_settings(config: RecipeConfig) -> ActionVideoSettings:
+    """The generator settings named by ``data.generated`` (test-time sampling symmetric for ``data.num_frames``)."""
+    generated = config.data.generated
+    return ActionVideoSettings(
+        train_videos=generated.train_videos, val_videos=generated.val_videos, size=generated.size,
+        seed=generated.seed, min_seconds=generated.min_seconds, max_seconds=generated.max_seconds,
+        mirror_clip_len=config.data.num_frames if config.data.sampling == "segment" else None,
+    )
+
+
+def prepare(config: RecipeConfig, device: torch.device, announce: bool = True) -> tuple[RecipeConfig, dict[str, Any]]:
+    """Generate the videos and pretrain the backbone where the config asks for them (cached).
+
+    Returns:
+        The prepared config (a copy) and a report: ``{"videos": folder, "image_model": pretraining report}`` for
+        the parts that were asked for.
+    """
+    config = copy.deepcopy(config)
+    report: dict[str, Any] = {}
+    if config.train.num_threads is not None:  # before pretraining, not only for the training run
+        torch.set_num_threads(config.train.num_threads)
+    data, model = config.data, config.model
+    if data.source == "generated":
+        dataset = generate_action_dataset(action_settings(config), data.generated.cache_dir)
+        data.source, data.format = "video", "video_list"
+        data.options = {**data.options, "classes": list(dataset.classes)}
+        data.train = SplitConfig(str(dataset.train_list), str(dataset.root))
+        data.val = SplitConfig(str(dataset.val_list), str(dataset.root))
+        report["videos"] = str(dataset.root)
+        if announce:
+            print(f"generated videos: {dataset.root} ({data.generated.train_videos} train, "
+                  f"{data.generated.val_videos} held out, {len(dataset.classes)} classes in time-reversed pairs)")
+    if model.pretrain is not None and model.checkpoint is None:
+        architecture = model.name.partition(".")[0]
+        size = config.data.augment.crop_size
+        path, image_report = pretrain_image_model(architecture, dict(model.kwargs), model.pretrain, size,
+                                                  data.generated.cache_dir, device)
+        model.checkpoint = str(path)
+        report["image_model"] = image_report
+        if announce:
+            print(f"pretrained image model: {path} (shape x colour top-1 {100 * image_report['image_top1']:.1f}% on "
+                  f"{image_report['test_images']} held-out images, chance {100 * image_report['chance']:.1f}%)")
+    return config, report
