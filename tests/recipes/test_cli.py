@@ -50,7 +50,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["train", "--config", "k400_vitb16_8x16"],
      "data.train.annotations: {cwd}/data/kinetics400/annotations/train.csv does not exist. Set "
      "data.train.annotations=<annotation file> and data.train.root=<folder of the videos>"),
-    (["train", "model.allow_random_init=false"], "no pretrained tag and no model.checkpoint"),
+    (["train", "--config", "synthetic_motion", "model.allow_random_init=false"],
+     "no pretrained tag and no model.checkpoint"),
     (["train", "model.checkpoint=missing.safetensors"], "model.checkpoint missing.safetensors does not exist"),
     (["train", "--config", "k400_vitb16_8x1"], "did you mean k400_vitb16_8x16"),
     (["train", "--nope"], "unrecognized arguments: --nope"),
