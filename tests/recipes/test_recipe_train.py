@@ -179,12 +179,13 @@ def test_incomplete_checkpoints_are_ignored(tmp_path: Path, synthetic_args) -> N
 
 
 @pytest.mark.slow
-def test_the_no_argument_demo_learns_the_direction_of_motion(tmp_path: Path) -> None:
-    """The full demo (~1.5 min on 2 cores): only the run folder differs from `python -m recipes.train`.
+def test_the_synthetic_demo_learns_the_direction_of_motion(tmp_path: Path) -> None:
+    """The full toy demo (~1.5 min on 2 cores): only the run folder differs from
+    `adaptkit train --config synthetic_motion`.
 
     A model blind to frame order cannot beat 50% here (a clip played backwards is the opposite class); the demo
     measured 99.4-100% over seeds (chance 25%)."""
-    summary = train.main([f"train.output_dir={tmp_path / 'run'}"])
+    summary = train.main(["--config", "synthetic_motion", f"train.output_dir={tmp_path / 'run'}"])
     assert summary["step"] == 1000 and summary["eval"]["num_videos"] == 512
     assert summary["eval"]["top1"] >= 0.6
 
