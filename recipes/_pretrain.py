@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-from adaptkit._io import atomic_write, atomic_write_text
+from recipes._files import atomic_write, atomic_write_text
 from adaptkit.data import COLOURS, SHAPES, shape_images
 from recipes._config import PretrainConfig
 

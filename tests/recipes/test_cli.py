@@ -224,7 +224,7 @@ def test_offline_pretrained_weights_fail_fast(tmp_path: Path, capsys: pytest.Cap
                 patch.delenv("HF_HUB_OFFLINE", raising=False)
                 patch.setattr(constants, "HF_HUB_OFFLINE", False)
             start = time.perf_counter()
-            status, _, err = run_cli(["train", "model.name=vit_tiny_patch16_224.augreg_in21k",
+            status, _, err = run_cli(["train", "--config", "synthetic_motion", "model.name=vit_tiny_patch16_224.augreg_in21k",
                                       "model.allow_random_init=false", f"train.output_dir={tmp_path / 'run'}"], capsys)
             assert time.perf_counter() - start < 10
             assert status == 2 and reason in err and "model.checkpoint=path/to/weights.safetensors" in err
