@@ -1,9 +1,7 @@
 """Files of a run folder: atomic writes that respect the user's umask, and the SHA-256 digests checkpoints record.
 
-A file is written under a temporary name beside its final one and renamed into place, so a kill mid-write never
-leaves a half-written file under the final name. ``tempfile.mkstemp`` creates files with mode 0600; the file is
-given the mode a plain ``open()`` would have given it (``0666 & ~umask``, i.e. 0644 under umask 022) before the
-rename.
+Atomic writes come from :mod:`adaptkit.io`: a kill mid-write never leaves a half-written file under the final
+name, and files get the user's umask (0644 under umask 022).
 
 safetensors files carry no checksum: a flipped bit inside the tensor data loads silently. A model folder therefore
 lists the SHA-256 of each of its files in ``digests.json`` (written last), and loading verifies them.
@@ -13,42 +11,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
+
+from adaptkit.io import atomic_write, atomic_write_text, file_mode  # noqa: F401  (re-exported for the recipes)
 
 DIGESTS_FILE = "digests.json"
 
 
 class CorruptFileError(RuntimeError):
     """A file of a model folder does not match the digest recorded when it was written, or is missing."""
-
-
-def file_mode() -> int:
-    """The mode ``open(path, "w")`` gives a new file under the current umask (0644 under umask 022)."""
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
-    """Call ``write(tmp_path)`` on a temporary file beside ``path``, then rename it into place."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.chmod(tmp, file_mode())
-        os.replace(tmp, path)  # atomic on POSIX and Windows
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def sha256_file(path: str | Path) -> str:

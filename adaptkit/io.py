@@ -1,4 +1,5 @@
-"""Atomic file writes: a crash mid-write never leaves a half-written file under the final name.
+"""Atomic file writes (public: the recipes use them too): a crash mid-write never leaves a half-written file under
+the final name.
 
 The temporary file (mode 0600 from ``mkstemp``) gets the mode a plain ``open()`` would give it under the user's umask
 (0644 under umask 022) before it is renamed into place.
@@ -12,7 +13,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
+    """The mode ``open(path, "w")`` gives a new file under the current umask (0644 under umask 022)."""
     umask = os.umask(0o022)
     os.umask(umask)
     return 0o666 & ~umask
@@ -26,7 +28,7 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
     os.close(fd)
     try:
         write(tmp)
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)  # atomic on POSIX and Windows
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -34,4 +36,5 @@ def atomic_write(path: str | Path, write: Callable[[str], None]) -> None:
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
     atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
