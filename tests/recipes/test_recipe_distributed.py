@@ -18,7 +18,7 @@ def test_two_process_gloo_training(tmp_path: Path) -> None:
     run_dir = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "recipes.train",
-        f"train.output_dir={run_dir}", "train.device=cpu", "train.max_steps=3", "train.checkpoint_every=2",
+        "--config", "synthetic_motion", f"train.output_dir={run_dir}", "train.device=cpu", "train.max_steps=3", "train.checkpoint_every=2",
         "data.batch_size=2", "train.global_batch_size=8",  # 2 clips x 2 processes x 2 accumulated micro-batches
         "data.synthetic.train_videos=24", "data.synthetic.val_videos=7", "data.num_frames=4",
         "model.kwargs.depth=1", "model.kwargs.embed_dim=32", "model.options.drop_path=0.2", "train.num_threads=1",

@@ -17,7 +17,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The final/ folder of a short synthetic run with 6 motion classes and 4-frame clips."""
     run_dir = tmp_path_factory.mktemp("trained") / "run"
     train.main([
-        f"train.output_dir={run_dir}", "train.max_steps=3", "train.global_batch_size=4", "data.batch_size=4",
+        "--config", "synthetic_motion", f"train.output_dir={run_dir}", "train.max_steps=3", "train.global_batch_size=4", "data.batch_size=4",
         "data.synthetic.train_videos=12", "data.synthetic.val_videos=6", "data.synthetic.num_classes=6",
         "data.num_frames=4", "model.kwargs.depth=1", "model.kwargs.embed_dim=32", "train.num_threads=1",
         "eval.at_end=false",
