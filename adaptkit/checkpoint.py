@@ -80,17 +80,25 @@ def load_trainable(video_model: nn.Module, path: str | Path) -> None:
     file = Path(path) / WEIGHTS_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    saved = load_file(str(file))
-    params = video_model.trainable_state_dict()
-    missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
+    copy_strict(video_model.trainable_state_dict(), load_file(str(file)), f"checkpoint {file}")
+
+
+def copy_strict(targets: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], source: str) -> None:
+    """Copy ``saved`` into ``targets`` in place, strict on names and shapes.
+
+    Raises:
+        KeyError: missing or unexpected names. ValueError: a tensor of the wrong shape. Both name ``source``.
+    """
+    missing, unexpected = sorted(set(targets) - set(saved)), sorted(set(saved) - set(targets))
     if missing or unexpected:
         raise KeyError(
-            f"checkpoint {file} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
+            f"{source} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
         )
-    wrong = [f"{k}: saved {tuple(saved[k].shape)} vs model {tuple(p.shape)}" for k, p in params.items() if saved[k].shape != p.shape]
+    wrong = [f"{k}: saved {tuple(saved[k].shape)} vs model {tuple(t.shape)}" for k, t in targets.items()
+             if saved[k].shape != t.shape]
     if wrong:
-        raise ValueError(f"checkpoint {file} has tensors of the wrong shape: {wrong[:8]}")
+        raise ValueError(f"{source} has tensors of the wrong shape: {wrong[:8]}")
     with torch.no_grad():
-        for name, param in params.items():
-            param.copy_(saved[name])
+        for name, tensor in targets.items():
+            tensor.copy_(saved[name])

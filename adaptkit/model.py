@@ -268,16 +268,9 @@ class VideoModel(nn.Module):
         Raises:
             KeyError: missing or unexpected keys. ValueError: a tensor of the wrong shape.
         """
-        own = self.backbone_state_dict()
-        missing, unexpected = sorted(set(own) - set(state)), sorted(set(state) - set(own))
-        if missing or unexpected:
-            raise KeyError(f"backbone weights do not match the model: missing {missing[:8]}, unexpected {unexpected[:8]}")
-        wrong = [f"{k}: {tuple(state[k].shape)} vs {tuple(v.shape)}" for k, v in own.items() if state[k].shape != v.shape]
-        if wrong:
-            raise ValueError(f"backbone weights of the wrong shape: {wrong[:8]}")
-        with torch.no_grad():
-            for key, tensor in own.items():
-                tensor.copy_(state[key])
+        from adaptkit.checkpoint import copy_strict
+
+        copy_strict(self.backbone_state_dict(), state, "backbone weights")
 
     def save_pretrained(self, path: str | Path) -> None:
         """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trainable tensors only)."""
