@@ -5,9 +5,11 @@ Two backends share one contract: PyAV (a hard dependency, always works, the defa
 list discards are never counted or returned; frames come out as displayed (a display rotation is applied).
 
 Both backends seek. A :class:`~adaptkit.data.probe.VideoIndex` (one demuxing pass, cached by the datasets) says where
-each frame sits, so PyAV seeks to the keyframe before each group of wanted frames, identifies every decoded picture
-by its timestamp and converts to RGB only the kept ones; torchcodec gets its scan-free approximate seek mode when the
-file's header timing is exact, its exact mode otherwise.
+each frame sits, so PyAV seeks to the keyframe before each group of wanted frames, decodes only the packets the
+wanted frames need (non-reference pictures nobody asked for, and the ends of GOPs after their last wanted frame, are
+dropped), identifies every decoded picture by its timestamp and converts to RGB only the kept ones. torchcodec gets
+its scan-free approximate seek mode when the file's header timing is exact, its exact mode otherwise; it decodes
+every picture from the keyframe on (it has no way to skip one).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from __future__ import annotations
 import functools
 import io
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import av
@@ -75,20 +77,50 @@ def _stored_shape(height: int, width: int, rotation: int, short_side: int | None
     return resized_shape(height, width, short_side)
 
 
-def _decoded(container: Any, stream: Any, kept_pts: set[int]) -> Any:
-    """Decoded frames after the demuxer's position; pictures nothing refers to are skipped unless kept.
+def _decoded(container: Any, stream: Any, wanted_pts: set[int], closed_gops: bool) -> Iterator[Any]:
+    """Decoded frames from the demuxer's position until every packet of ``wanted_pts`` went into the decoder, which
+    is then drained; only the packets that the wanted frames need are decoded.
 
-    Non-reference frames (most B-frames) are a large share of the decoding work and no other frame needs them, so
-    the decoder is told to drop them (``skip_frame``), packet by packet, except the ones that are asked for.
+    - Non-reference pictures (most B-frames) that are not wanted are dropped by the decoder (``skip_frame``): no
+      other picture needs them.
+    - With closed GOPs, packets are held back until a wanted packet of the same GOP shows that they are needed; the
+      packets after a GOP's last wanted one, and GOPs without a wanted frame, are dropped when the next keyframe
+      arrives. No picture after a keyframe refers to one before it (the same promise that seeking relies on), so
+      the decoder goes on from the keyframe as if the dropped packets had never been in the file. (An open GOP's
+      leading pictures refer back across the keyframe: there every packet goes in, as in plain decoding.)
+    - Demuxing stops once every wanted packet is in, or where no wanted packet can follow (a seek landed past one:
+      the caller sees it missing): at the first keyframe shown after them all, the second one with open GOPs.
     """
     context = stream.codec_context
+    unfed = set(wanted_pts)
+    last_wanted = max(unfed)
+    held: list[Any] = []
+    keyframes_past = 0
     for packet in container.demux(stream):
-        context.skip_frame = "DEFAULT" if packet.pts is None or packet.pts in kept_pts else "NONREF"
-        yield from context.decode(packet)  # the last, empty packet flushes the decoder's delayed frames
-
-
-class _Overshoot(Exception):
-    """A seek landed after the target (an imprecise container index): decode from the start instead."""
+        if packet.size == 0:
+            break  # end of the stream
+        if packet.is_keyframe:
+            if closed_gops:
+                held.clear()
+            keyframes_past += packet.pts is not None and packet.pts > last_wanted
+            if keyframes_past == (1 if closed_gops else 2):
+                break
+        if packet.pts in unfed:
+            context.skip_frame = "NONREF"
+            for earlier in held:
+                yield from context.decode(earlier)
+            held.clear()
+            context.skip_frame = "DEFAULT"
+            yield from context.decode(packet)
+            unfed.discard(packet.pts)
+            if not unfed:
+                break
+        elif closed_gops:
+            held.append(packet)
+        else:
+            context.skip_frame = "NONREF"
+            yield from context.decode(packet)
+    yield from context.decode(None)  # drain the decoder's delayed frames
 
 
 class _Sink:
@@ -107,45 +139,44 @@ class _Sink:
         self.filled.add(shown)
 
 
+def _runs(frames: list[int], far: int) -> list[list[int]]:
+    """Sorted display indices split where consecutive ones are ``far`` or more apart: a keyframe surely lies in
+    between, so a seek beats demuxing through the gap."""
+    runs = [[frames[0]]]
+    for frame in frames[1:]:
+        if frame - runs[-1][-1] >= far:
+            runs.append([frame])
+        else:
+            runs[-1].append(frame)
+    return runs
+
+
 def _pyav_decode(path: str, sink: _Sink, index: VideoIndex, threads: int) -> None:
-    """Fill ``sink`` with its frames, seeking to the keyframe before each group of them."""
+    """Fill ``sink`` with its frames, seeking to the keyframe before each run of them; frames a seek misses (an
+    imprecise container index) stay unfilled for the caller to decode from the start."""
     container, stream = open_video_stream(path, threads)
     # Any key_interval consecutive frames hold a keyframe, so a target that far ahead is worth a seek.
     far = index.key_interval
-    position = 0  # display index the decoder would produce next without seeking
     decoded = 0
-    pending = sorted(sink.slots)
-    kept_pts = set(index.pts_of(np.asarray(pending)).tolist())
     try:
         with container:
-            while pending:
-                target, retried = pending[0], False
-                if target - position >= far:
-                    container.seek(int(index.pts_of(np.array([target]))[0]), stream=stream)
-                while True:
-                    try:
-                        for frame in _decoded(container, stream, kept_pts):
-                            decoded += 1
-                            shown = index.frame_at(frame.pts) if frame.pts is not None else -1
-                            if shown < 0:
-                                continue  # a leading picture of an open GOP, or a discarded one
-                            if shown > pending[0]:
-                                raise _Overshoot  # the seek landed past the target, or the target never came
-                            position = shown + 1
-                            if shown == pending[0]:
-                                pending.pop(0)
-                                sink.keep(shown, frame)  # RGB (and resizing) only for kept frames
-                                if not pending or pending[0] - position >= far:
-                                    break  # the next group starts after a keyframe: seek again
-                        else:
-                            pending = []  # end of stream: the caller reports what is missing
-                        break
-                    except _Overshoot:
-                        if retried:
-                            raise
-                        # Some demuxers index keyframes by decode time: step back one keyframe interval and more.
-                        retried, back = True, max(target - 2 * far, 0)
+            for number, run in enumerate(_runs(sorted(sink.slots), far)):
+                for attempt in range(2):
+                    if attempt:  # some demuxers index keyframes by decode time: step back one interval and more
+                        back = max(run[0] - 2 * far, 0)
                         container.seek(int(index.pts_of(np.array([back]))[0]) - index.seek_margin, stream=stream)
+                    elif number or run[0] >= far:
+                        container.seek(int(index.pts_of(np.array([run[0]]))[0]), stream=stream)
+                    wanted_pts = set(index.pts_of(np.asarray(run)).tolist())
+                    for frame in _decoded(container, stream, wanted_pts, index.closed_gops):
+                        decoded += 1
+                        shown = index.frame_at(frame.pts) if frame.pts is not None else -1
+                        if shown in sink.slots and shown not in sink.filled:
+                            sink.keep(shown, frame)  # RGB (and resizing) only for kept frames
+                    if all(frame in sink.filled for frame in run):
+                        break
+                else:
+                    return  # the caller decodes from the start
     except (av.error.FFmpegError, OSError, ValueError) as error:
         raise VideoDecodeError(path, f"decoding failed after {decoded} frames: {error}") from error
 
@@ -171,10 +202,7 @@ def _pyav_frames(path: str, unique: np.ndarray, index: VideoIndex, short_side: i
                  seek: bool) -> torch.Tensor:
     sink = _Sink(unique, *_stored_shape(index.height, index.width, index.rotation, short_side))
     if seek:
-        try:
-            _pyav_decode(path, sink, index, threads)
-        except _Overshoot:
-            pass
+        _pyav_decode(path, sink, index, threads)
     if len(sink.filled) < len(unique):  # no timestamps, or an imprecise seek: count from the start
         _pyav_sequential(path, sink, threads)
     missing = [i for i in unique.tolist() if i not in sink.filled]

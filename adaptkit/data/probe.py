@@ -49,6 +49,9 @@ class VideoIndex:
         rotation: display rotation in degrees, counter-clockwise (FFmpeg's convention), a multiple of 90.
         exact_header: the header's timing is exact (constant frame rate from pts 0, nothing discarded), so
             torchcodec's approximate seek mode is frame-exact for this file.
+        closed_gops: no packet that follows a keyframe in decoding order is shown before it (no open-GOP leading
+            pictures, which refer back across the keyframe), so the packets between a GOP's last needed one and the
+            next keyframe need not be decoded.
         pts: the shown frames' pts in display order, only for variable frame rate (else None).
     """
 
@@ -62,6 +65,7 @@ class VideoIndex:
     seek_margin: int
     rotation: int = 0
     exact_header: bool = False
+    closed_gops: bool = False
     pts: np.ndarray | None = None
 
     def pts_of(self, frames: np.ndarray) -> np.ndarray:
@@ -83,15 +87,15 @@ class VideoIndex:
         if self.pts is not None:
             return None
         return [self.num_frames, self.stream_index, self.height, self.width, self.first_pts, self.pts_step, self.key_interval,
-                self.seek_margin, self.rotation, int(self.exact_header)]
+                self.seek_margin, self.rotation, int(self.exact_header), int(self.closed_gops)]
 
     @classmethod
     def from_row(cls, row: list[int]) -> VideoIndex:
         """Inverse of :meth:`to_row`."""
-        return cls(*row[:9], exact_header=bool(row[9]))
+        return cls(*row[:9], exact_header=bool(row[9]), closed_gops=bool(row[10]))
 
 
-ROW_WIDTH = 10  # len(VideoIndex.to_row())
+ROW_WIDTH = 11  # len(VideoIndex.to_row())
 
 
 def _is_cover_art(stream: Any) -> bool:
@@ -154,7 +158,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
     # Only an MP4/MOV sample table is an exact promise of the packet count (AVI indexes list empty drop-frames).
     declared = stream.frames if "mp4" in container.format.name else 0
     shown, durations, key_pts, key_margin, packets, discarded = [], [], [], [], 0, 0
-    rotation = None
+    rotation, closed_gops = None, True
     try:
         with container:
             for packet in container.demux(stream):
@@ -170,6 +174,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
                 if packet.is_keyframe:
                     key_pts.append(packet.pts)
                     key_margin.append(packet.pts - packet.dts if packet.dts is not None else 0)
+                elif key_pts and packet.pts < key_pts[-1]:
+                    closed_gops = False  # a leading picture: shown before the keyframe it follows
                 if packet.is_discard:
                     discarded += 1
                 else:
@@ -207,5 +213,6 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
         seek_margin=max(key_margin, default=0),
         rotation=rotation or 0,
         exact_header=constant and discarded == 0 and int(pts[0]) == 0 and len(pts) == max(declared, len(pts)),
+        closed_gops=closed_gops,
         pts=None if constant else pts,
     )

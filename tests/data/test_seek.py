@@ -53,6 +53,7 @@ def test_files_have_keyframes_and_b_frames(videos):
     assert has_reordered_frames(videos["mp4"])
     index = probe_video(videos["mp4"])
     assert index.key_interval == GOP and index.num_frames == NUM_FRAMES and index.pts is None
+    assert index.closed_gops  # x264's keyframes are IDR frames: nothing after one is shown before it
     assert probe_video(videos["vfr"]).pts is not None  # the variable frame rate keeps the full pts list
     assert probe_video(videos["edit_list"]).num_frames == NUM_FRAMES - 5
 
@@ -85,6 +86,71 @@ def test_seeking_really_skips_decoding(videos, monkeypatch):
     decoded.clear()
     assert_frames_are(decode_frames(videos["mp4"], [2, 34], backend="pyav"), [2, 34])
     assert len(decoded) < 2 * GOP
+
+
+def test_gop_tails_after_the_last_wanted_frame_are_not_decoded(videos, monkeypatch):
+    # Frames 2 and 9 are closer than a GOP, so there is no seek between them; the pictures after the P-frame that
+    # frame 2 needs (display 4-7, references included) are dropped, as the next keyframe shows nothing needs them.
+    index = probe_video(videos["mp4"])
+    decoded = []
+    real_decoded = decode_module._decoded
+
+    def counting(*args):
+        for frame in real_decoded(*args):
+            decoded.append(index.frame_at(frame.pts))
+            yield frame
+
+    monkeypatch.setattr(decode_module, "_decoded", counting)
+    assert_frames_are(decode_frames(videos["mp4"], [2, 9], backend="pyav"), [2, 9])
+    assert {2, 9} <= set(decoded) and not set(decoded) & {4, 5, 6, 7}
+
+
+def moving_texture(num_frames: int, height: int = 32, width: int = 48) -> torch.Tensor:
+    """uint8 (T, 3, H, W): random texture shifted 2 px per frame, so that motion compensation uses references and a
+    wrong or missing reference changes the decoded pixels."""
+    texture = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, height, width + 2 * num_frames),
+                                                                 dtype=np.uint8))
+    return torch.stack([texture[:, :, 2 * i : 2 * i + width] for i in range(num_frames)])
+
+
+@pytest.fixture(scope="module")
+def textured(tmp_path_factory):
+    """Moving-texture files with B-frame pyramids: closed GOPs (x264's default) and open GOPs (leading pictures)."""
+    folder = tmp_path_factory.mktemp("textured")
+    files = {}
+    for name, extra in {"closed": "", "open": ":open-gop=1"}.items():
+        files[name] = folder / f"{name}.mp4"
+        params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=3:b-pyramid=normal:b-adapt=0{extra}"
+        encode_video(files[name], moving_texture(NUM_FRAMES), options={"qp": "20", "x264-params": params})
+    return files
+
+
+def test_open_gops_are_recognised(textured):
+    assert probe_video(textured["closed"]).closed_gops
+    assert not probe_video(textured["open"]).closed_gops  # every packet is decoded there
+
+
+def _no_fallback(path, *args):
+    raise AssertionError(f"{path}: the seeking decoder missed a frame and fell back to decoding from the start")
+
+
+@settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, NUM_FRAMES - 1), min_size=1, max_size=10), st.sampled_from(["closed", "open"]))
+def test_skipping_packets_leaves_textured_frames_bit_identical(textured, monkeypatch, indices, name):
+    # Same decoder, same pixels, unless a picture some wanted frame refers to was left out; and the seeking path
+    # delivers every frame itself (a missed frame would be decoded again from the start, hiding the miss).
+    expected = decode_frames(textured[name], indices, backend="pyav", seek=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(decode_module, "_pyav_sequential", _no_fallback)
+        assert torch.equal(decode_frames(textured[name], indices, backend="pyav"), expected)
+
+
+@pytest.mark.parametrize("name", ["closed", "open"])
+def test_ffmpeg_threads_give_the_same_frames(textured, name):
+    # Frame threading delays pictures inside the decoder: the drain after the last wanted packet must get them out.
+    indices = [1, 2, 9, 13, 30, 39]
+    one = decode_frames(textured[name], indices, backend="pyav", threads=1)
+    assert torch.equal(decode_frames(textured[name], indices, backend="pyav", threads=3), one)
 
 
 @settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
