@@ -1,6 +1,7 @@
 """How fast adaptkit's data pipeline turns Kinetics-like files into training clips, against what decoding must cost.
 
-    python -m benchmarks.data_loading            # ~3 min on 2 cores (+1 min writing the files the first time);
+    python -m benchmarks.data_loading            # ~2.5 min (+1 min writing the files the first time); run it as
+                                                 # `taskset -c 1 python -m ...` to stay on one core;
                                                  # writes benchmarks/results/data_loading.json
     python -m benchmarks.data_loading --quick    # 340x256 files, 3 samplers, ~30 s
     python -m benchmarks.data_loading --augment-device cuda   # only the GPU-side augmentation throughput
@@ -15,16 +16,21 @@ Three tables:
    frames (the dataset's cached index, as in training), next to the *floor*: the time to decode just the frames from
    the keyframe before the first needed frame to the last needed one (PyAV, one thread, every picture decoded, only
    the needed ones converted to RGB). ``floor_ratio`` = floor time / decode time (>= 1 means faster than the floor,
-   possible because non-reference frames that are not needed are skipped and groups of frames are sought apart).
+   possible because pictures that no needed frame refers to are not decoded and groups of frames are sought apart).
 2. **One clip, one core** on the 340x256 GOP-32 files with ``DenseSampler(8, 16)`` and the Kinetics augmentation at
-   224: clips/s per core with the decode and transform shares, for adaptkit's pipeline and for the pipeline as it
-   was before seeking ("baseline": decode from the start of the file, no frame skipping), the two interleaved
-   draw by draw in one process; and the decode time against the floor of the same clips. Steady state, as from the
-   second epoch on: every file's index is known (``probe_ms_once_per_file`` is the one-time cost of probing).
-3. **DataLoader clips/s** for both pipelines per worker count, timed after the first batch.
+   224: clips/s per core with the decode and transform shares, for adaptkit's pipeline, for the pipeline as it was
+   when the data-loading issue was filed ("baseline": decode from the start of the file at full size, stack, copy to
+   contiguous (T, C, H, W), the transform after), and for reading the pre-decoded frame cache ("frame_cache", warm
+   page cache), interleaved draw by draw in one process; and the decode time against the floor and against a
+   *bound*: keyframes, P-frames up to each GOP's last needed frame and the needed frames alone, every other B-frame
+   skipped (below what any frame-exact decoder needs, as B-pyramid references are skipped too). Steady state, as
+   from the second epoch on: every file's index is known (``probe_ms_once_per_file`` is the one-time cost).
+3. **DataLoader clips/s** for both pipelines per worker count, timed after the first batch (wall clock).
 
-The development machine is shared with other jobs: absolute figures are noisy, ratios measured in the same process
-are the thing to read.
+Tables 1 and 2 time CPU seconds of this process (``time.process_time``; one decoding thread, one torch thread):
+clips/s per core is 1 / CPU seconds per clip, and other jobs sharing the core do not inflate it (they still share
+caches, so expect a few percent of noise). The development machine is shared with other jobs: ratios measured in the
+same process are the thing to read.
 """
 
 from __future__ import annotations
@@ -46,11 +52,13 @@ from torch.utils.data import DataLoader, Dataset
 
 from adaptkit.data import (
     AugmentConfig,
+    FrameCache,
     DenseSampler,
     SegmentSampler,
     VideoClipDataset,
     VideoRecord,
     VideoTrainTransform,
+    build_frame_cache,
     count_frames,
     decode_frames,
     encoder_available,
@@ -75,6 +83,8 @@ SAMPLERS = {
     "segment 32 train": SegmentSampler(32),
 }
 QUICK_SAMPLERS = ["dense 8x16 train", "dense 8x16 test x3", "segment 16 train"]
+# CPU seconds of this process: per-core cost, not inflated by other jobs on a shared core.
+CLOCK = time.process_time
 
 
 def write_test_file(path: Path, width: int, height: int, encoding: str) -> None:
@@ -121,7 +131,7 @@ def floor_seconds(path: Path, wanted: np.ndarray, index) -> float:
     """Decode every picture from the keyframe before the first wanted frame to the last wanted one (one thread)."""
     wanted_pts = set(index.pts_of(wanted).tolist())
     last_pts = int(index.pts_of(wanted[-1:])[0])
-    start = time.perf_counter()
+    start = CLOCK()
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type, stream.codec_context.thread_count = "NONE", 1
@@ -131,7 +141,43 @@ def floor_seconds(path: Path, wanted: np.ndarray, index) -> float:
                 frame.to_ndarray(format="rgb24")
             if frame.pts >= last_pts:
                 break
-    return time.perf_counter() - start
+    return CLOCK() - start
+
+
+def bound_seconds(path: Path, wanted: np.ndarray, index) -> float:
+    """Decode only the keyframes, the P-frames up to each GOP's last wanted frame and the wanted frames (one thread).
+
+    Every B-frame that is not wanted is skipped, B-pyramid references included, so wanted B-frames may come out
+    wrong: this is not a decoder, it bounds from below what any frame-exact decoder of these frames must do.
+    """
+    wanted_pts = set(index.pts_of(wanted).tolist())
+    start = CLOCK()
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "NONE", 1
+        context = stream.codec_context
+        container.seek(int(index.pts_of(wanted[:1])[0]), stream=stream)
+        unfed, held, frames = set(wanted_pts), [], []
+        for packet in container.demux(stream):
+            if packet.size == 0:
+                break
+            if packet.is_keyframe:
+                held.clear()  # a GOP's tail after its last wanted frame
+            if packet.pts in unfed:
+                context.skip_frame = "BIDIR"
+                frames += [frame for earlier in held for frame in context.decode(earlier)]
+                context.skip_frame = "DEFAULT"
+                frames += context.decode(packet)
+                held.clear()
+                unfed.discard(packet.pts)
+                if not unfed:
+                    break
+            else:
+                held.append(packet)
+        for frame in [*frames, *context.decode(None)]:
+            if frame.pts in wanted_pts:
+                frame.to_ndarray(format="rgb24")
+    return CLOCK() - start
 
 
 def decode_table(files: dict[str, Path], samplers: list[str], backends: list[str], budget: float) -> list[dict]:
@@ -147,9 +193,9 @@ def decode_table(files: dict[str, Path], samplers: list[str], backends: list[str
             for wanted in draws:  # at least one draw; more while within the time budget of this cell
                 floors.append(floor_seconds(path, wanted, index))
                 for backend in backends:
-                    start = time.perf_counter()
+                    start = CLOCK()
                     decode_frames(path, wanted, backend, index=index, threads=1)
-                    times[backend].append(time.perf_counter() - start)
+                    times[backend].append(CLOCK() - start)
                 spent += floors[-1] + sum(t[-1] for t in times.values())
                 if spent > budget:
                     break
@@ -165,9 +211,27 @@ def decode_table(files: dict[str, Path], samplers: list[str], backends: list[str
     return rows
 
 
+def decode_from_start(path: str, indices: np.ndarray) -> torch.Tensor:
+    """PyAV decoding as it was when the data-loading issue was filed (commit 281099b): every picture from the start
+    of the file, the wanted ones converted at full size, stacked, and copied into contiguous (T, C, H, W)."""
+    wanted, frames, count = set(indices.tolist()), {}, 0
+    with av.open(path) as container:
+        stream = container.streams.video[0]
+        stream.thread_type, stream.codec_context.thread_count = "NONE", 1
+        for frame in container.decode(stream):
+            if count in wanted:
+                frames[count] = frame.to_ndarray(format="rgb24")
+            count += 1
+            if count > indices.max():
+                break
+    video = np.stack([frames[i] for i in indices.tolist()])  # (T, H, W, C)
+    return torch.from_numpy(video).permute(0, 3, 1, 2).contiguous()  # (T, C, H, W)
+
+
 class BaselineClips(Dataset):
-    """adaptkit's training dataset as it was before seeking: per-worker frame counts, decode from the file start,
-    full-size frames resized by the transform."""
+    """adaptkit's training dataset as it was when the data-loading issue was filed: decode from the file start at
+    full size (PyAV: :func:`decode_from_start`; torchcodec: its exact mode, which scans the file), the transform after
+    on contiguous frames. Frame counts per worker, as then (kept across items here: steady state)."""
 
     def __init__(self, paths: list[str], sampler, transform, backend: str) -> None:
         self.paths, self.sampler, self.transform, self.backend = paths, sampler, transform, backend
@@ -180,80 +244,97 @@ class BaselineClips(Dataset):
         if index not in self.indexes:
             self.indexes[index] = probe_video(self.paths[index])
         video_index = self.indexes[index]
-        indices = self.sampler(video_index.num_frames, np.random.default_rng(index))
-        return decode_frames(self.paths[index], indices, self.backend, index=video_index, seek=False)
+        indices = self.sampler(video_index.num_frames, np.random.default_rng(index)).reshape(-1)
+        if self.backend == "pyav":
+            return decode_from_start(self.paths[index], indices)
+        return decode_frames(self.paths[index], indices, self.backend, index=video_index, seek=False).contiguous()
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
-        return self.transform(self.decode(index)).contiguous(), 0, index
+        return self.transform(self.decode(index)), 0, index
 
 
-def pipelines(path: Path, backend: str, clips: int) -> tuple[dict[str, Dataset], float]:
-    """adaptkit's VideoClipDataset and the baseline over ``clips`` items of one file, in steady state (every file's
-    index known, as from the second epoch on); also the one-time probe cost in ms."""
+def pipelines(path: Path, backend: str, clips: int, cache: FrameCache | None = None
+              ) -> tuple[dict[str, Dataset], float]:
+    """adaptkit's VideoClipDataset, the baseline, and (given a cache) the dataset reading the frame cache, over
+    ``clips`` items of one file, in steady state (every file's index known, as from the second epoch on); also the
+    one-time probe cost in ms."""
     transform = VideoTrainTransform(AugmentConfig.kinetics())
     sampler = SAMPLERS["dense 8x16 train"]
     paths = [str(path)] * clips
-    current = VideoClipDataset([VideoRecord(p, 0, str(i)) for i, p in enumerate(paths)], sampler, transform, seed=0,
-                               backend=backend, decode_threads=1)
+    records = [VideoRecord(p, 0, str(i)) for i, p in enumerate(paths)]
+    current = VideoClipDataset(records, sampler, transform, seed=0, backend=backend, decode_threads=1)
     baseline = BaselineClips(paths, sampler, transform, backend)
-    start = time.perf_counter()
+    start = CLOCK()
     current.files.video_index(0)
-    probe_ms = 1e3 * (time.perf_counter() - start)
+    probe_ms = 1e3 * (CLOCK() - start)
     for i in range(clips):
         current.files.video_index(i)
         baseline.indexes[i] = probe_video(paths[i])
-    return {"adaptkit": current, "baseline": baseline}, probe_ms
+    datasets = {"adaptkit": current, "baseline": baseline}
+    if cache is not None:
+        datasets["frame_cache"] = VideoClipDataset(records, sampler, transform, seed=0, frame_cache=cache)
+    return datasets, probe_ms
 
 
-def clip_table(path: Path, backends: list[str], draws: int) -> list[dict]:
-    """One core, in process: decode and transform time per clip for both pipelines, interleaved draw by draw so that
-    the machine's load hits both alike; and the floor of the same clips."""
+def clip_table(path: Path, backends: list[str], draws: int, cache: FrameCache) -> list[dict]:
+    """One core, in process: decode and transform time per clip for the pipelines, interleaved draw by draw so that
+    the machine's load hits them alike; and the floor and bound of the same clips. The frame cache row is measured
+    with the first backend's draws (it does not decode)."""
     rows = []
     for backend in backends:
-        datasets, probe_ms = pipelines(path, backend, draws)
+        datasets, probe_ms = pipelines(path, backend, draws, cache if backend == backends[0] else None)
         index = probe_video(path)
         times = {name: ([], []) for name in datasets}
-        floors = []
+        floors, bounds = [], []
         for i in range(draws):
             for name, dataset in datasets.items():
-                start = time.perf_counter()
-                if name == "adaptkit":
+                start = CLOCK()
+                if name == "baseline":
+                    clip = dataset.decode(i)
+                else:
                     begin, length = dataset.files.window(i)
                     wanted = dataset.sampler(length, dataset._rng(i)) + begin
                     clip = dataset.files.decode(i, wanted)
-                else:
-                    clip = dataset.decode(i)
-                middle = time.perf_counter()
+                middle = CLOCK()
                 dataset.transform(clip).contiguous()
                 times[name][0].append(middle - start)
-                times[name][1].append(time.perf_counter() - middle)
+                times[name][1].append(CLOCK() - middle)
             floors.append(floor_seconds(path, np.unique(wanted), index))
-        floor = statistics.median(floors)
+            bounds.append(bound_seconds(path, np.unique(wanted), index))
+        floor, bound = statistics.median(floors), statistics.median(bounds)
         for name, (decode, transform) in times.items():
             decode_s, transform_s = statistics.median(decode), statistics.median(transform)
-            rows.append(dict(backend=backend, pipeline=name, clips_per_s_per_core=round(1 / (decode_s + transform_s), 2),
-                             decode_ms=round(1e3 * decode_s, 2), transform_ms=round(1e3 * transform_s, 2),
-                             decode_share=round(decode_s / (decode_s + transform_s), 3),
-                             transform_share=round(transform_s / (decode_s + transform_s), 3),
-                             floor_ms=round(1e3 * floor, 2), floor_ratio=round(floor / decode_s, 3),
-                             probe_ms_once_per_file=round(probe_ms, 1), draws=draws))
-        current, base = rows[-2], rows[-1]
-        for row in (current, base):
+            row = dict(backend="none (frame cache)" if name == "frame_cache" else backend, pipeline=name,
+                       clips_per_s_per_core=round(1 / (decode_s + transform_s), 2),
+                       decode_ms=round(1e3 * decode_s, 2), transform_ms=round(1e3 * transform_s, 2),
+                       decode_share=round(decode_s / (decode_s + transform_s), 3),
+                       transform_share=round(transform_s / (decode_s + transform_s), 3),
+                       floor_ms=round(1e3 * floor, 2), floor_ratio=round(floor / decode_s, 3),
+                       bound_ms=round(1e3 * bound, 2), bound_ratio=round(bound / decode_s, 3),
+                       probe_ms_once_per_file=round(probe_ms, 1), draws=draws)
+            rows.append(row)
+        base = next(r for r in rows[-len(datasets):] if r["pipeline"] == "baseline")
+        for row in rows[-len(datasets):]:
             row["speedup_vs_baseline"] = round(row["clips_per_s_per_core"] / base["clips_per_s_per_core"], 2)
-            print(f"  {backend:10s} {row['pipeline']:8s} {row['clips_per_s_per_core']:6.1f} clips/s per core "
-                  f"(decode {row['decode_ms']:.1f} ms = {row['decode_share']:.0%}, transform {row['transform_ms']:.1f} ms"
-                  f" = {row['transform_share']:.0%}); decode vs floor {row['floor_ratio']:.2f}x; "
-                  f"{row['speedup_vs_baseline']:.2f}x the baseline", flush=True)
+            print(f"  {row['backend']:10s} {row['pipeline']:11s} {row['clips_per_s_per_core']:6.1f} clips/s per core "
+                  f"(decode {row['decode_ms']:.1f} ms = {row['decode_share']:.0%}, "
+                  f"transform {row['transform_ms']:.1f} ms = {row['transform_share']:.0%}); "
+                  f"decode vs floor {row['floor_ratio']:.2f}x, vs bound "
+                  f"{row['bound_ratio']:.2f}x; {row['speedup_vs_baseline']:.2f}x the baseline", flush=True)
+        best = 1 / (bound + statistics.median(times["adaptkit"][1]))
+        print(f"  {backend:10s} at most {best:.1f} clips/s per core with decoding at the bound "
+              f"({best / base['clips_per_s_per_core']:.2f}x the baseline)", flush=True)
     return rows
 
 
-def loader_table(path: Path, workers: list[int], backends: list[str], clips: int) -> list[dict]:
-    """clips/s through a DataLoader (batch 8) per worker count, timed from the first batch on (worker start-up left
-    out), for both pipelines."""
+def loader_table(path: Path, workers: list[int], backends: list[str], clips: int, cache: FrameCache
+                 ) -> list[dict]:
+    """clips/s through a DataLoader (batch 8) per worker count, timed (wall clock) from the first batch on (worker
+    start-up left out), for the pipelines (the frame cache with the first backend's run)."""
     rows = []
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     for backend in backends:
-        datasets, _ = pipelines(path, backend, clips)
+        datasets, _ = pipelines(path, backend, clips, cache if backend == backends[0] else None)
         for name, dataset in datasets.items():
             for num_workers in workers:
                 batches = iter(DataLoader(dataset, batch_size=8, num_workers=num_workers))
@@ -265,7 +346,7 @@ def loader_table(path: Path, workers: list[int], backends: list[str], clips: int
                 rows.append(dict(backend=backend, pipeline=name, workers=num_workers,
                                  clips_per_s=round(served / elapsed, 2),
                                  clips_per_s_per_core=round(served / elapsed / busy, 2)))
-                print(f"  {backend:10s} {name:8s} workers {num_workers}: {rows[-1]['clips_per_s']:6.1f} clips/s "
+                print(f"  {backend:10s} {name:11s} workers {num_workers}: {rows[-1]['clips_per_s']:6.1f} clips/s "
                       f"({rows[-1]['clips_per_s_per_core']:.1f} per busy core)", flush=True)
     return rows
 
@@ -330,20 +411,25 @@ def main() -> None:
     workers = args.workers or ([0, 2] if args.quick else [0, 1, 2])
     torch.set_num_threads(1)  # one core per decoder, as a DataLoader worker has
 
-    started = time.perf_counter()
+    started, load_at_start = time.perf_counter(), os.getloadavg()
     files = test_files(args.workdir, sizes, ENCODINGS)
     print(f"test files ready in {time.perf_counter() - started:.0f} s; backends {backends}", flush=True)
     print("decode per clip, one core:", flush=True)
     decode_rows = decode_table(files, samplers, backends, budget=0.4 if args.quick else 0.6)
     headline = files["340x256 h264_gop32"]
+    # The frame cache of the headline file at the Kinetics transform's short side, as `adaptkit cache` writes it.
+    cache = build_frame_cache([headline], args.workdir / "frame_cache", short_side=AugmentConfig.kinetics().resize_size)
     print("One clip, one core, 340x256 GOP 32, dense 8x16, Kinetics augmentation at 224:", flush=True)
-    clip_rows = clip_table(headline, backends, draws=8 if args.quick else 24)
+    clip_rows = clip_table(headline, backends, draws=8 if args.quick else 48, cache=cache)
     print("DataLoader, same files, batch 8, after the first batch:", flush=True)
-    loader_rows = loader_table(headline, workers, backends, clips=args.clips or (40 if args.quick else 88))
+    loader_rows = loader_table(headline, workers, backends, clips=args.clips or (40 if args.quick else 88), cache=cache)
     result = dict(
-        machine=dict(platform=platform.platform(), cores=len(os.sched_getaffinity(0)), shared=True,
-                     torch=torch.__version__, av=av.__version__),
+        machine=dict(platform=platform.platform(), cores=len(os.sched_getaffinity(0)),
+                     affinity=sorted(os.sched_getaffinity(0)), cores_on_machine=os.cpu_count(), shared=True,
+                     load_average_at_start=[round(x, 2) for x in load_at_start], torch=torch.__version__,
+                     av=av.__version__),
         note="shared development machine: absolute figures are noisy; compare ratios from the same run",
+        clock="decode and clip tables: CPU seconds of this process (time.process_time); loader table: wall clock",
         quick=args.quick, seconds=round(time.perf_counter() - started, 1),
         decode=decode_rows, clip=clip_rows, loader=loader_rows,
     )
