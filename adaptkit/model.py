@@ -208,22 +208,27 @@ class VideoModel(nn.Module):
     def set_grad_checkpointing(self, enable: bool | str = True) -> None:
         """Trade compute for activation memory in the backward pass.
 
+        Every mode gives the same outputs and gradients, bit for bit; they differ in what autograd keeps.
+
         Args:
-            enable: True recomputes every block in the backward pass (least memory, one more forward
-                pass). ``"temporal"`` recomputes only each block's temporal branch (norm, q/k/v and
-                output projections, the short attention over frames, the temporal adapters): they are
-                cheap, while what they would keep is a large share of AIM's activations. False keeps
-                everything.
+            enable: False (the default state) recomputes only the cheap parts of each adapted block
+                (adapters' hidden units, a norm feeding only an adapter, and AIM's temporal branch after
+                its q/k/v projection) from tensors kept anyway. ``"temporal"`` recomputes each block's
+                whole temporal branch (norm, q/k/v and output projections, the short attention over
+                frames, the temporal adapters) as well. True recomputes every block (least memory, one
+                more forward pass). ``"none"`` recomputes nothing (most memory, least compute).
 
         Raises:
             ValueError: for any other value.
         """
-        if not (isinstance(enable, bool) or enable == "temporal"):
-            raise ValueError(f"set_grad_checkpointing takes True, False or 'temporal', got {enable!r}")
+        if not (isinstance(enable, bool) or enable in ("temporal", "none")):
+            raise ValueError(f"set_grad_checkpointing takes True, False, 'temporal' or 'none', got {enable!r}")
         self._grad_checkpointing = enable is True
         for block in self.family.blocks():
             if isinstance(block, VideoBlock):
                 block.checkpoint_temporal = enable == "temporal"
+                # A checkpointed block recomputes everything anyway.
+                block.recompute_adapters = enable is False or enable == "temporal"
 
     def get_nb_trainable_parameters(self) -> tuple[int, int]:
         """(trainable, total) parameter counts, as PEFT returns them."""

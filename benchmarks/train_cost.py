@@ -3,12 +3,15 @@
     python -m benchmarks.train_cost                  # CPU: writes benchmarks/results/train_cost.json
     python -m benchmarks.train_cost --device cuda    # GPU protocol: benchmarks/results/train_cost_cuda.json
 
-CPU protocol. Memory (paper scale, ViT-B/16, 224x224, 8 frames, 8 clips per device as in the
-paper): bytes of activations autograd saves for backward (counted exactly on the meta device; a
-real CPU run at 112x112 agrees within 2%, the gap being the attention kernel), plus weights,
-gradients and AdamW state. Step time: forward + backward + AdamW step, median of interleaved runs
-in one process, reported as ratios to the fully finetuned space-only baseline and of AIM to AIM
-without its temporal branch (never as absolute promises: the CPU is shared and compute-bound).
+CPU protocol. Memory (paper scale, ViT-B/16, 224x224, 8 frames): bytes of activations autograd
+saves for backward, counted exactly without running anything (:mod:`benchmarks.saved_memory`), plus
+weights, gradients and AdamW state; twice: fp32 on the meta device with 8 clips per device as in the
+paper (a real CPU run at 112x112 agrees within 2%, the gap being the attention kernel), and as a
+CUDA bf16-autocast step with fused attention kernels keeps them, with 16 clips (the GPU protocol's
+setting). Step time: forward + backward + AdamW step, median of interleaved runs in one process,
+reported as ratios to the fully finetuned space-only baseline and of AIM to AIM without its
+temporal branch (never as absolute promises: the CPU is shared and compute-bound). Inference:
+clips/s of AIM and of the plain image model (``linear-probe``) at the same batch, eager, as a ratio.
 
 GPU protocol (``--device cuda``, :mod:`benchmarks.train_cost_gpu`): step time eager and compiled
 under bf16 autocast with fused AdamW, peak memory, FLOPs per step, the card's measured matmul rate
@@ -29,6 +32,7 @@ import timm
 import torch
 
 import adaptkit
+from benchmarks.saved_memory import saved_tensors
 
 GIB = 2**30
 RESULTS = Path(__file__).parent / "results"
@@ -53,13 +57,14 @@ SETTINGS = {
         Setting("timesformer", "timesformer"),
         Setting("linear-probe", "linear-probe"),
         Setting("lora", "lora"),
+        Setting("aim checkpointing=none", "aim", checkpointing="none"),
         Setting("aim checkpointing=temporal", "aim", checkpointing="temporal"),
         Setting("aim checkpointing=True", "aim", checkpointing=True),
     ]
 }
-CPU_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim temporal=False", "timesformer"]
-MEMORY_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim checkpointing=temporal", "aim checkpointing=True",
-               "timesformer"]
+CPU_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim checkpointing=none", "aim temporal=False", "timesformer"]
+MEMORY_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim checkpointing=none", "aim checkpointing=temporal",
+               "aim checkpointing=True", "timesformer"]
 
 
 def build(setting: Setting, device: str, image_size: int, frames: int,
@@ -73,18 +78,12 @@ def build(setting: Setting, device: str, image_size: int, frames: int,
     return video_model.train()
 
 
-def saved_activation_bytes(video_model: torch.nn.Module, video: torch.Tensor) -> int:
-    """Bytes of tensors autograd keeps for backward in one forward pass (views counted once)."""
-    kept: dict[int, tuple[torch.Tensor, int]] = {}
+def saved_activation_bytes(video_model: torch.nn.Module, batch: int, frames: int, device: str = "cpu") -> int:
+    """Bytes of storages autograd keeps for backward in one forward pass of a meta-device model.
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        base = t if t._base is None else t._base
-        kept[id(base)] = (base, base.numel() * base.element_size())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        video_model(video)
-    return sum(size for _, size in kept.values())
+    ``device="cpu"``: fp32 on meta; ``"gpu"``: a CUDA bf16-autocast step (see :mod:`benchmarks.saved_memory`).
+    """
+    return sum(entry[0] for entry in saved_tensors(video_model, batch, frames, device=device))
 
 
 def state_bytes(video_model: torch.nn.Module) -> int:
@@ -93,12 +92,11 @@ def state_bytes(video_model: torch.nn.Module) -> int:
     return 4 * total + 12 * trainable
 
 
-def paper_scale_memory(batch: int = 8, frames: int = 8) -> dict[str, dict[str, float]]:
+def paper_scale_memory(device: str = "cpu", batch: int = 8, frames: int = 8) -> dict[str, dict[str, float]]:
     rows = {}
     for label in MEMORY_ROWS:
         vm = build(SETTINGS[label], "meta", 224, frames)
-        video = torch.empty(batch, 3, frames, 224, 224, device="meta")
-        activations = saved_activation_bytes(vm, video)
+        activations = saved_activation_bytes(vm, batch, frames, device)
         states = state_bytes(vm)
         rows[label] = {
             "activations_gib": round(activations / GIB, 2),
@@ -111,13 +109,14 @@ def paper_scale_memory(batch: int = 8, frames: int = 8) -> dict[str, dict[str, f
     return rows
 
 
-def step_times(device: str, image_size: int, frames: int, batch: int, repeats: int) -> dict[str, dict[str, float]]:
-    models = {label: build(SETTINGS[label], device, image_size, frames) for label in CPU_ROWS}
+def step_times(device: str, image_size: int, frames: int, batch: int, repeats: int,
+               rows: list[str] = CPU_ROWS) -> dict[str, dict[str, float]]:
+    models = {label: build(SETTINGS[label], device, image_size, frames) for label in rows}
     optimizers = {label: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
                   for label, m in models.items()}
     video = torch.randn(batch, 3, frames, image_size, image_size, device=device)
     labels = torch.randint(0, 400, (batch,), device=device)
-    times: dict[str, list[float]] = {label: [] for label in CPU_ROWS}
+    times: dict[str, list[float]] = {label: [] for label in rows}
     for round_index in range(repeats + 1):  # round 0 warms up; rows interleave so drift hits all alike
         for label, vm in models.items():
             start = time.perf_counter()
@@ -128,35 +127,67 @@ def step_times(device: str, image_size: int, frames: int, batch: int, repeats: i
             if round_index:
                 times[label].append(time.perf_counter() - start)
     medians = {label: statistics.median(t) for label, t in times.items()}
+
+    def ratio(median: float, reference: str) -> float | None:
+        return round(median / medians[reference], 3) if reference in medians else None
+
     return {
-        label: {"median_s": round(median, 3), "vs_space_only": round(median / medians["space-only"], 3),
-                "vs_aim_temporal_false": round(median / medians["aim temporal=False"], 3)}
+        label: {"median_s": round(median, 3), "vs_space_only": ratio(median, "space-only"),
+                "vs_aim_temporal_false": ratio(median, "aim temporal=False")}
         for label, median in medians.items()
     }
 
 
-def cpu_report(args: argparse.Namespace) -> dict:
-    memory = paper_scale_memory()
-    print("Training memory per device, ViT-B/16 224x224, 8 frames, 8 clips (meta-device count):")
-    for label, row in memory.items():
-        print(f"  {label:27s} activations {row['activations_gib']:6.2f} GiB + states "
-              f"{row['weights_grads_adamw_gib']:5.2f} GiB = {row['total_gib']:6.2f} GiB  "
-              f"({row['vs_timesformer']:.2f} x timesformer)")
+def inference_clips_per_s(device: str, image_size: int, frames: int, batch: int, repeats: int) -> dict[str, float]:
+    """Eager inference clips/s of AIM and of the plain image model (``linear-probe``), interleaved."""
+    models = {name: build(SETTINGS[label], device, image_size, frames).eval()
+              for name, label in (("aim", "aim"), ("image model", "linear-probe"))}
+    video = torch.randn(batch, 3, frames, image_size, image_size, device=device)
+    times: dict[str, list[float]] = {name: [] for name in models}
+    with torch.inference_mode():
+        for round_index in range(repeats + 1):
+            for name, vm in models.items():
+                start = time.perf_counter()
+                vm(video)
+                if round_index:
+                    times[name].append(time.perf_counter() - start)
+    clips = {name: batch / statistics.median(t) for name, t in times.items()}
+    return {"batch": batch, "image_size": image_size, "aim_clips_per_s": round(clips["aim"], 2),
+            "image_model_clips_per_s": round(clips["image model"], 2),
+            "aim_vs_image_model": round(clips["aim"] / clips["image model"], 3)}
 
-    timing = step_times(args.device, args.image_size, args.frames, args.batch, args.repeats)
+
+def cpu_report(args: argparse.Namespace) -> dict:
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    memory = {"cpu": paper_scale_memory("cpu", batch=8), "gpu": paper_scale_memory("gpu", batch=16)}
+    for kind, title in (("cpu", "fp32, meta device, 8 clips"), ("gpu", "as a CUDA bf16-autocast step keeps them, 16 clips")):
+        print(f"Training memory per device, ViT-B/16 224x224, 8 frames ({title}):")
+        for label, row in memory[kind].items():
+            print(f"  {label:27s} activations {row['activations_gib']:6.2f} GiB + states "
+                  f"{row['weights_grads_adamw_gib']:5.2f} GiB = {row['total_gib']:6.2f} GiB  "
+                  f"({row['vs_timesformer']:.3f} x timesformer)")
+
+    rows = args.rows.split(",") if args.rows else CPU_ROWS
+    timing = step_times(args.device, args.image_size, args.frames, args.batch, args.repeats, rows)
     device_name = f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
     print(f"Training step, ViT-B/16 {args.image_size}x{args.image_size}, {args.frames} frames, batch {args.batch} "
           f"on {device_name}:")
     for label, row in timing.items():
-        print(f"  {label:20s} {row['median_s']:7.3f} s  ({row['vs_space_only']:.2f} x space-only, "
-              f"{row['vs_aim_temporal_false']:.2f} x aim temporal=False)")
+        print(f"  {label:24s} {row['median_s']:7.3f} s  ({row['vs_space_only']} x space-only, "
+              f"{row['vs_aim_temporal_false']} x aim temporal=False)")
+    inference = inference_clips_per_s(args.device, args.image_size, args.frames, args.inference_batch, args.repeats)
+    print(f"Inference, batch {args.inference_batch}, eager: aim {inference['aim_clips_per_s']} clips/s, image model "
+          f"{inference['image_model_clips_per_s']} clips/s ({inference['aim_vs_image_model']} x)")
 
     result = {
         "environment": {"torch": torch.__version__, "timm": timm.__version__, "device": device_name,
-                        "date": time.strftime("%Y-%m-%d")},
-        "memory_paper_scale": memory,
+                        "date": time.strftime("%Y-%m-%d"), "note": "shared machine: ratios only"},
+        "memory_paper_scale": memory["cpu"],
+        "memory_paper_scale_gpu_model": memory["gpu"],
         "step_time": {"image_size": args.image_size, "frames": args.frames, "batch": args.batch,
                       "repeats": args.repeats, "rows": timing},
+        "inference": inference,
     }
     out = args.out or RESULTS / "train_cost.json"
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -174,6 +205,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=None, help="clips per training step (CPU default 1, GPU 16)")
     parser.add_argument("--repeats", type=int, default=3, help="CPU: timed rounds")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--rows", default=None, help="CPU: comma-separated training rows (default: all)")
+    parser.add_argument("--threads", type=int, default=None, help="CPU: torch threads (default: torch's)")
+    parser.add_argument("--inference-batch", type=int, default=None, help="clips per inference call (CPU default 8, "
+                                                                          "GPU 32)")
     args, rest = parser.parse_known_args(argv)
     if (args.protocol or ("gpu" if args.device.startswith("cuda") else "ratios")) == "gpu":
         from benchmarks import train_cost_gpu
@@ -183,6 +218,7 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
     args.image_size = args.image_size or 112
     args.batch = args.batch or 1
+    args.inference_batch = args.inference_batch or 8
     return cpu_report(args)
 
 

@@ -193,7 +193,6 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
     parser.add_argument("--model", default="vit_base_patch16_clip_224")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--inference-batch", type=int, default=32)
     parser.add_argument("--matmul-size", type=int, default=8192)
     parser.add_argument("--rows", default=",".join(TRAIN_ROWS), help="comma-separated training rows")
     parser.add_argument("--compile", default=",".join(COMPILED_ROWS), help="rows also timed compiled ('' for none)")
@@ -201,6 +200,7 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
     args = parser.parse_args(rest, namespace=args)
     args.image_size = args.image_size or 224
     args.batch = args.batch or 16
+    args.inference_batch = args.inference_batch or 32  # the option is train_cost's
     out: Path = args.out or RESULTS / f"train_cost_{args.device.split(':')[0]}.json"
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
     compiled_rows = set(filter(None, args.compile.split(",")))

@@ -106,7 +106,7 @@ def test_temporal_checkpointing_gives_identical_gradients(backbone, strategy):
 
 def test_grad_checkpointing_modes_are_checked():
     vm, _ = _model()
-    with pytest.raises(ValueError, match="True, False or 'temporal'"):
+    with pytest.raises(ValueError, match="True, False, 'temporal' or 'none'"):
         vm.set_grad_checkpointing("spatial")
     vm.set_grad_checkpointing("temporal")
     assert all(b.checkpoint_temporal for b in vm.family.blocks())

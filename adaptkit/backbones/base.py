@@ -339,25 +339,30 @@ class BackboneFamily(ABC):
         return None
 
     def attend_frames(
-        self, attn: nn.Module, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None
+        self, attn: nn.Module, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None, *,
+        tail: Callable[[torch.Tensor], torch.Tensor] | None = None, recompute: bool = False,
     ) -> torch.Tensor:
         """Self-attention of ``attn`` over the frames of frame-folded tokens (B*T, *tokens, D).
 
         Token n of frame t attends to token n of every frame of its clip; no spatial position
-        machinery. ``bias`` is an optional additive (heads, T, T) bias. Tokens are not regrouped:
-        see :func:`adaptkit.layers.attention.frame_self_attention`.
+        machinery. ``bias`` is an optional additive (heads, T, T) bias; ``tail`` a per-token map
+        applied to the result and ``recompute`` keeps only q/k/v for the backward pass. Tokens are
+        not regrouped: see :func:`adaptkit.layers.attention.frame_self_attention`.
         """
-        return frame_self_attention(self.attention_projections(attn), x, num_frames, bias)
+        return frame_self_attention(self.attention_projections(attn), x, num_frames, bias, tail=tail,
+                                    recompute=recompute)
 
     def attend_time(
-        self, block: nn.Module, x: torch.Tensor, num_frames: int, bias: nn.Module | None = None
+        self, block: nn.Module, x: torch.Tensor, num_frames: int, bias: nn.Module | None = None, *,
+        tail: Callable[[torch.Tensor], torch.Tensor] | None = None, recompute: bool = False,
     ) -> torch.Tensor:
         """The block's own attention over time on frame-folded normed tokens (B*T, *tokens, D).
 
-        ``bias`` is what :meth:`new_temporal_bias` made (called with ``num_frames``), or None.
+        ``bias`` is what :meth:`new_temporal_bias` made (called with ``num_frames``), or None;
+        ``tail`` and ``recompute`` as in :meth:`attend_frames`.
         """
         table = None if bias is None else bias(num_frames)  # (heads, T, T)
-        return self.attend_frames(self.attention(block), x, num_frames, table)
+        return self.attend_frames(self.attention(block), x, num_frames, table, tail=tail, recompute=recompute)
 
     def new_temporal_attention(self, block: nn.Module) -> nn.Module:
         """A fresh attention module initialised from the block's, for divided space-time attention."""

@@ -134,6 +134,7 @@ class OpenClipViT(BackboneFamily):
             out=lambda out, x: attn.out_proj(out),
             scale=attn.head_dim**-0.5,
             dropout=attn.dropout if attn.training else 0.0,
+            out_reads_tokens=False,
         )
 
     def linear_layers(self, block: nn.Module) -> BlockLinears | None:

@@ -152,4 +152,5 @@ def timm_projections(
         scale=attn.scale if scale is None else scale,
         dropout=attn.attn_drop.p if attn.training else 0.0,
         bias=bias,
+        out_reads_tokens=getattr(attn, "gate", None) is not None,
     )

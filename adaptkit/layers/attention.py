@@ -26,6 +26,7 @@ from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
+import torch.utils.checkpoint
 from einops import rearrange
 
 try:  # Triton is optional: without it (or off CUDA) attention over frames takes the PyTorch path.
@@ -56,6 +57,9 @@ class AttentionProjections(NamedTuple):
     bias: torch.Tensor | None = None
     """Additive attention bias broadcastable to (S, heads, L, L) for :func:`self_attention`
     (a spatial relative position bias); None along time."""
+    out_reads_tokens: bool = True
+    """Whether ``out`` reads the tokens ``x`` (a gate computed from them). When False, callers may
+    pass None, so a recomputed attention does not keep the tokens alive for its backward pass."""
 
 
 def self_attention(projections: AttentionProjections, x: torch.Tensor) -> torch.Tensor:
@@ -67,7 +71,8 @@ def self_attention(projections: AttentionProjections, x: torch.Tensor) -> torch.
 
 
 def frame_self_attention(
-    projections: AttentionProjections, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None
+    projections: AttentionProjections, x: torch.Tensor, num_frames: int, bias: torch.Tensor | None = None, *,
+    tail: Callable[[torch.Tensor], torch.Tensor] | None = None, recompute: bool = False,
 ) -> torch.Tensor:
     """Self-attention over the frames of each clip, token position by token position.
 
@@ -77,21 +82,40 @@ def frame_self_attention(
         num_frames: T.
         bias: Optional additive bias (heads, T, T) over (query frame, key frame), e.g. a
             :class:`~adaptkit.layers.RelativeTemporalBias`'s output.
+        tail: Optional per-token map applied to the result (a layer scale and an adapter), so that
+            ``recompute`` covers it too.
+        recompute: Keep only q/k/v (which the attention's backward needs anyway) for the backward
+            pass and recompute the attention, the output projection and ``tail`` from them there
+            (``torch.utils.checkpoint``; same operations, so outputs and gradients are unchanged).
 
     Returns:
         (B*T, *tokens, D), frame-folded like ``x``.
     """
-    if _kernel is not None and x.is_cuda and projections.dropout == 0.0:
-        qkv = projections.qkv(x)  # (B*T, *tokens, 3, heads, head_dim), per token, no regrouping
-        out = attend_frames(qkv, num_frames, scale=projections.scale, bias=bias)
-        return projections.out(out, x)
-    # Without the kernel, regrouping into sequences over time is faster (measured on CPU): the fused
-    # scaled_dot_product_attention kernels take 4-D (S, heads, L, d) inputs, and frame-folded q/k/v
-    # only form a 5-D (B, N, heads, T, d) view, which falls back to the unfused path.
+    kernel = _kernel is not None and x.is_cuda and projections.dropout == 0.0
     tokens = x.flatten(1, -2)  # (B*T, N, D), a view
-    xt = rearrange(tokens, "(b t) n d -> (b n) t d", t=num_frames).contiguous()  # dense rows: the projections run as plain GEMMs
-    yt = self_attention(projections._replace(bias=bias), xt)  # bias (heads, T, T) broadcasts over B*N
-    return rearrange(yt, "(b n) t d -> (b t) n d", n=tokens.shape[1]).reshape(x.shape)
+    positions = tokens.shape[1]
+    if not kernel:
+        # Without the kernel, regrouping into sequences over time is faster (measured on CPU): the fused
+        # scaled_dot_product_attention kernels take 4-D (S, heads, L, d) inputs, and frame-folded q/k/v
+        # only form a 5-D (B, N, heads, T, d) view, which falls back to the unfused path.
+        # (B*T, N, D) -> (B*N, T, D), dense rows: the projections run as plain GEMMs.
+        tokens = rearrange(tokens, "(b t) n d -> (b n) t d", t=num_frames).contiguous()
+    qkv = projections.qkv(tokens)  # kernel: (B*T, N, 3, heads, d), per token; else (B*N, T, 3, heads, d)
+    gate_input = tokens if projections.out_reads_tokens else None
+
+    def attend_and_project(qkv: torch.Tensor, bias: torch.Tensor | None, gate_input: torch.Tensor | None) -> torch.Tensor:
+        if kernel:
+            y = projections.out(attend_frames(qkv, num_frames, scale=projections.scale, bias=bias), gate_input)
+        else:
+            q, k, v = qkv.unbind(-3)  # bias (heads, T, T) broadcasts over B*N
+            out = attend_sequences(q, k, v, scale=projections.scale, bias=bias, dropout_p=projections.dropout)
+            y = rearrange(projections.out(out, gate_input), "(b n) t d -> (b t) n d", n=positions)
+        y = y.reshape(x.shape)
+        return y if tail is None else tail(y)
+
+    if recompute and torch.is_grad_enabled():
+        return torch.utils.checkpoint.checkpoint(attend_and_project, qkv, bias, gate_input, use_reentrant=False)
+    return attend_and_project(qkv, bias, gate_input)
 
 
 def attend_sequences(

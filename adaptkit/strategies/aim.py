@@ -156,19 +156,37 @@ class AIMBlock(VideoBlock):
 
         xs = f.scale1(blk, f.attend_space(blk, f.norm1(blk, x), spatial))
         if self.spatial_adapter is not None:
-            xs = self.spatial_adapter(xs)
+            xs = self.run_recomputed(self.spatial_adapter, xs)  # keeps xs, not the adapter's hidden units
         x = x + f.drop_path1(blk, xs)
 
-        xn = f.norm2(blk, x)
+        if self.mlp_adapter is None:
+            return x + f.drop_path2(blk, f.mlp(blk, f.norm2(blk, x)))
+        # norm2 and the adapter recompute from x, which norm2 keeps anyway; the frozen MLP reads xn too.
+        xn, adapted = self.run_recomputed(self._norm2_and_adapter, x)
         x = x + f.drop_path2(blk, f.mlp(blk, xn))
-        if self.mlp_adapter is not None:
-            x = x + self.drop_path(self.scale * self.mlp_adapter(xn))
-        return x
+        return x + self.drop_path(self.scale * adapted)
+
+    def _norm2_and_adapter(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        xn = self.family.norm2(self.block, x)
+        return xn, self.mlp_adapter(xn)
 
     def _temporal(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """The temporal branch on frame-folded tokens (B*T, N, D); per token except the attention over frames."""
+        """The temporal branch on frame-folded tokens (B*T, N, D); per token except the attention over frames.
+
+        Unless the whole branch is checkpointed, only its input and q/k/v are kept for the backward
+        pass: the attention over frames, the output projection and the adapter after it are
+        recomputed from q/k/v (which the attention's backward reads anyway).
+        """
         f, blk = self.family, self.block
-        xt = f.norm1(blk, x)
-        if self.temporal_adapter_in is not None:
-            xt = self.temporal_adapter_in(xt)
-        return self.temporal_adapter(f.scale1(blk, f.attend_time(blk, xt, num_frames, self.temporal_bias)))
+        if self.temporal_adapter_in is None:
+            xt = f.norm1(blk, x)
+        else:
+            xt = self.run_recomputed(self._norm1_and_adapter_in, x)
+        recompute = self.recompute_adapters and not self.checkpoint_temporal  # not twice inside a checkpoint
+        return f.attend_time(blk, xt, num_frames, self.temporal_bias, tail=self._temporal_tail, recompute=recompute)
+
+    def _norm1_and_adapter_in(self, x: torch.Tensor) -> torch.Tensor:
+        return self.temporal_adapter_in(self.family.norm1(self.block, x))
+
+    def _temporal_tail(self, y: torch.Tensor) -> torch.Tensor:
+        return self.temporal_adapter(self.family.scale1(self.block, y))

@@ -183,6 +183,8 @@ class VideoBlock(nn.Module):
 
     Blocks with a temporal branch run it through :meth:`run_temporal`, so that
     ``VideoModel.set_grad_checkpointing("temporal")`` can have it recomputed in the backward pass.
+    Cheap per-token parts (adapters, a norm feeding only an adapter) run through
+    :meth:`run_recomputed`, which keeps only their inputs for the backward pass.
     """
 
     def __init__(self, block: nn.Module, family: BackboneFamily) -> None:
@@ -192,6 +194,9 @@ class VideoBlock(nn.Module):
         self.family = family
         self.checkpoint_temporal = False
         """Recompute the temporal branch in the backward pass instead of keeping its activations."""
+        self.recompute_adapters = True
+        """Recompute the cheap parts given to :meth:`run_recomputed` in the backward pass (off while the
+        whole block is checkpointed, which recomputes them anyway)."""
 
     def run_temporal(self, branch: Callable[..., torch.Tensor], *args: Any) -> torch.Tensor:
         """``branch(*args)``, under activation checkpointing when ``checkpoint_temporal`` is set and autograd records.
@@ -202,6 +207,18 @@ class VideoBlock(nn.Module):
         if self.checkpoint_temporal and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(branch, *args, use_reentrant=False)
         return branch(*args)
+
+    def run_recomputed(self, part: Callable[..., Any], *args: Any) -> Any:
+        """``part(*args)``, keeping only ``args`` for the backward pass when ``recompute_adapters`` is set.
+
+        For cheap per-token parts whose inputs autograd keeps anyway or that are small: an adapter's
+        hidden activations, or a norm whose output only an adapter reads. ``torch.utils.checkpoint``
+        recomputes them in the backward pass with the same operations, so outputs and gradients are
+        bit-for-bit those of running ``part`` plainly.
+        """
+        if self.recompute_adapters and torch.is_grad_enabled():
+            return torch.utils.checkpoint.checkpoint(part, *args, use_reentrant=False)
+        return part(*args)
 
 
 LayersSpec = str | list[int] | tuple[int, ...]

@@ -1,0 +1,112 @@
+"""What AIM keeps for the backward pass: recomputing its cheap parts saves memory and changes no bit.
+
+An AIM block recomputes in the backward pass (``VideoBlock.run_recomputed``, ``torch.utils.checkpoint``)
+its adapters' hidden units, the norm feeding only the MLP adapter, and the temporal branch after
+q/k/v (attention over frames, output projection, temporal adapter). The same operations run again,
+so outputs and gradients must equal, bit for bit, those of the block that keeps everything.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import build, randomize_trainable
+
+CASES = [
+    ("timm_vit", {}),
+    ("timm_vit", {"temporal_in": True, "drop_path": 0.3}),
+    ("timm_vit_registers_layerscale_avg", {}),
+    ("timm_eva_rope", {}),
+    ("timm_beit_relpos", {}),
+    ("open_clip_tower", {}),
+    ("timm_swin", {}),
+    ("timm_swinv2", {"temporal_blocks": "all"}),
+]
+
+
+def _run(vm, video, recompute: bool, seed: int = 7):
+    vm.set_grad_checkpointing(False if recompute else "none")
+    assert all(block.recompute_adapters == recompute for block in vm.family.blocks())
+    vm.zero_grad(set_to_none=True)
+    torch.manual_seed(seed)  # the same drop-path masks in both runs
+    video = video.clone().requires_grad_(True)
+    out = vm(video)
+    out.square().sum().backward()
+    grads = {name: p.grad for name, p in vm.named_parameters() if p.grad is not None}
+    return out.detach(), video.grad, grads
+
+
+@pytest.mark.parametrize("backbone, options", CASES, ids=[f"{b}-{'-'.join(o) or 'default'}" for b, o in CASES])
+def test_recomputing_the_cheap_parts_changes_no_bit(backbone, options):
+    _, vm, size = build(backbone, "aim", **options)
+    randomize_trainable(vm, std=0.2)  # fresh adapters are neutral: give them something to do
+    vm.train()
+    video = torch.randn(2, 3, 3, size, size)
+    out, video_grad, grads = _run(vm, video, recompute=False)
+    out_r, video_grad_r, grads_r = _run(vm, video, recompute=True)
+    assert torch.equal(out, out_r)
+    assert torch.equal(video_grad, video_grad_r)
+    assert grads.keys() == grads_r.keys() and len(grads) > 0
+    for name, grad in grads.items():
+        assert torch.equal(grad, grads_r[name]), name
+
+
+def _saved_bytes(vm, run) -> int:
+    """Bytes of distinct storages autograd keeps for backward during ``run()`` (parameters excluded)."""
+    params = {p.untyped_storage()._cdata for p in vm.parameters()}
+    kept: dict[int, tuple[torch.Tensor, int]] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        storage = t.untyped_storage()
+        if storage._cdata not in params:
+            kept[storage._cdata] = (t, storage.nbytes())  # the tensor too: its storage id stays unique
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        run()
+    return sum(size for _, size in kept.values())
+
+
+def test_an_aim_block_keeps_only_inputs_qkv_and_the_frozen_mlp_activation():
+    """fp32, CPU: bytes kept by one block, bounded from the shapes.
+
+    In units u of one (B*T, N, D) float32 tensor: the temporal branch keeps its input and q/k/v (1 + 3);
+    the spatial branch its norm's input, q/k/v, the attention output and the adapter's input
+    (1 + 3 + 1 + 1); the MLP its norm's input and the frozen MLP's hidden activation (1 + mlp_ratio).
+    Norm statistics (two floats per token and norm) and the spatial attention's log-sum-exp (one per
+    token and head) come on top. Keeping everything costs
+    a further 2 u (the temporal and MLP adapters' inputs) plus each adapter's two hidden activations.
+    """
+    _, vm, _ = build("timm_vit", "aim")
+    randomize_trainable(vm, std=0.2)
+    block = vm.family.blocks()[0]
+    frames, tokens, dim = 3, 17, vm.family.embed_dim
+    hidden_mlp = block.block.mlp.fc1.out_features
+    hidden_adapter = block.mlp_adapter.fc1.out_features
+    heads = block.block.attn.num_heads
+    x = torch.randn(2 * frames, tokens, dim, requires_grad=True)
+    unit = x.numel() * 4
+
+    vm.set_grad_checkpointing(False)
+    recomputed = _saved_bytes(vm, lambda: block(x, {}, frames))
+    vm.set_grad_checkpointing("none")
+    everything = _saved_bytes(vm, lambda: block(x, {}, frames))
+
+    assert recomputed <= (1 + 3 + 1 + 3 + 1 + 1 + 1 + hidden_mlp / dim + (3 * 2 + heads) / dim) * unit
+    assert everything - recomputed >= (2 + 3 * 2 * hidden_adapter / dim) * unit
+
+
+def test_each_checkpointing_mode_keeps_less_than_the_previous():
+    _, vm, size = build("timm_vit", "aim")
+    video = torch.randn(2, 3, 3, size, size)
+    vm.set_grad_checkpointing("none")
+    nothing_recomputed = _saved_bytes(vm, lambda: vm(video))
+    vm.set_grad_checkpointing(False)
+    default = _saved_bytes(vm, lambda: vm(video))
+    vm.set_grad_checkpointing("temporal")
+    temporal = _saved_bytes(vm, lambda: vm(video))
+    vm.set_grad_checkpointing(True)
+    everything_recomputed = _saved_bytes(vm, lambda: vm(video))
+    assert everything_recomputed < temporal < default < nothing_recomputed
+    assert not any(b.recompute_adapters for b in vm.family.blocks())  # the block checkpoint covers them
