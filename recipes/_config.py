@@ -56,7 +56,10 @@ class ModelConfig:
     # Pretrain the image model first on generated still images (recipes._pretrain) and use the result as
     # model.checkpoint; only when model.checkpoint is unset. The embedded stand-in for ImageNet / CLIP weights.
     pretrain: PretrainConfig | None = None
-    grad_checkpointing: bool = False  # recompute blocks in the backward pass (less memory, ~30% slower)
+    # Activation recomputation in the backward pass (VideoModel.set_grad_checkpointing): false (the default: only
+    # cheap parts, same results), "temporal" (also the temporal branches), true (every block: least memory, one more
+    # forward pass), "none" (nothing: most memory).
+    grad_checkpointing: bool | str = False
     compile: bool = False  # torch.compile the model
 
 
@@ -275,6 +278,7 @@ def validate(config: RecipeConfig) -> None:
     model, data, optim, train, evaluation = config.model, config.data, config.optim, config.train, config.eval
     _one_of(model.source, "model.source", ["timm", "open_clip"])
     _one_of(model.strategy, "model.strategy", list_strategies())
+    _one_of(model.grad_checkpointing, "model.grad_checkpointing", [False, True, "temporal", "none"])
     try:
         make_strategy(model.strategy, strategy_options(model))
     except (TypeError, ValueError) as error:

@@ -47,6 +47,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["train", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
     (["train", "optim.lr=abc"], "invalid value for config key 'optim.lr'"),
     (["train", "model.strategy=aimm"], "model.strategy: 'aimm' is not one of"),
+    (["train", "model.grad_checkpointing=spatial"],
+     "model.grad_checkpointing: 'spatial' is not one of [False, True, 'temporal', 'none']"),
     (["train", "--config", "k400_vitb16_8x16"],
      "data.train.annotations: {cwd}/data/kinetics400/annotations/train.csv does not exist. Set "
      "data.train.annotations=<annotation file> and data.train.root=<folder of the videos>"),
@@ -58,7 +60,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["evaluate"], "the following arguments are required: --checkpoint"),
     (["predict", "--checkpoint", "."], "the video to predict on is missing"),
     (["frobnicate"], "unknown command 'frobnicate'"),
-], ids=["unknown_key", "wrong_type", "unknown_strategy", "missing_dataset", "missing_weights", "missing_weights_file",
+], ids=["unknown_key", "wrong_type", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights", "missing_weights_file",
         "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "unknown_command"])
 def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -160,3 +160,16 @@ def test_unknown_key_in_yaml_names_file_and_key(tmp_path: Path) -> None:
 def test_missing_config_file() -> None:
     with pytest.raises(FileNotFoundError, match="nope.yaml"):
         load_config("nope.yaml")
+
+
+@pytest.mark.parametrize(("value", "temporal", "whole_blocks"), [
+    ("temporal", True, False), ("true", False, True), ("false", False, False), ("none", False, False)])
+def test_grad_checkpointing_modes_reach_the_model(value: str, temporal: bool, whole_blocks: bool) -> None:
+    config = load_config(None, [f"model.grad_checkpointing={value}"])
+    with torch.device("meta"):
+        image_model, _ = create_image_model(config.model, load_weights=False)
+        video_model = build_video_model(config, image_model, num_classes=config.data.num_classes or 4)
+    blocks = list(video_model.family.blocks())
+    assert video_model._grad_checkpointing is whole_blocks
+    assert all(block.checkpoint_temporal is temporal for block in blocks)
+    assert all(block.recompute_adapters is (value in ("temporal", "false")) for block in blocks)
