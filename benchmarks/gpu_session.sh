@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
-# One GPU session for adaptkit: the CUDA tests, the CUDA benchmarks, then a short table.
+# One GPU session for adaptkit: the CUDA benchmarks and tests, most important first, then a profile table.
 #
 #   bash benchmarks/gpu_session.sh [OUTDIR]      # on a CUDA machine, from anywhere; default OUTDIR benchmarks/results/gpu
 #
 # Made for a machine that cannot reach PyPI: packages it lacks (open_clip_torch, av, omegaconf, antlr4, ftfy,
 # wcwidth) may be carried as wheels in .whl/ and are installed into /tmp/site. Every step has its own time limit and
-# its benchmark writes JSON as it goes, so one failing or slow step loses nothing else. Steps run most important
-# first. Total: about 9 minutes on an H200.
+# its benchmark writes JSON as it goes, so one failing or slow step loses nothing else. Total: about 12 minutes on an
+# H200 (limits add up to 13). Without a CUDA device it is a dry run: every step runs on the CPU with tiny sizes
+# (numbers meaningless; the CUDA tests skip), which checks the script end to end.
 set -u
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-benchmarks/results/gpu}}")
@@ -28,19 +29,33 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, log it, rec
 }
 
 { date -u +"%Y-%m-%d %H:%M UTC"
-  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+  nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   python3 -c "import torch, triton; print('torch', torch.__version__, '| triton', triton.__version__)"
 } | tee "$out/steps.txt"
 
-# 1. Correctness on the GPU: the Triton frame-attention kernel vs the PyTorch path, compile, bf16 training step.
+if python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
+  dev=(--device cuda); tiny=(); profile_args=(--device cuda)
+else
+  echo "DRY RUN: no CUDA device; every step runs on the CPU with tiny sizes, its numbers mean nothing" | tee -a "$out/steps.txt"
+  dev=(--device cpu --protocol gpu --model vit_tiny_patch16_224 --steps 1 --warmup 1 --matmul-size 256 --compile '')
+  tiny=(--image-size 32 --frames 4 --batch 2 --inference-batch 2)
+  profile_args=(--device cpu --image-size 32 --frames 4 --batch 1 --steps 1 --warmup 1 --no-compile)
+fi
+
+# 1. Issue 7: AIM's inference clips/s vs the plain image model, batch 32, bf16, eager and compiled (never measured).
+step inference 150 python3 -m benchmarks.train_cost "${dev[@]}" "${tiny[@]}" --inference-only \
+  --out "$out/inference_cuda.json"
+# 2. Correctness on the GPU: the Triton frame-attention kernel vs the PyTorch path, compile, bf16 training step.
 step cuda_tests 180 python3 -m pytest -q -p no:cacheprovider -m cuda tests
-# 2. Issue 7: training and inference cost (eager and compiled, bf16, MFU against the measured matmul rate).
-step train_cost 280 python3 -m benchmarks.train_cost --device cuda --out "$out/train_cost_cuda.json"
-# 3. Issue 12: GPU-side augmentation throughput, and clips/s that 16 CPU cores supply with PyAV.
-step augment_cuda 40 python3 -m benchmarks.data_loading --augment-device cuda --out "$out/data_augment_cuda.json"
-# 4. Issue 8: the embedded default's outcome in bf16 and compiled (a checkout of it, with its generated videos and
+# 3. Issue 7: training cost (eager/compiled step, MFU, peak memory) of every row, the recomputation modes included
+#    (aim = the default, which recomputes the adapters' cheap parts; aim checkpointing=none keeps everything).
+step train_cost 300 python3 -m benchmarks.train_cost "${dev[@]}" "${tiny[@]}" --no-inference \
+  --out "$out/train_cost_cuda.json"
+# 4. Issue 7: where the compiled AIM step's GPU time goes (top 15 kernels), printed last.
+step profile 120 python3 -m benchmarks.profile_step "${profile_args[@]}" --out "$out/profile_aim_compiled.txt"
+# 5. Issue 8: the embedded default's outcome in bf16 and compiled (a checkout of it, with its generated videos and
 #    pretrained backbone cached, may be carried in .emb/).
-if [ -d .emb ]; then
+if [ -d .emb ] && [ ${#tiny[@]} -eq 0 ]; then
   for variant in "train.precision=bf16" "train.precision=bf16 model.compile=true"; do
     (cd .emb && PYTHONPATH=/tmp/site:$PWD step "embedded" 100 python3 -m recipes.train $variant data.num_workers=6 \
       eval.num_workers=4 train.output_dir=/tmp/emb_runs)
@@ -50,4 +65,6 @@ fi
 echo
 cat "$out/steps.txt"
 grep -hE "^\|" "$log" | tail -n 40
+grep -hE "^(train|inference) |^summary:" "$log" | tail -n 20
 grep -iE "top-1|top1" "$log" | tail -n 12
+echo; cat "$out/profile_aim_compiled.txt" 2>/dev/null || echo "profile: no table (see $log)"

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=None, help="clips per training step (CPU default 1, GPU 16)")
     parser.add_argument("--repeats", type=int, default=3, help="CPU: timed rounds")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
-    parser.add_argument("--rows", default=None, help="CPU: comma-separated training rows (default: all)")
+    parser.add_argument("--rows", default=None, help="comma-separated training rows (default: all of the protocol's)")
     parser.add_argument("--threads", type=int, default=None, help="CPU: torch threads (default: torch's)")
     parser.add_argument("--inference-batch", type=int, default=None, help="clips per inference call (CPU default 8, "
                                                                           "GPU 32)")

@@ -36,8 +36,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.train_cost import GIB, RESULTS, SETTINGS, build
 
-TRAIN_ROWS = ["aim", "aim temporal=False", "space-only", "timesformer", "linear-probe", "aim checkpointing=temporal",
-              "aim checkpointing=True"]
+TRAIN_ROWS = ["aim", "aim temporal=False", "timesformer", "aim checkpointing=none", "space-only", "linear-probe",
+              "aim checkpointing=temporal", "aim checkpointing=True"]
 COMPILED_ROWS = ["aim", "aim temporal=False"]  # the goals compare these; add space-only with --compile (~1 min)
 INFERENCE_ROWS = {"aim": "aim", "image model": "linear-probe"}
 
@@ -156,6 +156,10 @@ def summary(result: dict) -> dict:
         "aim_step_vs_temporal_false_compiled": ratio(aim, no_temporal, "step_ms_compiled"),
         "aim_step_vs_temporal_false_eager": ratio(aim, no_temporal, "step_ms_eager"),
         "aim_peak_vs_timesformer_eager": ratio(aim, train.get("timesformer"), "peak_gib_eager"),
+        "aim_checkpointing_none_peak_vs_timesformer_eager": ratio(train.get("aim checkpointing=none"),
+                                                                  train.get("timesformer"), "peak_gib_eager"),
+        "aim_checkpointing_temporal_peak_vs_timesformer_eager": ratio(train.get("aim checkpointing=temporal"),
+                                                                      train.get("timesformer"), "peak_gib_eager"),
         "aim_inference_vs_image_model_eager": ratio(infer.get("aim"), infer.get("image model"), "clips_per_s_eager"),
         "aim_inference_vs_image_model_compiled": ratio(infer.get("aim"), infer.get("image model"),
                                                        "clips_per_s_compiled"),
@@ -194,14 +198,17 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--matmul-size", type=int, default=8192)
-    parser.add_argument("--rows", default=",".join(TRAIN_ROWS), help="comma-separated training rows")
     parser.add_argument("--compile", default=",".join(COMPILED_ROWS), help="rows also timed compiled ('' for none)")
     parser.add_argument("--no-inference", action="store_true")
+    parser.add_argument("--inference-only", action="store_true", help="only the inference table")
     args = parser.parse_args(rest, namespace=args)
     args.image_size = args.image_size or 224
     args.batch = args.batch or 16
-    args.inference_batch = args.inference_batch or 32  # the option is train_cost's
+    args.inference_batch = args.inference_batch or 32  # these two options are train_cost's
+    args.rows = args.rows or ",".join(TRAIN_ROWS)
     out: Path = args.out or RESULTS / f"train_cost_{args.device.split(':')[0]}.json"
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.exit(2, "benchmarks.train_cost: no CUDA device (--device cpu --protocol gpu runs a dry run)\n")
     device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
     compiled_rows = set(filter(None, args.compile.split(",")))
 
@@ -236,7 +243,10 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
         if args.device.startswith("cuda"):
             torch.cuda.empty_cache()
 
-    rows = [r for r in args.rows.split(",") if r]
+    rows = [] if args.inference_only else [r for r in args.rows.split(",") if r]
+    if args.inference_only:
+        for name, strategy in INFERENCE_ROWS.items():
+            attempt("inference", name, lambda s=strategy: inference_row(s, args, bool(compiled_rows)))
     unknown = [r for r in rows if r not in SETTINGS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(SETTINGS)}")
