@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torchvision.transforms.v2 import functional as F
 
-from .probe import VideoDecodeError, VideoIndex, open_video_stream, probe_video
+from .probe import VideoDecodeError, VideoIndex, hold_back, open_video_stream, probe_video
 
 __all__ = [
     "DECODE_BACKENDS",
@@ -154,7 +154,7 @@ def _runs(frames: list[int], far: int) -> list[list[int]]:
 def _pyav_decode(path: str, sink: _Sink, index: VideoIndex, threads: int) -> None:
     """Fill ``sink`` with its frames, seeking to the keyframe before each run of them; frames a seek misses (an
     imprecise container index) stay unfilled for the caller to decode from the start."""
-    container, stream = open_video_stream(path, threads)
+    container, stream = open_video_stream(path, threads, index.reorder_depth)
     # Any key_interval consecutive frames hold a keyframe, so a target that far ahead is worth a seek.
     far = index.key_interval
     decoded = 0
@@ -167,6 +167,7 @@ def _pyav_decode(path: str, sink: _Sink, index: VideoIndex, threads: int) -> Non
                         container.seek(int(index.pts_of(np.array([back]))[0]) - index.seek_margin, stream=stream)
                     elif number or run[0] >= far:
                         container.seek(int(index.pts_of(np.array([run[0]]))[0]), stream=stream)
+                    hold_back(stream, index.reorder_depth)  # a seek's flush may have reset it
                     wanted_pts = set(index.pts_of(np.asarray(run)).tolist())
                     for frame in _decoded(container, stream, wanted_pts, index.closed_gops):
                         decoded += 1
@@ -181,9 +182,9 @@ def _pyav_decode(path: str, sink: _Sink, index: VideoIndex, threads: int) -> Non
         raise VideoDecodeError(path, f"decoding failed after {decoded} frames: {error}") from error
 
 
-def _pyav_sequential(path: str, sink: _Sink, threads: int) -> None:
+def _pyav_sequential(path: str, sink: _Sink, threads: int, reorder_depth: int) -> None:
     # The reference path: decode from the start and count frames (libavcodec drops frames of discard packets).
-    container, stream = open_video_stream(path, threads)
+    container, stream = open_video_stream(path, threads, reorder_depth)
     last = max(sink.slots)
     count = 0
     try:
@@ -204,7 +205,7 @@ def _pyav_frames(path: str, unique: np.ndarray, index: VideoIndex, short_side: i
     if seek:
         _pyav_decode(path, sink, index, threads)
     if len(sink.filled) < len(unique):  # no timestamps, or an imprecise seek: count from the start
-        _pyav_sequential(path, sink, threads)
+        _pyav_sequential(path, sink, threads, index.reorder_depth)
     missing = [i for i in unique.tolist() if i not in sink.filled]
     if missing:
         raise VideoDecodeError(path, f"decoding failed: frames {missing[:5]} of {index.num_frames} not decodable")

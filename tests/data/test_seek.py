@@ -3,6 +3,7 @@ backends; decoder-side resizing sizes frames as torchvision's Resize does; the p
 
 from __future__ import annotations
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -115,19 +116,35 @@ def moving_texture(num_frames: int, height: int = 32, width: int = 48) -> torch.
 
 @pytest.fixture(scope="module")
 def textured(tmp_path_factory):
-    """Moving-texture files with B-frame pyramids: closed GOPs (x264's default) and open GOPs (leading pictures)."""
+    """Moving-texture files with B-frame pyramids: closed GOPs (x264's default), open GOPs (leading pictures), and the
+    closed one remuxed into MPEG-TS."""
     folder = tmp_path_factory.mktemp("textured")
     files = {}
     for name, extra in {"closed": "", "open": ":open-gop=1"}.items():
         files[name] = folder / f"{name}.mp4"
         params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=3:b-pyramid=normal:b-adapt=0{extra}"
         encode_video(files[name], moving_texture(NUM_FRAMES), options={"qp": "20", "x264-params": params})
+    files["ts"] = folder / "closed.ts"  # MPEG-TS: no header, stream parameters come from parsing packets
+    with av.open(str(files["closed"])) as source, av.open(str(files["ts"]), "w", format="mpegts") as target:
+        stream = target.add_stream_from_template(source.streams.video[0])
+        for packet in source.demux(source.streams.video[0]):
+            if packet.size:
+                packet.stream = stream
+                target.mux(packet)
     return files
 
 
 def test_open_gops_are_recognised(textured):
     assert probe_video(textured["closed"]).closed_gops
     assert not probe_video(textured["open"]).closed_gops  # every packet is decoded there
+
+
+def test_reorder_depth_counts_the_pictures_a_decoder_holds_back(textured, videos):
+    # Decoding order I0 P4 B2 b1 b3: b1 comes after P4 and B2, which are shown after it.
+    assert probe_video(textured["closed"]).reorder_depth == 2
+    assert probe_video(videos["mp4"]).reorder_depth == 1  # I0 P3 B1 B2, no pyramid
+    if "webm" in videos:
+        assert probe_video(videos["webm"]).reorder_depth == 0  # VP9 shows frames in decoding order
 
 
 def _no_fallback(path, *args):
@@ -143,6 +160,26 @@ def test_skipping_packets_leaves_textured_frames_bit_identical(textured, monkeyp
     with monkeypatch.context() as patch:
         patch.setattr(decode_module, "_pyav_sequential", _no_fallback)
         assert torch.equal(decode_frames(textured[name], indices, backend="pyav"), expected)
+
+
+def plain_pyav_frames(path) -> torch.Tensor:
+    """Every shown frame as plain PyAV gives it: the usual open (with FFmpeg's trial decoding), decoding from the
+    start; uint8 (T, 3, H, W)."""
+    with av.open(str(path)) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(container.streams.video[0])]
+    return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("name", ["closed", "open", "ts", "mp4", "edit_list", "mkv", "webm", "vfr"])
+def test_opening_without_trial_decoding_gives_plain_pyav_pixels(textured, videos, name):
+    path = {**videos, **textured}.get(name)
+    if path is None:
+        pytest.skip("this PyAV build has no libvpx-vp9 encoder")
+    expected = plain_pyav_frames(path)
+    indices = [len(expected) - 1, 0, 17, 3, 33, 9, 10]
+    assert torch.equal(decode_frames(path, indices, backend="pyav"), expected[indices])
+    with av.open(str(path)) as container:  # what FFmpeg's trial decoding guesses; the probe counts it exactly
+        assert probe_video(path).reorder_depth <= container.streams.video[0].codec_context.reorder_depth
 
 
 @pytest.mark.parametrize("name", ["closed", "open"])
