@@ -1,10 +1,11 @@
 """How fast adaptkit's data pipeline turns Kinetics-like files into training clips, against what decoding must cost.
 
-    python -m benchmarks.data_loading            # ~2.5 min (+1 min writing the files the first time); run it as
+    python -m benchmarks.data_loading            # ~3 min (+1 min writing the files the first time); run it as
                                                  # `taskset -c 1 python -m ...` to stay on one core;
                                                  # writes benchmarks/results/data_loading.json
     python -m benchmarks.data_loading --quick    # 340x256 files, 3 samplers, ~30 s
     python -m benchmarks.data_loading --augment-device cuda   # only the GPU-side augmentation throughput
+    python -m benchmarks.data_loading --decode-device cuda    # only GPU decoding (NVDEC) + augmentation, end to end
 
 Test files (written once into ``--workdir``): 10 s at 25 fps, 340x256 and 1280x720, H.264 with keyframe intervals
 (GOP) 12, 32 and 250 (x264's default B-frames), and VP9 WebM (libvpx's default GOP) as SSv2 has it. The content is a
@@ -15,7 +16,7 @@ Three tables:
 1. **Decode, per clip, one core** for every file x sampler x backend: milliseconds to decode one sampled clip's
    frames (the dataset's cached index, as in training), next to the *floor*: the time to decode just the frames from
    the keyframe before the first needed frame to the last needed one (PyAV, one thread, every picture decoded, only
-   the needed ones converted to RGB). ``floor_ratio`` = floor time / decode time (>= 1 means faster than the floor,
+   the needed ones converted to RGB; the file opened as adaptkit opens it). ``floor_ratio`` = floor time / decode time (>= 1 means faster than the floor,
    possible because pictures that no needed frame refers to are not decoded and groups of frames are sought apart).
 2. **One clip, one core** on the 340x256 GOP-32 files with ``DenseSampler(8, 16)`` and the Kinetics augmentation at
    224: clips/s per core with the decode and transform shares, for adaptkit's pipeline, for the pipeline as it was
@@ -40,6 +41,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import tempfile
 import time
 from fractions import Fraction
@@ -52,13 +54,15 @@ from torch.utils.data import DataLoader, Dataset
 
 from adaptkit.data import (
     AugmentConfig,
-    FrameCache,
     DenseSampler,
+    FrameCache,
+    GPUDecodingUnavailable,
     SegmentSampler,
     VideoClipDataset,
     VideoRecord,
     VideoTrainTransform,
     build_frame_cache,
+    check_gpu_decoding,
     count_frames,
     decode_frames,
     encoder_available,
@@ -66,6 +70,7 @@ from adaptkit.data import (
     probe_video,
     torchcodec_available,
 )
+from adaptkit.data.probe import open_video_stream
 
 DEFAULT_OUT = Path("benchmarks/results/data_loading.json")
 FPS, SECONDS = 25, 10
@@ -132,9 +137,8 @@ def floor_seconds(path: Path, wanted: np.ndarray, index) -> float:
     wanted_pts = set(index.pts_of(wanted).tolist())
     last_pts = int(index.pts_of(wanted[-1:])[0])
     start = CLOCK()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type, stream.codec_context.thread_count = "NONE", 1
+    container, stream = open_video_stream(str(path), 1, index.reorder_depth)  # opened as adaptkit opens files
+    with container:
         container.seek(int(index.pts_of(wanted[:1])[0]), stream=stream)
         for frame in container.decode(stream):
             if frame.pts in wanted_pts:
@@ -152,9 +156,8 @@ def bound_seconds(path: Path, wanted: np.ndarray, index) -> float:
     """
     wanted_pts = set(index.pts_of(wanted).tolist())
     start = CLOCK()
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type, stream.codec_context.thread_count = "NONE", 1
+    container, stream = open_video_stream(str(path), 1, index.reorder_depth)
+    with container:
         context = stream.codec_context
         container.seek(int(index.pts_of(wanted[:1])[0]), stream=stream)
         unfed, held, frames = set(wanted_pts), [], []
@@ -381,6 +384,37 @@ def augment_table(device: str, batch: int, rounds: int) -> dict:
     return row
 
 
+def gpu_decoding_table(path: Path, device: str, batch: int, clips: int) -> dict:
+    """``data.decode_device=cuda`` end to end: ``VideoClipDataset`` decoding with NVDEC (torchcodec) and augmenting on
+    the GPU, in the main process, ``DenseSampler(8, 16)`` clips of ``path`` stacked into batches and turned into the
+    (B, C, T, 224, 224) bf16 model input by ``prepare_batch``; clips/s after one warm-up batch (wall clock). The data
+    issue's target is 400 clips/s from 340x256 files."""
+    check_gpu_decoding(device)  # one line saying what is missing
+    transform = VideoTrainTransform(AugmentConfig.kinetics())
+    records = [VideoRecord(str(path), 0, str(i)) for i in range(clips + batch)]
+    dataset = VideoClipDataset(records, SAMPLERS["dense 8x16 train"], transform, seed=0, backend="torchcodec",
+                               decode_device=device)
+    mean, std = (0.48, 0.46, 0.41), (0.27, 0.26, 0.28)
+
+    def step(first: int) -> torch.Tensor:
+        clips_ = torch.stack([dataset[i][0] for i in range(first, first + batch)])  # (B, T, C, 224, 224) uint8
+        return prepare_batch(clips_, mean, std, dtype=torch.bfloat16)
+
+    step(clips)  # warm-up (NVDEC sessions, kernels, allocator)
+    torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for first in range(0, clips - clips % batch, batch):
+        result = step(first)
+    torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    row = dict(device=device, file=path.name, batch=batch, clips=clips - clips % batch,
+               clips_per_s=round((clips - clips % batch) / seconds, 1), shape=list(result.shape), dtype=str(result.dtype),
+               target_clips_per_s=400)
+    print(f"  NVDEC decoding + augmentation on {device}: {row['clips_per_s']:.1f} clips/s into "
+          f"{tuple(result.shape)} {result.dtype} (target 400)", flush=True)
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="340x256 files, 3 samplers, workers 0 and 2")
@@ -393,7 +427,21 @@ def main() -> None:
     parser.add_argument("--clips", type=int, help="items per DataLoader run (default 88, --quick 40); use about "
                         "40 per worker on many cores")
     parser.add_argument("--augment-device", help="only measure the augmentation on this device (e.g. cuda)")
+    parser.add_argument("--decode-device", help="only measure GPU decoding (NVDEC) and augmentation on this device")
     args = parser.parse_args()
+    if args.decode_device:
+        try:
+            check_gpu_decoding(args.decode_device)
+        except GPUDecodingUnavailable as error:
+            print(f"error: {error}", file=sys.stderr)  # one line, exit status 2, as the adaptkit CLI does
+            raise SystemExit(2) from None
+        path = test_files(args.workdir, ["340x256"], ["h264_gop32"])["340x256 h264_gop32"]
+        row = gpu_decoding_table(path, args.decode_device, batch=32, clips=64 if args.quick else 512)
+        out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_decode_{args.decode_device}.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(dict(decode=row, machine=platform.platform()), indent=2) + "\n")
+        print(f"wrote {out}")
+        return
     if args.augment_device:
         if args.augment_device == "cpu":
             torch.set_num_threads(1)  # per core, as in a DataLoader worker
