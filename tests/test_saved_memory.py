@@ -25,26 +25,29 @@ CASES = [
 ]
 
 
-def _run(vm, video, recompute: bool, seed: int = 7):
+def _run(vm, video, recompute: bool, seed: int = 7, autocast: bool = False):
     vm.set_grad_checkpointing(False if recompute else "none")
     assert all(block.recompute_adapters == recompute for block in vm.family.blocks())
     vm.zero_grad(set_to_none=True)
     torch.manual_seed(seed)  # the same drop-path masks in both runs
     video = video.clone().requires_grad_(True)
-    out = vm(video)
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+        out = vm(video).float()
     out.square().sum().backward()
     grads = {name: p.grad for name, p in vm.named_parameters() if p.grad is not None}
     return out.detach(), video.grad, grads
 
 
+@pytest.mark.parametrize("autocast", [False, True], ids=["fp32", "bf16_autocast"])
 @pytest.mark.parametrize("backbone, options", CASES, ids=[f"{b}-{'-'.join(o) or 'default'}" for b, o in CASES])
-def test_recomputing_the_cheap_parts_changes_no_bit(backbone, options):
+def test_recomputing_the_cheap_parts_changes_no_bit(backbone, options, autocast):
+    """Under autocast the residual stream's float32 norm inputs are also kept as bfloat16 terms (keep_as_sum)."""
     _, vm, size = build(backbone, "aim", **options)
     randomize_trainable(vm, std=0.2)  # fresh adapters are neutral: give them something to do
     vm.train()
     video = torch.randn(2, 3, 3, size, size)
-    out, video_grad, grads = _run(vm, video, recompute=False)
-    out_r, video_grad_r, grads_r = _run(vm, video, recompute=True)
+    out, video_grad, grads = _run(vm, video, recompute=False, autocast=autocast)
+    out_r, video_grad_r, grads_r = _run(vm, video, recompute=True, autocast=autocast)
     assert torch.equal(out, out_r)
     assert torch.equal(video_grad, video_grad_r)
     assert grads.keys() == grads_r.keys() and len(grads) > 0
@@ -110,3 +113,41 @@ def test_each_checkpointing_mode_keeps_less_than_the_previous():
     everything_recomputed = _saved_bytes(vm, lambda: vm(video))
     assert everything_recomputed < temporal < default < nothing_recomputed
     assert not any(b.recompute_adapters for b in vm.family.blocks())  # the block checkpoint covers them
+
+
+def test_under_autocast_a_block_keeps_no_float32_residual_but_its_input():
+    """The norms' float32 inputs x + t and x + t + s are kept as x (kept anyway) and the bfloat16 branch outputs."""
+    _, vm, _ = build("timm_vit", "aim")
+    randomize_trainable(vm, std=0.2)
+    block = vm.family.blocks()[0]
+    x = torch.randn(2 * 3, 17, vm.family.embed_dim, requires_grad=True)
+
+    def float32_residuals(mode) -> int:
+        vm.set_grad_checkpointing(mode)
+        kept: dict[int, torch.Tensor] = {}
+
+        def pack(t: torch.Tensor) -> torch.Tensor:
+            if t.dtype == torch.float32 and t.shape == x.shape:
+                kept[t.untyped_storage()._cdata] = t
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t), torch.autocast("cpu", dtype=torch.bfloat16):
+            block(x, {}, 3).float().sum().backward()
+        return len(kept)
+
+    assert float32_residuals("none") == 3  # x, x1 and x2, one per norm
+    assert float32_residuals(False) == 1  # x only; x1 and x2 are rebuilt in the backward pass
+
+
+def test_a_term_changed_in_place_is_refused():
+    _, vm, _ = build("timm_vit", "aim")
+    block = vm.family.blocks()[0]
+    x = torch.randn(4, 3, requires_grad=True)
+    term = torch.randn(4, 3, dtype=torch.bfloat16)
+    total = x + term
+    with block.keep_as_sum(total, x, term):
+        y = torch.sigmoid(total * 1.0)  # mul by a constant keeps nothing; sigmoid keeps its output only
+        z = torch.nn.functional.layer_norm(total, (3,))  # keeps total: kept as x + term
+    term.add_(1)
+    with pytest.raises(RuntimeError, match="modified in place"):
+        (y.sum() + z.sum()).backward()

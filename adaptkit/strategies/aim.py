@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import torch
@@ -151,20 +152,29 @@ class AIMBlock(VideoBlock):
 
     def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
         f, blk = self.family, self.block
+        # Under autocast the residual stream is float32 and the branch outputs are bfloat16: the norms'
+        # inputs x1 and x2 are kept as x plus those outputs (half the bytes; x is kept anyway).
+        terms: tuple[torch.Tensor, ...] = ()
+        x1 = x
         if self.temporal_adapter is not None:
-            x = x + self.drop_path(self.run_temporal(self._temporal, x, num_frames))
+            terms = (self.drop_path(self.run_temporal(self._temporal, x, num_frames)),)
+            x1 = x + terms[0]
 
-        xs = f.scale1(blk, f.attend_space(blk, f.norm1(blk, x), spatial))
+        with self.keep_as_sum(x1, x, *terms) if terms else contextlib.nullcontext():
+            xn1 = f.norm1(blk, x1)
+        xs = f.scale1(blk, f.attend_space(blk, xn1, spatial))
         if self.spatial_adapter is not None:
             xs = self.run_recomputed(self.spatial_adapter, xs)  # keeps xs, not the adapter's hidden units
-        x = x + f.drop_path1(blk, xs)
+        terms = (*terms, f.drop_path1(blk, xs))
+        x2 = x1 + terms[-1]
 
-        if self.mlp_adapter is None:
-            return x + f.drop_path2(blk, f.mlp(blk, f.norm2(blk, x)))
-        # norm2 and the adapter recompute from x, which norm2 keeps anyway; the frozen MLP reads xn too.
-        xn, adapted = self.run_recomputed(self._norm2_and_adapter, x)
-        x = x + f.drop_path2(blk, f.mlp(blk, xn))
-        return x + self.drop_path(self.scale * adapted)
+        with self.keep_as_sum(x2, x, *terms):
+            if self.mlp_adapter is None:
+                return x2 + f.drop_path2(blk, f.mlp(blk, f.norm2(blk, x2)))
+            # norm2 and the adapter recompute from x2, which norm2 keeps anyway; the frozen MLP reads xn too.
+            xn, adapted = self.run_recomputed(self._norm2_and_adapter, x2)
+        x3 = x2 + f.drop_path2(blk, f.mlp(blk, xn))
+        return x3 + self.drop_path(self.scale * adapted)
 
     def _norm2_and_adapter(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         xn = self.family.norm2(self.block, x)

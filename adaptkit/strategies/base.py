@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
 
 import torch
@@ -219,6 +220,62 @@ class VideoBlock(nn.Module):
         if self.recompute_adapters and torch.is_grad_enabled():
             return torch.utils.checkpoint.checkpoint(part, *args, use_reentrant=False)
         return part(*args)
+
+    @contextlib.contextmanager
+    def keep_as_sum(self, total: torch.Tensor, first: torch.Tensor, *terms: torch.Tensor) -> Iterator[None]:
+        """While active, where autograd would keep ``total`` it keeps ``terms`` and rebuilds the sum in backward.
+
+        For the residual stream under autocast: ``total = first + terms[0] + ...`` is float32, while the
+        branch outputs in ``terms`` are bfloat16 (half the bytes) and ``first`` is kept anyway (the input
+        of the block's first norm). The backward pass adds them again, left to right as the forward did,
+        so it sees the same bits. Only with ``recompute_adapters`` set, outside ``torch.compile`` (which
+        chooses what to keep itself), and when every term is narrower than ``total``.
+
+        Raises:
+            RuntimeError: in the backward pass, if a term was modified in place after the forward pass.
+        """
+        narrower = all(t.element_size() < total.element_size() for t in terms)
+        if not (self.recompute_adapters and narrower and torch.is_grad_enabled()) or torch.compiler.is_compiling():
+            yield
+            return
+        where = (total.untyped_storage()._cdata, total.storage_offset(), total.shape, total.stride(), total.dtype)
+        # Hooks already active (an outer count, offloading) still see every kept tensor, the terms included.
+        outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        outer_pack, outer_unpack = outer if outer is not None else (None, None)
+        parts = (first, *terms)
+
+        def pack(t: torch.Tensor) -> Any:
+            if (t.untyped_storage()._cdata, t.storage_offset(), t.shape, t.stride(), t.dtype) != where:
+                return t if outer_pack is None else outer_pack(t)
+            if outer_pack is None:
+                return _Sum(parts, [p._version for p in parts])
+            return _Sum(tuple(outer_pack(p) for p in parts), None, outer_unpack)
+
+        def unpack(packed: Any) -> torch.Tensor:
+            if isinstance(packed, _Sum):
+                return packed.rebuild()
+            return packed if outer_unpack is None else outer_unpack(packed)
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, unpack):
+            yield
+
+
+class _Sum:
+    """A kept tensor stored as the terms of the sum that made it (see ``VideoBlock.keep_as_sum``)."""
+
+    def __init__(self, parts: tuple[Any, ...], versions: list[int] | None,
+                 unpack: Callable[[Any], torch.Tensor] | None = None) -> None:
+        self.parts, self.versions, self.unpack = parts, versions, unpack
+
+    def rebuild(self) -> torch.Tensor:
+        parts = [self.unpack(p) for p in self.parts] if self.unpack is not None else list(self.parts)
+        if self.versions is not None and [p._version for p in parts] != self.versions:
+            raise RuntimeError("a tensor kept as a sum for the backward pass was modified in place")
+        with torch.no_grad():
+            total = parts[0]
+            for part in parts[1:]:
+                total = total + part
+        return total
 
 
 LayersSpec = str | list[int] | tuple[int, ...]
