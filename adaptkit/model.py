@@ -213,7 +213,8 @@ class VideoModel(nn.Module):
         Args:
             enable: False (the default state) recomputes only the cheap parts of each adapted block
                 (adapters' hidden units, a norm feeding only an adapter, and AIM's temporal branch after
-                its q/k/v projection) from tensors kept anyway. ``"temporal"`` recomputes each block's
+                its q/k/v projection) from tensors kept anyway; under autocast, AIM also keeps its norms'
+                float32 inputs as the block input plus the low-precision branch outputs. ``"temporal"`` recomputes each block's
                 whole temporal branch (norm, q/k/v and output projections, the short attention over
                 frames, the temporal adapters) as well. True recomputes every block (least memory, one
                 more forward pass). ``"none"`` recomputes nothing (most memory, least compute).
