@@ -10,8 +10,9 @@ Two counts, both on tensors without data (nothing is computed, nothing allocated
 - ``gpu``: what a CUDA training step keeps, modelled with fake CUDA tensors: bf16 autocast, AIM's
   temporal attention through its Triton kernel's autograd (q/k/v and a log-sum-exp), and spatial
   attention as the fused flash / memory-efficient kernels (q/k/v, output, log-sum-exp). On an
-  H200 this count plus weights, gradients and AdamW state came within 0.1-1.0 GiB of the measured
-  peak (the rest is the backward pass's transient buffers; see README, "Training cost").
+  H200 this count plus weights, gradients and AdamW state came 0.1-1.0 GiB below the measured peak
+  (1.9 GiB with whole blocks checkpointed): the rest is the backward pass's transient buffers (see
+  README, "Training cost").
 
 Views of one storage are counted once, and parameters (kept by linear layers for their input
 gradient) are left out: they are counted with the weights.
