@@ -5,8 +5,8 @@
 #
 # Made for a machine that cannot reach PyPI: packages it lacks (open_clip_torch, av, omegaconf, antlr4, ftfy,
 # wcwidth) may be carried as wheels in .whl/ and are installed into /tmp/site. Every step has its own time limit and
-# its benchmark writes JSON as it goes, so one failing or slow step loses nothing else. Total: about 12 minutes on an
-# H200 (limits add up to 13). Without a CUDA device it is a dry run: every step runs on the CPU with tiny sizes
+# its benchmark writes JSON as it goes, so one failing or slow step loses nothing else. The limits add up to 13
+# minutes; drop the lowest-priority steps or rows (--rows, --compile) to fit a shorter session. Without a CUDA device it is a dry run: every step runs on the CPU with tiny sizes
 # (numbers meaningless; the CUDA tests skip), which checks the script end to end.
 set -u
 cd "$(dirname "$0")/.."
@@ -49,7 +49,7 @@ step inference 150 python3 -m benchmarks.train_cost "${dev[@]}" "${tiny[@]}" --i
 step cuda_tests 180 python3 -m pytest -q -p no:cacheprovider -m cuda tests
 # 3. Issue 7: training cost (eager/compiled step, MFU, peak memory) of every row, the recomputation modes included
 #    (aim = the default, which recomputes the adapters' cheap parts; aim checkpointing=none keeps everything).
-step train_cost 300 python3 -m benchmarks.train_cost "${dev[@]}" "${tiny[@]}" --no-inference \
+step train_cost 330 python3 -m benchmarks.train_cost "${dev[@]}" "${tiny[@]}" --no-inference \
   --out "$out/train_cost_cuda.json"
 # 4. Issue 7: where the compiled AIM step's GPU time goes (top 15 kernels), printed last.
 step profile 120 python3 -m benchmarks.profile_step "${profile_args[@]}" --out "$out/profile_aim_compiled.txt"

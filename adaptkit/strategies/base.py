@@ -240,7 +240,8 @@ class VideoBlock(nn.Module):
             return
         where = (total.untyped_storage()._cdata, total.storage_offset(), total.shape, total.stride(), total.dtype)
         # Hooks already active (an outer count, offloading) still see every kept tensor, the terms included.
-        outer = torch._C._autograd._top_saved_tensors_default_hooks(False)
+        top = getattr(torch._C._autograd, "_top_saved_tensors_default_hooks", None)  # private; absent: no composing
+        outer = top(False) if top is not None else None
         outer_pack, outer_unpack = outer if outer is not None else (None, None)
         parts = (first, *terms)
 
