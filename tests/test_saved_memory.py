@@ -16,6 +16,8 @@ from conftest import build, randomize_trainable
 CASES = [
     ("timm_vit", {}),
     ("timm_vit", {"temporal_in": True, "drop_path": 0.3}),
+    ("timm_vit", {"joint": False}),
+    ("timm_vit", {"spatial": False, "temporal": False}),
     ("timm_vit_registers_layerscale_avg", {}),
     ("timm_eva_rope", {}),
     ("timm_beit_relpos", {}),

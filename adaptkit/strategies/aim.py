@@ -153,7 +153,7 @@ class AIMBlock(VideoBlock):
     def forward(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
         f, blk = self.family, self.block
         # Under autocast the residual stream is float32 and the branch outputs are bfloat16: the norms'
-        # inputs x1 and x2 are kept as x plus those outputs (half the bytes; x is kept anyway).
+        # inputs are kept as x (kept anyway) plus those outputs, at half the bytes.
         terms: tuple[torch.Tensor, ...] = ()
         x1 = x
         if self.temporal_adapter is not None:
@@ -161,24 +161,31 @@ class AIMBlock(VideoBlock):
             x1 = x + terms[0]
 
         with self.keep_as_sum(x1, x, *terms) if terms else contextlib.nullcontext():
-            xn1 = f.norm1(blk, x1)
-        xs = f.scale1(blk, f.attend_space(blk, xn1, spatial))
+            xs = f.scale1(blk, f.attend_space(blk, f.norm1(blk, x1), spatial))
+            if self.mlp_adapter is not None:
+                # The spatial adapter, x2, norm2 and the MLP adapter recompute from x1 and xs in the backward
+                # pass; only the frozen MLP reads xn outside.
+                x2, xn, adapted = self.run_recomputed(self._spatial_and_joint_adapters, x1, xs)
+                x3 = x2 + f.drop_path2(blk, f.mlp(blk, xn))
+                return x3 + self.drop_path(self.scale * adapted)
+
         if self.spatial_adapter is not None:
             xs = self.run_recomputed(self.spatial_adapter, xs)  # keeps xs, not the adapter's hidden units
         terms = (*terms, f.drop_path1(blk, xs))
         x2 = x1 + terms[-1]
-
         with self.keep_as_sum(x2, x, *terms):
-            if self.mlp_adapter is None:
-                return x2 + f.drop_path2(blk, f.mlp(blk, f.norm2(blk, x2)))
-            # norm2 and the adapter recompute from x2, which norm2 keeps anyway; the frozen MLP reads xn too.
-            xn, adapted = self.run_recomputed(self._norm2_and_adapter, x2)
-        x3 = x2 + f.drop_path2(blk, f.mlp(blk, xn))
-        return x3 + self.drop_path(self.scale * adapted)
+            return x2 + f.drop_path2(blk, f.mlp(blk, f.norm2(blk, x2)))
 
-    def _norm2_and_adapter(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        xn = self.family.norm2(self.block, x)
-        return xn, self.mlp_adapter(xn)
+    def _spatial_and_joint_adapters(
+        self, x1: torch.Tensor, xs: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x2, norm2(x2), the MLP adapter's output) from the residual stream x1 and the spatial branch xs."""
+        f, blk = self.family, self.block
+        if self.spatial_adapter is not None:
+            xs = self.spatial_adapter(xs)
+        x2 = x1 + f.drop_path1(blk, xs)
+        xn = f.norm2(blk, x2)
+        return x2, xn, self.mlp_adapter(xn)
 
     def _temporal(self, x: torch.Tensor, num_frames: int) -> torch.Tensor:
         """The temporal branch on frame-folded tokens (B*T, N, D); per token except the attention over frames.
