@@ -260,6 +260,17 @@ def param_groups(model: adaptkit.VideoModel, config: OptimConfig) -> list[dict[s
     groups = model.param_groups(weight_decay=config.weight_decay)
     for group in groups:
         group["lr"] = config.lr if group["role"] == "head" else config.lr * config.backbone_lr_mult
+    embedding = model.temporal_embed
+    if config.temporal_embed_lr_mult != 1.0 and embedding is not None:
+        # The zero-initialised embedding is the only source of frame order: with few steps it can learn too
+        # slowly at the shared lr (measured on the embedded benchmark), so it may get its own group.
+        moved = {id(p) for p in embedding.parameters() if p.requires_grad}
+        for group in groups:
+            group["params"] = [p for p in group["params"] if id(p) not in moved]
+        groups = [g for g in groups if g["params"]]
+        groups.append({"name": "temporal_embedding", "role": "adapters", "weight_decay": 0.0,
+                       "params": [p for p in embedding.parameters() if p.requires_grad],
+                       "lr": config.lr * config.backbone_lr_mult * config.temporal_embed_lr_mult})
     return groups
 
 

@@ -31,9 +31,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class PretrainConfig:
-    """``model.pretrain``: image pretraining on generated stills (shape x colour, 36 classes; recipes._pretrain)."""
+    """``model.pretrain``: image pretraining on generated stills (shape x colour x place; recipes._pretrain)."""
 
     steps: int = 1200  # optimizer steps; fresh images every step
+    position_grid: int = 3  # the label also names the g x g grid cell of the shape (36 g^2 classes); 1 = shape x colour
     batch_size: int = 64
     lr: float = 1e-3  # AdamW peak lr: 5% linear warmup, then cosine to 0
     weight_decay: float = 0.05
@@ -90,6 +91,7 @@ class GeneratedConfig:
     min_seconds: float = 2.0  # video lengths: 2-6 s at 12-30 fps
     max_seconds: float = 6.0
     cache_dir: str = ".cache/adaptkit"  # generated videos and pretrained embedded backbones
+    frame_cache: bool = True  # decode the videos once into a frame cache next to them (data.frame_cache) and train on it
 
 
 @dataclass
@@ -124,6 +126,7 @@ class OptimConfig:
     eps: float = 1e-8
     weight_decay: float = 0.05  # not on 1-D tensors, temporal embeddings or position tables (timm's rule)
     backbone_lr_mult: float = 1.0  # lr factor of trainable tensors inside the backbone (0.1 for ViT-L)
+    temporal_embed_lr_mult: float = 1.0  # lr factor of the (zero-initialised) temporal embedding, if the strategy has one
     warmup_epochs: float = 2.5  # linear warmup, then cosine to min_lr; both per iteration
     min_lr: float = 0.0
     clip_grad_norm: float | None = None  # the reference does not clip
@@ -344,6 +347,7 @@ def validate(config: RecipeConfig) -> None:
     _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", f"must be in [0, 1), got {optim.betas}")
     _require(optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     _require(optim.backbone_lr_mult >= 0, "optim.backbone_lr_mult", "must be >= 0")
+    _require(optim.temporal_embed_lr_mult >= 0, "optim.temporal_embed_lr_mult", "must be >= 0")
     _require(optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")
     _require(0 <= optim.min_lr <= optim.lr, "optim.min_lr", "must be in [0, optim.lr]")
     _require(optim.clip_grad_norm is None or optim.clip_grad_norm > 0, "optim.clip_grad_norm", "must be > 0")

@@ -10,11 +10,15 @@ so evaluate and predict read the same files without preparing anything.
 from __future__ import annotations
 
 import copy
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from adaptkit.data import ActionVideoSettings, generate_action_dataset
+from adaptkit.data import ActionVideoSettings, build_frame_cache, generate_action_dataset
+from recipes._data import load_split
 from recipes._config import RecipeConfig, SplitConfig
 from recipes._pretrain import pretrain_image_model
 
@@ -27,6 +31,32 @@ def action_settings(config: RecipeConfig) -> ActionVideoSettings:
         seed=generated.seed, min_seconds=generated.min_seconds, max_seconds=generated.max_seconds,
         mirror_clip_len=config.data.num_frames if config.data.sampling == "segment" else None,
     )
+
+
+def _frame_cache(config: RecipeConfig, root: Path) -> Path:
+    """Decode the generated videos once (the normal decoder) into a frame cache inside their folder, at the
+    training transform's resize size; reused while ``index.json`` exists (written last, so a half-built cache is
+    rebuilt). Small clips decode in well under a millisecond per frame, but opening and seeking a file per clip
+    would otherwise dominate a CPU run."""
+    folder = root / f"frames-{config.data.augment.resize_size}-{config.data.decode_backend}"
+    if (folder / "index.json").is_file():
+        return folder
+    records = [load_split(config.data, split, name).records for name, split in
+               (("train", config.data.train), ("val", config.data.val))]
+    # Built next to its final place, then renamed: a concurrent or interrupted build leaves no half cache.
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
+    try:
+        build_frame_cache([r for split in records for r in split], staging,
+                          short_side=config.data.augment.resize_size, backend=config.data.decode_backend,
+                          progress=True)
+        try:
+            staging.rename(folder)
+        except OSError:  # another process finished first: keep its copy
+            if not (folder / "index.json").is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return folder
 
 
 def prepare(config: RecipeConfig, device: torch.device, announce: bool = True) -> tuple[RecipeConfig, dict[str, Any]]:
@@ -48,6 +78,8 @@ def prepare(config: RecipeConfig, device: torch.device, announce: bool = True) -
         data.train = SplitConfig(str(dataset.train_list), str(dataset.root))
         data.val = SplitConfig(str(dataset.val_list), str(dataset.root))
         report["videos"] = str(dataset.root)
+        if data.generated.frame_cache and data.frame_cache is None:
+            data.frame_cache = str(_frame_cache(config, dataset.root))
         if announce:
             print(f"generated videos: {dataset.root} ({data.generated.train_videos} train, "
                   f"{data.generated.val_videos} held out, {len(dataset.classes)} classes in time-reversed pairs)")
@@ -57,8 +89,9 @@ def prepare(config: RecipeConfig, device: torch.device, announce: bool = True) -
         path, image_report = pretrain_image_model(architecture, dict(model.kwargs), model.pretrain, size,
                                                   data.generated.cache_dir, device)
         model.checkpoint = str(path)
+        model.kwargs = {**model.kwargs, "num_classes": image_report["kwargs"]["num_classes"]}  # the checkpoint's head
         report["image_model"] = image_report
         if announce:
-            print(f"pretrained image model: {path} (shape x colour top-1 {100 * image_report['image_top1']:.1f}% on "
+            print(f"pretrained image model: {path} (shape x colour x place top-1 {100 * image_report['image_top1']:.1f}% on "
                   f"{image_report['test_images']} held-out images, chance {100 * image_report['chance']:.1f}%)")
     return config, report

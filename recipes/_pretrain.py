@@ -2,8 +2,10 @@
 
 AIM adapts a *pretrained* image model, so the embedded benchmark needs one that fits a CPU budget. The images
 (:func:`adaptkit.data.shapes.shape_images`: a shape of a colour on a blob-textured background) come from another
-distribution than the action videos (no motion, other backgrounds, no distractors); the task is to name the shape
-and colour (36 classes). The result is an ordinary timm checkpoint (the model's ``state_dict`` as safetensors),
+distribution than the action videos (no motion, other backgrounds, no distractors); the task is to name the shape,
+its colour and where it is (``model.pretrain.position_grid``: a 3 x 3 grid by default, 324 classes). Naming the place
+matters: with shape x colour alone the features learn to discard position, and AIM then could not tell left from
+right (measured: the direction of translations stayed at chance). The result is an ordinary timm checkpoint (the model's ``state_dict`` as safetensors),
 loaded back like any user's weights through ``model.checkpoint``, and cached under a hash of everything that decides it.
 """
 
@@ -26,8 +28,7 @@ from recipes._files import atomic_write, atomic_write_text
 from adaptkit.data import COLOURS, SHAPES, shape_images
 from recipes._config import PretrainConfig
 
-NUM_IMAGE_CLASSES = len(SHAPES) * len(COLOURS)
-PRETRAIN_VERSION = 1  # bump when the images or the training loop change: part of the cache key
+PRETRAIN_VERSION = 2  # bump when the images or the training loop change: part of the cache key
 WEIGHTS_FILE = "model.safetensors"
 REPORT_FILE = "pretrain.json"
 
@@ -38,8 +39,19 @@ def pretrain_key(architecture: str, kwargs: dict[str, Any], config: PretrainConf
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def _model_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {**kwargs, "num_classes": NUM_IMAGE_CLASSES}
+def num_image_classes(config: PretrainConfig) -> int:
+    """Shapes x colours x grid cells."""
+    return len(SHAPES) * len(COLOURS) * config.position_grid**2
+
+
+def image_class_names(config: PretrainConfig) -> list[str]:
+    """Label order of :func:`adaptkit.data.shape_images`: ``"<shape> <colour> r<row>c<column>"``."""
+    g = config.position_grid
+    return [f"{s} {c}" + (f" r{i // g}c{i % g}" if g > 1 else "") for s in SHAPES for c in COLOURS for i in range(g * g)]
+
+
+def _model_kwargs(kwargs: dict[str, Any], config: PretrainConfig) -> dict[str, Any]:
+    return {**kwargs, "num_classes": num_image_classes(config)}
 
 
 @torch.no_grad()
@@ -70,7 +82,8 @@ def pretrain_image_model(
 
     Args:
         architecture: timm architecture name, without a pretrained tag.
-        kwargs: timm ``create_model`` arguments (``img_size`` must equal ``size``); ``num_classes`` is set to 36.
+        kwargs: timm ``create_model`` arguments (``img_size`` must equal ``size``); ``num_classes`` is set to
+            :func:`num_image_classes`.
         config: pretraining settings.
         size: image side in pixels.
         cache_dir: the checkpoint goes to ``cache_dir/image-<hash>/model.safetensors`` with ``pretrain.json``.
@@ -91,8 +104,9 @@ def pretrain_image_model(
     # Local generators: the caller's RNG state (its seeds) is left untouched.
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
         torch.manual_seed(config.seed)
-        model = timm.create_model(architecture, pretrained=False, **_model_kwargs(kwargs)).to(device)
-        test_images, test_labels = shape_images(np.random.default_rng([config.seed, 1]), config.test_images, size)
+        model = timm.create_model(architecture, pretrained=False, **_model_kwargs(kwargs, config)).to(device)
+        test_images, test_labels = shape_images(np.random.default_rng([config.seed, 1]), config.test_images, size,
+                                                config.position_grid)
         test_x, test_y = torch.from_numpy(test_images).to(device), torch.from_numpy(test_labels).to(device)
         optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         warmup = max(1, config.steps // 20)
@@ -101,7 +115,7 @@ def pretrain_image_model(
         rng = np.random.default_rng([config.seed, 0])
         bar = tqdm(range(config.steps), desc="pretrain image model", unit="step", dynamic_ncols=True)
         for step in bar:
-            images, labels = shape_images(rng, config.batch_size, size)
+            images, labels = shape_images(rng, config.batch_size, size, config.position_grid)
             x, y = torch.from_numpy(images).to(device), torch.from_numpy(labels).to(device)
             loss = F.cross_entropy(model(_normalise(x, model)), y)
             optimizer.zero_grad(set_to_none=True)
@@ -112,9 +126,9 @@ def pretrain_image_model(
                 bar.set_postfix(loss=f"{loss.item():.3f}")
         bar.close()
         accuracy = image_accuracy(model, test_x, test_y)
-    report = {"architecture": architecture, "kwargs": _model_kwargs(kwargs), "size": size,
-              "pretrain": dataclasses.asdict(config), "image_top1": accuracy, "chance": 1 / NUM_IMAGE_CLASSES,
-              "classes": [f"{s} {c}" for s in SHAPES for c in COLOURS], "test_images": config.test_images,
+    report = {"architecture": architecture, "kwargs": _model_kwargs(kwargs, config), "size": size,
+              "pretrain": dataclasses.asdict(config), "image_top1": accuracy, "chance": 1 / num_image_classes(config),
+              "classes": image_class_names(config), "test_images": config.test_images,
               "seconds": round(time.perf_counter() - started, 1)}
     folder.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}

@@ -86,6 +86,7 @@ class ActionVideoSettings:
     max_seconds: float = 6.0
     mirror_clip_len: int | None = 8  # choose lengths symmetric for this test clip length (None: any length)
     distractors: tuple[int, int] = (0, 1)  # static distractor shapes per video (min, max)
+    background_contrast: float = 3.0  # grey levels per unit of the background's wave texture (6 was too busy)
 
     def __post_init__(self) -> None:
         for name in ("train_videos", "val_videos"):
@@ -132,7 +133,7 @@ def action_video(
     start, end = rng.uniform(0.0, 0.15), rng.uniform(0.85, 1.0)  # the action's part of the timeline
     progress = np.clip((np.linspace(0.0, 1.0, n) - start) / (end - start), 0.0, 1.0)  # (T,)
 
-    background = textured_background(rng, size, "waves")
+    background = textured_background(rng, size, "waves", settings.background_contrast)
     colour_names = list(COLOURS)
     actor_colour = int(rng.integers(len(colour_names)))
     frames = np.broadcast_to(background, (n, size, size, 3)).copy()  # (T, H, W, 3) float

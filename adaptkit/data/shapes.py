@@ -68,11 +68,14 @@ def render_masks(
     return mask.reshape(-1, size, _SUPERSAMPLE, size, _SUPERSAMPLE).mean(axis=(2, 4))
 
 
-def textured_background(rng: np.random.Generator, size: int, style: str = "waves") -> np.ndarray:
+def textured_background(
+    rng: np.random.Generator, size: int, style: str = "waves", contrast: float | None = None
+) -> np.ndarray:
     """A static random texture, float32 (size, size, 3) in [0, 255].
 
-    ``"waves"``: a few oriented sinusoids over a base colour (the videos); ``"blobs"``: smoothed noise (the
-    pretraining images, a different distribution).
+    ``"waves"``: three oriented sinusoids over a base colour (the videos); ``"blobs"``: smoothed noise (the
+    pretraining images, a different distribution). ``contrast`` scales the texture (grey levels per unit of the
+    pattern; defaults 6 for waves, 15 for blobs).
     """
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = rng.uniform(20, 140, size=3).astype(np.float32)
@@ -82,11 +85,11 @@ def textured_background(rng: np.random.Generator, size: int, style: str = "waves
             angle, freq, phase = rng.uniform(0, np.pi), rng.uniform(1, 6), rng.uniform(0, 2 * np.pi)
             texture += np.sin(2 * np.pi * freq * (rows * np.cos(angle) + cols * np.sin(angle)) + phase)
         tint = rng.uniform(-1, 1, size=3).astype(np.float32)
-        image = base + 6 * texture[..., None] * (1 + 0.5 * tint)
+        image = base + (6.0 if contrast is None else contrast) * texture[..., None] * (1 + 0.5 * tint)
     elif style == "blobs":
         noise = rng.normal(size=(size // 8 + 1, size // 8 + 1, 3)).astype(np.float32)
         coarse = np.kron(noise, np.ones((8, 8, 1), np.float32))[:size, :size]
-        image = base + 15 * coarse
+        image = base + (15.0 if contrast is None else contrast) * coarse
     else:
         raise ValueError(f"unknown background style {style!r}")
     return np.clip(image, 0, 255)
@@ -99,15 +102,25 @@ def composite(background: np.ndarray, masks: np.ndarray, colour: np.ndarray, opa
     return background * (1 - alpha[..., None]) + colour.astype(np.float32) * alpha[..., None]
 
 
-def shape_images(rng: np.random.Generator, count: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def shape_images(
+    rng: np.random.Generator, count: int, size: int, position_grid: int = 1
+) -> tuple[np.ndarray, np.ndarray]:
     """Still images for image pretraining: one shape of one colour on a blob-textured background.
 
-    Shape, colour jitter, size, rotation and position are random. The label is
-    ``shape index * len(COLOURS) + colour index`` (36 classes).
+    Shape, colour jitter, size, rotation and position are random. The label names the shape, the colour and,
+    with ``position_grid = g > 1``, which cell of a g x g grid holds the shape's centre:
+    ``(shape index * len(COLOURS) + colour index) * g * g + row * g + column`` (36 g^2 classes). Naming the
+    place keeps where things are in the features, as ImageNet / CLIP features keep it; a label blind to it
+    teaches the model to discard position, which every left/right and up/down action needs.
 
     Returns:
         uint8 images (count, 3, size, size) and int64 labels (count,).
+
+    Raises:
+        ValueError: ``position_grid`` below 1.
     """
+    if position_grid < 1:
+        raise ValueError(f"position_grid must be >= 1, got {position_grid}")
     shapes = rng.integers(len(SHAPES), size=count)
     colours = rng.integers(len(COLOURS), size=count)
     radii = rng.uniform(0.25, 0.4, size=count) * size
@@ -123,4 +136,6 @@ def shape_images(rng: np.random.Generator, count: int, size: int) -> tuple[np.nd
     backgrounds = np.stack([textured_background(rng, size, "blobs") for _ in range(count)])
     images = backgrounds * (1 - masks[..., None]) + rgb[:, None, None, :] * masks[..., None]  # (N, H, W, 3)
     images = np.clip(np.rint(images), 0, 255).astype(np.uint8).transpose(0, 3, 1, 2)
-    return np.ascontiguousarray(images), shapes * len(COLOURS) + colours
+    cells = np.minimum((centres / size * position_grid).astype(np.int64), position_grid - 1)  # (N, 2) row, column
+    places = cells[:, 0] * position_grid + cells[:, 1]
+    return np.ascontiguousarray(images), (shapes * len(COLOURS) + colours) * position_grid**2 + places

@@ -106,3 +106,16 @@ def test_lengths_without_a_mirror_symmetric_choice_are_refused() -> None:
     with pytest.raises(ValueError, match="mirror-symmetric"):
         for pair in range(20):
             action_video(pair, narrow, seed=0)
+
+
+def test_pretraining_labels_name_shape_colour_and_place() -> None:
+    """position_grid only refines the label: the same images, shape x colour recovered by integer division, and
+    every cell of the grid used."""
+    from adaptkit.data import shape_images
+
+    plain_images, plain_labels = shape_images(np.random.default_rng(3), 400, 24)
+    images, labels = shape_images(np.random.default_rng(3), 400, 24, position_grid=3)
+    assert np.array_equal(images, plain_images)
+    assert np.array_equal(labels // 9, plain_labels) and set(np.unique(labels % 9)) == set(range(9))
+    with pytest.raises(ValueError, match="position_grid"):
+        shape_images(np.random.default_rng(0), 1, 24, position_grid=0)

@@ -24,7 +24,7 @@ from recipes._config import DEFAULT_CONFIG, ModelConfig, PretrainConfig, load_co
 from recipes._embedded import prepare
 from recipes._pretrain import pretrain_image_model
 
-TINY_ARCH = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "num_classes": 36}
+TINY_ARCH = {"img_size": 16, "patch_size": 8, "embed_dim": 16, "depth": 1, "num_heads": 2, "num_classes": 324}
 
 
 def tiny_embedded(tmp_path: Path) -> list[str]:
@@ -52,7 +52,8 @@ def test_pretrained_backbone_is_cached_and_reloads_bit_identically_through_model
     kwargs = {k: v for k, v in TINY_ARCH.items() if k != "num_classes"}
     pretrain = PretrainConfig(steps=3, batch_size=8, test_images=16)
     path, report = pretrain_image_model("vit_tiny_patch16_224", kwargs, pretrain, 16, tmp_path)
-    assert path.suffix == ".safetensors" and 0 <= report["image_top1"] <= 1 and report["chance"] == 1 / 36
+    assert path.suffix == ".safetensors" and 0 <= report["image_top1"] <= 1 and report["chance"] == 1 / 324
+    assert len(report["classes"]) == 324 and report["classes"][:2] == ["square red r0c0", "square red r0c1"]
     stamp = path.stat().st_mtime_ns
     again, _ = pretrain_image_model("vit_tiny_patch16_224", kwargs, pretrain, 16, tmp_path)
     assert again == path and path.stat().st_mtime_ns == stamp  # cached: not trained again
@@ -72,6 +73,10 @@ def test_prepare_fills_in_an_ordinary_video_config(tmp_path) -> None:
     assert config.data.options["classes"] == list(ACTION_CLASSES)
     assert Path(config.data.train.annotations).is_file() and Path(config.model.checkpoint).is_file()
     assert report["videos"] == config.data.train.root and "image_top1" in report["image_model"]
+    # The videos are decoded once into a frame cache next to them, holding every frame of every video.
+    from adaptkit.data import FrameCache
+    cache = FrameCache(config.data.frame_cache)
+    assert Path(config.data.frame_cache).parent == Path(config.data.train.root) and len(cache) == 8 + 4
 
 
 @pytest.fixture(scope="module")

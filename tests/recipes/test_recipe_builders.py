@@ -160,3 +160,25 @@ eval: {{num_clips: 1}}
     summary = train.main(["--config", str(config)])
     assert summary["step"] == 2 and summary["weights"] == RANDOM_INIT and summary["eval"]["num_videos"] == 4
     assert (tmp_path / "run" / "final" / "image_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("strategy", ["aim", "timesformer"])
+def test_temporal_embedding_lr_multiplier(synthetic_args, tmp_path: Path, strategy: str) -> None:
+    """optim.temporal_embed_lr_mult moves the temporal embedding, and only it, to its own group at lr * mult (no
+    weight decay), for every strategy that has one; every trainable tensor stays in exactly one group."""
+    config = load_config("synthetic_motion", synthetic_args(tmp_path)[2:] + [
+        "optim.temporal_embed_lr_mult=10", "optim.lr=1e-3", "optim.backbone_lr_mult=0.5"])
+    config.model.strategy, config.model.options = strategy, {}
+    image_model, _ = create_image_model(config.model)
+    model = build_video_model(config, image_model, num_classes=4)
+    optimizer = build_optimizer(model, config.optim, torch.device("cpu"))
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    embedding = groups["temporal_embedding"]
+    assert [id(p) for p in embedding["params"]] == [id(model.temporal_embed.weight)]
+    assert embedding["lr"] == pytest.approx(1e-3 * 0.5 * 10) and embedding["weight_decay"] == 0.0
+    grouped = [id(p) for g in optimizer.param_groups for p in g["params"]]
+    assert sorted(grouped) == sorted(id(p) for p in model.parameters() if p.requires_grad)  # each exactly once
+    assert all(g["lr"] == pytest.approx(1e-3 if g["role"] == "head" else 5e-4)
+               for g in optimizer.param_groups if g["name"] != "temporal_embedding")
+    with pytest.raises(Exception, match="optim.temporal_embed_lr_mult"):
+        load_config("synthetic_motion", synthetic_args(tmp_path)[2:] + ["optim.temporal_embed_lr_mult=-1"])
