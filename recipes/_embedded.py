@@ -10,6 +10,7 @@ so evaluate and predict read the same files without preparing anything.
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -48,7 +49,7 @@ def _frame_cache(config: RecipeConfig, root: Path) -> Path:
     try:
         build_frame_cache([r for split in records for r in split], staging,
                           short_side=config.data.augment.resize_size, backend=config.data.decode_backend,
-                          progress=True)
+                          progress=True, workers=min(2, os.cpu_count() or 1))
         try:
             staging.rename(folder)
         except OSError:  # another process finished first: keep its copy
@@ -72,7 +73,8 @@ def prepare(config: RecipeConfig, device: torch.device, announce: bool = True) -
         torch.set_num_threads(config.train.num_threads)
     data, model = config.data, config.model
     if data.source == "generated":
-        dataset = generate_action_dataset(action_settings(config), data.generated.cache_dir)
+        dataset = generate_action_dataset(action_settings(config), data.generated.cache_dir,
+                                          workers=min(2, os.cpu_count() or 1))
         data.source, data.format = "video", "video_list"
         data.options = {**data.options, "classes": list(dataset.classes)}
         data.train = SplitConfig(str(dataset.train_list), str(dataset.root))

@@ -29,6 +29,7 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cache") -> argparse
     parser.add_argument("--split", choices=["train", "val", "both"], default="both")
     parser.add_argument("--short-side", type=int, help="stored short side (default: data.augment.resize_size)")
     parser.add_argument("--chunk-gib", type=float, default=1.0, help="chunk file size in GiB (default 1)")
+    parser.add_argument("--workers", type=int, help="decoding processes (default: data.num_workers)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     return parser.parse_intermixed_args(argv)
 
@@ -49,7 +50,8 @@ def main(argv: list[str] | None = None) -> FrameCache:
         raise ValueError("no annotations to cache: set data.train.annotations and/or data.val.annotations")
     short_side = args.short_side or data.augment.resize_size
     cache = build_frame_cache(records, args.out, short_side=short_side, chunk_bytes=int(args.chunk_gib * 2**30),
-                              backend=data.decode_backend, progress=True)
+                              backend=data.decode_backend, progress=True,
+                              workers=data.num_workers if args.workers is None else args.workers)
     print(f"cached {len(cache)} videos at short side {short_side} in {args.out}; {len(cache.skipped)} unreadable")
     for path, reason in cache.skipped:
         print(f"  {path} ({reason})")

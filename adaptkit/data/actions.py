@@ -23,9 +23,11 @@ import dataclasses
 import hashlib
 import json
 import math
+import multiprocessing
 import os
 import shutil
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,21 +182,34 @@ def action_video(
     return video.contiguous(), 2 * kind_index, fps  # (T, 3, H, W)
 
 
+def _write_pair(folder: Path, split: str, pair: int, settings: ActionVideoSettings, seed: int) -> list[str]:
+    """Encode reversed pair ``pair`` (videos ``2 pair`` and ``2 pair + 1``); returns their list-file lines."""
+    video, label, fps = action_video(pair, settings, seed)
+    lines = []
+    for index, (clip, clip_label) in enumerate(((video, label), (video.flip(0), reversed_partner(label)))):
+        relative = f"{split}/{split}_{2 * pair + index:05d}.mp4"
+        encode_video(folder / relative, clip, fps=fps, options={"qp": "0", "preset": "ultrafast"})
+        lines.append(f"{relative} {clip_label}\n")
+    return lines
+
+
 def write_action_videos(folder: str | os.PathLike[str], split: str, num_videos: int,
-                        settings: ActionVideoSettings, seed: int) -> Path:
+                        settings: ActionVideoSettings, seed: int, workers: int = 0) -> Path:
     """Encode ``num_videos`` videos (reversed pairs) as ``folder/<split>/<split>_<i:05d>.mp4`` and write the MMAction2
-    list ``folder/<split>.txt``. Returns the list file."""
+    list ``folder/<split>.txt``. Returns the list file. ``workers`` > 0 renders pairs in that many processes; every
+    video is a pure function of its pair index, so the files are the same either way."""
     folder = Path(folder)
     (folder / split).mkdir(parents=True, exist_ok=True)
-    lines = []
-    for pair in range(num_videos // 2):
-        video, label, fps = action_video(pair, settings, seed)
-        for index, (clip, clip_label) in enumerate(((video, label), (video.flip(0), reversed_partner(label)))):
-            relative = f"{split}/{split}_{2 * pair + index:05d}.mp4"
-            encode_video(folder / relative, clip, fps=fps, options={"qp": "0", "preset": "ultrafast"})
-            lines.append(f"{relative} {clip_label}\n")
+    pairs = range(num_videos // 2)
+    if workers > 0:
+        # spawn, not fork: a child forked from a process whose OpenMP threads are running can deadlock in torch.
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            chunks = list(pool.map(_write_pair, *zip(*[(folder, split, p, settings, seed) for p in pairs]),
+                                   chunksize=16))
+    else:
+        chunks = [_write_pair(folder, split, p, settings, seed) for p in pairs]
     list_file = folder / f"{split}.txt"
-    list_file.write_text("".join(lines), encoding="utf-8")
+    list_file.write_text("".join(line for chunk in chunks for line in chunk), encoding="utf-8")
     return list_file
 
 
@@ -208,8 +223,10 @@ class ActionDataset:
     classes: tuple[str, ...] = ACTION_CLASSES
 
 
-def generate_action_dataset(settings: ActionVideoSettings, cache_dir: str | os.PathLike[str]) -> ActionDataset:
-    """The dataset for ``settings``, generated once into ``cache_dir/actions-<hash>`` and reused afterwards.
+def generate_action_dataset(settings: ActionVideoSettings, cache_dir: str | os.PathLike[str],
+                            workers: int = 0) -> ActionDataset:
+    """The dataset for ``settings``, generated once into ``cache_dir/actions-<hash>`` and reused afterwards
+    (``workers``: rendering processes, see :func:`write_action_videos`).
 
     The folder appears atomically (written next to it, then renamed), so an interrupted generation leaves no
     half-written dataset behind.
@@ -221,8 +238,8 @@ def generate_action_dataset(settings: ActionVideoSettings, cache_dir: str | os.P
     root.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
     try:
-        write_action_videos(staging, "train", settings.train_videos, settings, settings.seed)
-        write_action_videos(staging, "val", settings.val_videos, settings, settings.seed + 1)
+        write_action_videos(staging, "train", settings.train_videos, settings, settings.seed, workers)
+        write_action_videos(staging, "val", settings.val_videos, settings, settings.seed + 1, workers)
         (staging / "classes.txt").write_text("\n".join(ACTION_CLASSES) + "\n", encoding="utf-8")
         (staging / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
         try:

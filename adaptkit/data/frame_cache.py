@@ -96,6 +96,41 @@ class FrameCache:
         return torch.from_numpy(video[wanted]).permute(0, 3, 1, 2)  # fancy indexing copies only these frames
 
 
+class _DecodeJobs(torch.utils.data.Dataset):
+    """One video per item, decoded whole: (path, frames in windows, frame count, None) or (path, [], 0, reason)."""
+
+    def __init__(self, paths: Sequence[str], backend: str | None, short_side: int, window: int) -> None:
+        self.paths, self.backend, self.short_side, self.window = paths, backend, short_side, window
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> tuple[str, list[torch.Tensor], int, str | None]:
+        path = self.paths[i]
+        try:
+            index = probe_video(path)
+            parts = [decode_frames(path, np.arange(start, min(start + self.window, index.num_frames)), self.backend,
+                                   index=index, short_side=self.short_side)
+                     for start in range(0, index.num_frames, self.window)]
+        except VideoDecodeError as error:
+            return path, [], 0, error.reason
+        return path, parts, index.num_frames, None
+
+
+def _as_is(item: tuple) -> tuple:
+    return item
+
+
+def _decoded_videos(paths: Sequence[str], backend: str | None, short_side: int, window: int,
+                    workers: int) -> Iterable[tuple[str, list[torch.Tensor], int, str | None]]:
+    """Decoded videos in the order of ``paths``; with ``workers`` > 0 decoded by a DataLoader's worker processes
+    (ordered, so the cache layout does not depend on the worker count)."""
+    jobs = _DecodeJobs(paths, backend, short_side, window)
+    if workers == 0:
+        return (jobs[i] for i in range(len(jobs)))
+    return torch.utils.data.DataLoader(jobs, batch_size=None, num_workers=workers, collate_fn=_as_is)
+
+
 def build_frame_cache(
     videos: Annotations | Iterable[VideoRecord | str | os.PathLike[str]],
     folder: str | os.PathLike[str],
@@ -104,6 +139,7 @@ def build_frame_cache(
     backend: str | None = None,
     window: int = 64,
     progress: bool = False,
+    workers: int = 0,
 ) -> FrameCache:
     """Decode every frame of ``videos`` at ``short_side`` (never enlarged) into a new cache in ``folder``.
 
@@ -118,14 +154,15 @@ def build_frame_cache(
         backend: decode backend, None = automatic.
         window: frames decoded per call (bounds memory on long videos).
         progress: show a tqdm progress bar.
+        workers: processes decoding videos in parallel (0: in this process); the cache is the same either way.
 
     Returns:
         The cache, opened for reading.
     """
     from tqdm import tqdm
 
-    if short_side < 1 or chunk_bytes < 1 or window < 1:
-        raise ValueError("short_side, chunk_bytes and window must be >= 1")
+    if short_side < 1 or chunk_bytes < 1 or window < 1 or workers < 0:
+        raise ValueError("short_side, chunk_bytes and window must be >= 1, workers >= 0")
     items = videos.records if isinstance(videos, Annotations) else videos
     paths = list(dict.fromkeys(_key(v.path if isinstance(v, VideoRecord) else v) for v in items))
     folder = Path(folder)
@@ -137,25 +174,21 @@ def build_frame_cache(
     chunk, offset = 0, 0
     out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115 - rotated below
     try:
-        for path in tqdm(paths, desc="cache frames", disable=not progress):
-            try:
-                index = probe_video(path)
-                parts = [decode_frames(path, np.arange(start, min(start + window, index.num_frames)), backend,
-                                       index=index, short_side=short_side)
-                         for start in range(0, index.num_frames, window)]
-            except VideoDecodeError as error:
-                logger.warning("not caching unreadable video %s: %s", path, error.reason)
-                skipped.append([path, error.reason])
+        for path, parts, num_frames, reason in tqdm(_decoded_videos(paths, backend, short_side, window, workers),
+                                                    total=len(paths), desc="cache frames", disable=not progress):
+            if reason is not None:
+                logger.warning("not caching unreadable video %s: %s", path, reason)
+                skipped.append([path, reason])
                 continue
             height, width = parts[0].shape[-2:]
-            size = index.num_frames * height * width * 3
+            size = num_frames * height * width * 3
             if offset and offset + size > chunk_bytes:
                 out.close()
                 chunk, offset = chunk + 1, 0
                 out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115
             for part in parts:
                 out.write(part.permute(0, 2, 3, 1).contiguous().numpy().tobytes())  # (n, H, W, 3)
-            entries[path] = [chunk, offset, index.num_frames, int(height), int(width)]
+            entries[path] = [chunk, offset, num_frames, int(height), int(width)]
             offset += size
     finally:
         out.close()

@@ -119,3 +119,12 @@ def test_pretraining_labels_name_shape_colour_and_place() -> None:
     assert np.array_equal(labels // 9, plain_labels) and set(np.unique(labels % 9)) == set(range(9))
     with pytest.raises(ValueError, match="position_grid"):
         shape_images(np.random.default_rng(0), 1, 24, position_grid=0)
+
+
+def test_generation_in_worker_processes_writes_the_same_files(tmp_path) -> None:
+    serial = generate_action_dataset(TINY, tmp_path / "serial")
+    parallel = generate_action_dataset(TINY, tmp_path / "parallel", workers=2)
+    assert serial.train_list.read_text() == parallel.train_list.read_text()
+    files = sorted(p.relative_to(serial.root) for p in serial.root.rglob("*.mp4"))
+    assert len(files) == TINY.train_videos + TINY.val_videos
+    assert all((serial.root / f).read_bytes() == (parallel.root / f).read_bytes() for f in files)

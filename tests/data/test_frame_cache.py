@@ -51,6 +51,20 @@ def test_cache_holds_every_frame_exactly_resized_and_lists_unreadable_videos(rec
     assert index["short_side"] == 32 and index["version"] == 1
 
 
+def test_cache_built_by_worker_processes_is_byte_identical(records, tmp_path):
+    """Decoding in 2 DataLoader workers changes nothing on disk: same index, same chunk bytes, same skips."""
+    serial = build_frame_cache(records, tmp_path / "serial", short_side=32, chunk_bytes=40_000)
+    parallel = build_frame_cache(records, tmp_path / "parallel", short_side=32, chunk_bytes=40_000, workers=2)
+    assert json.loads((tmp_path / "serial" / "index.json").read_text()) == json.loads(
+        (tmp_path / "parallel" / "index.json").read_text())
+    chunks = sorted(p.name for p in (tmp_path / "serial").glob("chunk_*.u8"))
+    assert chunks and chunks == sorted(p.name for p in (tmp_path / "parallel").glob("chunk_*.u8"))
+    assert all((tmp_path / "serial" / c).read_bytes() == (tmp_path / "parallel" / c).read_bytes() for c in chunks)
+    assert serial.skipped == parallel.skipped == [[records[3].path, serial.skipped[0][1]]]
+    with pytest.raises(ValueError, match="workers"):
+        build_frame_cache(records, tmp_path / "bad", workers=-1)
+
+
 def test_clip_dataset_reads_the_cache_as_it_would_decode(records, tmp_path):
     transform = VideoTrainTransform(AugmentConfig(crop_size=24, resize_size=32))
     cache = build_frame_cache(records, tmp_path / "cache", short_side=transform.short_side)
