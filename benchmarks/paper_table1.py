@@ -71,7 +71,7 @@ ROWS = (
 EXTRA_ROWS = (Row("ST-Adapter", "st-adapter"), Row("Zero-I2V", "zero-i2v"))  # shown when registered
 FIGURE3_STRATEGIES = ("+ joint adaptation (AIM)", "Finetuned space-time (TimeSformer)")
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)
-# 39 runs must fit 20 minutes of the 2-core CPU: every run trains half as many steps as the main command (400 of 16
+# 39 runs must fit 20 minutes of the 2-core CPU: every run trains half as many steps as the main command (800 of 8
 # clips) on whole frames (no random crop), on the same videos and pretrained backbone.
 FULL = ["train.epochs=4", "data.augment.scale=[1.0,1.0]", "data.augment.ratio=[1.0,1.0]"]
 QUICK = [  # one seed, a quarter of the videos, fewer steps, a shorter image pretraining: a few minutes
