@@ -20,6 +20,7 @@ Typical use::
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -200,14 +201,14 @@ def write_action_videos(folder: str | os.PathLike[str], split: str, num_videos: 
     video is a pure function of its pair index, so the files are the same either way."""
     folder = Path(folder)
     (folder / split).mkdir(parents=True, exist_ok=True)
+    write_pair = functools.partial(_write_pair, folder, split, settings=settings, seed=seed)
     pairs = range(num_videos // 2)
     if workers > 0:
         # spawn, not fork: a child forked from a process whose OpenMP threads are running can deadlock in torch.
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            chunks = list(pool.map(_write_pair, *zip(*[(folder, split, p, settings, seed) for p in pairs]),
-                                   chunksize=16))
+            chunks = list(pool.map(write_pair, pairs, chunksize=16))
     else:
-        chunks = [_write_pair(folder, split, p, settings, seed) for p in pairs]
+        chunks = [write_pair(pair) for pair in pairs]
     list_file = folder / f"{split}.txt"
     list_file.write_text("".join(line for chunk in chunks for line in chunk), encoding="utf-8")
     return list_file
