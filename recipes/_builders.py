@@ -168,6 +168,16 @@ def _create_open_clip(config: ModelConfig, checkpoint: Path | None, load_weights
     return model.visual, source  # only the image tower is adapted; the text tower's memory goes
 
 
+def checkpoint_file(config: ModelConfig) -> Path | None:
+    """``model.checkpoint`` as a path (None when unset). Raises FileNotFoundError when it names no file."""
+    if config.checkpoint is None:
+        return None
+    checkpoint = Path(config.checkpoint)
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"model.checkpoint {checkpoint} does not exist")
+    return checkpoint
+
+
 def create_image_model(
     config: ModelConfig, weights_file: str | Path | None = None, load_weights: bool = True
 ) -> tuple[nn.Module, str]:
@@ -193,9 +203,10 @@ def create_image_model(
         model, _ = create_image_model(architecture, load_weights=False)
         load_image_weights(model, weights_file)
         return model, f"file {weights_file}"
-    checkpoint = None if config.checkpoint is None else Path(config.checkpoint)
-    if checkpoint is not None and load_weights and not checkpoint.is_file():
-        raise FileNotFoundError(f"model.checkpoint {checkpoint} does not exist")
+    if load_weights:
+        checkpoint = checkpoint_file(config)
+    else:  # shape-only builds never read the file
+        checkpoint = None if config.checkpoint is None else Path(config.checkpoint)
     create = _create_timm if config.source == "timm" else _create_open_clip
     return create(config, checkpoint, load_weights)
 
