@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import copy
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from adaptkit.data import ActionVideoSettings, build_frame_cache, generate_action_dataset
+from adaptkit.io import atomic_directory
 from recipes._data import load_split
 from recipes._builders import checkpoint_file
 from recipes._config import RecipeConfig, SplitConfig
@@ -45,18 +44,9 @@ def _frame_cache(config: RecipeConfig, root: Path) -> Path:
     records = [load_split(config.data, split, name).records for name, split in
                (("train", config.data.train), ("val", config.data.val))]
     # Built next to its final place, then renamed: a concurrent or interrupted build leaves no half cache.
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=root))
-    try:
-        build_frame_cache([r for split in records for r in split], staging,
-                          short_side=config.data.augment.resize_size, backend=config.data.decode_backend,
-                          progress=True, workers=min(2, os.cpu_count() or 1))
-        try:
-            staging.rename(folder)
-        except OSError:  # another process finished first: keep its copy
-            if not (folder / "index.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    atomic_directory(folder, lambda staging: build_frame_cache(
+        [r for split in records for r in split], staging, short_side=config.data.augment.resize_size,
+        backend=config.data.decode_backend, progress=True, workers=min(2, os.cpu_count() or 1)))
     return folder
 
 

@@ -26,14 +26,14 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
-import tempfile
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from adaptkit.io import atomic_directory
 
 from .encode import encode_video
 from .sampling import SegmentSampler
@@ -236,18 +236,12 @@ def generate_action_dataset(settings: ActionVideoSettings, cache_dir: str | os.P
     dataset = ActionDataset(root, root / "train.txt", root / "val.txt")
     if (root / "settings.json").is_file():
         return dataset
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}-", dir=root.parent))
-    try:
+
+    def build(staging: Path) -> None:
         write_action_videos(staging, "train", settings.train_videos, settings, settings.seed, workers)
         write_action_videos(staging, "val", settings.val_videos, settings, settings.seed + 1, workers)
         (staging / "classes.txt").write_text("\n".join(ACTION_CLASSES) + "\n", encoding="utf-8")
         (staging / "settings.json").write_text(json.dumps(dataclasses.asdict(settings), indent=2) + "\n")
-        try:
-            staging.rename(root)
-        except OSError:  # another process finished first: keep its copy
-            if not (root / "settings.json").is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+
+    atomic_directory(root, build)
     return dataset

@@ -1,0 +1,43 @@
+"""adaptkit.io: folders appear whole or not at all."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+
+from adaptkit.io import atomic_directory
+
+
+def test_atomic_directory_appears_complete_with_the_umask_mode(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_directory(tmp_path / "a" / "out", lambda d: (d / "x.txt").write_text("1"))
+    finally:
+        os.umask(old)
+    out = tmp_path / "a" / "out"
+    assert (out / "x.txt").read_text() == "1" and stat.S_IMODE(out.stat().st_mode) == 0o755
+    assert sorted(p.name for p in out.parent.iterdir()) == ["out"]  # no staging folder left
+
+
+def test_a_failed_build_leaves_nothing(tmp_path: Path) -> None:
+    def build(folder: Path) -> None:
+        (folder / "half.txt").write_text("half")
+        raise RuntimeError("interrupted")
+
+    with pytest.raises(RuntimeError, match="interrupted"):
+        atomic_directory(tmp_path / "out", build)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_copy_finished_first_by_another_process_is_kept(tmp_path: Path) -> None:
+    def build(folder: Path) -> None:
+        (folder / "mine.txt").write_text("mine")
+        (tmp_path / "out").mkdir()  # the other process renames its copy into place first
+        (tmp_path / "out" / "theirs.txt").write_text("theirs")
+
+    atomic_directory(tmp_path / "out", build)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["theirs.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
