@@ -14,6 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 
+def _umask() -> int:
+    umask = os.umask(0o022)  # reading the umask means setting it: put it straight back
+    os.umask(umask)
+    return umask
+
+
 def file_mode() -> int:
     """The mode ``open(path, "w")`` gives a new file under the current umask (0644 under umask 022)."""
     return 0o666 & ~_umask()
@@ -50,7 +56,7 @@ def atomic_directory(path: str | Path, build: Callable[[Path], None]) -> None:
     staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
     try:
         build(staging)
-        os.chmod(staging, file_mode() | (0o111 & ~_umask()))
+        os.chmod(staging, 0o777 & ~_umask())  # what mkdir gives; mkdtemp's is 0700
         try:
             staging.rename(path)
         except OSError:  # another process finished first
@@ -58,9 +64,3 @@ def atomic_directory(path: str | Path, build: Callable[[Path], None]) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
-
-
-def _umask() -> int:
-    umask = os.umask(0o022)
-    os.umask(umask)
-    return umask
