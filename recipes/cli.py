@@ -16,6 +16,7 @@ Any error is one line on stderr and exit status 2; ``--debug`` (anywhere on the 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import sys
 from collections.abc import Callable
@@ -26,6 +27,7 @@ from recipes._args import ArgumentParser, UsageError
 
 EXIT_ERROR = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, what a shell reports for a Unix tool whose reader left
 
 
 def _train(argv: list[str]) -> Any:
@@ -130,7 +132,8 @@ def one_line(error: BaseException) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run one command; returns the exit status (0, 2 on any error, 130 when interrupted)."""
+    """Run one command; returns the exit status (0, 2 on any error, 130 when interrupted, 141 when the reader of
+    stdout went away)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
@@ -160,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
             return exit_.code
         print(f"{prog}: error: {' '.join(str(exit_.code).split())}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        # The reader went away (`adaptkit ls | head`): stop quietly, as a Unix tool killed by SIGPIPE does. Python
+        # would report the failed flush of the rest at exit, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
     except Exception as error:  # noqa: BLE001 - the point: every error is one line unless --debug
         if debug:
             raise
