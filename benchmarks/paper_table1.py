@@ -151,7 +151,8 @@ def markdown(report: dict[str, Any]) -> str:
         " Reversal (%) | Train s |"
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for row in report["rows"]:
-        cells = [row["method"], f"`{row['strategy']}`", f"{row['lr']:g}", f"{row['params'] / 1e3:.0f}", f"{row['tunable'] / 1e3:.1f}",
+        cells = [row["method"], f"`{row['strategy']}`", f"{row['lr']:g}", f"{row['params'] / 1e3:.0f}",
+                 f"{row['tunable'] / 1e3:.1f}",
                  cell(row["top1_mean"], row["top1_std"])]
         if top5:
             cells.append(cell(row["top5_mean"], row["top5_std"]))
