@@ -26,6 +26,7 @@ import argparse
 import contextlib
 import copy
 import dataclasses
+import importlib.util
 import json
 import multiprocessing
 import os
@@ -216,6 +217,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--runs", type=Path, default=Path("runs/paper_table1"), help="folder for the run folders")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
     args = parser.parse_args(argv)
+    if importlib.util.find_spec("matplotlib") is None:  # say so now, not after 15 minutes of training
+        parser.exit(2, f"{parser.prog}: error: the figure needs matplotlib: pip install -e '.[bench]'\n")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     overrides = (QUICK if args.quick else FULL) + [f"train.device={args.device}", "data.num_workers=0",
                                                  "eval.num_workers=0"] + list(args.overrides)
