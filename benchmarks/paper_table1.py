@@ -255,9 +255,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         table = []
         for row in rows:
             runs = results[(row.method, 1.0)]
-            params, tunable = parameter_counts(run_config(config, row, 0, 1.0, args.runs / "count"), num_classes)
+            counted = run_config(config, row, 0, 1.0, args.runs / "count")
+            params, tunable = parameter_counts(counted, num_classes)
             table.append({"method": row.method, "strategy": row.strategy, "options": row_options(config, row),
-                          "lr": config.optim.lr if row.lr is None else row.lr,
+                          "lr": counted.optim.lr,
                           "params": params, "tunable": tunable, **summarise(runs, "top1"), **summarise(runs, "top5"),
                           **summarise(runs, "reversal"),
                           "train_seconds": round(statistics.fmean(r["seconds"] for r in runs), 1),

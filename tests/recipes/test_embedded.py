@@ -117,8 +117,7 @@ def test_predict_reads_a_generated_video_of_a_length_unseen_in_training(trained,
     assert f"read 1 clip of 4 frames (segment sampling), frames {first}-{last} of 300" in out
     assert first < 300 / 4 and last > 300 * 3 / 4
     assert label == ACTION_CLASSES.index("Turning something clockwise")
-    # Whether the prediction is right is measured where the model is trained for real: the README's main command
-    # and benchmarks/paper_table1.py (top-1 on held-out videos of many lengths).
+    # Whether the prediction is right needs a model trained for real: the next test.
 
 
 @pytest.fixture(scope="module")
