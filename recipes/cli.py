@@ -134,6 +134,16 @@ def one_line(error: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0, 2 on any error, 130 when interrupted, 141 when the reader of
     stdout went away)."""
+    try:
+        return _run(argv)
+    except BrokenPipeError:
+        # The reader went away (`adaptkit ls | head`): stop quietly, as a Unix tool killed by SIGPIPE does. Python
+        # would report the failed flush of the rest at exit, so stdout goes to /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _run(argv: list[str] | None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
     argv = [arg for arg in argv if arg != "--debug"]
@@ -164,10 +174,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{prog}: error: {' '.join(str(exit_.code).split())}", file=sys.stderr)
         return EXIT_ERROR
     except BrokenPipeError:
-        # The reader went away (`adaptkit ls | head`): stop quietly, as a Unix tool killed by SIGPIPE does. Python
-        # would report the failed flush of the rest at exit, so stdout goes to /dev/null first.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_BROKEN_PIPE
+        raise  # not the command's error: main() stops quietly
     except Exception as error:  # noqa: BLE001 - the point: every error is one line unless --debug
         if debug:
             raise
