@@ -131,6 +131,7 @@ def learned(tmp_path_factory) -> Path:
     return tmp_path / "run" / "final"
 
 
+@pytest.mark.slow
 def test_predict_names_the_action_of_videos_longer_than_any_in_training(learned, tmp_path) -> None:
     from benchmarks import long_videos
 
