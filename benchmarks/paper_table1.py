@@ -3,6 +3,7 @@
     python -m benchmarks.paper_table1            # 3 seeds, 42 runs, 2 at a time
     python -m benchmarks.paper_table1 --quick    # 1 seed, fewer videos and steps, a few minutes
     python -m benchmarks.paper_table1 --device cuda
+    python -m benchmarks.paper_table1 --strategies timesformer --lr 2e-4 --seeds 0 --fractions 1   # one lr of a sweep
 
 Every row is the default config (``recipes/configs/embedded_actions.yaml``: a small ViT pretrained on generated
 still images, adapted to generated action videos whose classes come in time-reversed pairs) with another strategy,
@@ -215,10 +216,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (default 2: one per core of the CI CPU)")
     parser.add_argument("--output", type=Path, default=RESULTS, help="folder for paper_table1.{json,md,png}")
     parser.add_argument("--runs", type=Path, default=Path("runs/paper_table1"), help="folder for the run folders")
+    parser.add_argument("--strategies", nargs="+", metavar="STRATEGY",
+                        help="only the rows of these strategies (default: every row)")
+    parser.add_argument("--lr", type=float, help="this AdamW lr for every run, the rows' own included (lr sweeps)")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value for every run")
     args = parser.parse_args(argv)
     if importlib.util.find_spec("matplotlib") is None:  # say so now, not after 15 minutes of training
         parser.exit(2, f"{parser.prog}: error: the figure needs matplotlib: pip install -e '.[bench]'\n")
+    rows = list(ROWS) + [r for r in EXTRA_ROWS if r.strategy in list_strategies()]
+    rows = [dataclasses.replace(r, lr=args.lr or r.lr) for r in rows
+            if args.strategies is None or r.strategy in args.strategies]
+    if not rows:
+        parser.error(f"no row has a strategy in {args.strategies}; rows' strategies: "
+                     f"{', '.join(dict.fromkeys(r.strategy for r in ROWS + EXTRA_ROWS))}")
     seeds = args.seeds or ([0] if args.quick else [0, 1, 2])
     overrides = (QUICK if args.quick else FULL) + [f"train.device={args.device}", "data.num_workers=0",
                                                  "eval.num_workers=0"] + list(args.overrides)
@@ -227,7 +237,6 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     try:
         config, prepared = prepare(load_config(args.config, overrides), world.device)
         num_classes = len(config.data.options["classes"])
-        rows = list(ROWS) + [r for r in EXTRA_ROWS if r.strategy in list_strategies()]
         fractions = sorted(set(args.fractions) | {1.0})
         jobs = [(row, seed, 1.0) for row in rows for seed in seeds]
         jobs += [(row, seed, fraction) for row in rows if row.method in FIGURE3_STRATEGIES

@@ -169,3 +169,18 @@ def test_miniature_paper_table1_writes_table_json_and_figure(tmp_path) -> None:
     # the pairs (None: no video was predicted in its pair by this barely trained model).
     for row in data["rows"][:2]:
         assert all(value in (None, 50.0) for value in row["reversal_per_seed"]), row
+
+
+def test_paper_table1_runs_chosen_rows_at_one_lr_for_sweeps(tmp_path, capsys) -> None:
+    from benchmarks import paper_table1
+
+    output = tmp_path / "results"
+    report = paper_table1.main(["--strategies", "timesformer", "--lr", "1e-3", "--seeds", "0", "--fractions", "1",
+                                "--jobs", "1", "--output", str(output), "--runs", str(tmp_path / "runs"),
+                                *tiny_embedded(tmp_path)])
+    assert [(r["strategy"], r["lr"]) for r in report["rows"]] == [("timesformer", 1e-3)]
+    assert [(p["strategy"], p["fraction"]) for p in report["data_efficiency"]] == [
+        ("Finetuned space-time (TimeSformer)", 1.0)]
+    with pytest.raises(SystemExit) as exit_:
+        paper_table1.main(["--strategies", "no-such-strategy", "--output", str(output)])
+    assert exit_.value.code == 2 and "rows' strategies: linear-probe, space-only" in capsys.readouterr().err
