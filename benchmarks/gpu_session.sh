@@ -5,9 +5,10 @@
 #
 # Made for a machine that cannot reach PyPI: packages it lacks (open_clip_torch, av, omegaconf, antlr4, ftfy,
 # wcwidth) may be carried as wheels in .whl/ and are installed into /tmp/site. Every step has its own time limit and
-# its benchmark writes JSON as it goes, so one failing or slow step loses nothing else. The limits add up to 13
-# minutes; drop the lowest-priority steps or rows (--rows, --compile) to fit a shorter session. Without a CUDA device it is a dry run: every step runs on the CPU with tiny sizes
-# (numbers meaningless; the CUDA tests skip), which checks the script end to end.
+# its benchmark writes JSON as it goes, so one failing or slow step loses nothing else. The limits add up to 14
+# minutes and a real run ends well under them; drop the lowest-priority steps or rows (--rows, --compile) to fit a
+# shorter session. Without a CUDA device it is a dry run: every step runs on the CPU with tiny sizes (numbers
+# meaningless; the CUDA tests skip; the kernels run through Triton's interpreter), which checks the script end to end.
 set -u
 cd "$(dirname "$0")/.."
 out=$(realpath -m "${1:-${OUT:-benchmarks/results/gpu}}")
@@ -34,26 +35,39 @@ step() {  # step NAME SECONDS COMMAND...: run it under a time limit, log it, rec
 } | tee "$out/steps.txt"
 
 if python3 -c "import torch, sys; sys.exit(not torch.cuda.is_available())"; then
-  dev=(--device cuda); tiny=(); profile_args=(--device cuda)
+  dev=(--device cuda); tiny=(); profile_args=(--device cuda); kernel_args=(--device cuda); interpret=()
 else
   echo "DRY RUN: no CUDA device; every step runs on the CPU with tiny sizes, its numbers mean nothing" | tee -a "$out/steps.txt"
   dev=(--device cpu --protocol gpu --model vit_tiny_patch16_224 --steps 1 --warmup 1 --matmul-size 256 --compile '')
   tiny=(--image-size 32 --frames 4 --batch 2 --inference-batch 2)
   profile_args=(--device cpu --image-size 32 --frames 4 --batch 1 --steps 1 --warmup 1 --no-compile)
+  kernel_args=(--device cpu --batch 1 --frames 4 --tokens 3 --heads 2 --head-dim 16 --repeats 1 --warmup 0
+               --copy-mib 1)
+  interpret=(env TRITON_INTERPRET=1)
 fi
 
-# 1. Issue 7: AIM's inference clips/s vs the plain image model, batch 32, bf16, eager and compiled (never measured).
+# 1. Issue 7: the two kernel designs and their tile sizes on attention over frames alone, each checked against
+#    float64 before it is timed (the tiled design has never run on a GPU), and the PyTorch paths;
+#    without a bias (ViT, open_clip) and with one (Swin's relative temporal bias).
+step kernels 90 "${interpret[@]}" python3 -m benchmarks.frame_attention "${kernel_args[@]}" \
+  --out "$out/frame_attention_cuda.json"
+step kernels_bias 60 "${interpret[@]}" python3 -m benchmarks.frame_attention "${kernel_args[@]}" --bias \
+  --out "$out/frame_attention_bias_cuda.json"
+# 2. Issue 7: AIM's inference clips/s (both kernels) vs the plain image model, batch 32, bf16, eager and compiled.
 step inference 150 python3 -m benchmarks.train_cost "${dev[@]}" "${tiny[@]}" --inference-only \
   --out "$out/inference_cuda.json"
-# 2. Correctness on the GPU: the Triton frame-attention kernel vs the PyTorch path, compile, bf16 training step.
+# 3. Correctness on the GPU: the Triton frame-attention kernel vs the PyTorch path, compile, bf16 training step.
 step cuda_tests 180 python3 -m pytest -q -p no:cacheprovider -m cuda tests
-# 3. Issue 7: training cost (eager/compiled step, MFU, peak memory) of every row, the recomputation modes included
-#    (aim = the default, which recomputes the adapters' cheap parts; aim checkpointing=none keeps everything).
+# 4. Issue 7: training cost (eager/compiled step, MFU, peak memory) of every row, the recomputation modes included
+#    (aim = the default, which recomputes the adapters' cheap parts; aim checkpointing=none keeps everything;
+#    aim kernel=tiled / kernel=pytorch: the other attention-over-frames implementations).
 step train_cost 330 python3 -m benchmarks.train_cost "${dev[@]}" "${tiny[@]}" --no-inference \
   --out "$out/train_cost_cuda.json"
-# 4. Issue 7: where the compiled AIM step's GPU time goes (top 15 kernels), printed last.
+# 5. Issue 7: where the compiled AIM step's GPU time goes (top 15 kernels), printed last.
 step profile 120 python3 -m benchmarks.profile_step "${profile_args[@]}" --out "$out/profile_aim_compiled.txt"
-# 5. Issue 8: the embedded default's outcome in bf16 and compiled (a checkout of it, with its generated videos and
+step profile_tiled 90 python3 -m benchmarks.profile_step "${profile_args[@]}" --row "aim kernel=tiled" \
+  --out "$out/profile_aim_tiled_compiled.txt"
+# 6. Issue 8: the embedded default's outcome in bf16 and compiled (a checkout of it, with its generated videos and
 #    pretrained backbone cached, may be carried in .emb/).
 if [ -d .emb ] && [ ${#tiny[@]} -eq 0 ]; then
   for variant in "train.precision=bf16" "train.precision=bf16 model.compile=true"; do
@@ -65,6 +79,9 @@ fi
 echo
 cat "$out/steps.txt"
 grep -hE "^\|" "$log" | tail -n 40
+grep -hA14 "^row .*fwd ms" "$log" | tail -n 30
 grep -hE "^(train|inference) |^summary:" "$log" | tail -n 20
 grep -iE "top-1|top1" "$log" | tail -n 12
-echo; cat "$out/profile_aim_compiled.txt" 2>/dev/null || echo "profile: no table (see $log)"
+for table in profile_aim_tiled_compiled profile_aim_compiled; do
+  echo; cat "$out/$table.txt" 2>/dev/null || echo "$table: no table (see $log)"
+done

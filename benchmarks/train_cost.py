@@ -32,6 +32,7 @@ import timm
 import torch
 
 import adaptkit
+from adaptkit.layers import set_frame_attention_kernel
 from benchmarks.saved_memory import saved_tensors
 
 GIB = 2**30
@@ -40,12 +41,13 @@ RESULTS = Path(__file__).parent / "results"
 
 @dataclasses.dataclass(frozen=True)
 class Setting:
-    """One row: a strategy with options, and a gradient-checkpointing mode."""
+    """One row: a strategy with options, a gradient-checkpointing mode, and how attention over frames runs on CUDA."""
 
     label: str
     strategy: str
     options: dict = dataclasses.field(default_factory=dict)
     checkpointing: bool | str = False
+    frame_kernel: str = "per-frame"
 
 
 SETTINGS = {
@@ -60,6 +62,8 @@ SETTINGS = {
         Setting("aim checkpointing=none", "aim", checkpointing="none"),
         Setting("aim checkpointing=temporal", "aim", checkpointing="temporal"),
         Setting("aim checkpointing=True", "aim", checkpointing=True),
+        Setting("aim kernel=tiled", "aim", frame_kernel="tiled"),
+        Setting("aim kernel=pytorch", "aim", frame_kernel="pytorch"),
     ]
 }
 CPU_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim checkpointing=none", "aim temporal=False", "timesformer"]
@@ -69,7 +73,12 @@ MEMORY_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim checkpointing=n
 
 def build(setting: Setting, device: str, image_size: int, frames: int,
           model: str = "vit_base_patch16_clip_224") -> adaptkit.VideoModel:
-    """A seeded ViT with random weights, injected per ``setting``, in train mode."""
+    """A seeded ViT with random weights, injected per ``setting``, in train mode.
+
+    Also sets the process-wide attention-over-frames implementation to the row's (CUDA only; CPUs always
+    take the PyTorch path).
+    """
+    set_frame_attention_kernel(setting.frame_kernel)
     torch.manual_seed(0)
     with torch.device(device):
         image_model = timm.create_model(model, img_size=image_size)

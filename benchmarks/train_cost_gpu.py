@@ -36,11 +36,12 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.train_cost import GIB, RESULTS, SETTINGS, build
 
-TRAIN_ROWS = ["aim", "aim temporal=False", "timesformer", "aim checkpointing=none", "space-only", "linear-probe",
-              "aim checkpointing=temporal", "aim checkpointing=True"]
-# The goals compare the first two; "none" shows what recomputing AIM's cheap parts costs once compiled.
-COMPILED_ROWS = ["aim", "aim temporal=False", "aim checkpointing=none"]
-INFERENCE_ROWS = {"aim": "aim", "image model": "linear-probe"}
+TRAIN_ROWS = ["aim", "aim temporal=False", "aim kernel=tiled", "timesformer", "aim checkpointing=none", "space-only",
+              "linear-probe", "aim kernel=pytorch", "aim checkpointing=temporal", "aim checkpointing=True"]
+# The goals compare the first two; "kernel=tiled" is the other Triton design (the faster becomes the default);
+# "none" shows what recomputing AIM's cheap parts costs once compiled.
+COMPILED_ROWS = ["aim", "aim temporal=False", "aim kernel=tiled", "aim checkpointing=none"]
+INFERENCE_ROWS = {"aim": "aim", "aim kernel=tiled": "aim kernel=tiled", "image model": "linear-probe"}
 
 
 def _sync(device: str) -> None:
@@ -152,10 +153,12 @@ def summary(result: dict) -> dict:
             return None
         return round(a[key] / b[key_b or key], 3)
 
-    aim, no_temporal = train.get("aim"), train.get("aim temporal=False")
+    aim, no_temporal, tiled = train.get("aim"), train.get("aim temporal=False"), train.get("aim kernel=tiled")
     return {
         "aim_step_vs_temporal_false_compiled": ratio(aim, no_temporal, "step_ms_compiled"),
         "aim_step_vs_temporal_false_eager": ratio(aim, no_temporal, "step_ms_eager"),
+        "aim_tiled_step_vs_temporal_false_compiled": ratio(tiled, no_temporal, "step_ms_compiled"),
+        "aim_tiled_step_vs_temporal_false_eager": ratio(tiled, no_temporal, "step_ms_eager"),
         "aim_peak_vs_timesformer_eager": ratio(aim, train.get("timesformer"), "peak_gib_eager"),
         "aim_checkpointing_none_peak_vs_timesformer_eager": ratio(train.get("aim checkpointing=none"),
                                                                   train.get("timesformer"), "peak_gib_eager"),
@@ -164,6 +167,8 @@ def summary(result: dict) -> dict:
         "aim_inference_vs_image_model_eager": ratio(infer.get("aim"), infer.get("image model"), "clips_per_s_eager"),
         "aim_inference_vs_image_model_compiled": ratio(infer.get("aim"), infer.get("image model"),
                                                        "clips_per_s_compiled"),
+        "aim_tiled_inference_vs_image_model_compiled": ratio(infer.get("aim kernel=tiled"), infer.get("image model"),
+                                                             "clips_per_s_compiled"),
     }
 
 

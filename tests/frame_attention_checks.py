@@ -45,13 +45,17 @@ def _outputs_and_gradients(fn, packed, bias, weights):
     return out, grads
 
 
-def check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device) -> None:
+def check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device,
+                            kernel="per-frame", block_rows=0) -> None:
     """Output and gradients of q/k/v and of the bias, kernel vs the float64 PyTorch path."""
     packed, bias = make_inputs(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device)
     scale = head_dim**-0.5
     weights = torch.randn(batch, frames, tokens, heads, head_dim, device=device)
-    out, grads = _outputs_and_gradients(lambda p, b: frame_attention_triton.frame_attention(p, b, scale),
-                                        packed, bias, weights)
+
+    def run_kernel(p, b):
+        return frame_attention_triton.frame_attention(p, b, scale, kernel, block_rows=block_rows)
+
+    out, grads = _outputs_and_gradients(run_kernel, packed, bias, weights)
     packed64 = packed.detach().double().requires_grad_(True)
     bias64 = None if bias is None else bias.detach().double().requires_grad_(True)
     expected, expected_grads = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, b, scale),
@@ -64,7 +68,7 @@ def check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, s
         torch.testing.assert_close(grad.double() / size, expected_grad / size, **TOLERANCE[dtype])
 
 
-def check_saved_for_backward(device) -> None:
+def check_saved_for_backward(device, kernel="per-frame") -> None:
     """Autograd keeps q/k/v, the bias and the log-sum-exp; not the output (the backward recomputes)."""
     packed, bias = make_inputs(2, 4, 3, 2, 8, True, False, torch.float32, device)
     saved: list[torch.Tensor] = []
@@ -74,7 +78,7 @@ def check_saved_for_backward(device) -> None:
         return t
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        frame_attention_triton.frame_attention(packed, bias, 0.3)
+        frame_attention_triton.frame_attention(packed, bias, 0.3, kernel)
     assert sorted(tuple(t.shape) for t in saved) == sorted([tuple(packed.shape), tuple(bias.shape), (2, 4, 3, 2)])
 
 
@@ -82,9 +86,13 @@ def check_saved_for_backward(device) -> None:
 @given(
     batch=st.integers(1, 2), frames=st.integers(1, 6), tokens=st.integers(1, 5), heads=st.integers(1, 2),
     head_dim=st.sampled_from([4, 8, 12]), with_bias=st.booleans(), strided=st.booleans(),
+    kernel=st.sampled_from(frame_attention_triton.KERNELS),
+    block_rows=st.sampled_from([0, 16]),  # 16: two or more blocks of token positions per clip, the last partial
 )
-def check_random_small_shapes_on_cpu(batch, frames, tokens, heads, head_dim, with_bias, strided) -> None:
-    check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, torch.float32, "cpu")
+def check_random_small_shapes_on_cpu(batch, frames, tokens, heads, head_dim, with_bias, strided, kernel,
+                                     block_rows) -> None:
+    check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, torch.float32, "cpu",
+                            kernel, block_rows)
 
 
 def main() -> None:
@@ -92,10 +100,15 @@ def main() -> None:
 
     from adaptkit.layers import frame_attention_kernels
 
-    for kernel in (frame_attention_kernels.forward_kernel, frame_attention_kernels.backward_kernel):
-        assert isinstance(kernel, InterpretedFunction), f"{kernel} is not run by Triton's interpreter"
+    for name in ("per_frame_forward_kernel", "per_frame_backward_kernel", "tiled_forward_kernel",
+                 "tiled_backward_kernel"):
+        assert isinstance(getattr(frame_attention_kernels, name), InterpretedFunction), f"{name} is not interpreted"
     check_random_small_shapes_on_cpu()
-    check_saved_for_backward("cpu")
+    for kernel in frame_attention_triton.KERNELS:
+        check_saved_for_backward("cpu", kernel)
+        # Every kernel on each edge: one frame, a partial last block, a bias, strided inputs, several blocks.
+        check_against_reference(1, 1, 3, 1, 8, True, True, torch.float32, "cpu", kernel, 16)
+        check_against_reference(2, 6, 5, 2, 12, True, True, torch.float32, "cpu", kernel, 16)
     print("interpreted kernels: all checks passed")
 
 

@@ -131,14 +131,20 @@ def _loss_and_grads(model, vm, video):
 
 @CUDA
 @pytest.mark.cuda
+@pytest.mark.parametrize("kernel", ["per-frame", "tiled"])
 @pytest.mark.parametrize("backbone", ["timm_vit", "open_clip_tower", "swin"])
-def test_cuda_frame_attention_kernel_matches_the_cpu_path_in_a_training_step(backbone, monkeypatch):
-    """AIM on CUDA (Triton kernel for attention over frames) vs on CPU (PyTorch path), float32.
+def test_cuda_frame_attention_kernel_matches_the_cpu_path_in_a_training_step(backbone, kernel, monkeypatch, request):
+    """AIM on CUDA (each Triton kernel for attention over frames) vs on CPU (PyTorch path), float32.
 
     Swin brings the relative temporal bias and its gradient. Tolerance 1e-4: float32 throughout
     (TF32 off), only summation orders differ.
     """
     from torch.utils.flop_counter import FlopCounterMode
+
+    from adaptkit.layers import set_frame_attention_kernel
+
+    previous = set_frame_attention_kernel(kernel)
+    request.addfinalizer(lambda: set_frame_attention_kernel(previous))
 
     monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
     monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)

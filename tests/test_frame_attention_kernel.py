@@ -18,7 +18,8 @@ pytest.importorskip("triton", reason="needs Triton")
 
 import frame_attention_checks as checks  # noqa: E402
 from adaptkit.layers import frame_attention_triton  # noqa: E402
-from adaptkit.layers.attention import attend_frames  # noqa: E402
+from adaptkit.layers import set_frame_attention_kernel  # noqa: E402
+from adaptkit.layers.attention import attend_frames, frame_attention_reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
@@ -42,38 +43,88 @@ def test_the_kernels_apply_only_on_cuda_to_short_clips_in_float_types():
         assert not frame_attention_triton.supports(torch.randn(1, 65, 2, 3, 2, 8, device="cuda"))
 
 
+def test_an_unknown_kernel_or_tile_size_is_refused_in_one_line():
+    packed = torch.randn(1, 4, 2, 3, 2, 8)
+    with pytest.raises(ValueError, match="unknown frame-attention kernel 'flash'; expected one of per-frame, tiled"):
+        frame_attention_triton.frame_attention(packed, None, 0.3, "flash")
+    with pytest.raises(ValueError, match="block_rows must be a power of two"):
+        frame_attention_triton.frame_attention(packed, None, 0.3, "tiled", block_rows=48)
+    with pytest.raises(ValueError, match="expected one of per-frame, tiled, pytorch"):
+        set_frame_attention_kernel("tiled ")
+
+
+def test_the_kernel_choice_is_global_and_returns_the_previous_one():
+    previous = set_frame_attention_kernel("tiled")
+    try:
+        assert previous == "per-frame"  # the default
+        assert set_frame_attention_kernel("pytorch") == "tiled"
+        qkv = torch.randn(2 * 4, 3, 3, 2, 8, dtype=torch.float64)
+        out = attend_frames(qkv, 4, scale=0.3)  # CPU: always the PyTorch path, whatever the choice
+        expected = frame_attention_reference(qkv.reshape(2, 4, 3, 3, 2, 8), None, 0.3).reshape(8, 3, 16)
+        torch.testing.assert_close(out, expected, rtol=0, atol=0)
+    finally:
+        set_frame_attention_kernel(previous)
+
+
 @CUDA
 @pytest.mark.cuda
+@pytest.mark.parametrize("kernel", frame_attention_triton.KERNELS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("frames, head_dim", [(8, 64), (16, 32), (32, 128), (5, 48)])
-def test_cuda_kernels_match_the_pytorch_path(dtype, frames, head_dim):
-    checks.check_against_reference(2, frames, 197, 3, head_dim, True, False, dtype, "cuda")
+def test_cuda_kernels_match_the_pytorch_path(kernel, dtype, frames, head_dim):
+    checks.check_against_reference(2, frames, 197, 3, head_dim, True, False, dtype, "cuda", kernel)
 
 
 @CUDA
 @pytest.mark.cuda
-@pytest.mark.parametrize("with_bias, strided", [(False, True), (True, True)])
-def test_cuda_kernels_read_strided_inputs(with_bias, strided):
-    checks.check_against_reference(3, 8, 50, 2, 64, with_bias, strided, torch.float32, "cuda")
+@pytest.mark.parametrize("kernel", frame_attention_triton.KERNELS)
+@pytest.mark.parametrize("with_bias, strided, block_rows", [(False, True, 0), (True, True, 0), (True, True, 128)])
+def test_cuda_kernels_read_strided_inputs(kernel, with_bias, strided, block_rows):
+    checks.check_against_reference(3, 8, 50, 2, 64, with_bias, strided, torch.float32, "cuda", kernel, block_rows)
 
 
 @CUDA
 @pytest.mark.cuda
-def test_cuda_kernels_keep_only_what_backward_needs():
-    checks.check_saved_for_backward("cuda")
+@pytest.mark.parametrize("kernel", frame_attention_triton.KERNELS)
+def test_cuda_kernels_keep_only_what_backward_needs(kernel):
+    checks.check_saved_for_backward("cuda", kernel)
 
 
 @CUDA
 @pytest.mark.cuda
-def test_cuda_attend_frames_compiles_as_one_graph_through_the_kernels():
+@pytest.mark.parametrize("kernel", frame_attention_triton.KERNELS)
+def test_cuda_attend_frames_compiles_as_one_graph_through_the_kernels(kernel):
     qkv = torch.randn(2 * 8, 197, 3, 12, 64, device="cuda", dtype=torch.bfloat16, requires_grad=True)
     bias = torch.randn(12, 8, 8, device="cuda", requires_grad=True)
 
     def fn(qkv: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
         return attend_frames(qkv, 8, scale=0.125, bias=bias)
 
-    eager = fn(qkv, bias)
-    compiled = torch.compile(fn, fullgraph=True)(qkv, bias)
-    torch.testing.assert_close(compiled, eager, atol=1e-2, rtol=1e-2)
-    compiled.float().sum().backward()
-    assert torch.isfinite(qkv.grad).all() and torch.isfinite(bias.grad).all()
+    previous = set_frame_attention_kernel(kernel)
+    try:
+        torch._dynamo.reset()
+        eager = fn(qkv, bias)
+        compiled = torch.compile(fn, fullgraph=True)(qkv, bias)
+        torch.testing.assert_close(compiled, eager, atol=1e-2, rtol=1e-2)
+        compiled.float().sum().backward()
+        assert torch.isfinite(qkv.grad).all() and torch.isfinite(bias.grad).all()
+    finally:
+        set_frame_attention_kernel(previous)
+
+
+def test_the_kernel_benchmark_checks_and_times_every_row(tmp_path):
+    """``benchmarks.frame_attention`` end to end, its kernel rows run by Triton's interpreter at a tiny size."""
+    import json
+
+    out = tmp_path / "frame_attention.json"
+    env = {**os.environ, "TRITON_INTERPRET": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, "-m", "benchmarks.frame_attention", "--device", "cpu", "--batch", "1", "--frames", "3",
+               "--tokens", "3", "--heads", "1", "--head-dim", "16", "--repeats", "1", "--warmup", "0", "--copy-mib",
+               "1", "--bias", "--out", str(out)]
+    result = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {"pytorch regrouped", "pytorch strided", "per-frame", "tiled"} <= set(rows)
+    for label, row in rows.items():
+        assert row["max_rel_error_vs_fp64"] < 1e-4 and "wrong" not in row and "error" not in row, label
+        assert row["forward_ms"] > 0 and row["forward_backward_ms"] > 0 and row["forward_backward_gb_per_s"] >= 0, label

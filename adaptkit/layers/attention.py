@@ -15,7 +15,8 @@ Attention over frames picks its implementation by device. On CUDA, with Triton, 
 kernel (forward and backward, a ``torch.library.triton_op`` that ``torch.compile`` traces into:
 :mod:`adaptkit.layers.frame_attention_triton`) reads q/k/v in place. Elsewhere (CPU, attention
 dropout) the tokens are regrouped into (B*N, T, D) sequences for ``scaled_dot_product_attention``,
-which measured faster on CPU than attending on frame-folded views.
+which measured faster on CPU than attending on frame-folded views. :func:`set_frame_attention_kernel`
+chooses the CUDA implementation (for benchmarks: the kernels' two designs, or the PyTorch path).
 """
 
 from __future__ import annotations
@@ -33,6 +34,33 @@ try:  # Triton is optional: without it (or off CUDA) attention over frames takes
     from adaptkit.layers import frame_attention_triton as _kernel
 except ImportError:  # pragma: no cover - depends on the installation
     _kernel = None
+
+FRAME_ATTENTION_KERNELS = ("per-frame", "tiled", "pytorch")
+_frame_kernel = "per-frame"  # read when a graph is traced: torch.compile guards on it
+
+
+def set_frame_attention_kernel(kernel: str) -> str:
+    """Choose how attention over frames runs on CUDA, for every model; returns the previous choice.
+
+    Args:
+        kernel: ``"per-frame"`` (the default: the Triton kernel that loops over key frames, measured on an H200),
+            ``"tiled"`` (the Triton kernel on block-diagonal tensor-core tiles) or ``"pytorch"`` (regrouped
+            sequences and ``scaled_dot_product_attention``, the path CPUs always take). Outputs agree within
+            float rounding; only speed differs.
+
+    Raises:
+        ValueError: for any other name.
+    """
+    global _frame_kernel
+    if kernel not in FRAME_ATTENTION_KERNELS:
+        raise ValueError(f"unknown frame-attention kernel {kernel!r}; expected one of "
+                         f"{', '.join(FRAME_ATTENTION_KERNELS)}")
+    previous, _frame_kernel = _frame_kernel, kernel
+    return previous
+
+
+def _use_kernel(x: torch.Tensor, dropout: float) -> bool:
+    return _kernel is not None and _frame_kernel != "pytorch" and x.is_cuda and dropout == 0.0
 
 
 class AttentionProjections(NamedTuple):
@@ -91,7 +119,7 @@ def frame_self_attention(
     Returns:
         (B*T, *tokens, D), frame-folded like ``x``.
     """
-    kernel = _kernel is not None and x.is_cuda and projections.dropout == 0.0
+    kernel = _use_kernel(x, projections.dropout)
     tokens = x.flatten(1, -2)  # (B*T, N, D), a view
     positions = tokens.shape[1]
     if not kernel:
@@ -154,8 +182,8 @@ def attend_frames(
     tokens = math.prod(lead[1:])
     # (B*T, *tokens, 3, heads, d) -> (B, T, N, 3, heads, d): a view of the projection's output.
     packed = qkv.reshape(-1, num_frames, tokens, three, heads, dim)
-    if _kernel is not None and dropout_p == 0.0 and _kernel.supports(packed):
-        out = _kernel.frame_attention(packed, bias, scale)  # (B, T, N, heads, d), written frame-folded
+    if _use_kernel(packed, dropout_p) and _kernel.supports(packed):
+        out = _kernel.frame_attention(packed, bias, scale, _frame_kernel)  # (B, T, N, heads, d), frame-folded
     else:
         out = frame_attention_reference(packed, bias, scale, dropout_p)
     return out.reshape(*lead, heads * dim)

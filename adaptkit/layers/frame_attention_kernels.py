@@ -1,4 +1,8 @@
-"""The Triton kernels behind :mod:`adaptkit.layers.frame_attention_triton` (see there for the design).
+"""The Triton kernels behind :mod:`adaptkit.layers.frame_attention_triton` (see there for the design), two designs:
+
+- ``per_frame_*``: a (BLOCK_N, T, d) query tile in registers and a loop over key frames with an online softmax,
+  every product a broadcast and reduction on CUDA cores;
+- ``tiled_*``: BLOCK_N token positions' frames as one block-diagonal score tile on tensor cores.
 
 Kept in their own module because ``@triton.jit`` decides at import time whether a kernel is
 compiled for the GPU or run by Triton's interpreter (``TRITON_INTERPRET=1``): tests reload this
@@ -10,7 +14,7 @@ import triton.language as tl
 
 
 @triton.jit
-def forward_kernel(
+def per_frame_forward_kernel(
     qkv_ptr, bias_ptr, out_ptr, lse_ptr,
     s_b, s_t, s_n, s_c, s_h, s_d,  # packed q/k/v (B, T, N, 3, heads, d); s_c steps from q to k to v
     sb_h, sb_i, sb_j,  # bias (heads, T, T)
@@ -59,7 +63,7 @@ def forward_kernel(
 
 
 @triton.jit
-def backward_kernel(
+def per_frame_backward_kernel(
     qkv_ptr, bias_ptr, grad_out_ptr, lse_ptr, grad_qkv_ptr, grad_bias_ptr,
     s_b, s_t, s_n, s_c, s_h, s_d,  # packed q/k/v
     sb_h, sb_i, sb_j,  # bias
@@ -123,3 +127,115 @@ def backward_kernel(
             tl.store(grad_bias_ptr + pid * sp_p + h * sp_h + t * sp_i + j, tl.sum(grad_s, axis=0), mask=t_ok)
     q_offsets = n[:, None, None] * sq_n + t[None, :, None] * sq_t + d[None, None, :]
     tl.store(grad_base + q_offsets, (grad_q * scale).to(grad_qkv_ptr.dtype.element_ty), mask=tile_mask)
+
+
+# The tiled kernels: one program attends BLOCK_N token positions of one clip and one head as a single
+# (BLOCK_N*BLOCK_T, BLOCK_N*BLOCK_T) score tile on tensor cores (tl.dot), masked to its block diagonal: row
+# r = (position r // BLOCK_T, frame r % BLOCK_T) attends only to the rows of its own position. The dots do BLOCK_N
+# times the useful arithmetic, which is still negligible next to the memory traffic; in exchange q, k and v are
+# each read once as a whole tile (no per-frame loop of small loads) and the reductions are the dots'.
+
+
+@triton.jit
+def _tile_rows(pid, num_tokens, num_frames, head_dim,
+               BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
+    """Clip, token position, frame and channel indices of one program's rows, and which rows and keys are real."""
+    blocks_per_clip = tl.cdiv(num_tokens, BLOCK_N)
+    b = (pid // blocks_per_clip).to(tl.int64)
+    r = tl.arange(0, BLOCK_N * BLOCK_T)
+    position = r // BLOCK_T  # within the block
+    n = (pid % blocks_per_clip) * BLOCK_N + position
+    t = r % BLOCK_T
+    d = tl.arange(0, BLOCK_D)
+    rows_ok = (n < num_tokens) & (t < num_frames)
+    # Keys a row attends to: its own position's real frames. Every row keeps at least one key, so that no
+    # weight is NaN (the backward's dot products mix rows); rows that are not real are never stored.
+    keys_ok = (position[:, None] == position[None, :]) & (t < num_frames)[None, :]
+    return b, n, t, d, rows_ok, keys_ok
+
+
+@triton.jit
+def _tile_scores(q, k, bias_ptr, h, t, keys_ok, num_frames, sb_h, sb_i, sb_j,
+                 scale: tl.constexpr, HAS_BIAS: tl.constexpr, PRECISION: tl.constexpr):
+    """scale * q k^T + bias over the block diagonal, -inf elsewhere: (rows, rows) float32."""
+    s = tl.dot(q, tl.trans(k), input_precision=PRECISION) * scale
+    if HAS_BIAS:  # gathered on the diagonal blocks' real frames only (masked lanes load nothing)
+        bias_mask = keys_ok & (t < num_frames)[:, None]
+        s += tl.load(bias_ptr + h * sb_h + t[:, None] * sb_i + t[None, :] * sb_j, mask=bias_mask, other=0.0)
+    return tl.where(keys_ok, s, float("-inf"))
+
+
+@triton.jit
+def tiled_forward_kernel(
+    qkv_ptr, bias_ptr, out_ptr, lse_ptr,
+    s_b, s_t, s_n, s_c, s_h, s_d,
+    sb_h, sb_i, sb_j,
+    so_b, so_t, so_n, so_h,
+    sl_b, sl_t, sl_n,
+    num_tokens, num_frames, head_dim, scale: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1)
+    b, n, t, d, rows_ok, keys_ok = _tile_rows(pid, num_tokens, num_frames, head_dim, BLOCK_N, BLOCK_T, BLOCK_D)
+    tile_mask = rows_ok[:, None] & (d < head_dim)[None, :]
+    # (rows, BLOCK_D) tiles of q, k and v, read through the packed projection's strides.
+    offsets = b * s_b + h * s_h + n[:, None] * s_n + t[:, None] * s_t + d[None, :] * s_d
+    q = tl.load(qkv_ptr + offsets, mask=tile_mask, other=0.0)
+    k = tl.load(qkv_ptr + s_c + offsets, mask=tile_mask, other=0.0)
+    v = tl.load(qkv_ptr + 2 * s_c + offsets, mask=tile_mask, other=0.0)
+    s = _tile_scores(q, k, bias_ptr, h, t, keys_ok, num_frames, sb_h, sb_i, sb_j, scale, HAS_BIAS, PRECISION)
+    m = tl.max(s, axis=1)
+    p = tl.exp(s - m[:, None])
+    denominator = tl.sum(p, axis=1)
+    out = tl.dot(p.to(v.dtype), v, input_precision=PRECISION) / denominator[:, None]
+    out_offsets = b * so_b + h * so_h + n[:, None] * so_n + t[:, None] * so_t + d[None, :]
+    tl.store(out_ptr + out_offsets, out.to(out_ptr.dtype.element_ty), mask=tile_mask)
+    tl.store(lse_ptr + b * sl_b + h + n * sl_n + t * sl_t, m + tl.log(denominator), mask=rows_ok)
+
+
+@triton.jit
+def tiled_backward_kernel(
+    qkv_ptr, bias_ptr, grad_out_ptr, lse_ptr, grad_qkv_ptr, grad_bias_ptr,
+    s_b, s_t, s_n, s_c, s_h, s_d,
+    sb_h, sb_i, sb_j,
+    sg_b, sg_t, sg_n, sg_h, sg_d,
+    sl_b, sl_t, sl_n,
+    sq_b, sq_t, sq_n, sq_c, sq_h,
+    sp_p, sp_h, sp_i,
+    num_tokens, num_frames, head_dim, scale: tl.constexpr,
+    HAS_BIAS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr,
+    PRECISION: tl.constexpr,
+):
+    pid = tl.program_id(0)
+    h = tl.program_id(1)
+    b, n, t, d, rows_ok, keys_ok = _tile_rows(pid, num_tokens, num_frames, head_dim, BLOCK_N, BLOCK_T, BLOCK_D)
+    tile_mask = rows_ok[:, None] & (d < head_dim)[None, :]
+    offsets = b * s_b + h * s_h + n[:, None] * s_n + t[:, None] * s_t + d[None, :] * s_d
+    q = tl.load(qkv_ptr + offsets, mask=tile_mask, other=0.0)
+    k = tl.load(qkv_ptr + s_c + offsets, mask=tile_mask, other=0.0)
+    v = tl.load(qkv_ptr + 2 * s_c + offsets, mask=tile_mask, other=0.0)
+    grad_out = tl.load(grad_out_ptr + b * sg_b + h * sg_h + n[:, None] * sg_n + t[:, None] * sg_t + d[None, :] * sg_d,
+                       mask=tile_mask, other=0.0)
+    lse = tl.load(lse_ptr + b * sl_b + h + n * sl_n + t * sl_t, mask=rows_ok, other=0.0)
+    s = _tile_scores(q, k, bias_ptr, h, t, keys_ok, num_frames, sb_h, sb_i, sb_j, scale, HAS_BIAS, PRECISION)
+    p = tl.exp(s - lse[:, None])  # the forward's weights; exactly 0 off the block diagonal
+    grad_p = tl.dot(grad_out, tl.trans(v), input_precision=PRECISION)
+    # sum_j p_ij dp_ij equals rowsum(dO * O), so the output need not be saved. Rows without a gradient
+    # (past the last position, padded frames) have dO = 0, hence grad_s = 0.
+    grad_s = p * (grad_p - tl.sum(p * grad_p, axis=1)[:, None])
+    element = grad_qkv_ptr.dtype.element_ty
+    grad_v = tl.dot(tl.trans(p).to(q.dtype), grad_out, input_precision=PRECISION)
+    grad_k = tl.dot(tl.trans(grad_s).to(q.dtype), q, input_precision=PRECISION) * scale
+    grad_q = tl.dot(grad_s.to(q.dtype), k, input_precision=PRECISION) * scale
+    grad_offsets = b * sq_b + h * sq_h + n[:, None] * sq_n + t[:, None] * sq_t + d[None, :]
+    tl.store(grad_qkv_ptr + grad_offsets, grad_q.to(element), mask=tile_mask)
+    tl.store(grad_qkv_ptr + sq_c + grad_offsets, grad_k.to(element), mask=tile_mask)
+    tl.store(grad_qkv_ptr + 2 * sq_c + grad_offsets, grad_v.to(element), mask=tile_mask)
+    if HAS_BIAS:  # sum the diagonal blocks (the rest is exactly 0): (BLOCK_T, BLOCK_T), query frame x key frame
+        blocks = tl.reshape(grad_s, (BLOCK_N, BLOCK_T, BLOCK_N, BLOCK_T))
+        grad_bias = tl.sum(tl.sum(blocks, axis=2), axis=0)
+        i = tl.arange(0, BLOCK_T)
+        bias_mask = (i < num_frames)[:, None] & (i < num_frames)[None, :]
+        tl.store(grad_bias_ptr + pid * sp_p + h * sp_h + i[:, None] * sp_i + i[None, :], grad_bias, mask=bias_mask)

@@ -23,6 +23,8 @@ without a GPU.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import triton
 from torch.library import triton_op, wrap_triton
@@ -34,7 +36,11 @@ from adaptkit.layers import frame_attention_kernels as kernels
 MAX_FRAMES = 64
 """Longer clips use ``scaled_dot_product_attention`` (a whole query tile would not fit in registers)."""
 MAX_HEAD_DIM = 256
-_TILE = 2048  # elements of one (BLOCK_N, BLOCK_T, BLOCK_D) register tile
+KERNELS = ("per-frame", "tiled")
+"""The two designs (:mod:`adaptkit.layers.frame_attention_kernels`): a loop over key frames on CUDA cores, or
+block-diagonal score tiles on tensor cores."""
+_TILE = 2048  # per-frame: elements of one (BLOCK_N, BLOCK_T, BLOCK_D) register tile
+_TILE_ROWS = 64  # tiled: rows (token positions x frames) of one block-diagonal tile
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -44,25 +50,61 @@ def supports(packed: torch.Tensor) -> bool:
     return packed.is_cuda and packed.dtype in _DTYPES and frames <= MAX_FRAMES and head_dim <= MAX_HEAD_DIM
 
 
-def frame_attention(packed: torch.Tensor, bias: torch.Tensor | None, scale: float) -> torch.Tensor:
+def frame_attention(
+    packed: torch.Tensor, bias: torch.Tensor | None, scale: float, kernel: str = "per-frame", *,
+    block_rows: int = 0, num_warps: int = 0,
+) -> torch.Tensor:
     """softmax(scale * q k^T + bias) v over frames: packed (B, T, N, 3, heads, d) -> (B, T, N, heads, d).
 
-    ``bias`` (heads, T, T) is indexed (query frame, key frame) and gets a gradient.
+    Args:
+        packed: q/k/v of every frame, e.g. a fused projection's output viewed (B, T, N, 3, heads, d).
+        bias: Optional (heads, T, T) additive bias, indexed (query frame, key frame); gets a gradient.
+        scale: Softmax scale.
+        kernel: One of :data:`KERNELS`.
+        block_rows: Tuning: token positions x frames per program (a power of two; 0 chooses).
+        num_warps: Tuning: warps per program (0 chooses).
+
+    Raises:
+        ValueError: for an unknown ``kernel`` or a ``block_rows`` that is not a power of two.
     """
-    out, _ = torch.ops.adaptkit.frame_attention(packed, bias, scale)
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown frame-attention kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
+    if block_rows & (block_rows - 1):
+        raise ValueError(f"block_rows must be a power of two (or 0 to choose), got {block_rows}")
+    out, _ = torch.ops.adaptkit.frame_attention(packed, bias, scale, kernel, block_rows, num_warps)
     return out
 
 
-def _block_sizes(frames: int, head_dim: int) -> tuple[int, int, int]:
+class _Launch(NamedTuple):
+    kernels: tuple[str, str]  # forward and backward kernel names in frame_attention_kernels
+    block_n: int
+    block_t: int
+    block_d: int
+    num_warps: int
+    extra: dict
+
+
+def _launch(kernel: str, packed: torch.Tensor, block_rows: int, num_warps: int) -> _Launch:
+    frames, head_dim = packed.shape[1], packed.shape[-1]
     block_t = triton.next_power_of_2(frames)
-    block_d = triton.next_power_of_2(head_dim)
-    block_n = max(1, min(64, _TILE // (block_t * block_d)))
-    return block_n, block_t, block_d
+    if kernel == "per-frame":
+        block_d = triton.next_power_of_2(head_dim)
+        block_n = max(1, block_rows // block_t) if block_rows else max(1, min(64, _TILE // (block_t * block_d)))
+        return _Launch(("per_frame_forward_kernel", "per_frame_backward_kernel"), block_n, block_t, block_d,
+                       num_warps or 4, {})
+    block_d = max(16, triton.next_power_of_2(head_dim))  # tl.dot needs every dimension >= 16
+    block_n = max(1, max(16, block_rows or _TILE_ROWS) // block_t)
+    # float32 inputs keep float32 products (as PyTorch's path does by default); half types use tensor cores natively.
+    precision = "ieee" if packed.dtype == torch.float32 else "tf32"
+    return _Launch(("tiled_forward_kernel", "tiled_backward_kernel"), block_n, block_t, block_d,
+                   num_warps or (4 if block_d <= 64 else 8), {"PRECISION": precision})
 
 
-def _launcher(kernel):  # noqa: ANN001, ANN202
-    # wrap_triton lets torch.compile trace the launch. Kernels run by Triton's interpreter are
-    # launched as they are (torch before 2.12 refuses to wrap them).
+def _launcher(name: str):  # noqa: ANN202
+    # Looked up at call time, so a reload under TRITON_INTERPRET=1 takes effect. wrap_triton lets torch.compile
+    # trace the launch. Kernels run by Triton's interpreter are launched as they are (torch before 2.12 refuses
+    # to wrap them).
+    kernel = getattr(kernels, name)
     return wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
 
 
@@ -71,57 +113,61 @@ def _bias_strides(bias: torch.Tensor | None) -> tuple[int, int, int]:
 
 
 @triton_op("adaptkit::frame_attention", mutates_args=())
-def _frame_attention(packed: torch.Tensor, bias: torch.Tensor | None, scale: float) -> tuple[torch.Tensor, torch.Tensor]:
+def _frame_attention(
+    packed: torch.Tensor, bias: torch.Tensor | None, scale: float, kernel: str, block_rows: int, num_warps: int
+) -> tuple[torch.Tensor, torch.Tensor]:
     """packed q/k/v (B, T, N, 3, heads, d) -> (output (B, T, N, heads, d), log-sum-exp (B, T, N, heads) float32)."""
     batch, frames, tokens, _, heads, head_dim = packed.shape
     out = packed.new_empty(batch, frames, tokens, heads, head_dim)
     lse = torch.empty(batch, frames, tokens, heads, device=packed.device, dtype=torch.float32)
-    block_n, block_t, block_d = _block_sizes(frames, head_dim)
-    grid = (batch * triton.cdiv(tokens, block_n), heads)
-    _launcher(kernels.forward_kernel)[grid](
+    launch = _launch(kernel, packed, block_rows, num_warps)
+    grid = (batch * triton.cdiv(tokens, launch.block_n), heads)
+    _launcher(launch.kernels[0])[grid](
         packed, packed if bias is None else bias, out, lse,
         *packed.stride(), *_bias_strides(bias), *out.stride()[:4], *lse.stride()[:3],
         tokens, frames, head_dim, scale,
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
+        HAS_BIAS=bias is not None, BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, BLOCK_D=launch.block_d,
+        num_warps=launch.num_warps, **launch.extra,
     )
     return out, lse
 
 
 @triton_op("adaptkit::frame_attention_backward", mutates_args=())
 def _frame_attention_backward(
-    grad_out: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, scale: float
+    grad_out: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, scale: float,
+    kernel: str, block_rows: int, num_warps: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of packed q/k/v (B, T, N, 3, heads, d) and of the bias (heads, T, T); empty without a bias."""
     batch, frames, tokens, _, heads, head_dim = packed.shape
-    block_n, block_t, block_d = _block_sizes(frames, head_dim)
-    programs = batch * triton.cdiv(tokens, block_n)
+    launch = _launch(kernel, packed, block_rows, num_warps)
+    programs = batch * triton.cdiv(tokens, launch.block_n)
     grad_packed = torch.empty(packed.shape, device=packed.device, dtype=packed.dtype)
     # Each program writes its own slice of the bias gradient; summed below (deterministic, no atomics).
     partial_shape = (programs, heads, frames, frames) if bias is not None else (0, 0, 0, 0)
     partial = torch.empty(partial_shape, device=packed.device, dtype=torch.float32)
-    _launcher(kernels.backward_kernel)[(programs, heads)](
+    _launcher(launch.kernels[1])[(programs, heads)](
         # Without a bias, real tensors stand in for the unused bias pointers (Triton refuses null ones).
         packed, packed if bias is None else bias, grad_out, lse, grad_packed, grad_packed if bias is None else partial,
         *packed.stride(), *_bias_strides(bias), *grad_out.stride(), *lse.stride()[:3],
         *grad_packed.stride()[:5], *partial.stride()[:3],
         tokens, frames, head_dim, scale,
-        HAS_BIAS=bias is not None, BLOCK_N=block_n, BLOCK_T=block_t, BLOCK_D=block_d, num_warps=4,
+        HAS_BIAS=bias is not None, BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, BLOCK_D=launch.block_d,
+        num_warps=launch.num_warps, **launch.extra,
     )
     grad_bias = partial.sum(0).to(bias.dtype) if bias is not None else partial.new_empty(0)
     return grad_packed, grad_bias
 
 
 def _setup_context(ctx, inputs, output) -> None:  # noqa: ANN001 - torch.library's signature
-    packed, bias, scale = inputs
+    packed, bias, *ctx.options = inputs  # scale, kernel, block_rows, num_warps
     _, lse = output
     ctx.save_for_backward(packed, bias, lse)  # not the output: the backward recomputes what it needs
-    ctx.scale = scale
 
 
 def _backward(ctx, grad_out: torch.Tensor, grad_lse: torch.Tensor | None):  # noqa: ANN001, ANN202
     packed, bias, lse = ctx.saved_tensors
-    grad_packed, grad_bias = torch.ops.adaptkit.frame_attention_backward(grad_out, packed, bias, lse, ctx.scale)
-    return grad_packed, (grad_bias if bias is not None else None), None
+    grad_packed, grad_bias = torch.ops.adaptkit.frame_attention_backward(grad_out, packed, bias, lse, *ctx.options)
+    return grad_packed, (grad_bias if bias is not None else None), None, None, None, None
 
 
 torch.library.register_autograd("adaptkit::frame_attention", _backward, setup_context=_setup_context)
