@@ -6,19 +6,26 @@ plus the copies that regroup tokens into sequences, cost far more than the maths
 
 These kernels read q/k/v where the fused projection wrote them, through the strides of a
 (B, T, N, 3, heads, d) view, and write the output frame-folded (B, T, N, heads, d), i.e.
-(B*T, N, heads*d) as the output projection wants it. One program handles BLOCK_N token positions
-of one clip and one head, all frames: the (BLOCK_N, T, d) query tile stays in registers while
-the loop runs over key frames with an online softmax. The backward recomputes the attention
-weights from the saved log-sum-exp; it does not need the forward's output (the softmax-gradient
-term ``sum_j p_ij dp_ij`` is recomputed in a first pass over the key frames), so autograd keeps
+(B*T, N, heads*d) as the output projection wants it. One program handles a block of token positions
+of one clip and one head, all frames, in one of two designs (:data:`KERNELS`, in
+:mod:`adaptkit.layers.frame_attention_kernels`):
+
+- ``per-frame``: the (positions, T, d) query tile stays in registers while a loop runs over key
+  frames with an online softmax, on CUDA cores;
+- ``tiled``: positions x frames rows form one block-diagonal score tile, computed with ``tl.dot`` on
+  tensor cores; q, k and v are each read once as a whole tile.
+
+The backward recomputes the attention weights from the saved log-sum-exp; it does not need the
+forward's output (the softmax-gradient term ``sum_j p_ij dp_ij`` is recomputed), so autograd keeps
 only q/k/v and the log-sum-exp. It writes the gradients of q, k and v into one packed
 (B, T, N, 3, heads, d) tensor, the gradient of the fused projection's output: no concatenation.
 
-Both kernels run inside ``torch.library.triton_op``s, so ``torch.compile`` traces into them
-without a graph break. The kernels themselves live in :mod:`adaptkit.layers.frame_attention_kernels`
-and are looked up at call time: with ``TRITON_INTERPRET=1`` set when that module is imported (or
-reloaded) they run on CPU tensors through Triton's interpreter, which is how the tests check them
-without a GPU.
+Both ops are ``torch.library.triton_op``s, so ``torch.compile`` traces into them without a graph
+break. :func:`forward_launch` and :func:`backward_launch` give the exact launches the ops make (they
+work on meta tensors: ``benchmarks/kernel_resources.py`` compiles them offline for a GPU target). The
+kernels are looked up at call time: with ``TRITON_INTERPRET=1`` set when
+:mod:`~adaptkit.layers.frame_attention_kernels` is imported (or reloaded) they run on CPU tensors
+through Triton's interpreter, which is how the tests check them without a GPU.
 """
 
 from __future__ import annotations
@@ -40,7 +47,7 @@ KERNELS = ("per-frame", "tiled")
 """The two designs (:mod:`adaptkit.layers.frame_attention_kernels`): a loop over key frames on CUDA cores, or
 block-diagonal score tiles on tensor cores."""
 _TILE = 2048  # per-frame: elements of one (BLOCK_N, BLOCK_T, BLOCK_D) register tile
-_TILE_ROWS = 64  # tiled: rows (token positions x frames) of one block-diagonal tile
+_TILE_ROWS = 32  # tiled: rows (token positions x frames) of one block-diagonal tile
 _DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
 
@@ -75,7 +82,7 @@ def frame_attention(
     return out
 
 
-class _Launch(NamedTuple):
+class _Tiles(NamedTuple):
     kernels: tuple[str, str]  # forward and backward kernel names in frame_attention_kernels
     block_n: int
     block_t: int
@@ -84,32 +91,90 @@ class _Launch(NamedTuple):
     extra: dict
 
 
-def _launch(kernel: str, packed: torch.Tensor, block_rows: int, num_warps: int) -> _Launch:
+def _tiles(kernel: str, packed: torch.Tensor, block_rows: int, num_warps: int) -> _Tiles:
     frames, head_dim = packed.shape[1], packed.shape[-1]
     block_t = triton.next_power_of_2(frames)
     if kernel == "per-frame":
         block_d = triton.next_power_of_2(head_dim)
         block_n = max(1, block_rows // block_t) if block_rows else max(1, min(64, _TILE // (block_t * block_d)))
-        return _Launch(("per_frame_forward_kernel", "per_frame_backward_kernel"), block_n, block_t, block_d,
-                       num_warps or 4, {})
+        return _Tiles(("per_frame_forward_kernel", "per_frame_backward_kernel"), block_n, block_t, block_d,
+                      num_warps or 4, {})
     block_d = max(16, triton.next_power_of_2(head_dim))  # tl.dot needs every dimension >= 16
-    block_n = max(1, max(16, block_rows or _TILE_ROWS) // block_t)
+    rows = max(16, block_t, block_rows or _TILE_ROWS)
+    # Compiled offline for sm_90 (benchmarks/kernel_resources.py), 4 warps keep every default tile up to
+    # 32 x 64 free of register spills, bias included; larger tiles need 8.
+    warps = num_warps or (4 if rows * block_d < 4096 else 8)
     # float32 inputs keep float32 products (as PyTorch's path does by default); half types use tensor cores natively.
     precision = "ieee" if packed.dtype == torch.float32 else "tf32"
-    return _Launch(("tiled_forward_kernel", "tiled_backward_kernel"), block_n, block_t, block_d,
-                   num_warps or (4 if block_d <= 64 else 8), {"PRECISION": precision})
+    return _Tiles(("tiled_forward_kernel", "tiled_backward_kernel"), rows // block_t, block_t, block_d, warps,
+                  {"PRECISION": precision})
 
 
-def _launcher(name: str):  # noqa: ANN202
-    # Looked up at call time, so a reload under TRITON_INTERPRET=1 takes effect. wrap_triton lets torch.compile
-    # trace the launch. Kernels run by Triton's interpreter are launched as they are (torch before 2.12 refuses
-    # to wrap them).
-    kernel = getattr(kernels, name)
-    return wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
+class Launch(NamedTuple):
+    """One kernel launch as the ops make it: ``getattr(frame_attention_kernels, kernel)[grid](*args, **options)``."""
+
+    kernel: str
+    grid: tuple[int, int]
+    args: tuple
+    options: dict  # constexprs and num_warps
 
 
 def _bias_strides(bias: torch.Tensor | None) -> tuple[int, int, int]:
     return (0, 0, 0) if bias is None else bias.stride()
+
+
+def forward_launch(
+    packed: torch.Tensor, bias: torch.Tensor | None, scale: float, kernel: str, block_rows: int = 0,
+    num_warps: int = 0,
+) -> tuple[Launch, torch.Tensor, torch.Tensor]:
+    """The forward op's launch and its outputs (allocated, not yet written): output (B, T, N, heads, d) and
+    log-sum-exp (B, T, N, heads) float32. Works on meta tensors, to inspect or compile a launch offline."""
+    batch, frames, tokens, _, heads, head_dim = packed.shape
+    out = packed.new_empty(batch, frames, tokens, heads, head_dim)
+    lse = torch.empty(batch, frames, tokens, heads, device=packed.device, dtype=torch.float32)
+    tiles = _tiles(kernel, packed, block_rows, num_warps)
+    args = (
+        packed, packed if bias is None else bias, out, lse,
+        *packed.stride(), *_bias_strides(bias), *out.stride()[:4], *lse.stride()[:3],
+        tokens, frames, head_dim, scale,
+    )
+    options = dict(HAS_BIAS=bias is not None, BLOCK_N=tiles.block_n, BLOCK_T=tiles.block_t, BLOCK_D=tiles.block_d,
+                   num_warps=tiles.num_warps, **tiles.extra)
+    return Launch(tiles.kernels[0], (batch * triton.cdiv(tokens, tiles.block_n), heads), args, options), out, lse
+
+
+def backward_launch(
+    grad_out: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, lse: torch.Tensor, scale: float,
+    kernel: str, block_rows: int = 0, num_warps: int = 0,
+) -> tuple[Launch, torch.Tensor, torch.Tensor]:
+    """The backward op's launch and its outputs: the packed q/k/v gradient and the per-program partial bias
+    gradient (programs, heads, T, T), empty without a bias."""
+    batch, frames, tokens, _, heads, head_dim = packed.shape
+    tiles = _tiles(kernel, packed, block_rows, num_warps)
+    programs = batch * triton.cdiv(tokens, tiles.block_n)
+    grad_packed = torch.empty(packed.shape, device=packed.device, dtype=packed.dtype)
+    # Each program writes its own slice of the bias gradient; summed by the op (deterministic, no atomics).
+    partial_shape = (programs, heads, frames, frames) if bias is not None else (0, 0, 0, 0)
+    partial = torch.empty(partial_shape, device=packed.device, dtype=torch.float32)
+    args = (
+        # Without a bias, real tensors stand in for the unused bias pointers (Triton refuses null ones).
+        packed, packed if bias is None else bias, grad_out, lse, grad_packed, grad_packed if bias is None else partial,
+        *packed.stride(), *_bias_strides(bias), *grad_out.stride(), *lse.stride()[:3],
+        *grad_packed.stride()[:5], *partial.stride()[:3],
+        tokens, frames, head_dim, scale,
+    )
+    options = dict(HAS_BIAS=bias is not None, BLOCK_N=tiles.block_n, BLOCK_T=tiles.block_t, BLOCK_D=tiles.block_d,
+                   num_warps=tiles.num_warps, **tiles.extra)
+    return Launch(tiles.kernels[1], (programs, heads), args, options), grad_packed, partial
+
+
+def _run(launch: Launch) -> None:
+    # The kernel is looked up at call time, so a reload under TRITON_INTERPRET=1 takes effect. wrap_triton lets
+    # torch.compile trace the launch; kernels run by Triton's interpreter are launched as they are (torch before
+    # 2.12 refuses to wrap them).
+    kernel = getattr(kernels, launch.kernel)
+    kernel = wrap_triton(kernel) if isinstance(kernel, JITFunction) else kernel
+    kernel[launch.grid](*launch.args, **launch.options)
 
 
 @triton_op("adaptkit::frame_attention", mutates_args=())
@@ -117,18 +182,8 @@ def _frame_attention(
     packed: torch.Tensor, bias: torch.Tensor | None, scale: float, kernel: str, block_rows: int, num_warps: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """packed q/k/v (B, T, N, 3, heads, d) -> (output (B, T, N, heads, d), log-sum-exp (B, T, N, heads) float32)."""
-    batch, frames, tokens, _, heads, head_dim = packed.shape
-    out = packed.new_empty(batch, frames, tokens, heads, head_dim)
-    lse = torch.empty(batch, frames, tokens, heads, device=packed.device, dtype=torch.float32)
-    launch = _launch(kernel, packed, block_rows, num_warps)
-    grid = (batch * triton.cdiv(tokens, launch.block_n), heads)
-    _launcher(launch.kernels[0])[grid](
-        packed, packed if bias is None else bias, out, lse,
-        *packed.stride(), *_bias_strides(bias), *out.stride()[:4], *lse.stride()[:3],
-        tokens, frames, head_dim, scale,
-        HAS_BIAS=bias is not None, BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, BLOCK_D=launch.block_d,
-        num_warps=launch.num_warps, **launch.extra,
-    )
+    launch, out, lse = forward_launch(packed, bias, scale, kernel, block_rows, num_warps)
+    _run(launch)
     return out, lse
 
 
@@ -138,22 +193,8 @@ def _frame_attention_backward(
     kernel: str, block_rows: int, num_warps: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Gradients of packed q/k/v (B, T, N, 3, heads, d) and of the bias (heads, T, T); empty without a bias."""
-    batch, frames, tokens, _, heads, head_dim = packed.shape
-    launch = _launch(kernel, packed, block_rows, num_warps)
-    programs = batch * triton.cdiv(tokens, launch.block_n)
-    grad_packed = torch.empty(packed.shape, device=packed.device, dtype=packed.dtype)
-    # Each program writes its own slice of the bias gradient; summed below (deterministic, no atomics).
-    partial_shape = (programs, heads, frames, frames) if bias is not None else (0, 0, 0, 0)
-    partial = torch.empty(partial_shape, device=packed.device, dtype=torch.float32)
-    _launcher(launch.kernels[1])[(programs, heads)](
-        # Without a bias, real tensors stand in for the unused bias pointers (Triton refuses null ones).
-        packed, packed if bias is None else bias, grad_out, lse, grad_packed, grad_packed if bias is None else partial,
-        *packed.stride(), *_bias_strides(bias), *grad_out.stride(), *lse.stride()[:3],
-        *grad_packed.stride()[:5], *partial.stride()[:3],
-        tokens, frames, head_dim, scale,
-        HAS_BIAS=bias is not None, BLOCK_N=launch.block_n, BLOCK_T=launch.block_t, BLOCK_D=launch.block_d,
-        num_warps=launch.num_warps, **launch.extra,
-    )
+    launch, grad_packed, partial = backward_launch(grad_out, packed, bias, lse, scale, kernel, block_rows, num_warps)
+    _run(launch)
     grad_bias = partial.sum(0).to(bias.dtype) if bias is not None else partial.new_empty(0)
     return grad_packed, grad_bias
 
