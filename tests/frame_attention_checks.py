@@ -17,9 +17,15 @@ from hypothesis import strategies as st
 from adaptkit.layers import frame_attention_triton
 from adaptkit.layers.attention import frame_attention_reference
 
-TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
-"""Kernel vs the float64 PyTorch path on the same (rounded) inputs. The kernels compute in float32;
-in bfloat16 they round the output and the q/k/v gradients to 8 mantissa bits (~4e-3 relative)."""
+TOLERANCE = {torch.float32: dict(atol=1e-5, rtol=1e-5), torch.float16: dict(atol=3e-3, rtol=3e-3),
+             torch.bfloat16: dict(atol=2e-2, rtol=2e-2)}
+"""Kernel vs the float64 PyTorch path on the same (rounded) inputs. The kernels accumulate in float32; in
+half types they round the output and the q/k/v gradients to the type (bfloat16: 8 mantissa bits, ~4e-3
+relative; float16: 11 bits, ~5e-4), and the tiled kernel also rounds the attention weights and the logits'
+gradient to it before its tensor-core products, as flash attention does.
+
+Under Triton's interpreter the half-type checks use float16: Triton 3.8's interpreter computes ``tl.dot`` on
+bfloat16 operands wrongly (errors of 1e10 on a 16x16 product of unit values), so bfloat16 is checked on CUDA."""
 
 
 def make_inputs(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device, seed=0):
@@ -82,16 +88,17 @@ def check_saved_for_backward(device, kernel="per-frame") -> None:
     assert sorted(tuple(t.shape) for t in saved) == sorted([tuple(packed.shape), tuple(bias.shape), (2, 4, 3, 2)])
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=16, deadline=None)
 @given(
     batch=st.integers(1, 2), frames=st.integers(1, 6), tokens=st.integers(1, 5), heads=st.integers(1, 2),
     head_dim=st.sampled_from([4, 8, 12]), with_bias=st.booleans(), strided=st.booleans(),
     kernel=st.sampled_from(frame_attention_triton.KERNELS),
     block_rows=st.sampled_from([0, 16]),  # 16: two or more blocks of token positions per clip, the last partial
+    dtype=st.sampled_from([torch.float32, torch.float16]),
 )
 def check_random_small_shapes_on_cpu(batch, frames, tokens, heads, head_dim, with_bias, strided, kernel,
-                                     block_rows) -> None:
-    check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, torch.float32, "cpu",
+                                     block_rows, dtype) -> None:
+    check_against_reference(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, "cpu",
                             kernel, block_rows)
 
 
@@ -109,6 +116,7 @@ def main() -> None:
         # Every kernel on each edge: one frame, a partial last block, a bias, strided inputs, several blocks.
         check_against_reference(1, 1, 3, 1, 8, True, True, torch.float32, "cpu", kernel, 16)
         check_against_reference(2, 6, 5, 2, 12, True, True, torch.float32, "cpu", kernel, 16)
+        check_against_reference(2, 8, 9, 2, 64, True, True, torch.float16, "cpu", kernel)  # AIM's T and d
     print("interpreted kernels: all checks passed")
 
 
