@@ -24,8 +24,9 @@ half types they round the output and the q/k/v gradients to the type (bfloat16: 
 relative; float16: 11 bits, ~5e-4), and the tiled kernel also rounds the attention weights and the logits'
 gradient to it before its tensor-core products, as flash attention does.
 
-Under Triton's interpreter the half-type checks use float16: Triton 3.8's interpreter computes ``tl.dot`` on
-bfloat16 operands wrongly (errors of 1e10 on a 16x16 product of unit values), so bfloat16 is checked on CUDA."""
+Under Triton's interpreter the half-type checks use float16: Triton 3.8's interpreter multiplies the bit patterns
+of bfloat16 ``tl.dot`` operands (triton-lang/triton#11584; "we just don't support it yet"), so bfloat16 is
+checked on CUDA."""
 
 
 def make_inputs(batch, frames, tokens, heads, head_dim, with_bias, strided, dtype, device, seed=0):
