@@ -109,14 +109,14 @@ class SingleViewDataset(Dataset):
         return self.clips.skipped_summary()
 
 
-def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[Dataset, str]:
-    """The validation dataset with every test view of a video per item, and its view notation (e.g. ``8x3x1``).
-    ``classes`` (the model's, when known) fixes or checks the label ids, see :func:`load_split`."""
+def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[Dataset, str, int]:
+    """The validation dataset with every test view of a video per item, its view notation (e.g. ``8x3x1``) and its
+    number of classes. ``classes`` (the model's, when known) fixes or checks the label ids, see :func:`load_split`."""
     data = config.data
     if data.source == "synthetic":
         s = data.synthetic
         clips = SyntheticMotionDataset(s.val_videos, data.num_frames, s.size, s.num_classes, seed=s.seed + 1)
-        return SingleViewDataset(clips), f"{data.num_frames}x1x1"
+        return SingleViewDataset(clips), f"{data.num_frames}x1x1", s.num_classes
     annotations = load_split(data, data.val, "val", classes)
     sampler = frame_sampler(data, num_clips=config.eval.num_clips, test_mode=True)
     augment = data.augment
@@ -125,7 +125,7 @@ def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[D
         resize_size=augment.test_resize_size, backend=data.decode_backend, frame_cache=data.frame_cache,
         decode_device=data.decode_device,
     )
-    return dataset, f"{data.num_frames}x{config.eval.num_clips}x{augment.test_crops}"
+    return dataset, f"{data.num_frames}x{config.eval.num_clips}x{augment.test_crops}", annotations.num_classes
 
 
 def has_eval_data(config: RecipeConfig) -> bool:

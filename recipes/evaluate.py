@@ -49,13 +49,16 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
     try:
         setup_logging(world.is_main)
         saved_classes = read_classes(args.checkpoint)  # None for a plain save_pretrained folder
-        dataset, views = eval_dataset(config, saved_classes)
+        dataset, views, data_classes = eval_dataset(config, saved_classes)
 
         # The backbone comes from the config's weights (or the run's saved random backbone), the adapter from the
         # checkpoint; from_pretrained checks that both match.
         image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
         model = adaptkit.from_pretrained(image_model, args.checkpoint).to(world.device)
         num_classes = model.num_classes
+        if data_classes != num_classes:  # labels past the head would silently count as errors
+            raise ValueError(f"the evaluation data has {data_classes} classes but {args.checkpoint}'s head has "
+                             f"{num_classes}: evaluate it on data with the classes it was trained on")
         if world.is_main:
             print(f"{args.checkpoint}: {describe_backbone(model)} ({weights}), strategy {model.strategy_name}, "
                   f"{num_classes} classes, views {views}, {len(dataset)} videos")

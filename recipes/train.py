@@ -198,7 +198,7 @@ class TrainRecipe:
         """
         config, world, tc = self.config, self.world, self.config.train
         self.train_set, self.classes = train_dataset(config)
-        self.eval_set, self.views = eval_dataset(config, self.classes) if has_eval_data(config) else (None, "")
+        self.eval_set, self.views, _ = eval_dataset(config, self.classes) if has_eval_data(config) else (None, "", 0)
         per_step = config.data.batch_size * world.world_size
         self.accumulation = tc.global_batch_size // per_step
         if self.accumulation * per_step != tc.global_batch_size:

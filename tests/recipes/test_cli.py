@@ -311,3 +311,13 @@ def test_recipes_use_only_the_public_api() -> None:
                 assert not private, (path.name, node.module, private)
             if isinstance(node, ast.Import):
                 assert not any(a.name.startswith("adaptkit") and "._" in a.name for a in node.names), path.name
+
+
+def test_evaluate_refuses_data_whose_classes_the_head_does_not_have(plain_folder: tuple[Path, list[str]],
+                                                                    capsys: pytest.CaptureFixture) -> None:
+    folder, naming = plain_folder  # a 4-class head; the data has 6 classes, so labels 4 and 5 could never be right
+    status, out, err = run_cli(["evaluate", "--checkpoint", str(folder), "data.synthetic.val_videos=4",
+                                "data.synthetic.num_classes=6", *naming], capsys)
+    assert status == 2 and "Traceback" not in err
+    assert f"the evaluation data has 6 classes but {folder}'s head has 4: evaluate it on data with the classes it " \
+        "was trained on" in err.strip().splitlines()[-1]
