@@ -101,8 +101,8 @@ def _tiles(kernel: str, packed: torch.Tensor, block_rows: int, num_warps: int) -
                       num_warps or 4, {})
     block_d = max(16, triton.next_power_of_2(head_dim))  # tl.dot needs every dimension >= 16
     rows = max(16, block_t, block_rows or _TILE_ROWS)
-    # Compiled offline for sm_90 (benchmarks/kernel_resources.py), 4 warps keep every default tile up to
-    # 32 x 64 free of register spills, bias included; larger tiles need 8.
+    # Compiled offline for sm_90 (benchmarks/kernel_resources.py): at 4 warps, tiles up to 32 rows x 64 channels need
+    # at most 114 registers and never spill, bias included; a 64 x 64 backward with a bias spills, so larger get 8.
     warps = num_warps or (4 if rows * block_d < 4096 else 8)
     # float32 inputs keep float32 products (as PyTorch's path does by default); half types use tensor cores natively.
     precision = "ieee" if packed.dtype == torch.float32 else "tf32"
