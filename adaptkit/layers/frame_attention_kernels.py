@@ -139,7 +139,7 @@ def per_frame_backward_kernel(
 @triton.jit
 def _tile_rows(pid, num_tokens, num_frames, head_dim,
                BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr, BLOCK_D: tl.constexpr):
-    """Clip, token position, frame and channel indices of one program's rows, and which rows and keys are real."""
+    """Clip, token position, frame and channel indices of one program's rows; which rows, keys and elements are real."""
     blocks_per_clip = tl.cdiv(num_tokens, BLOCK_N)
     b = (pid // blocks_per_clip).to(tl.int64)
     r = tl.arange(0, BLOCK_N * BLOCK_T)
@@ -151,7 +151,17 @@ def _tile_rows(pid, num_tokens, num_frames, head_dim,
     # Keys a row attends to: its own position's real frames. Every row keeps at least one key, so that no
     # weight is NaN (the backward's dot products mix rows); rows that are not real are never stored.
     keys_ok = (position[:, None] == position[None, :]) & (t < num_frames)[None, :]
-    return b, n, t, d, rows_ok, keys_ok
+    return b, n, t, d, rows_ok, keys_ok, rows_ok[:, None] & (d < head_dim)[None, :]
+
+
+@triton.jit
+def _load_qkv_tiles(qkv_ptr, b, h, n, t, d, tile_mask, s_b, s_t, s_n, s_c, s_h, s_d):
+    """(rows, BLOCK_D) tiles of q, k and v, read through the packed projection's strides."""
+    offsets = b * s_b + h * s_h + n[:, None] * s_n + t[:, None] * s_t + d[None, :] * s_d
+    q = tl.load(qkv_ptr + offsets, mask=tile_mask, other=0.0)
+    k = tl.load(qkv_ptr + s_c + offsets, mask=tile_mask, other=0.0)
+    v = tl.load(qkv_ptr + 2 * s_c + offsets, mask=tile_mask, other=0.0)
+    return q, k, v
 
 
 @triton.jit
@@ -178,13 +188,9 @@ def tiled_forward_kernel(
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1)
-    b, n, t, d, rows_ok, keys_ok = _tile_rows(pid, num_tokens, num_frames, head_dim, BLOCK_N, BLOCK_T, BLOCK_D)
-    tile_mask = rows_ok[:, None] & (d < head_dim)[None, :]
-    # (rows, BLOCK_D) tiles of q, k and v, read through the packed projection's strides.
-    offsets = b * s_b + h * s_h + n[:, None] * s_n + t[:, None] * s_t + d[None, :] * s_d
-    q = tl.load(qkv_ptr + offsets, mask=tile_mask, other=0.0)
-    k = tl.load(qkv_ptr + s_c + offsets, mask=tile_mask, other=0.0)
-    v = tl.load(qkv_ptr + 2 * s_c + offsets, mask=tile_mask, other=0.0)
+    b, n, t, d, rows_ok, keys_ok, tile_mask = _tile_rows(pid, num_tokens, num_frames, head_dim, BLOCK_N, BLOCK_T,
+                                                         BLOCK_D)
+    q, k, v = _load_qkv_tiles(qkv_ptr, b, h, n, t, d, tile_mask, s_b, s_t, s_n, s_c, s_h, s_d)
     s = _tile_scores(q, k, bias_ptr, h, t, keys_ok, num_frames, sb_h, sb_i, sb_j, scale, HAS_BIAS, PRECISION)
     m = tl.max(s, axis=1)
     p = tl.exp(s - m[:, None])
@@ -210,12 +216,9 @@ def tiled_backward_kernel(
 ):
     pid = tl.program_id(0)
     h = tl.program_id(1)
-    b, n, t, d, rows_ok, keys_ok = _tile_rows(pid, num_tokens, num_frames, head_dim, BLOCK_N, BLOCK_T, BLOCK_D)
-    tile_mask = rows_ok[:, None] & (d < head_dim)[None, :]
-    offsets = b * s_b + h * s_h + n[:, None] * s_n + t[:, None] * s_t + d[None, :] * s_d
-    q = tl.load(qkv_ptr + offsets, mask=tile_mask, other=0.0)
-    k = tl.load(qkv_ptr + s_c + offsets, mask=tile_mask, other=0.0)
-    v = tl.load(qkv_ptr + 2 * s_c + offsets, mask=tile_mask, other=0.0)
+    b, n, t, d, rows_ok, keys_ok, tile_mask = _tile_rows(pid, num_tokens, num_frames, head_dim, BLOCK_N, BLOCK_T,
+                                                         BLOCK_D)
+    q, k, v = _load_qkv_tiles(qkv_ptr, b, h, n, t, d, tile_mask, s_b, s_t, s_n, s_c, s_h, s_d)
     grad_out = tl.load(grad_out_ptr + b * sg_b + h * sg_h + n[:, None] * sg_n + t[:, None] * sg_t + d[None, :] * sg_d,
                        mask=tile_mask, other=0.0)
     lse = tl.load(lse_ptr + b * sl_b + h + n * sl_n + t * sl_t, mask=rows_ok, other=0.0)
