@@ -19,6 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks._results import write_json
+
 ROWS = {"aim": {}, "aim temporal=False": {"temporal": False}}
 
 WORKER = r"""
@@ -89,7 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{root} ({commit}): aim {medians['aim']:.3f} s, aim temporal=False "
               f"{medians['aim temporal=False']:.3f} s, ratio {ratio:.3f}")
     if args.out:
-        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(result, args.out)
     return result
 
 

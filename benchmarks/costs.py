@@ -10,7 +10,6 @@ GMACs are multiply-accumulates per the AIM paper's convention ("GFLOPs" in its t
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -19,6 +18,7 @@ import timm
 import torch
 
 import adaptkit
+from benchmarks._results import RESULTS, write_json
 
 
 @dataclass
@@ -100,14 +100,13 @@ def to_markdown(rows: list[Row]) -> str:
 
 def main(argv: list[str] | None = None) -> list[Row]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "costs.json")
+    parser.add_argument("--out", type=Path, default=RESULTS / "costs.json")
     args = parser.parse_args(argv)
     rows = [measure(*row) for row in ROWS]
     print(to_markdown(rows))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"torch": torch.__version__, "timm": timm.__version__, "adaptkit": adaptkit.__version__,
             "python": platform.python_version(), "device": "meta (counts only)"}
-    args.out.write_text(json.dumps({"environment": meta, "rows": [asdict(r) for r in rows]}, indent=2) + "\n")
+    write_json({"environment": meta, "rows": [asdict(r) for r in rows]}, args.out)
     return rows
 
 

@@ -37,7 +37,6 @@ same process are the thing to read.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
@@ -63,7 +62,6 @@ from adaptkit.data import (
     VideoTrainTransform,
     build_frame_cache,
     check_gpu_decoding,
-    count_frames,
     decode_frames,
     encoder_available,
     prepare_batch,
@@ -71,8 +69,9 @@ from adaptkit.data import (
     torchcodec_available,
 )
 from adaptkit.data.probe import open_video_stream
+from benchmarks._results import RESULTS, write_json
 
-DEFAULT_OUT = Path("benchmarks/results/data_loading.json")
+DEFAULT_OUT = RESULTS / "data_loading.json"
 FPS, SECONDS = 25, 10
 SIZES = {"340x256": (340, 256), "1280x720": (1280, 720)}
 ENCODINGS = ["h264_gop12", "h264_gop32", "h264_gop250", "vp9"]
@@ -438,8 +437,7 @@ def main() -> None:
         path = test_files(args.workdir, ["340x256"], ["h264_gop32"])["340x256 h264_gop32"]
         row = gpu_decoding_table(path, args.decode_device, batch=32, clips=64 if args.quick else 512)
         out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_decode_{args.decode_device}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(dict(decode=row, machine=platform.platform()), indent=2) + "\n")
+        write_json(dict(decode=row, machine=platform.platform()), out)
         print(f"wrote {out}")
         return
     if args.augment_device:
@@ -447,8 +445,7 @@ def main() -> None:
             torch.set_num_threads(1)  # per core, as in a DataLoader worker
         row = augment_table(args.augment_device, batch=32, rounds=3 if args.quick else 10)
         out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_augment_{args.augment_device}.json")
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(dict(augment=row, machine=platform.platform()), indent=2) + "\n")
+        write_json(dict(augment=row, machine=platform.platform()), out)
         print(f"wrote {out}")
         return
     if args.quick and args.out == DEFAULT_OUT:
@@ -481,8 +478,7 @@ def main() -> None:
         quick=args.quick, seconds=round(time.perf_counter() - started, 1),
         decode=decode_rows, clip=clip_rows, loader=loader_rows,
     )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, args.out)
     print(f"wrote {args.out} in {result['seconds']:.0f} s")
 
 

@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from adaptkit.layers.attention import frame_attention_reference
+from benchmarks._results import RESULTS, write_json
 
-RESULTS = Path(__file__).parent / "results"
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 3e-3, torch.float32: 1e-4}
 """Largest error vs float64 allowed (relative to the largest reference value) before a row counts as wrong."""
@@ -223,8 +223,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = measure(args)
     print_table(result)
     out = args.out or RESULTS / f"frame_attention_{args.device.split(':')[0]}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, out)
     print(f"written to {out}")
     return result
 

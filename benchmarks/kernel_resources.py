@@ -24,7 +24,6 @@ timing them (``benchmarks.frame_attention --device cuda``).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import re
 import subprocess
@@ -37,8 +36,8 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from adaptkit.layers import frame_attention_kernels, frame_attention_triton
+from benchmarks._results import RESULTS, write_json
 
-RESULTS = Path(__file__).parent / "results"
 SHAPES = [(8, 12, 64), (16, 12, 64), (32, 12, 64), (8, 16, 128)]  # (frames, heads, head_dim)
 """AIM's temporal attention at 8, 16 and 32 frames (ViT-B/L heads of 64), and heads of 128."""
 SHARED_PER_SM = {90: 228 * 1024, 80: 164 * 1024}
@@ -149,8 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
     }
     out = args.out or RESULTS / f"kernel_resources_sm{args.arch}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, out)
     print(f"written to {out}")
     return result
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import io
-import json
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,9 +26,9 @@ from adaptkit.data import (
     encode_video,
     reversed_partner,
 )
+from benchmarks._results import RESULTS, write_json
 from recipes import predict
 
-RESULTS = Path(__file__).parent / "results"
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
@@ -60,8 +59,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     report = {"checkpoint": str(args.checkpoint), "videos": args.videos, "seconds": args.seconds, "fps": args.fps,
               "frames": num_frames, "seed": args.seed, "top1": round(100 * total / args.videos, 2),
               "per_pair": {name: f"{sum(v)}/{len(v)}" for name, v in correct.items()}}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(report, args.out)
     print(f"{args.videos} videos of {args.seconds:g} s at {args.fps} fps ({num_frames} frames): "
           f"top-1 {report['top1']:.1f}%")
     for name, cell in report["per_pair"].items():

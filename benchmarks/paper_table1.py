@@ -28,7 +28,6 @@ import contextlib
 import copy
 import dataclasses
 import importlib.util
-import json
 import multiprocessing
 import os
 import platform
@@ -39,19 +38,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from tqdm import tqdm
 
-import adaptkit
 from adaptkit.data import EvaluationResult, reversed_partner
 from adaptkit.strategies import list_strategies, make_strategy
+from benchmarks._results import RESULTS, write_json
 from recipes._builders import build_video_model, create_image_model
 from recipes._config import RecipeConfig, load_config, validate
 from recipes._distributed import setup, teardown
 from recipes._embedded import prepare
 from recipes.train import TrainRecipe
 
-RESULTS = Path(__file__).parent / "results"
 ORDER_BLIND_CEILING = 0.5  # every class has a time-reversed partner holding the same frames
 
 
@@ -293,7 +290,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         teardown()
     args.output.mkdir(parents=True, exist_ok=True)
-    (args.output / "paper_table1.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    write_json(report, args.output / "paper_table1.json")
     (args.output / "paper_table1.md").write_text(markdown(report), encoding="utf-8")
     figure(report, args.output / "paper_table1.png")
     print(markdown(report))

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import platform
 import statistics
 import time
@@ -34,9 +33,9 @@ import torch
 import adaptkit
 from adaptkit.layers import set_frame_attention_kernel
 from benchmarks.saved_memory import saved_tensors
+from benchmarks._results import RESULTS, write_json
 
 GIB = 2**30
-RESULTS = Path(__file__).parent / "results"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -199,8 +198,7 @@ def cpu_report(args: argparse.Namespace) -> dict:
         "inference": inference,
     }
     out = args.out or RESULTS / "train_cost.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_json(result, out)
     return result
 
 

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks.train_cost import GIB, RESULTS, SETTINGS, build
+from benchmarks._results import write_json
 
 TRAIN_ROWS = ["aim", "aim temporal=False", "aim kernel=tiled", "timesformer", "aim checkpointing=none", "space-only",
               "linear-probe", "aim kernel=pytorch", "aim checkpointing=temporal", "aim checkpointing=True"]
@@ -232,8 +233,7 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
 
     def save() -> None:
         result["summary"] = summary(result)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2) + "\n")
+        write_json(result, out)
 
     def attempt(table: str, label: str, measure: Callable[[], dict]) -> None:
         start = time.perf_counter()

@@ -6,7 +6,6 @@ gradients, save/load and unload round trips) run on the tiny Swins in tests/test
 
 from __future__ import annotations
 
-import copy
 import math
 
 import pytest

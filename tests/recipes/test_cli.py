@@ -99,8 +99,8 @@ def test_model_folder_errors_say_what_the_folder_is(trained: Path, tmp_path: Pat
     write_synthetic_videos(tmp_path / "v", 1, num_frames=8, size=32, num_classes=6)
     (tmp_path / "v" / motion_class_names(6)[0] / "video_00000.mp4").rename(video)
     cases = [
-        (["predict", str(video), "--checkpoint", str(run_dir)], f"is not a model folder: it has no "
-                                                                f"adapter_config.json"),
+        (["predict", str(video), "--checkpoint", str(run_dir)], "is not a model folder: it has no "
+                                                                "adapter_config.json"),
         (["predict", str(video), "--checkpoint", str(run_dir)], f"looks like a run folder: pass {trained}"),
         (["evaluate", "--checkpoint", str(tmp_path / "nowhere")], "does not exist"),
         (["evaluate", "--checkpoint", str(video)], "is a file, not a model folder"),
