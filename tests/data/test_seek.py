@@ -13,6 +13,7 @@ from torchvision.transforms.v2 import functional as F
 
 from adaptkit.data import decode_frames, encode_video, encoder_available, probe_video, resized_shape
 from adaptkit.data import decode as decode_module
+from adaptkit.data.probe import open_video_stream
 
 from ._videos import assert_frames_are, gray_frames, has_reordered_frames, write_gray_video
 
@@ -117,13 +118,15 @@ def moving_texture(num_frames: int, height: int = 32, width: int = 48) -> torch.
 @pytest.fixture(scope="module")
 def textured(tmp_path_factory):
     """Moving-texture files with B-frame pyramids: closed GOPs (x264's default), open GOPs (leading pictures), and the
-    closed one remuxed into MPEG-TS."""
+    closed one remuxed into MPEG-TS; and an FLV1 file, whose header lacks the frame size."""
     folder = tmp_path_factory.mktemp("textured")
     files = {}
     for name, extra in {"closed": "", "open": ":open-gop=1"}.items():
         files[name] = folder / f"{name}.mp4"
         params = f"keyint={GOP}:min-keyint={GOP}:scenecut=0:bframes=3:b-pyramid=normal:b-adapt=0{extra}"
         encode_video(files[name], moving_texture(NUM_FRAMES), options={"qp": "20", "x264-params": params})
+    files["flv"] = folder / "texture.flv"  # FLV1 (Sorenson H.263): the header gives no frame size
+    encode_video(files["flv"], moving_texture(NUM_FRAMES), codec="flv", options={"g": str(GOP)})
     files["ts"] = folder / "closed.ts"  # MPEG-TS: no header, stream parameters come from parsing packets
     with av.open(str(files["closed"])) as source, av.open(str(files["ts"]), "w", format="mpegts") as target:
         stream = target.add_stream_from_template(source.streams.video[0])
@@ -170,7 +173,7 @@ def plain_pyav_frames(path) -> torch.Tensor:
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2)
 
 
-@pytest.mark.parametrize("name", ["closed", "open", "ts", "mp4", "edit_list", "mkv", "webm", "vfr"])
+@pytest.mark.parametrize("name", ["closed", "open", "ts", "flv", "mp4", "edit_list", "mkv", "webm", "vfr"])
 def test_opening_without_trial_decoding_gives_plain_pyav_pixels(textured, videos, name):
     path = {**videos, **textured}.get(name)
     if path is None:
@@ -180,6 +183,17 @@ def test_opening_without_trial_decoding_gives_plain_pyav_pixels(textured, videos
     assert torch.equal(decode_frames(path, indices, backend="pyav"), expected[indices])
     with av.open(str(path)) as container:  # what FFmpeg's trial decoding guesses; the probe counts it exactly
         assert probe_video(path).reorder_depth <= container.streams.video[0].codec_context.reorder_depth
+
+
+def test_a_header_without_the_frame_size_is_opened_again_with_trial_decoding(textured):
+    path = str(textured["flv"])
+    with av.open(path, options={"codec_whitelist": "none"}) as container:  # what opening without trial decoding sees
+        assert container.streams.video[0].width == 0
+    container, stream = open_video_stream(path)
+    with container:
+        assert (stream.height, stream.width) == (32, 48)
+    index = probe_video(path)
+    assert (index.height, index.width, index.num_frames) == (32, 48, NUM_FRAMES)
 
 
 @pytest.mark.parametrize("name", ["closed", "open"])
