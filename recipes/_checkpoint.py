@@ -30,7 +30,7 @@ import torch
 from omegaconf import OmegaConf
 
 from adaptkit import VideoModel
-from recipes._config import RecipeConfig
+from recipes._config import RecipeConfig, absolute_path
 from recipes._files import CorruptFileError, atomic_write, atomic_write_text, verify_digests, write_digests
 
 log = logging.getLogger("recipes")
@@ -212,6 +212,8 @@ def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]
 
     def relevant(tree: dict[str, Any]) -> dict[str, Any]:
         flat = _flatten(tree.get("model", {}), "model")
+        if flat.get("model.checkpoint"):  # runs recorded before paths were stored absolute
+            flat["model.checkpoint"] = absolute_path(flat["model.checkpoint"])
         flat["data.num_frames"] = tree.get("data", {}).get("num_frames")
         return {k: v for k, v in flat.items() if k not in MODEL_KEYS_IGNORED_ON_RESUME}
 

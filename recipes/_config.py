@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,28 @@ def to_config(config: DictConfig) -> RecipeConfig:
         raise ConfigError(f"invalid data.augment: {error}") from None
     assert isinstance(recipe, RecipeConfig)
     validate(recipe)
+    absolute_paths(recipe)
     return recipe
+
+
+def absolute_path(path: str) -> str:
+    """``path`` with ``~`` expanded, made absolute against the current folder (symlinks kept)."""
+    return os.path.abspath(os.path.expanduser(path))
+
+
+def absolute_paths(config: RecipeConfig) -> None:
+    """Make the config's file and folder paths absolute, in place, so that the config a run folder records works from
+    any folder: relative paths mean the folder the command runs in, as on the command line. ``train.output_dir``
+    (the run folder itself) is left as written."""
+    data = config.data
+    if config.model.checkpoint is not None:
+        config.model.checkpoint = absolute_path(config.model.checkpoint)
+    for split in (data.train, data.val):
+        split.annotations = None if split.annotations is None else absolute_path(split.annotations)
+        split.root = None if split.root is None else absolute_path(split.root)
+    if data.frame_cache is not None:
+        data.frame_cache = absolute_path(data.frame_cache)
+    data.generated.cache_dir = absolute_path(data.generated.cache_dir)
 
 
 def to_yaml(config: RecipeConfig) -> str:

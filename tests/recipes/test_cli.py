@@ -54,7 +54,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "data.train.annotations=<annotation file> and data.train.root=<folder of the videos>"),
     (["train", "--config", "synthetic_motion", "model.allow_random_init=false"],
      "no pretrained tag and no model.checkpoint"),
-    (["train", "model.checkpoint=missing.safetensors"], "model.checkpoint missing.safetensors does not exist"),
+    (["train", "model.checkpoint=missing.safetensors"], "model.checkpoint {cwd}/missing.safetensors does not exist"),
     (["train", "--config", "k400_vitb16_8x1"], "did you mean k400_vitb16_8x16"),
     (["train", "--nope"], "unrecognized arguments: --nope"),
     (["evaluate"], "the following arguments are required: --checkpoint"),
@@ -149,6 +149,35 @@ def test_predict_notes_repeated_frames_of_a_short_video(trained: Path, tmp_path:
     status, out, _ = run_cli(["predict", str(video), "--checkpoint", str(trained)], capsys)
     assert status == 0 and "frames 0-2 of 3" in out
     assert "note: the video has only 3 frames, fewer than a clip spans: frames were repeated" in out
+
+
+def test_a_run_on_relative_paths_is_usable_from_another_folder(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    # Relative paths mean the folder the command runs in; the run records them absolute.
+    from safetensors.torch import save_file
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    image_model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1,
+                                    num_heads=2)
+    (project / "weights").mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in image_model.state_dict().items()}, str(project / "weights" / "vit.pt"
+                                                                                 ".safetensors"))
+    write_synthetic_videos(project / "videos", 1, num_frames=8, size=32, num_classes=6)
+    monkeypatch.chdir(project)
+    assert cli.main(["train", "--config", "synthetic_motion", "train.output_dir=run", "train.max_steps=1",
+                     "train.global_batch_size=4", "data.batch_size=4", "data.synthetic.train_videos=4",
+                     "data.synthetic.val_videos=4", "data.synthetic.num_classes=6", "data.num_frames=4",
+                     "eval.at_end=false", "model.checkpoint=weights/vit.pt.safetensors", "model.kwargs.weight_init=",
+                     *TINY_MODEL]) == 0
+    assert load_config(project / "run" / "final" / "config.yaml").model.checkpoint == str(
+        project / "weights" / "vit.pt.safetensors")
+    capsys.readouterr()
+    monkeypatch.chdir(elsewhere)
+    video = project / "videos" / motion_class_names(6)[0] / "video_00000.mp4"
+    status, out, err = run_cli(["predict", str(video), "--checkpoint", str(project / "run" / "final")], capsys)
+    assert status == 0 and f"{video}: read" in out, err
+    assert list(elsewhere.iterdir()) == []  # and nothing was written where it ran
 
 
 @pytest.fixture

@@ -173,3 +173,21 @@ def test_grad_checkpointing_modes_reach_the_model(value: str, temporal: bool, wh
     assert video_model._grad_checkpointing is whole_blocks
     assert all(block.checkpoint_temporal is temporal for block in blocks)
     assert all(block.recompute_adapters is (value in ("temporal", "false")) for block in blocks)
+
+
+def test_paths_are_made_absolute_against_the_current_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A run folder records its config; absolute paths make that record usable from any folder.
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    config = load_config("synthetic_motion", [
+        "model.checkpoint=weights/image.safetensors", "data.train.annotations=k400/train.csv",
+        "data.train.root=k400/videos", "data.val.annotations=~/k400/val.csv", "data.frame_cache=../frames",
+        "data.generated.cache_dir=.cache/adaptkit", "train.output_dir=runs/mine",
+    ])
+    assert config.model.checkpoint == str(tmp_path / "weights" / "image.safetensors")
+    assert (config.data.train.annotations, config.data.train.root) == (str(tmp_path / "k400" / "train.csv"),
+                                                                       str(tmp_path / "k400" / "videos"))
+    assert (config.data.val.annotations, config.data.val.root) == (str(tmp_path / "home" / "k400" / "val.csv"), None)
+    assert config.data.frame_cache == str(tmp_path.parent / "frames")
+    assert config.data.generated.cache_dir == str(tmp_path / ".cache" / "adaptkit")
+    assert config.train.output_dir == "runs/mine"  # the run folder's own name stays as written

@@ -18,8 +18,8 @@ import adaptkit
 from adaptkit.data import SyntheticMotionDataset
 from recipe_fixtures import synthetic_args, video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
 from recipes import train
-from recipes._checkpoint import list_checkpoints, load_checkpoint
-from recipes._config import load_config
+from recipes._checkpoint import list_checkpoints, load_checkpoint, model_config_differences
+from recipes._config import load_config, to_yaml
 from recipes._distributed import setup
 from recipes._files import CorruptFileError
 
@@ -172,3 +172,17 @@ def test_progress_reports_the_data_wait_share(tmp_path: Path, synthetic_args, mo
     slow = data_wait("slow")
     assert all(share > 0.5 for share in slow), slow
     assert "data=" in capsys.readouterr().err  # shown on the progress bar
+
+
+def test_a_run_recorded_with_a_relative_weights_path_still_resumes(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Runs recorded before paths were stored absolute hold model.checkpoint as written; it names the same file.
+    monkeypatch.chdir(tmp_path)
+    config = load_config("synthetic_motion", ["model.checkpoint=weights.safetensors"])
+    recorded = to_yaml(config).replace(str(tmp_path / "weights.safetensors"), "weights.safetensors")
+    assert "checkpoint: weights.safetensors" in recorded
+    assert model_config_differences(recorded, config) == []
+    moved = recorded.replace("checkpoint: weights.safetensors", "checkpoint: other/weights.safetensors")
+    assert model_config_differences(moved, config) == [
+        f"model.checkpoint: checkpoint {str(tmp_path / 'other' / 'weights.safetensors')!r}, this config "
+        f"{str(tmp_path / 'weights.safetensors')!r}"]
