@@ -28,6 +28,7 @@ from adaptkit.data import (
 )
 from benchmarks._results import RESULTS, write_json
 from recipes import predict
+from recipes.cli import one_line
 
 
 
@@ -52,8 +53,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             for clip, clip_label in ((video, label), (video.flip(0), reversed_partner(label))):
                 path = Path(folder) / f"video_{pair:04d}_{clip_label}.mp4"
                 encode_video(path, clip, fps=args.fps, options={"qp": "0", "preset": "ultrafast"})
-                with contextlib.redirect_stdout(io.StringIO()):  # predict prints its top classes per file
-                    (top, _), = predict.main(["--checkpoint", str(args.checkpoint), str(path), "--top-k", "1"])
+                try:
+                    with contextlib.redirect_stdout(io.StringIO()):  # predict prints its top classes per file
+                        (top, _), = predict.main(["--checkpoint", str(args.checkpoint), str(path), "--top-k", "1"])
+                except Exception as error:  # noqa: BLE001 - a wrong checkpoint folder: one line, as the CLI says it
+                    parser.exit(2, f"benchmarks.long_videos: error: {one_line(error)}\n")
                 correct[ACTION_PAIRS[clip_label // 2][0]].append(top == ACTION_CLASSES[clip_label])
     total = sum(sum(v) for v in correct.values())
     report = {"checkpoint": str(args.checkpoint), "videos": args.videos, "seconds": args.seconds, "fps": args.fps,

@@ -186,15 +186,18 @@ class RecipeConfig:
         return Path(self.train.output_dir or Path("runs") / self.name)
 
 
-def _merge(base: DictConfig, update: Any, source: str) -> DictConfig:
+def _merge(base: DictConfig, update: Any, source: str, key: str | None = None) -> DictConfig:
+    """``base`` updated by ``update``; ``key`` names the key being set when OmegaConf's error does not (a whole
+    section replaced by a value, e.g. ``optim=5``)."""
     try:
         return OmegaConf.merge(base, update)  # type: ignore[return-value]
     except ConfigKeyError as error:
-        raise ConfigError(f"unknown config key {error.full_key!r} in {source}") from None
+        raise ConfigError(f"unknown config key {error.full_key or key!r} in {source}") from None
     except OmegaConfBaseException as error:
-        key = getattr(error, "full_key", None)
+        key = getattr(error, "full_key", None) or key
         reason = str(error).splitlines()[0]
-        raise ConfigError(f"invalid value for config key {key!r} in {source}: {reason}") from None
+        where = f"for config key {key!r} in {source}" if key else f"in {source}"
+        raise ConfigError(f"invalid value {where}: {reason}") from None
 
 
 def list_configs() -> list[str]:
@@ -243,7 +246,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
-    config = _merge(config, OmegaConf.from_dotlist(list(overrides or [])), "the command-line overrides")
+    for item in overrides or []:  # one at a time, so that an error names its override; later ones win
+        config = _merge(config, OmegaConf.from_dotlist([item]), "the command-line overrides", item.partition("=")[0])
     return to_config(config)
 
 

@@ -45,10 +45,14 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit predict") -> argpar
     parser.add_argument("--checkpoint", required=True, type=Path, help="model folder (a run's final/ or a checkpoint)")
     parser.add_argument("--config", help="config name or YAML for a folder without config.yaml (default: the "
                                          "checkpoint's own)")
-    parser.add_argument("--classes", type=Path, help="class names (JSON list, or one per line) for a folder without "
-                                                     "classes.json")
+    parser.add_argument("--classes", type=Path, help="class names (JSON list, or one per line); needed for a folder "
+                                                     "without classes.json, used instead of it otherwise")
     parser.add_argument("--top-k", type=int, default=5, help="number of classes to print")
     args = parser.parse_intermixed_args(argv)
+    if args.top_k < 1:
+        raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
+    if args.classes is not None and not args.classes.is_file():
+        raise UsageError(f"--classes {args.classes} is not a file (expected a JSON list or one class name per line)")
     videos = [item for item in args.items if Path(item).exists() or "=" not in item]
     if not videos:
         raise UsageError(f"the video to predict on is missing: {prog} VIDEO --checkpoint MODEL_FOLDER")
@@ -87,7 +91,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
 
     image_model, _ = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
     model = adaptkit.from_pretrained(image_model, args.checkpoint).to(world.device)
-    classes = read_classes(args.checkpoint) or (read_class_names(args.classes) if args.classes else None)
+    classes = read_class_names(args.classes) if args.classes else read_classes(args.checkpoint)
     classes = classes or [f"class_{i}" for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {model.num_classes} classes")

@@ -46,6 +46,7 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.mark.parametrize(("args", "expected"), [
     (["train", "optim.lrr=1"], "unknown config key 'optim.lrr'"),
     (["train", "optim.lr=abc"], "invalid value for config key 'optim.lr'"),
+    (["train", "optim=5"], "invalid value for config key 'optim' in the command-line overrides"),
     (["train", "model.strategy=aimm"], "model.strategy: 'aimm' is not one of"),
     (["train", "model.grad_checkpointing=spatial"],
      "model.grad_checkpointing: 'spatial' is not one of [False, True, 'temporal', 'none']"),
@@ -59,9 +60,12 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["train", "--nope"], "unrecognized arguments: --nope"),
     (["evaluate"], "the following arguments are required: --checkpoint"),
     (["predict", "--checkpoint", "."], "the video to predict on is missing"),
+    (["predict", "v.mp4", "--checkpoint", ".", "--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (["predict", "v.mp4", "--checkpoint", ".", "--classes", "names.json"], "--classes names.json is not a file"),
     (["frobnicate"], "unknown command 'frobnicate'"),
-], ids=["unknown_key", "wrong_type", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights", "missing_weights_file",
-        "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "unknown_command"])
+], ids=["unknown_key", "wrong_type", "section_as_value", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights",
+        "missing_weights_file", "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "top_k_zero",
+        "missing_class_names", "unknown_command"])
 def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths resolve here; nothing may be written
@@ -140,6 +144,18 @@ def test_predict_says_which_frames_it_read(trained: Path, tmp_path: Path, capsys
     assert (f"{video}: read 2 clips of 4 frames every 1 (dense sampling), frames {indices.min()}-{indices.max()} of "
             "20, 32x32 (2 views)") in out
     assert "repeated" not in out and len([line for line in out.splitlines() if ". motion_" in line]) == 5
+
+
+def test_predict_class_names_given_replace_the_folders(trained: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture) -> None:
+    write_synthetic_videos(tmp_path, 1, num_frames=8, size=32, num_classes=6)
+    video = tmp_path / motion_class_names(6)[0] / "video_00000.mp4"
+    names = tmp_path / "names.json"
+    names.write_text(json.dumps([f"action {i}" for i in range(6)]))
+    status, out, _ = run_cli(["predict", str(video), "--checkpoint", str(trained), "--classes", str(names),
+                              "--top-k", "6"], capsys)
+    assert status == 0 and sorted(re.findall(r"action \d", out)) == [f"action {i}" for i in range(6)]
+    assert ". motion_" not in out  # the folder's own class names are not used
 
 
 def test_predict_notes_repeated_frames_of_a_short_video(trained: Path, tmp_path: Path,
