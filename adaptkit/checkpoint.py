@@ -29,10 +29,15 @@ def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
 
     A merged model (``video_model.merge()``) also writes ``image_model.safetensors``: its backbone as a
     plain timm / open_clip state dict, which holds the folded adapters.
+
+    Raises:
+        FileExistsError: ``path`` is an existing file, not a folder.
     """
     from adaptkit import __version__
 
     path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise FileExistsError(f"{path} is a file: save_pretrained writes a folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
     tensors = {k: v.detach().contiguous().cpu() for k, v in video_model.trainable_state_dict().items()}
     config = {"format_version": FORMAT_VERSION, "adaptkit_version": __version__, **video_model.strategy_config}
     atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))

@@ -279,7 +279,11 @@ class VideoModel(nn.Module):
         copy_strict(self.backbone_state_dict(), state, "backbone weights")
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trainable tensors only)."""
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trainable tensors only) into folder ``path``.
+
+        Raises:
+            FileExistsError: ``path`` is an existing file.
+        """
         from adaptkit.checkpoint import save_pretrained
 
         save_pretrained(self, path)

@@ -61,7 +61,7 @@ def check_wrapped_modules_matter(video_model: VideoModel, wrapped: dict[str, nn.
         hint = video_model.strategy.working_targets(video_model.family)
         raise ValueError(
             f"{video_model.strategy.name}: wrapped module(s) {'; '.join(problems)}; their trainable tensors would get "
-            f"no gradient and training would silently leave them untouched.{' Use ' + hint if hint else ''}"
+            f"no gradient and training would silently leave them untouched.{' ' + hint if hint else ''}"
         )
 
 

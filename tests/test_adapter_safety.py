@@ -52,6 +52,29 @@ def test_lora_on_a_module_whose_output_is_discarded_is_refused():
     adaptkit.inject(image_model, "lora", num_frames=2, num_classes=3, target_modules=["fc1"])
 
 
+def test_lora_whose_default_targets_are_cut_off_by_the_weights_says_so():
+    """The family's own targets are cut off by zero weights after them (as timm's random SwinV2 post-norms are):
+    naming those same targets again would not help."""
+    image_model = timm.create_model("vit_tiny_patch16_224", **TINY, init_values=0.1)
+    with torch.no_grad():
+        for block in image_model.blocks:
+            block.ls1.gamma.zero_()
+    with pytest.raises(ValueError, match=r"without effect on the output: blocks.0.attn.qkv, blocks.1") as error:
+        adaptkit.inject(image_model, "lora", num_frames=2, num_classes=3)
+    message = str(error.value)
+    assert "timm_vit's default targets (['qkv'])" in message and "load the pretrained weights" in message
+    assert "Use target_modules" not in message and "\n" not in message
+
+
+def test_lora_targets_that_match_nothing_are_refused_with_the_working_ones():
+    image_model = BACKBONES["timm_vit"][0]()
+    before = {k: v.clone() for k, v in image_model.state_dict().items()}
+    with pytest.raises(ValueError, match=r"^lora: target_modules \['foo'\] match no module of this timm_vit model\. "
+                                         r"Use target_modules that work on timm_vit: \['qkv'\] \(the default\)\.$"):
+        adaptkit.inject(image_model, "lora", num_frames=2, num_classes=3, target_modules=["foo"])
+    assert _untouched(image_model, before) and all(p.requires_grad for p in image_model.parameters())
+
+
 def test_the_check_leaves_no_gradients_behind_and_the_model_in_train_mode():
     vm = adaptkit.inject(BACKBONES["timm_vit"][0](), "lora", num_frames=2, num_classes=3, r=2)
     assert all(p.grad is None for p in vm.parameters()) and vm.training

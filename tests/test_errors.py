@@ -151,3 +151,13 @@ def test_merging_a_strategy_that_cannot_merge_is_refused_naming_the_mergeable_on
     vm.unload()
     with pytest.raises(RuntimeError, match="unloaded"):
         vm.merge()
+
+
+def test_save_pretrained_onto_a_file_is_refused_and_leaves_it(tmp_path):
+    target = tmp_path / "adapter"
+    target.write_text("mine")
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=3)
+    with pytest.raises(FileExistsError, match=r"adapter is a file: save_pretrained writes a folder "
+                                              r"\(adapter_config.json \+ adapter_model.safetensors\)"):
+        vm.save_pretrained(target)
+    assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]

@@ -118,7 +118,8 @@ class StrategyConfig(ABC):
         return {}
 
     def working_targets(self, family: BackboneFamily) -> str:
-        """What to suggest when :meth:`wrapped_modules` finds a module that does nothing (e.g. the family's targets)."""
+        """A sentence on what to do when :meth:`wrapped_modules` finds a module that does nothing (e.g. the family's
+        working targets); empty for none."""
         return ""
 
     def options(self) -> dict[str, Any]:

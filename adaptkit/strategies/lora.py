@@ -56,8 +56,15 @@ class LoRAConfig(StrategyConfig):
             if isinstance(module, nn.MultiheadAttention)
             for key, value in module.named_parameters()
         }
-        # LoraModel injects in place into the backbone (and freezes the rest); kept for remove().
-        return LoraModel(backbone, peft_config, "default"), merged_in_place
+        try:
+            # LoraModel injects in place into the backbone (and freezes the rest); kept for remove().
+            return LoraModel(backbone, peft_config, "default"), merged_in_place
+        except ValueError as error:
+            if not any(name.split(".")[-1] in targets or name in targets for name, _ in backbone.named_modules()):
+                # PEFT checks before touching the model, so the image model is unchanged.
+                raise ValueError(f"lora: target_modules {targets} match no module of this {context.family.name} "
+                                 f"model. {self.working_targets(context.family)}") from error
+            raise
 
     def wrapped_modules(self, state: tuple[Any, dict[str, torch.Tensor]]) -> dict[str, nn.Module]:
         from peft.tuners.lora import LoraLayer
@@ -66,7 +73,11 @@ class LoRAConfig(StrategyConfig):
         return {name: m for name, m in lora_model.model.named_modules() if isinstance(m, LoraLayer)}
 
     def working_targets(self, family: BackboneFamily) -> str:
-        return f"target_modules that work on {family.name}: {family.lora_targets()} (the default)"
+        if self.target_modules is None:  # the defaults themselves failed: the weights cut them off, not the names
+            return (f"These are {family.name}'s default targets ({family.lora_targets()}): a layer after them is zero "
+                    f"in these weights (a zero layer scale or norm weight; timm starts SwinV2's post-attention norms "
+                    f"at zero), so load the pretrained weights first, or name other target_modules.")
+        return f"Use target_modules that work on {family.name}: {family.lora_targets()} (the default)."
 
     def remove(self, context: StrategyContext, state: tuple[Any, dict[str, torch.Tensor]]) -> None:
         lora_model, merged_in_place = state
