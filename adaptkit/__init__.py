@@ -9,12 +9,14 @@ torch.Size([2, 10])
 __version__ = "0.1.0"
 
 from adaptkit.backbones import BackboneFamily, list_backbones, register_backbone
+from adaptkit.checkpoint import ArchitectureMismatchError
 from adaptkit.counting import count_flops, count_parameters
 from adaptkit.inject import from_pretrained, inject
 from adaptkit.model import MergeError, VideoModel
 from adaptkit.strategies import StrategyConfig, list_strategies, register_strategy
 
 __all__ = [
+    "ArchitectureMismatchError",
     "BackboneFamily",
     "MergeError",
     "StrategyConfig",

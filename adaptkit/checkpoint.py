@@ -47,17 +47,37 @@ def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
     atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
 
 
+class ArchitectureMismatchError(TypeError):
+    """An adapter checkpoint was recorded on another backbone architecture than the image model it is loaded into.
+
+    ``differences`` maps each differing identity key (``BackboneFamily.identity()``) to (recorded, found).
+    """
+
+    def __init__(self, message: str, differences: dict[str, tuple[Any, Any]]) -> None:
+        super().__init__(message)
+        self.differences = differences
+
+
+def describe_differences(differences: dict[str, tuple[Any, Any]]) -> str:
+    """``activation: 'QuickGELU' in the checkpoint, 'GELU' here; depth: ...``, keys sorted."""
+    return "; ".join(f"{key}: {saved!r} in the checkpoint, {found!r} here" for key, (saved, found) in
+                     sorted(differences.items()))
+
+
 def compare_architecture(saved: dict[str, Any], found: dict[str, Any], path: str | Path, ignore: bool) -> None:
-    """Refuse (TypeError) a checkpoint recorded on another architecture than ``found``; warn instead if ``ignore``."""
-    differing = sorted(k for k in saved.keys() & found.keys() if saved[k] != found[k])
-    if not differing:
+    """Refuse a checkpoint recorded on another architecture than ``found``; warn instead if ``ignore``.
+
+    Raises:
+        ArchitectureMismatchError: (a TypeError) naming each differing key with both values.
+    """
+    differences = {k: (saved[k], found[k]) for k in saved.keys() & found.keys() if saved[k] != found[k]}
+    if not differences:
         return
-    message = (
-        f"checkpoint {path} was made on backbone {saved}, but this image model is {found}: they differ in "
-        f"{', '.join(differing)}"
-    )
+    message = f"checkpoint {path} was made on another backbone: they differ in {', '.join(sorted(differences))} " \
+              f"({describe_differences(differences)})"
     if not ignore:
-        raise TypeError(f"{message}. Pass ignore_architecture_mismatch=True to load it anyway")
+        raise ArchitectureMismatchError(f"{message}. Pass ignore_architecture_mismatch=True to load it anyway",
+                                        differences)
     warnings.warn(f"{message}; loading anyway (ignore_architecture_mismatch=True)", stacklevel=3)
 
 

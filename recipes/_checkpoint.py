@@ -29,7 +29,9 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 
-from adaptkit import VideoModel
+import adaptkit
+from adaptkit import ArchitectureMismatchError, VideoModel
+from adaptkit.checkpoint import describe_differences
 from recipes._config import RecipeConfig, absolute_path
 from recipes._files import CorruptFileError, atomic_write, atomic_write_text, verify_digests, write_digests
 
@@ -99,6 +101,22 @@ def check_model_dir(path: Path, config_given: bool) -> None:
             "sampling with --config <name or YAML> (e.g. --config k400_vitb16_8x16) and overrides"
         )
     verify_digests(path)
+
+
+def load_model_dir(image_model: torch.nn.Module, path: Path, config_given: bool) -> VideoModel:
+    """``adaptkit.from_pretrained(image_model, path)`` (frozen, eval mode), where an image model that differs from the
+    one the adapter was trained on is said in the command line's terms.
+
+    Raises:
+        ValueError: the config describes another image model than the checkpoint records (the keys are named).
+    """
+    try:
+        return adaptkit.from_pretrained(image_model, path)
+    except ArchitectureMismatchError as error:
+        config = "--config" if config_given else f"its {CONFIG_FILE}"
+        raise ValueError(f"--checkpoint {path} was trained on another image model than {config} and the overrides "
+                         f"describe ({describe_differences(error.differences)}): give the config it was trained "
+                         "with") from None
 
 
 def read_classes(path: Path) -> list[str] | None:

@@ -21,6 +21,7 @@ from adaptkit.io import atomic_directory
 from recipes._data import load_split
 from recipes._builders import checkpoint_file
 from recipes._config import RecipeConfig, SplitConfig
+from recipes._distributed import World, barrier
 from recipes._pretrain import pretrain_image_model
 
 
@@ -89,3 +90,14 @@ def prepare(config: RecipeConfig, device: torch.device, announce: bool = True) -
                   f"{100 * image_report['image_top1']:.1f}% on {image_report['test_images']} held-out images, "
                   f"chance {100 * image_report['chance']:.1f}%)")
     return config, report
+
+
+def prepare_everywhere(config: RecipeConfig, world: World) -> RecipeConfig:
+    """:func:`prepare` on every process: the main one generates and pretrains (announcing it), the others then find
+    the results in the cache."""
+    if world.is_main:
+        config, _ = prepare(config, world.device)
+    barrier(world)
+    if not world.is_main:
+        config, _ = prepare(config, world.device, announce=False)
+    return config

@@ -19,14 +19,14 @@ import argparse
 import sys
 from pathlib import Path
 
-import adaptkit
 from adaptkit.data import EvaluationResult
 from recipes._args import ArgumentParser
 from recipes._builders import create_image_model, describe_backbone
-from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, read_classes
+from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
 from recipes._config import load_config
 from recipes._data import eval_dataset
 from recipes._distributed import setup, teardown
+from recipes._embedded import prepare_everywhere
 from recipes._evaluation import evaluate, format_result
 from recipes._logging import setup_logging
 
@@ -48,13 +48,14 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
     world = setup(config.train.device)
     try:
         setup_logging(world.is_main)
+        config = prepare_everywhere(config, world)  # a config of generated data / a pretrained embedded backbone
         saved_classes = read_classes(args.checkpoint)  # None for a plain save_pretrained folder
         dataset, views, data_classes = eval_dataset(config, saved_classes)
 
         # The backbone comes from the config's weights (or the run's saved random backbone), the adapter from the
         # checkpoint; from_pretrained checks that both match.
         image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
-        model = adaptkit.from_pretrained(image_model, args.checkpoint).to(world.device)
+        model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
         num_classes = model.num_classes
         if data_classes != num_classes:  # labels past the head would silently count as errors
             raise ValueError(f"the evaluation data has {data_classes} classes but {args.checkpoint}'s head has "

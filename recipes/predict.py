@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 import torch
 
-import adaptkit
 from adaptkit.data import (
     SKIPPED_LABEL,
     MultiViewDataset,
@@ -31,10 +30,11 @@ from adaptkit.data import (
 )
 from recipes._args import ArgumentParser, UsageError
 from recipes._builders import create_image_model
-from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, read_classes
+from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
 from recipes._config import DataConfig, load_config
 from recipes._data import frame_sampler
 from recipes._distributed import setup
+from recipes._embedded import prepare
 from recipes._evaluation import autocast
 
 
@@ -51,8 +51,6 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit predict") -> argpar
     args = parser.parse_intermixed_args(argv)
     if args.top_k < 1:
         raise UsageError(f"--top-k must be at least 1, got {args.top_k}")
-    if args.classes is not None and not args.classes.is_file():
-        raise UsageError(f"--classes {args.classes} is not a file (expected a JSON list or one class name per line)")
     videos = [item for item in args.items if Path(item).exists() or "=" not in item]
     if not videos:
         raise UsageError(f"the video to predict on is missing: {prog} VIDEO --checkpoint MODEL_FOLDER")
@@ -80,6 +78,9 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     """Print and return the ``top_k`` (class name, probability) pairs, most likely first."""
     args = parse_args(argv)
     check_model_dir(args.checkpoint, config_given=args.config is not None)
+    if args.classes is not None and not args.classes.is_file():
+        raise FileNotFoundError(f"--classes {args.classes} is not a file (expected a JSON list or one class name "
+                                "per line)")
     video_path: Path = args.video
     if not video_path.exists():
         raise FileNotFoundError(f"video {video_path} does not exist")
@@ -88,10 +89,12 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
                                 "(`adaptkit evaluate` scores a whole annotated dataset)")
     config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
     world = setup(config.train.device)  # picks the device; a single process
+    config, _ = prepare(config, world.device, announce=False)  # generated data / an embedded backbone, if asked for
 
     image_model, _ = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
-    model = adaptkit.from_pretrained(image_model, args.checkpoint).to(world.device)
+    model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
     classes = read_class_names(args.classes) if args.classes else read_classes(args.checkpoint)
+    classes = classes or config.data.options.get("classes")  # a config that names them (e.g. generated data)
     classes = classes or [f"class_{i}" for i in range(model.num_classes)]
     if len(classes) != model.num_classes:
         raise ValueError(f"{len(classes)} class names for a model with {model.num_classes} classes")

@@ -75,7 +75,7 @@ from recipes._checkpoint import (
 from recipes._args import ArgumentParser
 from recipes._config import DEFAULT_CONFIG, ControlConfig, RecipeConfig, load_config, to_yaml
 from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
-from recipes._embedded import prepare
+from recipes._embedded import prepare_everywhere
 from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
 from recipes._evaluation import autocast, evaluate, format_result
 from recipes._files import atomic_write_text
@@ -118,11 +118,7 @@ def run_with_controls(config: RecipeConfig, world: World) -> dict[str, Any]:
     """Prepare generated data / backbone if asked for, run the recipe, then every control of ``config.controls``
     trained and evaluated the same way; print the results side by side. Returns the main run's summary, with the
     controls' summaries under ``"controls"``."""
-    if world.is_main:  # generation and pretraining are cached: the other ranks then find them
-        config, _ = prepare(config, world.device)
-    barrier(world)
-    if not world.is_main:
-        config, _ = prepare(config, world.device, announce=False)
+    config = prepare_everywhere(config, world)
     summary = TrainRecipe(config, world).run()
     if not config.controls or summary.get("stopped"):
         return summary
@@ -310,8 +306,12 @@ class TrainRecipe:
         barrier(world)  # every rank has looked before the main one writes anything
         if world.is_main:
             if self.checkpoint is None and config.train.overwrite:
-                for folder in ("checkpoints", "final"):
+                replaced = [folder for folder in ("checkpoints", "final") if (self.run_dir / folder).exists()]
+                for folder in replaced:
                     shutil.rmtree(self.run_dir / folder, ignore_errors=True)
+                if replaced:  # said, since a re-run of the same command deletes the last one's model
+                    log.warning("train.overwrite is true: removed %s of the previous run in %s and started again",
+                                " and ".join(f"{folder}/" for folder in replaced), self.run_dir)
             for leftover in remove_unfinished_checkpoints(self.run_dir):
                 log.info("removed %s, a checkpoint write cut short by an earlier kill", leftover)
             self.run_dir.mkdir(parents=True, exist_ok=True)

@@ -123,9 +123,13 @@ def test_an_adapter_from_a_quickgelu_clip_is_refused_on_a_gelu_clip(tmp_path):
     randomize_trainable(vm)
     vm.save_pretrained(tmp_path)
     before = {k: v.clone() for k, v in plain.state_dict().items()}
-    with pytest.raises(TypeError, match=r"differ in activation, architecture\. Pass ignore_architecture_mismatch") as e:
+    with pytest.raises(adaptkit.ArchitectureMismatchError, match=r"differ in activation, architecture \(activation: "
+                       r"'QuickGELU' in the checkpoint, 'GELU' here; architecture: 'vit_base_patch16_clip_quickgelu_224' "
+                       r"in the checkpoint, 'vit_base_patch16_clip_224' here\)\. Pass ignore_architecture_mismatch") as e:
         adaptkit.from_pretrained(plain, tmp_path)
-    assert "'activation': 'QuickGELU'" in str(e.value) and "'activation': 'GELU'" in str(e.value)
+    assert isinstance(e.value, TypeError) and e.value.differences == {
+        "activation": ("QuickGELU", "GELU"), "architecture": ("vit_base_patch16_clip_quickgelu_224",
+                                                            "vit_base_patch16_clip_224")}
     assert _untouched(plain, before) and all(p.requires_grad for p in plain.parameters())
 
     with pytest.warns(UserWarning, match="loading anyway"):

@@ -124,7 +124,9 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path):
     vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
     vm.save_pretrained(tmp_path)
     wider = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=2)
-    with pytest.raises(TypeError, match="was made on backbone"):
+    expected = (r"was made on another backbone: they differ in embed_dim, widths \(embed_dim: 32 in the checkpoint, "
+                r"48 here; widths: \[32\] in the checkpoint, \[48\] here\)")
+    with pytest.raises(adaptkit.ArchitectureMismatchError, match=expected):
         adaptkit.from_pretrained(wider, tmp_path)
     assert all(p.requires_grad for p in wider.parameters()), "a refused load must give the model back"
 

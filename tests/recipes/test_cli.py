@@ -61,11 +61,10 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["evaluate"], "the following arguments are required: --checkpoint"),
     (["predict", "--checkpoint", "."], "the video to predict on is missing"),
     (["predict", "v.mp4", "--checkpoint", ".", "--top-k", "0"], "--top-k must be at least 1, got 0"),
-    (["predict", "v.mp4", "--checkpoint", ".", "--classes", "names.json"], "--classes names.json is not a file"),
     (["frobnicate"], "unknown command 'frobnicate'"),
 ], ids=["unknown_key", "wrong_type", "section_as_value", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights",
         "missing_weights_file", "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "top_k_zero",
-        "missing_class_names", "unknown_command"])
+        "unknown_command"])
 def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths resolve here; nothing may be written
@@ -156,6 +155,28 @@ def test_predict_class_names_given_replace_the_folders(trained: Path, tmp_path: 
                               "--top-k", "6"], capsys)
     assert status == 0 and sorted(re.findall(r"action \d", out)) == [f"action {i}" for i in range(6)]
     assert ". motion_" not in out  # the folder's own class names are not used
+
+
+def test_predict_refuses_a_missing_class_names_file(trained: Path, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture) -> None:
+    status, _, err = run_cli(["predict", "v.mp4", "--checkpoint", str(trained), "--classes",
+                              str(tmp_path / "names.json")], capsys)
+    assert status == 2 and err.strip() == (f"adaptkit predict: error: --classes {tmp_path / 'names.json'} is not a file "
+                                           "(expected a JSON list or one class name per line) (--debug shows the "
+                                           "traceback)")
+
+
+def test_another_image_model_than_the_adapter_was_trained_on_is_named_in_one_line(trained: Path, tmp_path: Path,
+                                                                                  capsys: pytest.CaptureFixture) -> None:
+    write_synthetic_videos(tmp_path, 1, num_frames=8, size=32, num_classes=6)
+    video = tmp_path / motion_class_names(6)[0] / "video_00000.mp4"
+    status, _, err = run_cli(["predict", str(video), "--checkpoint", str(trained), "model.kwargs.act_layer=quick_gelu"],
+                             capsys)
+    lines = [line for line in err.splitlines() if line.strip() and " INFO " not in line]
+    assert status == 2 and lines == [
+        f"adaptkit predict: error: --checkpoint {trained} was trained on another image model than its config.yaml and "
+        "the overrides describe (activation: 'GELU' in the checkpoint, 'QuickGELU' here): give the config it was trained with (--debug "
+        "shows the traceback)"]
 
 
 def test_predict_notes_repeated_frames_of_a_short_video(trained: Path, tmp_path: Path,

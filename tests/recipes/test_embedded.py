@@ -18,7 +18,7 @@ from adaptkit.data import (
     count_frames,
     encode_video,
 )
-from recipes import predict, train
+from recipes import evaluate, predict, train
 from recipes._builders import create_image_model
 from recipes._config import DEFAULT_CONFIG, ModelConfig, PretrainConfig, load_config
 from recipes._embedded import prepare
@@ -118,6 +118,23 @@ def test_predict_reads_a_generated_video_of_a_length_unseen_in_training(trained,
     assert first < 300 / 4 and last > 300 * 3 / 4
     assert label == ACTION_CLASSES.index("Turning something clockwise")
     # Whether the prediction is right needs a model trained for real: the next test.
+
+
+def test_a_plain_adapter_folder_is_evaluated_and_predicted_with_the_embedded_config(trained, tmp_path,
+                                                                                     capsys) -> None:
+    """The config names generated data and an embedded backbone: evaluate and predict find both in the cache."""
+    run_tmp, summary = trained
+    plain = tmp_path / "adapter"  # what save_pretrained writes: no run config, no class names
+    plain.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (plain / name).write_bytes((run_tmp / "run" / "final" / name).read_bytes())
+    config = ["--config", DEFAULT_CONFIG, *tiny_embedded(run_tmp)]
+    result = evaluate.main(["--checkpoint", str(plain), *config])
+    assert result.top1 == summary["eval"]["top1"] and result.num_videos == 4
+    video = sorted((run_tmp / "cache").glob("actions-*/val/*.mp4"))[0]
+    capsys.readouterr()
+    predictions = predict.main(["--checkpoint", str(plain), str(video), "--top-k", "10", *config])
+    assert sorted(name for name, _ in predictions) == sorted(ACTION_CLASSES)  # named by the config's data
 
 
 @pytest.fixture(scope="module")

@@ -203,3 +203,12 @@ def test_augmentation_paths_on_real_videos(video_config: Path, augment: list[str
     log = (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()
     losses = [json.loads(line)["loss"] for line in log]
     assert all(0 < loss < 10 for loss in losses)
+
+
+def test_overwriting_a_finished_run_says_so(tmp_path: Path, synthetic_args, capsys: pytest.CaptureFixture) -> None:
+    args = synthetic_args(tmp_path / "run", steps=1) + ["eval.at_end=false", "train.overwrite=true"]
+    train.main(args)
+    assert "train.overwrite" not in capsys.readouterr().err  # nothing to replace the first time
+    train.main(args)  # the recipe's logging writes to stderr (it replaces the root handlers)
+    assert (f"WARNING recipes.train: train.overwrite is true: removed checkpoints/ and final/ of the previous run in "
+            f"{tmp_path / 'run'} and started again") in capsys.readouterr().err
