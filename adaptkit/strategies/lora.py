@@ -59,12 +59,12 @@ class LoRAConfig(StrategyConfig):
         try:
             # LoraModel injects in place into the backbone (and freezes the rest); kept for remove().
             return LoraModel(backbone, peft_config, "default"), merged_in_place
-        except ValueError as error:
-            if not any(name.split(".")[-1] in targets or name in targets for name, _ in backbone.named_modules()):
-                # PEFT checks before touching the model, so the image model is unchanged.
-                raise ValueError(f"lora: target_modules {targets} match no module of this {context.family.name} "
-                                 f"model. {self.working_targets(context.family)}") from error
-            raise
+        except ValueError as error:  # PEFT's NoMatchingPeftModuleError (a plain ValueError in older releases)
+            if type(error).__name__ != "NoMatchingPeftModuleError" and "not found in the base model" not in str(error):
+                raise
+            # PEFT looks for the targets before it changes anything, so the image model is as it was.
+            raise ValueError(f"lora: target_modules {targets} match no module of this {context.family.name} model. "
+                             f"{self.working_targets(context.family)}") from error
 
     def wrapped_modules(self, state: tuple[Any, dict[str, torch.Tensor]]) -> dict[str, nn.Module]:
         from peft.tuners.lora import LoraLayer
