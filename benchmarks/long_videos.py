@@ -31,7 +31,6 @@ from recipes import predict
 from recipes.cli import one_line
 
 
-
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.long_videos", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trained run's final/ folder")

@@ -125,12 +125,6 @@ def test_dynamic_size_swin_accepts_any_multiple_of_the_patch(height, width):
         assert vm(torch.randn(2, 3, FRAMES, height, width)).shape == (2, 5)
 
 
-
-
-
-
-
-
 @versions
 def test_the_temporal_bias_is_what_carries_frame_order(version):
     """Without an absolute temporal embedding, temporal attention with a zero bias is order-blind."""
@@ -176,12 +170,6 @@ def test_gradient_checkpointing_changes_nothing(version):
     assert grads[0][1].keys() == grads[1][1].keys()
     for name, grad in grads[0][1].items():
         torch.testing.assert_close(grads[1][1][name], grad, rtol=1e-5, atol=1e-7)
-
-
-
-
-
-
 
 
 def test_lora_targets_a_module_that_runs():
