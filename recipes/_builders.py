@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import pickle
 import socket
 from pathlib import Path
 from typing import Any
@@ -121,7 +122,10 @@ def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: boo
             model = timm.create_model(architecture, pretrained=load_weights, pretrained_cfg_overlay=overlay,
                                       **config.kwargs)
         except Exception as error:  # noqa: BLE001 - whatever went wrong, the weights are not in the model
-            raise WeightsError(f"could not load model.checkpoint {checkpoint} into {architecture}: {error}. "
+            reason = str(error)
+            if isinstance(error, (KeyError, IndexError, pickle.UnpicklingError, EOFError)):  # raised while unpickling
+                reason = f"not a readable safetensors or PyTorch weights file ({type(error).__name__}: {error})"
+            raise WeightsError(f"could not load model.checkpoint {checkpoint} into {architecture}: {reason}. "
                                + NOT_LOADED) from error
         return model, f"file {checkpoint}"
     if tag is None:

@@ -270,14 +270,17 @@ def absolute_path(path: str) -> str:
 
 def absolute_paths(config: RecipeConfig) -> None:
     """Make the config's file and folder paths absolute, in place, so that the config a run folder records works from
-    any folder: relative paths mean the folder the command runs in, as on the command line. ``train.output_dir``
-    (the run folder itself) is left as written."""
+    any folder: relative paths mean the folder the command runs in, as on the command line. A split without a
+    ``root`` (other than a folder_tree, whose root defaults to its own folder) gets that folder as its root, which
+    leaves absolute listed paths as they are. ``train.output_dir`` (the run folder itself) is left as written."""
     data = config.data
     if config.model.checkpoint is not None:
         config.model.checkpoint = absolute_path(config.model.checkpoint)
     for split in (data.train, data.val):
         split.annotations = None if split.annotations is None else absolute_path(split.annotations)
         split.root = None if split.root is None else absolute_path(split.root)
+        if split.annotations is not None and split.root is None and data.format != "folder_tree":
+            split.root = os.getcwd()  # without a root, listed paths are relative to the folder the command runs in
     if data.frame_cache is not None:
         data.frame_cache = absolute_path(data.frame_cache)
     data.generated.cache_dir = absolute_path(data.generated.cache_dir)

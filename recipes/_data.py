@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import inspect
 import itertools
+import logging
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
@@ -28,6 +30,8 @@ from adaptkit.data import (
 )
 from recipes._config import DataConfig, RecipeConfig, SplitConfig
 from recipes._distributed import World
+
+log = logging.getLogger("recipes")
 
 
 def frame_sampler(data: DataConfig, num_clips: int = 1, test_mode: bool = False) -> DenseSampler | SegmentSampler:
@@ -51,9 +55,25 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
                 f"file> and data.{name}.root=<folder of the videos> (on the command line or in the config)"
             )
     options = dict(data.options)
-    if classes is not None and "classes" in inspect.signature(ANNOTATION_FORMATS[data.format]).parameters:
+    parameters = inspect.signature(ANNOTATION_FORMATS[data.format]).parameters
+    accepted = [p for p in parameters if p not in ("path", "root")]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown and not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        raise ValueError(f"data.options: {unknown} are not options of the {data.format} format (it takes {accepted})")
+    if classes is not None and "classes" in accepted:
         options.setdefault("classes", list(classes))
     annotations = load_annotations(data.format, split.annotations, root=split.root, **options)
+    records = annotations.records
+    if name == "train":  # a class without training videos is a head row that never learns: say so
+        counts = np.bincount([r.label for r in records], minlength=annotations.num_classes)
+        empty = [annotations.classes[i] for i in np.flatnonzero(counts == 0)]
+        if empty:
+            log.warning("data.train: %d class(es) without a video in %s: %s%s", len(empty), split.annotations,
+                        ", ".join(map(repr, empty[:5])), " ..." if len(empty) > 5 else "")
+    if data.frame_cache is None and records and not any(os.path.exists(r.path) for r in records):
+        # Before any training: a wrong root would otherwise surface only when every video has been skipped.
+        raise FileNotFoundError(f"data.{name}: none of the {len(records)} videos listed in {split.annotations} exists "
+                                f"(the first: {records[0].path}); is data.{name}.root right?")
     if classes is not None and list(annotations.classes) != list(classes):
         raise ValueError(
             f"data.{name} has {annotations.num_classes} classes that differ from the model's {len(classes)} "

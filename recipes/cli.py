@@ -98,7 +98,8 @@ def _cp(argv: list[str]) -> Path:
     target = args.destination / source.name if args.destination.is_dir() else args.destination
     if target.exists() and not args.force:
         raise FileExistsError(f"{target} exists; pass --force to overwrite it")
-    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.parent.is_dir():  # as cp does: a mistyped folder is not created
+        raise FileNotFoundError(f"folder {target.parent} does not exist")
     shutil.copyfile(source, target)
     print(f"copied {source.stem} to {target}; train with: adaptkit train --config {target}")
     return target

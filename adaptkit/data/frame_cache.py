@@ -56,7 +56,7 @@ class FrameCache:
         index_path = self.folder / _INDEX
         if not index_path.is_file():
             raise FileNotFoundError(f"{self.folder} is not a frame cache (no {_INDEX}); build one with "
-                                    "`python -m recipes.cache_frames --config <config> --out <folder>`")
+                                    "`adaptkit cache --config <config> --out <folder>`")
         index = json.loads(index_path.read_text())
         if index.get("version") != _VERSION:
             raise ValueError(f"{index_path}: frame cache version {index.get('version')}, expected {_VERSION}")

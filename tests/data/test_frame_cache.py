@@ -93,5 +93,5 @@ def test_multi_view_evaluation_reads_the_same_cache(records, tmp_path):
 
 
 def test_a_folder_without_index_is_not_a_cache(tmp_path):
-    with pytest.raises(FileNotFoundError, match="recipes.cache_frames"):
+    with pytest.raises(FileNotFoundError, match="build one with `adaptkit cache --config <config> --out <folder>`"):
         FrameCache(tmp_path)

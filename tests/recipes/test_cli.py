@@ -61,10 +61,11 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["evaluate"], "the following arguments are required: --checkpoint"),
     (["predict", "--checkpoint", "."], "the video to predict on is missing"),
     (["predict", "v.mp4", "--checkpoint", ".", "--top-k", "0"], "--top-k must be at least 1, got 0"),
+    (["cp", "synthetic_motion", "nowhere/mine.yaml"], "folder nowhere does not exist"),
     (["frobnicate"], "unknown command 'frobnicate'"),
 ], ids=["unknown_key", "wrong_type", "section_as_value", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights",
         "missing_weights_file", "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "top_k_zero",
-        "unknown_command"])
+        "cp_into_a_missing_folder", "unknown_command"])
 def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths resolve here; nothing may be written
@@ -177,6 +178,15 @@ def test_another_image_model_than_the_adapter_was_trained_on_is_named_in_one_lin
         f"adaptkit predict: error: --checkpoint {trained} was trained on another image model than its config.yaml and "
         "the overrides describe (activation: 'GELU' in the checkpoint, 'QuickGELU' here): give the config it was trained with (--debug "
         "shows the traceback)"]
+
+
+def test_weights_that_are_not_a_weights_file_are_said_so(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    weights = tmp_path / "notes.pt"
+    weights.write_text("hello")
+    status, _, err = run_cli(["train", "--config", "synthetic_motion", f"model.checkpoint={weights}",
+                              f"train.output_dir={tmp_path / 'run'}", *TINY_MODEL], capsys)
+    assert status == 2 and f"could not load model.checkpoint {weights} into vit_tiny_patch16_224: not a readable " \
+                           "safetensors or PyTorch weights file (" in err
 
 
 def test_predict_notes_repeated_frames_of_a_short_video(trained: Path, tmp_path: Path,

@@ -187,7 +187,11 @@ def test_paths_are_made_absolute_against_the_current_folder(tmp_path: Path, monk
     assert config.model.checkpoint == str(tmp_path / "weights" / "image.safetensors")
     assert (config.data.train.annotations, config.data.train.root) == (str(tmp_path / "k400" / "train.csv"),
                                                                        str(tmp_path / "k400" / "videos"))
-    assert (config.data.val.annotations, config.data.val.root) == (str(tmp_path / "home" / "k400" / "val.csv"), None)
+    # Listed paths without a root are relative to the current folder: it becomes their root.
+    assert (config.data.val.annotations, config.data.val.root) == (str(tmp_path / "home" / "k400" / "val.csv"),
+                                                                   str(tmp_path))
+    tree = load_config("synthetic_motion", ["data.format=folder_tree", "data.train.annotations=videos/train"])
+    assert (tree.data.train.annotations, tree.data.train.root) == (str(tmp_path / "videos" / "train"), None)
     assert config.data.frame_cache == str(tmp_path.parent / "frames")
     assert config.data.generated.cache_dir == str(tmp_path / ".cache" / "adaptkit")
     assert config.train.output_dir == "runs/mine"  # the run folder's own name stays as written

@@ -4,12 +4,13 @@ GPU decoding (a clear one-line refusal where it cannot run)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
-from recipe_fixtures import video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
+from recipe_fixtures import TINY_MODEL, video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
 from recipes import cli, train
 
 
@@ -41,3 +42,48 @@ def test_gpu_decoding_needs_the_main_process(video_config: Path, capsys: pytest.
     status = cli.main(["train", "--config", str(video_config), "data.decode_device=cuda", "data.num_workers=2"])
     err = capsys.readouterr().err
     assert status == 2 and "data.num_workers" in err and "decode_device=cuda" in err
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    (["data.val.root={other}"], "data.val: none of the 5 videos listed in {val} exists (the first: {other}/"),
+    (["data.options.bogus=1"], "data.options: ['bogus'] are not options of the video_list format (it takes "
+                               "['classes'])"),
+], ids=["wrong_root", "unknown_option"])
+def test_data_mistakes_are_one_line_before_any_training(video_config: Path, video_dataset: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture, overrides: list[str],
+                                                         expected: str) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    names = {"other": other, "val": video_dataset / "val.txt"}
+    status = cli.main(["train", "--config", str(video_config), *[o.format(**names) for o in overrides]])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1 and expected.format(**names) in err, err
+    assert not (tmp_path / "run").exists()  # nothing trained, nothing written
+
+
+def test_listed_paths_without_a_root_are_recorded_from_where_the_run_started(
+    video_config: Path, video_dataset: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture,
+) -> None:
+    monkeypatch.chdir(video_dataset)  # the lists' paths are relative to this folder
+    summary = train.main(["--config", str(video_config), "data.train.root=null", "data.val.root=null",
+                          "train.max_steps=1"])
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(Path(summary["run_dir"]) / "final")]) == 0
+    assert "4 videos" in capsys.readouterr().out
+
+
+def test_a_training_class_without_videos_is_named(video_folder: Path, tmp_path: Path,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    tree = tmp_path / "tree"
+    shutil.copytree(video_folder, tree, ignore=shutil.ignore_patterns("*.txt"))
+    (tree / "motion_new").mkdir()  # a class folder nobody filled: a class all the same, said out loud
+    status = cli.main(["train", "--config", "synthetic_motion", "data.source=video", "data.format=folder_tree",
+                       f"data.train.annotations={tree}", f"data.val.annotations={tree}", "data.num_frames=4",
+                       "train.max_steps=1", "train.global_batch_size=4", "data.batch_size=4", "eval.at_end=false",
+                       f"train.output_dir={tmp_path / 'run'}", *TINY_MODEL])
+    err = capsys.readouterr().err
+    assert status == 0 and f"WARNING recipes: data.train: 1 class(es) without a video in {tree}: 'motion_new'" in err
