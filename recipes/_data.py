@@ -21,10 +21,12 @@ from adaptkit.data import (
     ANNOTATION_FORMATS,
     Annotations,
     DenseSampler,
+    FrameCache,
     MultiViewDataset,
     SegmentSampler,
     SyntheticMotionDataset,
     VideoClipDataset,
+    VideoRecord,
     VideoTrainTransform,
     load_annotations,
 )
@@ -74,6 +76,8 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
         # Before any training: a wrong root would otherwise surface only when every video has been skipped.
         raise FileNotFoundError(f"data.{name}: none of the {len(records)} videos listed in {split.annotations} exists "
                                 f"(the first: {records[0].path}); is data.{name}.root right?")
+    if data.frame_cache is not None and records:
+        check_frame_cache(FrameCache(data.frame_cache), records, f"data.{name}", split.annotations)
     if classes is not None and list(annotations.classes) != list(classes):
         raise ValueError(
             f"data.{name} has {annotations.num_classes} classes that differ from the model's {len(classes)} "
@@ -85,6 +89,20 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
         raise ValueError(
             f"data.num_classes is {data.num_classes} but {split.annotations} has {annotations.num_classes} classes")
     return annotations
+
+
+def check_frame_cache(cache: FrameCache, records: Sequence[VideoRecord], what: str, source: str) -> None:
+    """Refuse a frame cache that holds none of ``records`` (built from another list or root), and warn about the
+    listed videos it lacks, which would otherwise be skipped one by one during the run. Reads no video file."""
+    absent = [r.path for r in records if r.path not in cache and cache.unreadable_reason(r.path) is None]
+    if not any(r.path in cache for r in records):
+        raise ValueError(f"{what}: none of the {len(records)} videos listed in {source} is in the frame cache "
+                         f"{cache.folder} (the first: {records[0].path}); was it built from another annotation file "
+                         "or root? Rebuild it with `adaptkit cache`")
+    if absent:
+        log.warning("%s: %d of the %d videos listed in %s are not in the frame cache %s and will be skipped (the "
+                    "first: %s); rebuild it with `adaptkit cache` to include them", what, len(absent), len(records),
+                    source, cache.folder, absent[0])
 
 
 def training_subset(annotations: Annotations, fraction: float) -> Annotations:

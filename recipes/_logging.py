@@ -15,11 +15,24 @@ from typing import Any
 logger = logging.getLogger("recipes")
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """A stream handler writing to ``sys.stderr`` as it is when a record is emitted, not when the handler was made:
+    a command run in-process (tests, notebooks) must not leave logging bound to a stream that was since replaced."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:  # StreamHandler.__init__ assigns it; the property decides
+        pass
+
+
 def setup_logging(is_main: bool) -> None:
     """Plain ``logging`` to stderr: INFO on the main process, warnings only on the others (skipped videos etc.)."""
     logging.basicConfig(
-        level=logging.INFO if is_main else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", stream=sys.stderr, force=True,
+        level=logging.INFO if is_main else logging.WARNING, handlers=[_CurrentStderr()],
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True,
     )
 
 

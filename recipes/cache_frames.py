@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> FrameCache:
                               backend=data.decode_backend, progress=True,
                               workers=data.num_workers if args.workers is None else args.workers)
     print(f"cached {len(cache)} videos at short side {short_side} in {args.out}; {len(cache.skipped)} unreadable")
-    for path, reason in cache.skipped:
+    for path, reason, *_ in cache.skipped:
         print(f"  {path} ({reason})")
     print(f"use it with: data.frame_cache={args.out}")
     return cache

@@ -57,7 +57,7 @@ from .decode import (
     resized_shape,
     torchcodec_available,
 )
-from .probe import TRUNCATION_TOLERANCE, VideoIndex, probe_video
+from .probe import DECODE_ERROR_KINDS, TRUNCATION_TOLERANCE, VideoIndex, probe_video
 from .encode import encode_video, encoder_available
 from .frame_cache import FrameCache, build_frame_cache
 from .metrics import EvaluationResult, mean_class_accuracy, top_k_accuracy
@@ -90,6 +90,7 @@ __all__ = [
     "write_action_videos",
     "ANNOTATION_FORMATS",
     "DECODE_BACKENDS",
+    "DECODE_ERROR_KINDS",
     "DENSE_TEST_CONVENTIONS",
     "SKIPPED_LABEL",
     "TRUNCATION_TOLERANCE",

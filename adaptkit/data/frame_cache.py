@@ -2,8 +2,9 @@
 
 Layout of a cache folder::
 
-    index.json        {"version", "short_side", "chunk_bytes", "videos": {path: [chunk, byte offset, frames, H, W]},
-                       "skipped": [[path, reason], ...]}
+    index.json        {"version", "short_side", "chunk_bytes",
+                       "videos": {path: [chunk, byte offset, frames, H, W, file bytes, file mtime_ns]},
+                       "skipped": [[path, reason, kind], ...]}
     chunk_00000.u8    frames of many videos back to back, each video (frames, H, W, 3) uint8 RGB, C order
     chunk_00001.u8    ...
 
@@ -11,6 +12,12 @@ Chunks are plain byte files of bounded size, read through ``numpy.memmap``: a cl
 the operating system's page cache is shared by all DataLoader workers, and nothing is unpickled. Videos are keyed by
 their absolute path, so the datasets that read the cache (training clips and multi-view evaluation alike) find a
 record's frames from the same annotation file and root the cache was built from.
+
+Each video's size and modification time are recorded when it is cached. A video whose file has since changed (a
+re-encode or re-download, as ``make`` and ``rsync`` judge it: size or mtime) is not read from the cache: it raises
+:class:`VideoDecodeError` of kind ``"stale"``, so datasets skip it and say why. A video whose file is gone is still
+read from the cache (the cache can stand in for the videos). Version-1 caches, which kept no file sizes, are still
+read, without this check.
 """
 
 from __future__ import annotations
@@ -33,11 +40,21 @@ __all__ = ["FrameCache", "build_frame_cache"]
 logger = logging.getLogger(__name__)
 
 _INDEX = "index.json"
-_VERSION = 1
+_VERSION = 2
+_READABLE_VERSIONS = (1, 2)  # 1: no file size and mtime per video, no kind per skipped video
 
 
 def _key(path: str | os.PathLike[str]) -> str:
     return os.path.abspath(os.fspath(path))
+
+
+def _file_stamp(path: str) -> tuple[int, int] | None:
+    """(bytes, mtime in ns) of ``path``, None when it does not exist."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
 
 
 class FrameCache:
@@ -48,7 +65,7 @@ class FrameCache:
 
     Raises:
         FileNotFoundError: no ``index.json`` in ``folder`` (the message names the command that builds one).
-        ValueError: an index of another version.
+        ValueError: an index of an unknown version.
     """
 
     def __init__(self, folder: str | os.PathLike[str]) -> None:
@@ -58,12 +75,15 @@ class FrameCache:
             raise FileNotFoundError(f"{self.folder} is not a frame cache (no {_INDEX}); build one with "
                                     "`adaptkit cache --config <config> --out <folder>`")
         index = json.loads(index_path.read_text())
-        if index.get("version") != _VERSION:
-            raise ValueError(f"{index_path}: frame cache version {index.get('version')}, expected {_VERSION}")
+        self.version = index.get("version")
+        if self.version not in _READABLE_VERSIONS:
+            raise ValueError(f"{index_path}: frame cache version {self.version}, expected one of {_READABLE_VERSIONS}")
         self.short_side: int = index["short_side"]
         self.videos: dict[str, list[int]] = index["videos"]
         self.skipped: list[list[str]] = index["skipped"]
+        self._skipped = {entry[0]: entry for entry in self.skipped}
         self._chunks: dict[int, np.memmap] = {}  # opened lazily, per process
+        self._unchanged: set[str] = set()  # videos whose file this process found as cached (stat once per file)
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_chunks": {}}  # memory maps are reopened in each worker
@@ -74,21 +94,51 @@ class FrameCache:
     def __len__(self) -> int:
         return len(self.videos)
 
-    def _entry(self, path: str | os.PathLike[str]) -> list[int]:
+    def unreadable_reason(self, path: str | os.PathLike[str]) -> str | None:
+        """Why ``path`` was left out when the cache was built (it was unreadable), or None."""
+        entry = self._skipped.get(_key(path))
+        return None if entry is None else entry[1]
+
+    def changed(self, path: str | os.PathLike[str]) -> str | None:
+        """How the file of cached video ``path`` differs from the one cached (size or modification time), or None
+        when it does not, when it no longer exists, when ``path`` is not cached, or for a version-1 cache."""
         entry = self.videos.get(_key(path))
+        if entry is None or len(entry) < 7:
+            return None
+        stamp = _file_stamp(_key(path))
+        if stamp is None or stamp == tuple(entry[5:7]):
+            return None
+        if stamp[0] != entry[5]:
+            return f"now {stamp[0]} bytes, {entry[5]} when cached"
+        return "modified after it was cached"
+
+    def _entry(self, path: str | os.PathLike[str]) -> list[int]:
+        key = _key(path)
+        entry = self.videos.get(key)
         if entry is None:
-            raise VideoDecodeError(path, f"not in the frame cache {self.folder} (unreadable when it was built, or "
-                                         "added since: rebuild the cache)")
+            if key in self._skipped:
+                _, reason, *kind = self._skipped[key]  # version 1 recorded no kind
+                raise VideoDecodeError(path, f"unreadable when the frame cache {self.folder} was built: {reason}",
+                                       kind=kind[0] if kind else "corrupt")
+            raise VideoDecodeError(path, f"not in the frame cache {self.folder} (added since it was built, or another "
+                                         "annotation file or root: rebuild it with `adaptkit cache`)", kind="not_cached")
+        if key not in self._unchanged:
+            difference = self.changed(key)
+            if difference is not None:
+                raise VideoDecodeError(path, f"changed since the frame cache {self.folder} was built ({difference}); "
+                                             "rebuild it with `adaptkit cache`", kind="stale")
+            self._unchanged.add(key)
         return entry
 
     def num_frames(self, path: str | os.PathLike[str]) -> int:
-        """Frames cached for ``path``. Raises VideoDecodeError when the video is not in the cache."""
+        """Frames cached for ``path``. Raises VideoDecodeError when the video is not in the cache or its file has
+        changed since (kinds ``"not_cached"``, ``"stale"``, or the kind it failed with when the cache was built)."""
         return self._entry(path)[2]
 
     def frames(self, path: str | os.PathLike[str], indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """The cached frames at ``indices`` (clamped to the last frame): uint8 (T, 3, H, W), channels-last memory,
-        like :func:`~adaptkit.data.decode_frames`. Raises VideoDecodeError when the video is not in the cache."""
-        chunk, offset, count, height, width = self._entry(path)
+        like :func:`~adaptkit.data.decode_frames`. Raises VideoDecodeError as :meth:`num_frames` does."""
+        chunk, offset, count, height, width = self._entry(path)[:5]
         if chunk not in self._chunks:
             self._chunks[chunk] = np.memmap(self.folder / f"chunk_{chunk:05d}.u8", dtype=np.uint8, mode="r")
         video = self._chunks[chunk][offset : offset + count * height * width * 3].reshape(count, height, width, 3)
@@ -97,7 +147,8 @@ class FrameCache:
 
 
 class _DecodeJobs(torch.utils.data.Dataset):
-    """One video per item, decoded whole: (path, frames in windows, frame count, None) or (path, [], 0, reason)."""
+    """One video per item, decoded whole: (path, frames in windows, frame count, file stamp, None) or
+    (path, [], 0, None, error)."""
 
     def __init__(self, paths: Sequence[str], backend: str | None, short_side: int, window: int) -> None:
         self.paths, self.backend, self.short_side, self.window = paths, backend, short_side, window
@@ -105,16 +156,18 @@ class _DecodeJobs(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[str, list[torch.Tensor], int, str | None]:
+    def __getitem__(self, i: int) -> tuple[str, list[torch.Tensor], int, tuple[int, int] | None,
+                                            VideoDecodeError | None]:
         path = self.paths[i]
+        stamp = _file_stamp(path)  # before decoding: a file rewritten meanwhile then reads as changed, not as cached
         try:
             index = probe_video(path)
             parts = [decode_frames(path, np.arange(start, min(start + self.window, index.num_frames)), self.backend,
                                    index=index, short_side=self.short_side)
                      for start in range(0, index.num_frames, self.window)]
         except VideoDecodeError as error:
-            return path, [], 0, error.reason
-        return path, parts, index.num_frames, None
+            return path, [], 0, None, error
+        return path, parts, index.num_frames, stamp, None
 
 
 def _as_is(item: tuple) -> tuple:
@@ -122,7 +175,8 @@ def _as_is(item: tuple) -> tuple:
 
 
 def _decoded_videos(paths: Sequence[str], backend: str | None, short_side: int, window: int,
-                    workers: int) -> Iterable[tuple[str, list[torch.Tensor], int, str | None]]:
+                    workers: int) -> Iterable[tuple[str, list[torch.Tensor], int, tuple[int, int] | None,
+                                                    VideoDecodeError | None]]:
     """Decoded videos in the order of ``paths``; with ``workers`` > 0 decoded by a DataLoader's worker processes
     (ordered, so the cache layout does not depend on the worker count)."""
     jobs = _DecodeJobs(paths, backend, short_side, window)
@@ -174,11 +228,12 @@ def build_frame_cache(
     chunk, offset = 0, 0
     out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115 - rotated below
     try:
-        for path, parts, num_frames, reason in tqdm(_decoded_videos(paths, backend, short_side, window, workers),
-                                                    total=len(paths), desc="cache frames", disable=not progress):
-            if reason is not None:
-                logger.warning("not caching unreadable video %s: %s", path, reason)
-                skipped.append([path, reason])
+        for path, parts, num_frames, stamp, error in tqdm(
+                _decoded_videos(paths, backend, short_side, window, workers), total=len(paths), desc="cache frames",
+                disable=not progress):
+            if error is not None:
+                logger.warning("not caching unreadable video %s: %s", path, error.reason)
+                skipped.append([path, error.reason, error.kind])
                 continue
             height, width = parts[0].shape[-2:]
             size = num_frames * height * width * 3
@@ -188,7 +243,7 @@ def build_frame_cache(
                 out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115
             for part in parts:
                 out.write(part.permute(0, 2, 3, 1).contiguous().numpy().tobytes())  # (n, H, W, 3)
-            entries[path] = [chunk, offset, num_frames, int(height), int(width)]
+            entries[path] = [chunk, offset, num_frames, int(height), int(width), *(stamp or (-1, -1))]
             offset += size
     finally:
         out.close()

@@ -15,20 +15,52 @@ from typing import Any
 import av
 import numpy as np
 
-__all__ = ["ROW_WIDTH", "TRUNCATION_TOLERANCE", "VideoDecodeError", "VideoIndex", "open_video_stream", "probe_video"]
+__all__ = [
+    "DECODE_ERROR_KINDS",
+    "ROW_WIDTH",
+    "TRUNCATION_TOLERANCE",
+    "VideoDecodeError",
+    "VideoIndex",
+    "open_video_stream",
+    "probe_video",
+]
 
 # A Matroska/WebM file whose frames end more than this share of the declared duration (and more than two frame
 # durations) before it is treated as truncated. 10%: an audio track a little longer than the video must not count.
 TRUNCATION_TOLERANCE = 0.10
 
 
-class VideoDecodeError(RuntimeError):
-    """A video file is missing, unreadable, corrupt or truncated. The message starts with the path."""
+# Why a video cannot be read, as skip reports name it: kind -> the words a report uses.
+DECODE_ERROR_KINDS = {
+    "missing": "missing",
+    "empty": "empty file (0 bytes)",
+    "not_a_file": "a folder, not a video file",
+    "no_video": "no video stream or frames",
+    "corrupt": "corrupt or truncated",
+    "not_cached": "not in the frame cache",
+    "stale": "changed since the frame cache was built",
+}
 
-    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+
+class VideoDecodeError(RuntimeError):
+    """A video file is missing, unreadable, corrupt or truncated. The message starts with the path.
+
+    Attributes:
+        path: the video file.
+        reason: what went wrong, in detail (e.g. FFmpeg's message).
+        kind: the class of failure, a key of :data:`DECODE_ERROR_KINDS` (``"corrupt"`` unless the raiser knows better).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], reason: str, kind: str = "corrupt") -> None:
+        if kind not in DECODE_ERROR_KINDS:
+            raise ValueError(f"kind must be one of {sorted(DECODE_ERROR_KINDS)}, got {kind!r}")
         self.path = os.fspath(path)
         self.reason = reason
+        self.kind = kind
         super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self) -> tuple:  # DataLoader workers pickle errors: keep the three fields
+        return type(self), (self.path, self.reason, self.kind)
 
 
 @dataclass(frozen=True)
@@ -138,9 +170,11 @@ def open_video_stream(path: str, threads: int = 1, reorder_depth: int = 0) -> tu
         VideoDecodeError: missing or unreadable file, or no video stream.
     """
     if os.path.isdir(path):
-        raise VideoDecodeError(path, "is a folder, not a video file")
+        raise VideoDecodeError(path, "is a folder, not a video file", kind="not_a_file")
     if not os.path.isfile(path):
-        raise VideoDecodeError(path, "file not found")
+        raise VideoDecodeError(path, "file not found", kind="missing")
+    if os.path.getsize(path) == 0:  # e.g. a download that never started; FFmpeg would only say "invalid data"
+        raise VideoDecodeError(path, "empty file (0 bytes)", kind="empty")
     container = _open(path, _NO_TRIAL_DECODING)
     if _NO_TRIAL_DECODING and any(s.width == 0 or s.height == 0 for s in container.streams.video):
         container.close()  # e.g. MPEG-TS or raw H.264: the size comes from decoding
@@ -148,7 +182,8 @@ def open_video_stream(path: str, threads: int = 1, reorder_depth: int = 0) -> tu
     streams = [s for s in container.streams.video if not _is_cover_art(s)]
     if not streams:
         container.close()
-        raise VideoDecodeError(path, "no video stream (only cover art)" if container.streams.video else "no video stream")
+        raise VideoDecodeError(path, "no video stream (only cover art)" if container.streams.video else "no video stream",
+                               kind="no_video")
     stream = streams[0]
     hold_back(stream, reorder_depth)
     if threads > 1:  # frame + slice threading; one thread per worker is best when workers fill the cores
@@ -220,7 +255,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
     if declared > packets:  # the sample table outlives the data: the file was cut short
         raise VideoDecodeError(path, f"truncated: header declares {declared} frames, file holds {packets}")
     if not shown:
-        raise VideoDecodeError(path, "no video frames")
+        raise VideoDecodeError(path, "no video frames", kind="no_video")
     pts = np.sort(np.asarray(shown, dtype=np.int64))
     steps = np.diff(pts)
     step = int(steps[0]) if len(steps) else max(int(durations[0]), 1)

@@ -13,14 +13,13 @@ from collections.abc import Sequence
 
 import torch
 
-from .decode import VideoDecodeError
+from .probe import DECODE_ERROR_KINDS, VideoDecodeError
 
 __all__ = ["SkipTracker"]
 
 logger = logging.getLogger(__name__)
 
-_MISSING, _BROKEN = 1, 2
-_REASONS = {_MISSING: "missing", _BROKEN: "corrupt or truncated"}
+_KINDS = list(DECODE_ERROR_KINDS)  # flag value = 1 + position here; 0 = not skipped
 
 
 class SkipTracker:
@@ -34,14 +33,18 @@ class SkipTracker:
         return bool(self.codes[index] != 0)
 
     def mark(self, index: int, error: VideoDecodeError) -> None:
-        """Flag record ``index`` and log the path and the reason."""
-        self.codes[index] = _MISSING if not os.path.exists(self.paths[index]) else _BROKEN
+        """Flag record ``index`` with the error's kind and log the path and the detailed reason."""
+        kind = error.kind
+        if kind == "corrupt" and not os.path.exists(self.paths[index]):
+            kind = "missing"  # deleted after it was probed: the decoder only says it cannot open it
+        self.codes[index] = 1 + _KINDS.index(kind)
         logger.warning("skipping unreadable video %s: %s", self.paths[index], error.reason)
 
     def skipped(self) -> list[tuple[str, str]]:
-        """(path, reason) of every skipped record, in record order."""
+        """(path, reason) of every skipped record, in record order; the reasons are the values of
+        :data:`~adaptkit.data.probe.DECODE_ERROR_KINDS` (``"missing"``, ``"corrupt or truncated"``, ...)."""
         flagged = torch.nonzero(self.codes, as_tuple=True)[0].tolist()
-        return [(self.paths[i], _REASONS[int(self.codes[i])]) for i in flagged]
+        return [(self.paths[i], DECODE_ERROR_KINDS[_KINDS[int(self.codes[i]) - 1]]) for i in flagged]
 
     def summary(self) -> str:
         """One line per skipped video after a header line; ``"no videos skipped"`` when all decoded."""

@@ -4,6 +4,11 @@ multi-view items decoded once."""
 from __future__ import annotations
 
 import logging
+import os
+import pickle
+import shutil
+
+import av
 
 import numpy as np
 import pytest
@@ -12,12 +17,14 @@ from torch.utils.data import DataLoader
 
 import adaptkit.data.dataset as dataset_module
 from adaptkit.data import (
+    DECODE_ERROR_KINDS,
     SKIPPED_LABEL,
     AugmentConfig,
     DenseSampler,
     MultiViewDataset,
     SegmentSampler,
     VideoClipDataset,
+    VideoDecodeError,
     VideoRecord,
     VideoTrainTransform,
     load_annotations,
@@ -112,6 +119,42 @@ def test_broken_videos_are_logged_replaced_and_summarised(videos, mixed_records,
     with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
         assert ds[1][2] == 2  # a flagged video is not retried (no second log line)
     assert caplog.text == ""
+
+
+def test_skip_reasons_say_what_is_wrong_with_each_file(videos, tmp_path):
+    """Each kind of unreadable file gets its own words, not "corrupt or truncated" for all: an empty download, a
+    folder where a file was expected, a file without video, a file deleted after it was probed."""
+    (tmp_path / "empty.mp4").touch()
+    (tmp_path / "folder.mp4").mkdir()
+    audio_only = tmp_path / "audio.wav"
+    with av.open(str(audio_only), "w") as container:  # sound without pictures
+        stream = container.add_stream("pcm_s16le", rate=8000, layout="mono")
+        frame = av.AudioFrame.from_ndarray(np.zeros((1, 800), dtype=np.int16), format="s16", layout="mono")
+        frame.sample_rate = 8000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    deleted = str(shutil.copy(videos["gray"], tmp_path / "deleted.mp4"))
+    records = [VideoRecord(str(tmp_path / "empty.mp4"), 0, "e"), VideoRecord(str(tmp_path / "folder.mp4"), 0, "f"),
+               VideoRecord(str(audio_only), 0, "a"), VideoRecord(deleted, 0, "d"),
+               VideoRecord(videos["truncated"], 0, "t"), VideoRecord(videos["missing"], 0, "m"),
+               VideoRecord(videos["gray"], 0, "g")]
+    ds = VideoClipDataset(records, DenseSampler(2))
+    ds.files.video_index(3)  # probed while it existed: decoding it later is what fails
+    os.remove(deleted)
+    assert [ds[i][2] for i in range(7)] == [6] * 7
+    assert [reason for _, reason in ds.skipped()] == [
+        "empty file (0 bytes)", "a folder, not a video file", "no video stream or frames", "missing",
+        "corrupt or truncated", "missing"]
+    assert set(reason for _, reason in ds.skipped()) <= set(DECODE_ERROR_KINDS.values())
+
+
+def test_decode_errors_survive_pickling_with_their_kind():
+    """Errors cross from DataLoader and cache-building workers to the main process by pickle."""
+    error = pickle.loads(pickle.dumps(VideoDecodeError("a.mp4", "file not found", kind="missing")))
+    assert (error.path, error.reason, error.kind, str(error)) == ("a.mp4", "file not found", "missing",
+                                                                   "a.mp4: file not found")
+    with pytest.raises(ValueError, match="kind must be one of"):
+        VideoDecodeError("a.mp4", "?", kind="broken")
 
 
 def test_nothing_skipped_summary(videos):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from adaptkit.data import (
     MultiViewDataset,
     SegmentSampler,
     VideoClipDataset,
+    VideoDecodeError,
     VideoRecord,
     VideoTrainTransform,
     build_frame_cache,
@@ -37,7 +40,7 @@ def records(tmp_path_factory):
 
 def test_cache_holds_every_frame_exactly_resized_and_lists_unreadable_videos(records, tmp_path):
     cache = build_frame_cache(records, tmp_path / "cache", short_side=32, chunk_bytes=40_000, window=7)
-    assert len(cache) == 3 and [path for path, _ in cache.skipped] == [records[3].path]
+    assert len(cache) == 3 and [path for path, *_ in cache.skipped] == [records[3].path]
     assert len(list((tmp_path / "cache").glob("chunk_*.u8"))) > 1  # small chunks: the videos spread over several
     for record in records[:3]:
         count = cache.num_frames(record.path)
@@ -48,7 +51,10 @@ def test_cache_holds_every_frame_exactly_resized_and_lists_unreadable_videos(rec
         torch.testing.assert_close(cache.frames(record.path, indices),
                                    decode_frames(record.path, indices, short_side=32), rtol=0, atol=0)
     index = json.loads((tmp_path / "cache" / "index.json").read_text())
-    assert index["short_side"] == 32 and index["version"] == 1
+    assert index["short_side"] == 32 and index["version"] == 2
+    for record in records[:3]:  # each video's file size and mtime, for the staleness check
+        assert index["videos"][record.path][5:] == [os.stat(record.path).st_size, os.stat(record.path).st_mtime_ns]
+    assert index["skipped"][0][0] == records[3].path and index["skipped"][0][2] == "corrupt"
 
 
 def test_cache_built_by_worker_processes_is_byte_identical(records, tmp_path):
@@ -60,7 +66,7 @@ def test_cache_built_by_worker_processes_is_byte_identical(records, tmp_path):
     chunks = sorted(p.name for p in (tmp_path / "serial").glob("chunk_*.u8"))
     assert chunks and chunks == sorted(p.name for p in (tmp_path / "parallel").glob("chunk_*.u8"))
     assert all((tmp_path / "serial" / c).read_bytes() == (tmp_path / "parallel" / c).read_bytes() for c in chunks)
-    assert serial.skipped == parallel.skipped == [[records[3].path, serial.skipped[0][1]]]
+    assert serial.skipped == parallel.skipped == [[records[3].path, serial.skipped[0][1], "corrupt"]]
     with pytest.raises(ValueError, match="workers"):
         build_frame_cache(records, tmp_path / "bad", workers=-1)
 
@@ -95,3 +101,70 @@ def test_multi_view_evaluation_reads_the_same_cache(records, tmp_path):
 def test_a_folder_without_index_is_not_a_cache(tmp_path):
     with pytest.raises(FileNotFoundError, match="build one with `adaptkit cache --config <config> --out <folder>`"):
         FrameCache(tmp_path)
+
+
+@pytest.fixture()
+def own_videos(records, tmp_path):
+    """Copies of the three readable videos in this test's folder, free to change, plus an empty file."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    copies = [VideoRecord(str(shutil.copy(r.path, folder / f"v{i}.mp4")), r.label, r.video_id)
+              for i, r in enumerate(records[:3])]
+    empty = folder / "empty.mp4"
+    empty.touch()
+    return [*copies, VideoRecord(str(empty), 0, "empty")]
+
+
+def test_a_video_changed_after_caching_is_skipped_as_stale_and_says_why(own_videos, tmp_path):
+    cache = build_frame_cache(own_videos, tmp_path / "cache", short_side=32)
+    assert [kind for *_, kind in cache.skipped] == ["empty"]
+    resized, touched, deleted = (r.path for r in own_videos[:3])
+    write_gray_video(resized, 12, gop=4, height=48, width=64)  # re-encoded: another size on disk
+    stat = os.stat(touched)
+    os.utime(touched, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # same bytes, newer mtime
+    os.remove(deleted)
+    reopened = FrameCache(tmp_path / "cache")
+    assert reopened.changed(resized).startswith("now ") and "bytes" in reopened.changed(resized)
+    assert reopened.changed(touched) == "modified after it was cached"
+    assert reopened.changed(deleted) is None  # gone: the cache stands in for the video
+    with pytest.raises(VideoDecodeError, match="changed since the frame cache") as caught:
+        reopened.num_frames(touched)
+    assert caught.value.kind == "stale"
+    assert reopened.frames(deleted, [0]).shape == (1, 3, 32, 42)
+
+    sampler = DenseSampler(2, 1)
+    dataset = VideoClipDataset(own_videos, sampler, seed=0, frame_cache=tmp_path / "cache")
+    assert [dataset[i][2] for i in range(4)] == [2, 2, 2, 2]  # only the deleted-but-cached video is served
+    assert dataset.skipped() == [(resized, "changed since the frame cache was built"),
+                                 (touched, "changed since the frame cache was built"),
+                                 (own_videos[3].path, "empty file (0 bytes)")]
+
+
+def test_skip_reasons_name_a_video_missing_from_the_cache(own_videos, tmp_path):
+    build_frame_cache(own_videos[:2], tmp_path / "cache", short_side=32)
+    dataset = MultiViewDataset(own_videos, DenseSampler(2, 1, test_mode=True), crop_size=24, resize_size=32,
+                               frame_cache=tmp_path / "cache")
+    assert [dataset[i][1] for i in range(4)] == [own_videos[0].label, own_videos[1].label, -1, -1]
+    assert dataset.skipped() == [(own_videos[2].path, "not in the frame cache"),
+                                 (own_videos[3].path, "not in the frame cache")]
+
+
+def test_a_version_1_cache_is_still_read_without_the_staleness_check(own_videos, tmp_path):
+    build_frame_cache(own_videos, tmp_path / "cache", short_side=32)
+    index_path = tmp_path / "cache" / "index.json"
+    index = json.loads(index_path.read_text())
+    index_path.write_text(json.dumps({  # what adaptkit wrote before file stamps were recorded
+        **index, "version": 1, "videos": {path: entry[:5] for path, entry in index["videos"].items()},
+        "skipped": [entry[:2] for entry in index["skipped"]]}))
+    stat = os.stat(own_videos[0].path)
+    os.utime(own_videos[0].path, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    old = FrameCache(tmp_path / "cache")
+    assert old.version == 1 and old.changed(own_videos[0].path) is None
+    torch.testing.assert_close(old.frames(own_videos[0].path, [0, 1]),
+                               decode_frames(own_videos[0].path, [0, 1], short_side=32), rtol=0, atol=0)
+    with pytest.raises(VideoDecodeError, match="unreadable when the frame cache") as caught:
+        old.num_frames(own_videos[3].path)
+    assert caught.value.kind == "corrupt"  # version 1 did not record the kind
+    index_path.write_text(json.dumps({**index, "version": 7}))
+    with pytest.raises(ValueError, match="version 7, expected one of"):
+        FrameCache(tmp_path / "cache")

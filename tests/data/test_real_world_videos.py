@@ -78,7 +78,7 @@ def test_cover_art_file_is_skipped_by_the_dataset(tmp_path):
     dataset = VideoClipDataset(records, SegmentSampler(4), seed=0)
     _, label, index = dataset[0]
     assert (label, index) == (1, 1)
-    assert dataset.skipped() == [(str(tmp_path / "song.mp4"), "corrupt or truncated")]
+    assert dataset.skipped() == [(str(tmp_path / "song.mp4"), "no video stream or frames")]
 
 
 def corner_video(path, rotation: int) -> torch.Tensor:

@@ -91,6 +91,24 @@ def test_a_reader_that_goes_away_stops_the_command_quietly(args: list[str]) -> N
     assert done.stderr == "" and done.returncode in (0, cli.EXIT_BROKEN_PIPE)
 
 
+def test_command_logging_follows_stderr_when_it_is_replaced(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in one process one after another (tests, notebooks): records go to the stderr of the moment,
+    never to a stream an earlier command saw and that was since closed."""
+    import io
+    import logging
+
+    from recipes._logging import setup_logging
+
+    first, second = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    setup_logging(is_main=True)
+    logging.getLogger("recipes").warning("one")
+    first.close()
+    monkeypatch.setattr(sys, "stderr", second)
+    logging.getLogger("adaptkit.data").warning("two")
+    assert second.getvalue().endswith("WARNING adaptkit.data: two\n")
+
+
 def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(ValueError, match="optim.lrr"):
         cli.main(["train", "optim.lrr=1", "--debug"])

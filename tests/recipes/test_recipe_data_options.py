@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from adaptkit.data import build_frame_cache, load_annotations
 from recipe_fixtures import TINY_MODEL, video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
 from recipes import cli, train
 
@@ -87,3 +88,28 @@ def test_a_training_class_without_videos_is_named(video_folder: Path, tmp_path: 
                        f"train.output_dir={tmp_path / 'run'}", *TINY_MODEL])
     err = capsys.readouterr().err
     assert status == 0 and f"WARNING recipes: data.train: 1 class(es) without a video in {tree}: 'motion_new'" in err
+
+
+def test_a_frame_cache_of_other_videos_is_refused_and_a_partial_one_warned_about(
+    video_config: Path, video_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    val = load_annotations("video_list", video_dataset / "val.txt", root=str(video_dataset))
+    train_records = load_annotations("video_list", video_dataset / "train.txt", root=str(video_dataset)).records
+    build_frame_cache(val, tmp_path / "val_frames", short_side=36)
+    capsys.readouterr()  # the build's warning about broken.mp4
+    status = cli.main(["train", "--config", str(video_config), f"data.frame_cache={tmp_path / 'val_frames'}"])
+    err = capsys.readouterr().err
+    assert status == 2 and err.count("\n") == 1, err
+    assert (f"data.train: none of the 9 videos listed in {video_dataset / 'train.txt'} is in the frame cache "
+            f"{tmp_path / 'val_frames'}") in err and "Rebuild it with `adaptkit cache`" in err
+    assert not (tmp_path / "run").exists()
+
+    build_frame_cache([*val.records, *train_records[:2]], tmp_path / "some_frames", short_side=36)
+    summary = train.main(["--config", str(video_config), "train.max_steps=2",
+                          f"data.frame_cache={tmp_path / 'some_frames'}"])
+    err = capsys.readouterr().err  # the recipe's own logging (it replaces pytest's handlers)
+    # broken.mp4 was unreadable when the cache was built: skipped, but not counted as missing from the cache
+    assert "WARNING recipes: data.train: 6 of the 9 videos listed in" in err and "will be skipped" in err
+    reasons = dict((Path(path).name, reason) for path, reason in summary["skipped_train"])
+    assert reasons.pop("broken.mp4") == "corrupt or truncated"
+    assert reasons and set(reasons.values()) == {"not in the frame cache"}
