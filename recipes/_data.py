@@ -64,6 +64,8 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
         raise ValueError(f"data.options: {unknown} are not options of the {data.format} format (it takes {accepted})")
     if classes is not None and "classes" in accepted:
         options.setdefault("classes", list(classes))
+    if data.num_classes is not None and "num_classes" in accepted and "classes" not in options:
+        options.setdefault("num_classes", data.num_classes)  # so a label past it is reported with its line
     annotations = load_annotations(data.format, split.annotations, root=split.root, **options)
     records = annotations.records
     if name == "train":  # a class without training videos is a head row that never learns: say so

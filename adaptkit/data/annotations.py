@@ -105,12 +105,27 @@ def _check_label(label: int, classes: Sequence[str], error: Callable[[str], Anno
 
 @register_annotation_format("video_list")
 def parse_video_list(
-    path: str | os.PathLike[str], root: str | None = None, classes: Sequence[str] | None = None
+    path: str | os.PathLike[str],
+    root: str | None = None,
+    classes: Sequence[str] | None = None,
+    num_classes: int | None = None,
 ) -> Annotations:
     """MMAction2 video list: one ``relative/path.mp4 <int label>`` per line, space separated; blank lines skipped.
 
-    ``classes`` names the labels; without it the names are ``"0" .. str(max label)``. Multi-label lines are rejected.
+    ``classes`` names the labels. Without it, ``num_classes`` fixes how many there are (names ``"0"`` ..
+    ``str(num_classes - 1)``, e.g. a recipe's ``data.num_classes``), else the largest label does. A label outside
+    them is reported with its line. Multi-label lines are rejected.
+
+    Raises:
+        AnnotationError: a malformed line or a label out of range (file and line named).
+        ValueError: ``classes`` and ``num_classes`` disagree, or ``num_classes`` < 1.
     """
+    if num_classes is not None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}")
+        if classes is not None and len(classes) != num_classes:
+            raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
+    bound = len(classes) if classes is not None else num_classes
     records = []
     with open(path, encoding="utf-8") as file:
         for line_number, line in enumerate(file, start=1):
@@ -121,35 +136,40 @@ def parse_video_list(
             if len(fields) != 2:
                 raise error(f"expected 'path label' (one label, no spaces in the path), got {line.strip()!r}")
             label = _parse_int(fields[1], "label", error)
-            if label < 0 or (classes is not None and label >= len(classes)):
-                bound = "must be >= 0" if classes is None else f"outside [0, {len(classes)})"
-                raise error(f"label {label} {bound}")
+            if label < 0 or (bound is not None and label >= bound):
+                raise error(f"label {label} " + ("must be >= 0" if bound is None else f"outside [0, {bound})"))
             records.append(VideoRecord(_join(root, fields[0]), label, os.path.splitext(fields[0])[0]))
     if classes is None:
-        classes = [str(i) for i in range(max((r.label for r in records), default=-1) + 1)]
+        count = num_classes if num_classes is not None else max((r.label for r in records), default=-1) + 1
+        classes = [str(i) for i in range(count)]
     return Annotations(records, list(classes))
 
 
 def _kinetics_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row by column name); the header line is optional, columns default to the official order."""
+    """(line number, row by column name). A header row (any column order, recognised by its ``youtube_id`` column)
+    names the columns; without one they are in the official order ``label,youtube_id,time_start,time_end,...``."""
     rows = []
-    with open(path, encoding="utf-8", newline="") as file:
+    with open(path, encoding="utf-8-sig", newline="") as file:  # -sig: spreadsheet programs write a byte-order mark
         reader = csv.reader(file)
-        columns: list[str] = list(KINETICS_COLUMNS)
+        columns: list[str] | None = None
         for row in reader:
-            if not row or not any(cell.strip() for cell in row):
+            cells = [cell.strip() for cell in row]
+            if not any(cells):
                 continue
-            if reader.line_num == 1 and row[0].strip() == "label":
-                columns = [cell.strip() for cell in row]
-                missing = [name for name in KINETICS_COLUMNS if name not in columns]
+            if columns is None and not rows and "youtube_id" in cells:
+                columns = cells
+                missing = [name for name in KINETICS_COLUMNS[:4] if name not in columns]
                 if missing:
-                    raise AnnotationError(path, f"header lacks columns {missing}", line=1)
+                    unlabelled = " (a test split without labels cannot be trained or evaluated on)" * (
+                        missing == ["label"])
+                    raise AnnotationError(path, f"header lacks columns {missing}{unlabelled}", line=reader.line_num)
                 continue
-            if len(row) < len(KINETICS_COLUMNS):
-                raise AnnotationError(
-                    path, f"expected columns {','.join(KINETICS_COLUMNS)}[,is_cc], got {row}", line=reader.line_num
-                )
-            rows.append((reader.line_num, dict(zip(columns, (cell.strip() for cell in row)))))
+            names = columns or list(KINETICS_COLUMNS)
+            needed = 1 + max(names.index(name) for name in KINETICS_COLUMNS[:4])
+            if len(cells) < needed:
+                expected = ",".join(names) if columns else f"{','.join(KINETICS_COLUMNS)}[,is_cc]"
+                raise AnnotationError(path, f"expected columns {expected}, got {row}", line=reader.line_num)
+            rows.append((reader.line_num, dict(zip(names, cells))))
     return rows
 
 
@@ -165,7 +185,8 @@ def parse_kinetics_csv(
     classes: Sequence[str] | None = None,
     class_folders: bool = False,
 ) -> Annotations:
-    """Kinetics CSV ``label,youtube_id,time_start,time_end,split[,is_cc]`` (label column first).
+    """Kinetics CSV ``label,youtube_id,time_start,time_end,split[,is_cc]``: in this order without a header row; a
+    header row (recognised by its ``youtube_id`` column) may order the columns differently and leave out ``split``.
 
     Clip file: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``, inside ``{label}/`` when ``class_folders``.
     ``classes`` should be :func:`kinetics_classes` of the train csv; without it this csv's own sorted labels are used

@@ -121,7 +121,8 @@ class FrameCache:
                 raise VideoDecodeError(path, f"unreadable when the frame cache {self.folder} was built: {reason}",
                                        kind=kind[0] if kind else "corrupt")
             raise VideoDecodeError(path, f"not in the frame cache {self.folder} (added since it was built, or another "
-                                         "annotation file or root: rebuild it with `adaptkit cache`)", kind="not_cached")
+                                         "annotation file or root: rebuild it with `adaptkit cache`)",
+                                   kind="not_cached")
         if key not in self._unchanged:
             difference = self.changed(key)
             if difference is not None:

@@ -182,8 +182,8 @@ def open_video_stream(path: str, threads: int = 1, reorder_depth: int = 0) -> tu
     streams = [s for s in container.streams.video if not _is_cover_art(s)]
     if not streams:
         container.close()
-        raise VideoDecodeError(path, "no video stream (only cover art)" if container.streams.video else "no video stream",
-                               kind="no_video")
+        reason = "no video stream (only cover art)" if container.streams.video else "no video stream"
+        raise VideoDecodeError(path, reason, kind="no_video")
     stream = streams[0]
     hold_back(stream, reorder_depth)
     if threads > 1:  # frame + slice threading; one thread per worker is best when workers fill the cores

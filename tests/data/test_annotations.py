@@ -63,6 +63,19 @@ def test_video_list_label_beyond_classes(tmp_path):
         parse_video_list(path, classes=["a", "b"])
 
 
+def test_video_list_num_classes_fixes_the_classes_and_names_the_line_past_them(tmp_path):
+    path = write(tmp_path / "list.txt", "a.mp4 0\nb.mp4 2\n")
+    ann = parse_video_list(path, num_classes=4)  # classes without videos still exist
+    assert ann.classes == ["0", "1", "2", "3"] and [r.label for r in ann.records] == [0, 2]
+    with pytest.raises(AnnotationError, match=r"list.txt, line 2: label 2 outside \[0, 2\)"):
+        parse_video_list(path, num_classes=2)
+    assert parse_video_list(path, classes=["a", "b", "c"], num_classes=3).classes == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="2 class names given for num_classes=3"):
+        parse_video_list(path, classes=["a", "b"], num_classes=3)
+    with pytest.raises(ValueError, match="num_classes must be >= 1"):
+        parse_video_list(path, num_classes=0)
+
+
 # ---- Kinetics CSV -----------------------------------------------------------------------------------------------
 
 TRAIN_CSV = """label,youtube_id,time_start,time_end,split,is_cc
@@ -94,6 +107,18 @@ def test_kinetics_csv_without_header(tmp_path):
     path = write(tmp_path / "train.csv", "b,id1,0,10,train\na,id2,3,13,train\n")
     ann = load_annotations("kinetics_csv", path)
     assert [(r.label, r.path) for r in ann.records] == [(1, "id1_000000_000010.mp4"), (0, "id2_000003_000013.mp4")]
+
+
+def test_kinetics_csv_header_in_another_order_is_read_by_name(tmp_path):
+    """Re-exported lists put the columns in other orders (and spreadsheet programs add a byte-order mark)."""
+    text = "\ufeff\nyoutube_id,time_start,time_end,label\nid1,0,10,b\n\nid2,3,13,a\n"
+    ann = load_annotations("kinetics_csv", write(tmp_path / "train.csv", text))
+    assert ann.classes == ["a", "b"]
+    assert [(r.label, r.path) for r in ann.records] == [(1, "id1_000000_000010.mp4"), (0, "id2_000003_000013.mp4")]
+    with pytest.raises(AnnotationError, match=r"line 2: expected columns youtube_id,time_start,time_end,label"):
+        load_annotations("kinetics_csv", write(tmp_path / "short.csv", "youtube_id,time_start,time_end,label\nid,0\n"))
+    with pytest.raises(AnnotationError, match=r"line 1: header lacks columns \['label'\] \(a test split"):
+        load_annotations("kinetics_csv", write(tmp_path / "test.csv", "youtube_id,time_start,time_end,split\n"))
 
 
 @pytest.mark.parametrize(

@@ -48,14 +48,15 @@ def test_gpu_decoding_needs_the_main_process(video_config: Path, capsys: pytest.
 @pytest.mark.parametrize("overrides, expected", [
     (["data.val.root={other}"], "data.val: none of the 5 videos listed in {val} exists (the first: {other}/"),
     (["data.options.bogus=1"], "data.options: ['bogus'] are not options of the video_list format (it takes "
-                               "['classes'])"),
-], ids=["wrong_root", "unknown_option"])
+                               "['classes', 'num_classes'])"),
+    (["data.num_classes=3"], "{train}, line 4: label 3 outside [0, 3)"),
+], ids=["wrong_root", "unknown_option", "label_past_num_classes"])
 def test_data_mistakes_are_one_line_before_any_training(video_config: Path, video_dataset: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture, overrides: list[str],
                                                          expected: str) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
-    names = {"other": other, "val": video_dataset / "val.txt"}
+    names = {"other": other, "val": video_dataset / "val.txt", "train": video_dataset / "train.txt"}
     status = cli.main(["train", "--config", str(video_config), *[o.format(**names) for o in overrides]])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and expected.format(**names) in err, err
