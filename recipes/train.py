@@ -272,7 +272,11 @@ class TrainRecipe:
         torch.manual_seed(config.train.seed)  # identical backbone and adapter init on every rank
         saved_backbone = image_weights_in(self.checkpoint) if self.checkpoint is not None else None
         self.image_model, self.weights = create_image_model(config.model, weights_file=saved_backbone)
-        keeps_backbone = self.weights == RANDOM_INIT or saved_backbone is not None
+        if saved_backbone is not None:
+            # Only a random backbone is saved with checkpoints: the run's own random init, restored. Not the
+            # checkpoint's file, which pruning deletes later; the run folder keeps its copy (image_weights).
+            self.weights = RANDOM_INIT
+        keeps_backbone = self.weights == RANDOM_INIT
         self.image_weights = self.run_dir / IMAGE_WEIGHTS_FILE if keeps_backbone else None
         # inject() rebuilds the blocks in place: keep the backbone's own tensors for start_run to write.
         self.backbone_tensors = backbone_tensors(self.image_model) if keeps_backbone else None
@@ -463,6 +467,7 @@ class TrainRecipe:
         config, world = self.config, self.world
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total_steps,
                                    "world_size": world.world_size, "weights": self.weights,
+                                   "image_weights": None if self.image_weights is None else str(self.image_weights),
                                    "wall_time_s": round(time.perf_counter() - self.started, 1)}  # this start only
         if self.step < self.total_steps:
             if world.is_main:

@@ -100,6 +100,10 @@ def test_resume_skips_a_corrupt_newest_checkpoint(tmp_path: Path, synthetic_args
     warning = next(line for line in capsys.readouterr().err.splitlines() if "WARNING" in line)
     assert "cannot resume from step_00000004" in warning and f"{newest}/adapter_model.safetensors" in warning
     assert resumed["step"] == straight["step"] == 6
+    # The summary names the run's own copy of its random backbone, not the pruned checkpoint it was restored from.
+    assert resumed["weights"] == straight["weights"] == "random init"
+    assert resumed["image_weights"] == str(tmp_path / "run" / "image_model.safetensors")
+    assert Path(resumed["image_weights"]).is_file() and not (tmp_path / "run" / "checkpoints" / "step_00000002").exists()
     expected, got = adapter(tmp_path / "straight"), adapter(tmp_path / "run")  # resumed from step 2: still exact
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
