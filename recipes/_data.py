@@ -103,7 +103,7 @@ def check_frame_cache(cache: FrameCache, records: Sequence[VideoRecord], what: s
                          "or root? Rebuild it with `adaptkit cache`")
     if absent:
         log.warning("%s: %d of the %d videos listed in %s are not in the frame cache %s and will be skipped (the "
-                    "first: %s); rebuild it with `adaptkit cache` to include them", what, len(absent), len(records),
+                    "first: %s); `adaptkit cache --update` adds them", what, len(absent), len(records),
                     source, cache.folder, absent[0])
 
 

@@ -9,6 +9,12 @@ Frames are stored raw (uint8, memory-mapped chunk files) with their short side a
 ``data.augment.resize_size`` (``--short-side`` to change it): about frames x H x W x 3 bytes per video, e.g. 65 MB for
 10 s at 25 fps and 256x340. Training clips and multi-view evaluation read the same cache; a video that could not be
 decoded is listed in the cache and skipped by both, as a broken file would be.
+
+A video changed after caching (size or modification time) is skipped, and said so, until the cache is updated:
+
+    adaptkit cache --config k400_vitb16_8x16 --out /fast_disk/k400_frames --update
+
+decodes only the new, changed and previously unreadable videos into new chunk files and keeps the rest.
 """
 
 from __future__ import annotations
@@ -30,6 +36,9 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cache") -> argparse
     parser.add_argument("--short-side", type=int, help="stored short side (default: data.augment.resize_size)")
     parser.add_argument("--chunk-gib", type=float, default=1.0, help="chunk file size in GiB (default 1)")
     parser.add_argument("--workers", type=int, help="decoding processes (default: data.num_workers)")
+    parser.add_argument("--update", action="store_true",
+                        help="bring an existing cache in --out up to date: decode only new, changed and previously "
+                             "unreadable videos")
     parser.add_argument("overrides", nargs="*", help="config overrides key=value")
     return parser.parse_intermixed_args(argv)
 
@@ -39,6 +48,7 @@ def main(argv: list[str] | None = None) -> FrameCache:
     args = parse_args(argv)
     config = load_config(args.config, list(args.overrides))
     data = config.data
+    data.frame_cache = None  # this command reads the videos themselves, whatever cache the config names
     if data.source != "video":
         raise ValueError(f"data.source is {data.source!r}: only video files can be cached")
     records = []
@@ -51,10 +61,13 @@ def main(argv: list[str] | None = None) -> FrameCache:
     short_side = args.short_side or data.augment.resize_size
     cache = build_frame_cache(records, args.out, short_side=short_side, chunk_bytes=int(args.chunk_gib * 2**30),
                               backend=data.decode_backend, progress=True,
-                              workers=data.num_workers if args.workers is None else args.workers)
+                              workers=data.num_workers if args.workers is None else args.workers, update=args.update)
     print(f"cached {len(cache)} videos at short side {short_side} in {args.out}; {len(cache.skipped)} unreadable")
     for path, reason, *_ in cache.skipped:
         print(f"  {path} ({reason})")
+    if cache.unreferenced_bytes:
+        print(f"{cache.unreferenced_bytes / 2**20:.1f} MiB of old frames of re-cached videos stay in the chunk files; "
+              "building without --update reclaims them")
     print(f"use it with: data.frame_cache={args.out}")
     return cache
 

@@ -57,6 +57,16 @@ def _file_stamp(path: str) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
+def _difference(path: str, entry: list[int]) -> str | None:
+    """How ``path`` differs from the file its cache entry was made from; None when the same, gone, or unrecorded."""
+    stamp = _file_stamp(path)
+    if len(entry) < 7 or stamp is None or stamp == tuple(entry[5:7]):
+        return None
+    if stamp[0] != entry[5]:
+        return f"now {stamp[0]} bytes, {entry[5]} when cached"
+    return "modified after it was cached"
+
+
 class FrameCache:
     """Read access to a cache written by :func:`build_frame_cache`; safe to copy into DataLoader workers.
 
@@ -94,6 +104,12 @@ class FrameCache:
     def __len__(self) -> int:
         return len(self.videos)
 
+    @property
+    def unreferenced_bytes(self) -> int:
+        """Bytes of the chunk files that no cached video uses: old frames of videos re-cached by an update."""
+        on_disk = sum(chunk.stat().st_size for chunk in self.folder.glob("chunk_*.u8"))
+        return on_disk - sum(_video_bytes(entry) for entry in self.videos.values())
+
     def unreadable_reason(self, path: str | os.PathLike[str]) -> str | None:
         """Why ``path`` was left out when the cache was built (it was unreadable), or None."""
         entry = self._skipped.get(_key(path))
@@ -103,14 +119,7 @@ class FrameCache:
         """How the file of cached video ``path`` differs from the one cached (size or modification time), or None
         when it does not, when it no longer exists, when ``path`` is not cached, or for a version-1 cache."""
         entry = self.videos.get(_key(path))
-        if entry is None or len(entry) < 7:
-            return None
-        stamp = _file_stamp(_key(path))
-        if stamp is None or stamp == tuple(entry[5:7]):
-            return None
-        if stamp[0] != entry[5]:
-            return f"now {stamp[0]} bytes, {entry[5]} when cached"
-        return "modified after it was cached"
+        return None if entry is None else _difference(_key(path), entry)
 
     def _entry(self, path: str | os.PathLike[str]) -> list[int]:
         key = _key(path)
@@ -121,13 +130,13 @@ class FrameCache:
                 raise VideoDecodeError(path, f"unreadable when the frame cache {self.folder} was built: {reason}",
                                        kind=kind[0] if kind else "corrupt")
             raise VideoDecodeError(path, f"not in the frame cache {self.folder} (added since it was built, or another "
-                                         "annotation file or root: rebuild it with `adaptkit cache`)",
+                                         "annotation file or root: update it with `adaptkit cache --update`)",
                                    kind="not_cached")
         if key not in self._unchanged:
             difference = self.changed(key)
             if difference is not None:
                 raise VideoDecodeError(path, f"changed since the frame cache {self.folder} was built ({difference}); "
-                                             "rebuild it with `adaptkit cache`", kind="stale")
+                                             "update it with `adaptkit cache --update`", kind="stale")
             self._unchanged.add(key)
         return entry
 
@@ -186,6 +195,27 @@ def _decoded_videos(paths: Sequence[str], backend: str | None, short_side: int, 
     return torch.utils.data.DataLoader(jobs, batch_size=None, num_workers=workers, collate_fn=_as_is)
 
 
+def _video_bytes(entry: list[int]) -> int:
+    return entry[2] * entry[3] * entry[4] * 3  # frames x H x W x 3
+
+
+def _previous_cache(folder: Path, short_side: int) -> tuple[dict[str, list[int]], list[list[str]], int]:
+    """For an update: the existing cache's entries and skips, and the first free chunk number. Chunk files that its
+    index does not reference (an update cut short) are deleted."""
+    old = FrameCache(folder)
+    if old.version < 2:
+        raise ValueError(f"{folder}: a version-{old.version} frame cache records no file sizes, so changed videos "
+                         "cannot be told apart; build it again without update")
+    if old.short_side != short_side:
+        raise ValueError(f"{folder} stores frames at short side {old.short_side}, not {short_side}: updating it "
+                         "would mix sizes; build a new cache in another folder")
+    referenced = {entry[0] for entry in old.videos.values()}
+    for chunk_file in folder.glob("chunk_*.u8"):
+        if int(chunk_file.stem.split("_")[1]) not in referenced:
+            chunk_file.unlink()
+    return dict(old.videos), [list(entry) for entry in old.skipped], max(referenced, default=-1) + 1
+
+
 def build_frame_cache(
     videos: Annotations | Iterable[VideoRecord | str | os.PathLike[str]],
     folder: str | os.PathLike[str],
@@ -195,24 +225,35 @@ def build_frame_cache(
     window: int = 64,
     progress: bool = False,
     workers: int = 0,
+    update: bool = False,
 ) -> FrameCache:
     """Decode every frame of ``videos`` at ``short_side`` (never enlarged) into a new cache in ``folder``.
 
     Unreadable videos are logged and listed in the index's ``skipped``; a dataset reading the cache skips them as it
     would the video files. Disk use: frames x H x W x 3 bytes per video (a 10 s, 25 fps clip at 256x340 is 65 MB).
 
+    With ``update``, an existing cache in ``folder`` is brought up to date instead of rebuilt: videos whose file is
+    unchanged (size and mtime) or gone keep their frames; new, changed and previously unreadable videos are decoded
+    into new chunk files; cached videos not in ``videos`` stay. The old frames of a changed video stay on disk,
+    unreferenced (:attr:`FrameCache.unreferenced_bytes`; a build without ``update`` reclaims them). The old index
+    stays valid until the new one replaces it, so an interrupted update loses nothing.
+
     Args:
         videos: annotations, records or paths (each video once; repeats are cached once).
-        folder: output folder, created; an existing cache in it is replaced.
+        folder: output folder, created; without ``update`` an existing cache in it is replaced.
         short_side: short side of the stored frames, e.g. the training transform's ``resize_size``.
         chunk_bytes: size above which a new chunk file starts (a video is never split).
         backend: decode backend, None = automatic.
         window: frames decoded per call (bounds memory on long videos).
         progress: show a tqdm progress bar.
         workers: processes decoding videos in parallel (0: in this process); the cache is the same either way.
+        update: update the cache in ``folder`` (when there is one) rather than replace it.
 
     Returns:
         The cache, opened for reading.
+
+    Raises:
+        ValueError: bad sizes; with ``update``, a cache of another ``short_side`` or a version-1 cache.
     """
     from tqdm import tqdm
 
@@ -222,11 +263,17 @@ def build_frame_cache(
     paths = list(dict.fromkeys(_key(v.path if isinstance(v, VideoRecord) else v) for v in items))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    for old in [folder / _INDEX, *folder.glob("chunk_*.u8")]:
-        old.unlink(missing_ok=True)
     entries: dict[str, list[int]] = {}
     skipped: list[list[str]] = []
-    chunk, offset = 0, 0
+    chunk = 0
+    if update and (folder / _INDEX).is_file():
+        entries, skipped, chunk = _previous_cache(folder, short_side)
+        paths = [path for path in paths if path not in entries or _difference(path, entries[path]) is not None]
+        skipped = [entry for entry in skipped if entry[0] not in paths]  # retried below
+    else:
+        for old in [folder / _INDEX, *folder.glob("chunk_*.u8")]:
+            old.unlink(missing_ok=True)
+    offset = 0
     out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115 - rotated below
     try:
         for path, parts, num_frames, stamp, error in tqdm(
@@ -234,6 +281,7 @@ def build_frame_cache(
                 disable=not progress):
             if error is not None:
                 logger.warning("not caching unreadable video %s: %s", path, error.reason)
+                entries.pop(path, None)  # a changed video that no longer decodes
                 skipped.append([path, error.reason, error.kind])
                 continue
             height, width = parts[0].shape[-2:]
@@ -248,6 +296,8 @@ def build_frame_cache(
             offset += size
     finally:
         out.close()
+    if offset == 0:
+        (folder / f"chunk_{chunk:05d}.u8").unlink()  # nothing was written to it (e.g. an update with nothing new)
     index_data = dict(version=_VERSION, short_side=short_side, chunk_bytes=chunk_bytes, videos=entries,
                       skipped=skipped)
     tmp = folder / f"{_INDEX}.tmp"

@@ -168,3 +168,42 @@ def test_a_version_1_cache_is_still_read_without_the_staleness_check(own_videos,
     index_path.write_text(json.dumps({**index, "version": 7}))
     with pytest.raises(ValueError, match="version 7, expected one of"):
         FrameCache(tmp_path / "cache")
+
+
+def test_an_update_decodes_only_new_changed_and_previously_unreadable_videos(own_videos, records, tmp_path):
+    folder = tmp_path / "cache"
+    build_frame_cache(own_videos, folder, short_side=32)
+    before = json.loads((folder / "index.json").read_text())["videos"]
+    changed, kept, _ = (r.path for r in own_videos[:3])
+    write_gray_video(changed, 10, gop=4, height=48, width=64)  # re-encoded
+    shutil.copy(records[2].path, own_videos[3].path)  # the empty download, now complete
+    added = shutil.copy(records[0].path, tmp_path / "videos" / "added.mp4")
+    (folder / "chunk_00099.u8").write_bytes(b"left by an update cut short")
+    updated = build_frame_cache([*own_videos, added], folder, short_side=32, update=True)
+
+    after = json.loads((folder / "index.json").read_text())["videos"]
+    assert after[kept] == before[kept] and after[own_videos[2].path] == before[own_videos[2].path]  # frames kept
+    assert {after[path][0] for path in (changed, own_videos[3].path, str(added))} == {1}  # one new chunk
+    assert updated.skipped == [] and len(updated) == 5 and not (folder / "chunk_00099.u8").exists()
+    for path in (changed, own_videos[3].path, str(added), kept):
+        count = updated.num_frames(path)
+        torch.testing.assert_close(updated.frames(path, np.arange(count)),
+                                   decode_frames(path, np.arange(count), short_side=32), rtol=0, atol=0)
+    assert updated.num_frames(changed) == 10
+    assert updated.unreferenced_bytes == before[changed][2] * 32 * 42 * 3 > 0  # the replaced frames
+
+    chunks = sorted(p.name for p in folder.glob("chunk_*.u8"))
+    again = build_frame_cache([*own_videos, added], folder, short_side=32, update=True)  # nothing to do
+    assert sorted(p.name for p in folder.glob("chunk_*.u8")) == chunks and again.videos == updated.videos
+    with pytest.raises(ValueError, match="short side 32, not 24"):
+        build_frame_cache(own_videos, folder, short_side=24, update=True)
+    rebuilt = build_frame_cache([*own_videos, added], folder, short_side=32)  # without update: reclaimed
+    assert rebuilt.unreferenced_bytes == 0 and len(list(folder.glob("chunk_*.u8"))) == 1
+
+
+def test_an_update_refuses_a_version_1_cache_and_builds_where_there_is_none(own_videos, tmp_path):
+    assert len(build_frame_cache(own_videos[:2], tmp_path / "new", short_side=32, update=True)) == 2
+    index_path = tmp_path / "new" / "index.json"
+    index_path.write_text(json.dumps({**json.loads(index_path.read_text()), "version": 1}))
+    with pytest.raises(ValueError, match="version-1 frame cache records no file sizes"):
+        build_frame_cache(own_videos[:2], tmp_path / "new", short_side=32, update=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaptkit.data import build_frame_cache, load_annotations
+from adaptkit.data import FrameCache, build_frame_cache, load_annotations
 from recipe_fixtures import TINY_MODEL, video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
 from recipes import cli, train
 
@@ -114,3 +114,19 @@ def test_a_frame_cache_of_other_videos_is_refused_and_a_partial_one_warned_about
     reasons = dict((Path(path).name, reason) for path, reason in summary["skipped_train"])
     assert reasons.pop("broken.mp4") == "corrupt or truncated"
     assert reasons and set(reasons.values()) == {"not in the frame cache"}
+
+
+def test_the_cache_command_updates_a_cache_after_a_video_changed(
+    video_config: Path, video_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    cache = tmp_path / "frames"
+    # The config may already name the cache it is building: the command reads the videos, not a cache.
+    assert cli.main(["cache", "--config", str(video_config), "--out", str(cache), f"data.frame_cache={cache}"]) == 0
+    video = next(video_dataset.glob("*/*.mp4"))
+    shutil.copy(next(p for p in video_dataset.glob("*/*.mp4") if p.stat().st_size != video.stat().st_size), video)
+    assert FrameCache(cache).changed(video) is not None  # read as stale until the update
+    capsys.readouterr()
+    assert cli.main(["cache", "--config", str(video_config), "--out", str(cache), "--update"]) == 0
+    out = capsys.readouterr().out
+    assert "cached 12 videos" in out and "MiB of old frames of re-cached videos stay" in out
+    assert FrameCache(cache).changed(video) is None and FrameCache(cache).num_frames(video) > 0
