@@ -118,8 +118,9 @@ class FrameCache:
     def changed(self, path: str | os.PathLike[str]) -> str | None:
         """How the file of cached video ``path`` differs from the one cached (size or modification time), or None
         when it does not, when it no longer exists, when ``path`` is not cached, or for a version-1 cache."""
-        entry = self.videos.get(_key(path))
-        return None if entry is None else _difference(_key(path), entry)
+        key = _key(path)
+        entry = self.videos.get(key)
+        return None if entry is None else _difference(key, entry)
 
     def _entry(self, path: str | os.PathLike[str]) -> list[int]:
         key = _key(path)
@@ -269,7 +270,8 @@ def build_frame_cache(
     if update and (folder / _INDEX).is_file():
         entries, skipped, chunk = _previous_cache(folder, short_side)
         paths = [path for path in paths if path not in entries or _difference(path, entries[path]) is not None]
-        skipped = [entry for entry in skipped if entry[0] not in paths]  # retried below
+        retried = set(paths)
+        skipped = [entry for entry in skipped if entry[0] not in retried]
     else:
         for old in [folder / _INDEX, *folder.glob("chunk_*.u8")]:
             old.unlink(missing_ok=True)
