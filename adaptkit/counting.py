@@ -33,7 +33,9 @@ def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] = 224,
     """
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
     frames = num_frames or video_model.num_frames
-    meta_model = _meta_copy(video_model).eval()
+    # Inference only: nothing requires grad, which also keeps the counter's module tracker from hooking autograd on
+    # parameters used directly as inputs (a MAP head's latent query fails there under no_grad).
+    meta_model = _meta_copy(video_model).eval().requires_grad_(False)
     channels = video_model.in_channels
     video = torch.empty(1, channels, frames, height, width, device="meta", dtype=next(meta_model.parameters()).dtype)
     counter = FlopCounterMode(display=False)

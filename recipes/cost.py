@@ -5,13 +5,15 @@
     adaptkit cost ViT-B-16 --source open_clip
     adaptkit cost swin_base_patch4_window7_224 --strategy aim ratio=0.125
 
-No weights are downloaded and no memory is used: shapes only. GMACs are multiply-accumulates, the unit the AIM paper
+No weights are downloaded and no memory is used: shapes only. A strategy that merges into the frozen weights
+(``zero-i2v``) also gets a ``merged`` row: its cost when deployed. GMACs are multiply-accumulates, the unit the AIM paper
 calls "GFLOPs" (``adaptkit.count_flops``); ``benchmarks/costs.py`` compares such rows with the paper's tables.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import difflib
 import sys
 from typing import Any
@@ -49,8 +51,8 @@ def meta_image_model(name: str, source: str) -> nn.Module:
             close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
             raise ValueError(f"open_clip has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close
                                                                     else ""))
-        with torch.device("meta"):
-            return open_clip.create_model(name).visual
+        with torch.device("meta"):  # device= too: open_clip moves the model to it, which a meta tensor cannot leave
+            return open_clip.create_model(name, device="meta").visual
     import timm
 
     architecture = name.partition(".")[0]
@@ -70,34 +72,63 @@ def input_size(image_model: nn.Module) -> int:
     return int(size[-1] if isinstance(size, (tuple, list)) else size)
 
 
+def _row(name: str, video_model: nn.Module, size: int, views: int) -> dict[str, Any]:
+    total, tunable = adaptkit.count_parameters(video_model)
+    per_view = adaptkit.count_flops(video_model, image_size=size, views=1)
+    return {"strategy": name, "params": total, "tunable": tunable, "gmacs_per_view": per_view,
+            "gmacs_per_video": per_view * views}
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
-    """Print the table; returns its rows (strategy, total / tunable parameters, GMACs per view and per video)."""
+    """Print the table; returns its rows (strategy, total / tunable parameters, GMACs per view and per video).
+
+    A strategy that can be merged into the frozen weights (``zero-i2v``) gets a second row, ``<strategy> merged``:
+    what it costs when deployed. Strategies the model does not take are listed as such; a model no strategy takes
+    (e.g. a CNN) is an error.
+    """
     args = parse_args(argv)
+    for flag, value in (("--frames", args.frames), ("--classes", args.classes), ("--views", args.views),
+                        ("--image-size", args.image_size)):
+        if value is not None and value < 1:
+            raise UsageError(f"{flag} must be a positive integer, got {value}")
     options = OmegaConf.to_container(OmegaConf.from_dotlist(args.options)) if args.options else {}
     strategies = [args.strategy] if args.strategy else adaptkit.list_strategies()
     if args.strategy and args.strategy not in adaptkit.list_strategies():
         raise ValueError(f"unknown strategy {args.strategy!r}; registered: {adaptkit.list_strategies()}")
-    size = args.image_size or input_size(meta_image_model(args.model, args.source))
+    meta_model = meta_image_model(args.model, args.source)
+    size = args.image_size if args.image_size is not None else input_size(meta_model)
     rows: list[dict[str, Any]] = []
-    print(f"{args.model} ({args.source}), {args.frames} frames of {size}x{size}, {args.classes} classes, "
-          f"{args.views} views; GMACs = the AIM paper's \"GFLOPs\"")
-    print(f"| strategy | params (M) | tunable (M) | GMACs / view | GMACs x {args.views} views |")
-    print("|---|---|---|---|---|")
-    for strategy in strategies:
-        image_model = meta_image_model(args.model, args.source)
+    refused: dict[str, Exception] = {}
+    for strategy in strategies:  # every row first: an error leaves no half table behind
+        image_model = copy.deepcopy(meta_model)  # inject rebuilds the model's blocks in place
         try:
             video_model = adaptkit.inject(image_model, strategy, num_frames=args.frames, num_classes=args.classes,
                                           **(options if args.strategy else {}))
         except (TypeError, ValueError) as error:
             if args.strategy:
                 raise
-            print(f"| {strategy} | not for this model: {' '.join(str(error).split())} | | | |")
+            refused[strategy] = error
             continue
-        total, tunable = adaptkit.count_parameters(video_model)
-        per_view = adaptkit.count_flops(video_model, image_size=size, views=1)
-        rows.append({"strategy": strategy, "params": total, "tunable": tunable, "gmacs_per_view": per_view,
-                     "gmacs_per_video": per_view * args.views})
-        print(f"| {strategy} | {total / 1e6:.2f} | {tunable / 1e6:.3f} | {per_view:.1f} | {per_view * args.views:.1f} |")
+        rows.append(_row(strategy, video_model, size, args.views))
+        try:
+            video_model.merge()  # on the meta device: folds the shapes, nothing to check
+        except TypeError:
+            continue  # not a mergeable strategy
+        rows.append(_row(f"{strategy} merged", video_model, size, args.views))
+    if not rows:  # the model itself, not one strategy, is the problem
+        raise next(iter(refused.values()))
+    print(f"{args.model} ({args.source}), {args.frames} frames of {size}x{size}, {args.classes} classes, "
+          f"{args.views} views; GMACs = the AIM paper's \"GFLOPs\"")
+    print(f"| strategy | params (M) | tunable (M) | GMACs / view | GMACs x {args.views} views |")
+    print("|---|---|---|---|---|")
+    by_name = {row["strategy"]: row for row in rows}
+    for name in [n for strategy in strategies for n in (strategy, f"{strategy} merged")]:
+        if name in refused:
+            print(f"| {name} | not for this model: {' '.join(str(refused[name]).split())} | | | |")
+        elif name in by_name:
+            row = by_name[name]
+            print(f"| {name} | {row['params'] / 1e6:.2f} | {row['tunable'] / 1e6:.3f} | {row['gmacs_per_view']:.1f} "
+                  f"| {row['gmacs_per_video']:.1f} |")
     return rows
 
 

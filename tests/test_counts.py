@@ -94,3 +94,23 @@ def test_count_flops_leaves_a_real_model_untouched():
     assert adaptkit.count_flops(vm, image_size=size, views=2) > 0
     assert all(torch.equal(v, before[k]) for k, v in vm.state_dict().items())
     assert next(vm.parameters()).device.type == "cpu"
+
+
+@pytest.mark.parametrize("strategy", ["aim", "space-only", "timesformer", "linear-probe", "st-adapter", "lora"])
+def test_meta_flop_count_equals_a_real_forward_on_a_map_pooling_vit(strategy):
+    """The meta-device count is the count of a real forward pass, also where a parameter feeds a layer directly
+    (the MAP head's latent query, which broke the counter when it required grad)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(0)
+    image_model = timm.create_model("vit_base_patch16_siglip_224", pretrained=False, img_size=32, patch_size=8,
+                                    embed_dim=32, depth=2, num_heads=2)
+    assert image_model.global_pool == "map"
+    vm = adaptkit.inject(image_model, strategy, num_frames=3, num_classes=5)
+    counted = adaptkit.count_flops(vm, image_size=32)
+    assert any(p.requires_grad for p in vm.parameters())  # the model given keeps its trainable tensors
+    counter = FlopCounterMode(display=False)
+    # The reference: real tensors through the math attention (CPU's fused attention is not counted by torch).
+    with torch.no_grad(), counter, torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
+        vm.eval().requires_grad_(False)(torch.randn(1, 3, 3, 32, 32))
+    assert counted == counter.get_total_flops() / 2 / 1e9 > 0

@@ -167,3 +167,16 @@ def test_a_model_without_projection_biases_is_refused():
                               qkv_bias=False)
     with pytest.raises(TypeError, match="needs biases"):
         adaptkit.inject(model, "zero-i2v")
+
+
+@pytest.mark.parametrize("device", ["cpu", "meta"])
+def test_a_layer_scale_is_refused_on_real_and_meta_models_alike(device):
+    """The cost tools build meta models: a strategy inject refuses on the real model must be refused there too."""
+    with torch.device(device):
+        scaled = timm.create_model("vit_tiny_patch16_224", embed_dim=32, depth=2, num_heads=2, img_size=32,
+                                   patch_size=8, init_values=0.1)
+        plain = timm.create_model("vit_tiny_patch16_224", embed_dim=32, depth=2, num_heads=2, img_size=32,
+                                  patch_size=8)
+    with pytest.raises(TypeError, match="cannot fold an adapter through a layer scale"):
+        adaptkit.inject(scaled, "zero-i2v")
+    assert adaptkit.inject(plain, "zero-i2v").strategy_name == "zero-i2v"

@@ -89,7 +89,10 @@ class ZeroI2VConfig(StrategyConfig):
             )
         reference = next(block.parameters())
         probe = torch.randn(1, 1, family.block_dim(block), generator=torch.Generator().manual_seed(0)).to(reference)
-        if reference.device.type != "meta" and not torch.equal(family.scale1(block, probe), probe):
+        scaled = family.scale1(block, probe)
+        # No layer scale hands the input back as it is. A meta model's scale has no values to compare, so having one
+        # is refused there too: the cost tools must not list a strategy that inject refuses on the real model.
+        if scaled is not probe and (reference.device.type == "meta" or not torch.equal(scaled, probe)):
             raise TypeError(
                 f"strategy 'zero-i2v' cannot fold an adapter through a layer scale, and this {family.name} model has "
                 f"one; build it without init_values / ls_init_value"

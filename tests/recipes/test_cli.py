@@ -322,6 +322,36 @@ def test_cost_prints_every_strategy(capsys: pytest.CaptureFixture) -> None:
     assert rows["aim"] == f"| aim | {total / 1e6:.2f} | {tunable / 1e6:.3f} | {gmacs:.1f} | {2 * gmacs:.1f} |"
 
 
+def test_cost_lists_the_merged_deployment_and_open_clip_models(capsys: pytest.CaptureFixture) -> None:
+    status, out, _ = run_cli(["cost", "ViT-B-16", "--source", "open_clip"], capsys)
+    assert status == 0
+    rows = {line.split("|")[1].strip(): line.split("|")[2:6] for line in out.splitlines() if line.startswith("| ")}
+    assert rows["aim"] == [" 96.76 ", " 10.967 ", " 202.1 ", " 606.3 "]  # the timm ViT-B/16 row, the paper's 606
+    # zero-i2v deploys merged: the plain image model's parameters (and its head) and GMACs, as the linear probe.
+    assert rows["zero-i2v merged"][0] == rows["linear-probe"][0] and rows["zero-i2v merged"][2:] == rows[
+        "linear-probe"][2:]
+    assert "aim merged" not in rows
+
+
+@pytest.mark.parametrize(("args", "expected"), [
+    (["--frames", "0"], "--frames must be a positive integer, got 0"),
+    (["--image-size", "0"], "--image-size must be a positive integer, got 0"),
+    (["--views", "-1"], "--views must be a positive integer, got -1"),
+    (["--strategy", "aim", "ratioo=0.5"], "unknown option(s) ['ratioo'] for strategy 'aim'"),
+], ids=["frames", "image_size", "views", "option"])
+def test_cost_refuses_bad_arguments_without_printing_a_table(args: list[str], expected: str,
+                                                             capsys: pytest.CaptureFixture) -> None:
+    status, out, err = run_cli(["cost", "test_vit", *args], capsys)
+    assert status == 2 and out == "" and expected in err and err.count("\n") == 1
+
+
+def test_cost_of_a_model_no_strategy_takes_is_an_error(capsys: pytest.CaptureFixture) -> None:
+    status, out, err = run_cli(["cost", "resnet18"], capsys)
+    assert status == 2 and out == "" and "adaptkit cannot adapt a timm.models.resnet.ResNet" in err
+    status, out, _ = run_cli(["cost", "vit_small_patch14_reg4_dinov2"], capsys)  # a layer scale: no zero-i2v
+    assert status == 0 and "| zero-i2v | not for this model: strategy 'zero-i2v' cannot fold" in out
+
+
 def test_offline_pretrained_weights_fail_fast(tmp_path: Path, capsys: pytest.CaptureFixture,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from huggingface_hub import constants
