@@ -9,6 +9,8 @@ into an error that says so.
 
 from __future__ import annotations
 
+import difflib
+
 import math
 import os
 import pickle
@@ -108,6 +110,27 @@ def _check_downloadable(what: str, repo_id: str | None, url: str | None) -> None
         )
 
 
+def check_model_name(name: str, source: str) -> None:
+    """Raise ValueError naming up to three close names when ``source`` (timm or open_clip) has no model ``name``
+    (a timm name may carry a ``.tag``)."""
+    if source == "open_clip":
+        import open_clip
+
+        known, architecture = open_clip.list_models(), name
+    else:
+        import timm
+
+        known, architecture = timm.list_models(), name.partition(".")[0]
+        if timm.is_model(architecture):
+            return
+    if architecture in known:
+        return
+    close = difflib.get_close_matches(architecture, known, n=3)
+    other = " (`--source open_clip` / model.source=open_clip for open_clip names)" if source == "timm" else ""
+    raise ValueError(f"{source} has no model {architecture!r}"
+                     + (f"; did you mean {', '.join(close)}?" if close else other))
+
+
 def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: bool) -> tuple[nn.Module, str]:
     import timm
 
@@ -201,6 +224,7 @@ def create_image_model(
         WeightsError: no weights requested without ``allow_random_init``, or requested weights failed to load.
         FileNotFoundError: ``model.checkpoint`` does not exist.
     """
+    check_model_name(config.name, config.source)
     if weights_file is not None:
         architecture = ModelConfig(name=config.name.partition(".")[0] if config.source == "timm" else config.name,
                                    source=config.source, kwargs=dict(config.kwargs), allow_random_init=True)

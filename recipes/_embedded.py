@@ -19,7 +19,7 @@ import torch
 from adaptkit.data import ActionVideoSettings, build_frame_cache, generate_action_dataset
 from adaptkit.io import atomic_directory
 from recipes._data import load_split
-from recipes._builders import checkpoint_file
+from recipes._builders import check_model_name, checkpoint_file
 from recipes._config import RecipeConfig, SplitConfig
 from recipes._distributed import World, barrier
 from recipes._pretrain import pretrain_image_model
@@ -63,7 +63,8 @@ def prepare(config: RecipeConfig, device: torch.device, announce: bool = True) -
     if config.train.num_threads is not None:  # before pretraining, not only for the training run
         torch.set_num_threads(config.train.num_threads)
     data, model = config.data, config.model
-    checkpoint_file(model)  # a wrong path is reported before minutes of generating
+    checkpoint_file(model)  # a wrong path or model name is reported before minutes of generating
+    check_model_name(model.name, model.source)
     if data.source == "generated":
         dataset = generate_action_dataset(action_settings(config), data.generated.cache_dir,
                                           workers=min(2, os.cpu_count() or 1))

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import difflib
 import sys
 from typing import Any
 
@@ -24,6 +23,7 @@ from torch import nn
 
 import adaptkit
 from recipes._args import ArgumentParser, UsageError
+from recipes._builders import check_model_name
 
 
 def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.Namespace:
@@ -44,24 +44,16 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.
 
 def meta_image_model(name: str, source: str) -> nn.Module:
     """The named image model with every tensor on the meta device (no weights, no memory)."""
+    check_model_name(name, source)
     if source == "open_clip":
         import open_clip
 
-        if name not in open_clip.list_models():
-            close = difflib.get_close_matches(name, open_clip.list_models(), n=3)
-            raise ValueError(f"open_clip has no model {name!r}" + (f"; did you mean {', '.join(close)}?" if close
-                                                                    else ""))
         with torch.device("meta"):  # device= too: open_clip moves the model to it, which a meta tensor cannot leave
             return open_clip.create_model(name, device="meta").visual
     import timm
 
-    architecture = name.partition(".")[0]
-    if not timm.is_model(architecture):
-        close = difflib.get_close_matches(architecture, timm.list_models(), n=3)
-        raise ValueError(f"timm has no model {architecture!r}" + (f"; did you mean {', '.join(close)}?" if close
-                                                                   else " (`--source open_clip` for open_clip names)"))
     with torch.device("meta"):
-        return timm.create_model(architecture, pretrained=False)
+        return timm.create_model(name.partition(".")[0], pretrained=False)
 
 
 def input_size(image_model: nn.Module) -> int:
