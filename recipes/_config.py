@@ -234,7 +234,8 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     Args:
         path: a shipped config's name or a YAML file (see :func:`resolve_config`); None loads
             :data:`DEFAULT_CONFIG`.
-        overrides: OmegaConf dotlist, e.g. ``["optim.lr=1e-4", "data.batch_size=4"]``.
+        overrides: OmegaConf dotlist, e.g. ``["optim.lr=1e-4", "data.batch_size=4"]``. A mapping given as a value
+            is merged into the config's (``model.kwargs={depth: 2}`` keeps the other kwargs); ``key={}`` empties it.
 
     Raises:
         ConfigError: unknown key (named), wrong type or invalid value.
@@ -247,7 +248,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
     for item in overrides or []:  # one at a time, so that an error names its override; later ones win
-        config = _merge(config, OmegaConf.from_dotlist([item]), "the command-line overrides", item.partition("=")[0])
+        key, _, value = item.partition("=")
+        config = _merge(config, OmegaConf.from_dotlist([item]), "the command-line overrides", key)
+        if value.strip() == "{}":  # merging an empty mapping would change nothing: it empties one (model.kwargs={})
+            OmegaConf.update(config, key, {}, merge=False)
     return to_config(config)
 
 

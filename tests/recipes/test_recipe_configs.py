@@ -131,6 +131,19 @@ def test_overrides_apply_with_types() -> None:
     assert config.model.options["ratio"] == 0.5 and config.optim.betas == (0.8, 0.9)
 
 
+def test_a_mapping_override_merges_and_an_empty_one_empties() -> None:
+    """Switching a config's timm model to open_clip must be able to drop the timm kwargs it carries."""
+    timm_kwargs = load_config("synthetic_motion").model.kwargs
+    assert timm_kwargs and "img_size" in timm_kwargs
+    merged = load_config("synthetic_motion", ["model.kwargs={depth: 3}"]).model.kwargs
+    assert merged == {**timm_kwargs, "depth": 3}
+    switched = load_config("synthetic_motion", ["model.source=open_clip", "model.name=ViT-B-16", "model.kwargs={}",
+                                                "model.kwargs.output_tokens=false"])
+    assert switched.model.kwargs == {"output_tokens": False} and switched.model.source == "open_clip"
+    with pytest.raises(ConfigError, match="model.kwargz"):
+        load_config("synthetic_motion", ["model.kwargz={}"])
+
+
 @pytest.mark.parametrize(("overrides", "named"), [
     (["optim.learning_rate=1e-4"], "optim.learning_rate"),
     (["bogus=1"], "bogus"),
