@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
@@ -45,6 +46,19 @@ def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
         image = {k: v.detach().contiguous().cpu() for k, v in video_model.backbone_state_dict().items()}
         atomic_write(path / IMAGE_WEIGHTS_NAME, lambda tmp: save_file(image, tmp, metadata={"format": "pt"}))
     atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+
+
+class CorruptCheckpointError(ValueError):
+    """A checkpoint file exists but cannot be read as safetensors (truncated, overwritten, not safetensors)."""
+
+
+def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no code runs). Raises CorruptCheckpointError naming the file."""
+    try:
+        return load_file(str(file))
+    except (SafetensorError, OSError) as error:
+        raise CorruptCheckpointError(f"{file} is not a readable safetensors file ({error}); save the model again "
+                                     "or restore the file") from error
 
 
 class ArchitectureMismatchError(TypeError):
@@ -97,7 +111,7 @@ def load_merged_backbone(video_model: nn.Module, path: str | Path) -> None:
     file = Path(path) / IMAGE_WEIGHTS_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {IMAGE_WEIGHTS_NAME} in {path}, although its {CONFIG_NAME} says merged")
-    video_model.load_backbone_state_dict(load_file(str(file)))
+    video_model.load_backbone_state_dict(read_safetensors(file))
 
 
 def load_trainable(video_model: nn.Module, path: str | Path) -> None:
@@ -105,7 +119,7 @@ def load_trainable(video_model: nn.Module, path: str | Path) -> None:
     file = Path(path) / WEIGHTS_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    copy_strict(video_model.trainable_state_dict(), load_file(str(file)), f"checkpoint {file}")
+    copy_strict(video_model.trainable_state_dict(), read_safetensors(file), f"checkpoint {file}")
 
 
 def copy_strict(targets: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], source: str) -> None:

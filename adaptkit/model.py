@@ -170,6 +170,12 @@ class VideoModel(nn.Module):
             raise ValueError(f"expected a video tensor of shape (B, C, T, H, W), got {shape}")
         if not video.is_floating_point():
             raise TypeError(f"expected a float video (normalised pixels), got dtype {video.dtype}")
+        weight_dtype = next(self.family.model.parameters()).dtype
+        # Autocast casts float32 inputs to the model's compute dtype, but never float64.
+        if video.dtype != weight_dtype and (video.dtype == torch.float64
+                                            or not torch.is_autocast_enabled(video.device.type)):
+            raise TypeError(f"expected a video of the model's dtype {weight_dtype}, got {video.dtype}: use "
+                            f"video.to({weight_dtype})")
         batch, channels, num_frames, height, width = video.shape
         expected_channels = self.in_channels
         if channels != expected_channels:

@@ -113,6 +113,25 @@ def test_integer_video_is_rejected():
         vm(torch.zeros(1, 3, 2, 32, 32, dtype=torch.uint8))
 
 
+def test_a_video_of_another_float_dtype_is_refused_outside_autocast():
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
+    with pytest.raises(TypeError, match=r"model's dtype torch.float32, got torch.float64: use video.to"):
+        vm(torch.randn(1, 3, 2, 32, 32, dtype=torch.float64))
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # autocast casts float32 input itself, but not float64
+        assert vm(torch.randn(1, 3, 2, 32, 32)).shape == (1, 5)
+        with pytest.raises(TypeError, match="got torch.float64"):
+            vm(torch.randn(1, 3, 2, 32, 32, dtype=torch.float64))
+
+
+def test_a_corrupt_adapter_file_is_named(tmp_path):
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
+    vm.save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:7])  # cut short
+    with pytest.raises(adaptkit.CorruptCheckpointError, match=f"{weights} is not a readable safetensors file"):
+        adaptkit.from_pretrained(_vit(), tmp_path)
+
+
 def test_patch_dropout_is_refused():
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
                               patch_drop_rate=0.5)
