@@ -228,6 +228,16 @@ def resolve_config(name_or_path: str | Path | None) -> Path:
                             f"lists them){hint}")
 
 
+def batch_size_fix(global_batch_size: int, batch_size: int, processes: int) -> str:
+    """What to set when ``global_batch_size`` is not whole per-process batches of ``batch_size``: the largest
+    per-process batch up to ``batch_size`` that divides it, or a global batch the processes can share."""
+    per_process, remainder = divmod(global_batch_size, processes)
+    fits = [b for b in range(min(batch_size, per_process), 0, -1) if per_process % b == 0]
+    if remainder or not fits:
+        return f"make train.global_batch_size a multiple of the {processes} processes"
+    return f"set data.batch_size={fits[0]}"
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
     """Load a YAML config onto the schema, apply ``key=value`` overrides, convert and validate.
 
@@ -388,7 +398,8 @@ def validate(config: RecipeConfig) -> None:
     _require(train.epochs >= 1, "train.epochs", f"must be >= 1, got {train.epochs}")
     _require(train.max_steps is None or train.max_steps >= 1, "train.max_steps", "must be >= 1")
     _require(train.global_batch_size % data.batch_size == 0, "train.global_batch_size",
-             f"{train.global_batch_size} is not a multiple of data.batch_size={data.batch_size}")
+             f"{train.global_batch_size} is not a multiple of data.batch_size={data.batch_size}: "
+             f"{batch_size_fix(train.global_batch_size, data.batch_size, 1)}")
     _one_of(train.precision, "train.precision", ["auto", "bf16", "fp32"])
     _one_of(train.device, "train.device", ["auto", "cuda", "cpu"])
     _require(train.checkpoint_every >= 0, "train.checkpoint_every", "must be >= 0")

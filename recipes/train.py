@@ -73,7 +73,7 @@ from recipes._checkpoint import (
     set_rng_state,
 )
 from recipes._args import ArgumentParser
-from recipes._config import DEFAULT_CONFIG, ControlConfig, RecipeConfig, load_config, to_yaml
+from recipes._config import DEFAULT_CONFIG, ControlConfig, RecipeConfig, batch_size_fix, load_config, to_yaml
 from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
 from recipes._embedded import prepare_everywhere
 from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
@@ -198,8 +198,9 @@ class TrainRecipe:
         per_step = config.data.batch_size * world.world_size
         self.accumulation = tc.global_batch_size // per_step
         if self.accumulation * per_step != tc.global_batch_size:
+            fix = batch_size_fix(tc.global_batch_size, config.data.batch_size, world.world_size)
             raise ValueError(f"train.global_batch_size={tc.global_batch_size} is not a multiple of data.batch_size x "
-                             f"processes = {config.data.batch_size} x {world.world_size}")
+                             f"processes = {config.data.batch_size} x {world.world_size}: {fix}")
         self.steps_per_epoch = len(self.train_set) // world.world_size // config.data.batch_size // self.accumulation
         if self.steps_per_epoch == 0:
             raise ValueError(f"{len(self.train_set)} training clips do not fill one step of {tc.global_batch_size} "

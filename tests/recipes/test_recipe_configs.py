@@ -10,7 +10,7 @@ import torch
 
 import adaptkit
 from recipes._builders import build_video_model, create_image_model
-from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, load_config, strategy_options
+from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, ConfigError, batch_size_fix, load_config, strategy_options
 
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))  # every config, whoever adds it, must load, validate and build
 DATASETS = {"k400": (400, 30), "k700": (700, 30), "ssv2": (174, 50), "diving48": (48, 50)}
@@ -208,3 +208,16 @@ def test_paths_are_made_absolute_against_the_current_folder(tmp_path: Path, monk
     assert config.data.frame_cache == str(tmp_path.parent / "frames")
     assert config.data.generated.cache_dir == str(tmp_path / ".cache" / "adaptkit")
     assert config.train.output_dir == "runs/mine"  # the run folder's own name stays as written
+
+
+@pytest.mark.parametrize(("global_batch", "batch", "processes", "fix"), [
+    (32, 32, 2, "set data.batch_size=16"),  # the synthetic demo under torchrun --nproc_per_node 2
+    (6, 4, 1, "set data.batch_size=3"),
+    (30, 8, 4, "make train.global_batch_size a multiple of the 4 processes"),
+])
+def test_a_global_batch_that_does_not_split_says_what_to_set(global_batch: int, batch: int, processes: int,
+                                                             fix: str) -> None:
+    assert batch_size_fix(global_batch, batch, processes) == fix
+    if fix.startswith("set"):
+        size = int(fix.rpartition("=")[2])
+        assert global_batch % (size * processes) == 0 and size <= batch
