@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -100,13 +99,16 @@ def _cp(argv: list[str]) -> Path:
         raise FileExistsError(f"{target} exists; pass --force to overwrite it")
     if not target.parent.is_dir():  # as cp does: a mistyped folder is not created
         raise FileNotFoundError(f"folder {target.parent} does not exist")
-    shutil.copyfile(source, target)
+    lines = source.read_text(encoding="utf-8").splitlines(keepends=True)
+    if lines and lines[0].startswith("# adaptkit train"):  # the config's first line is the command that runs it
+        lines[0] = f"# adaptkit train --config {target}\n"
+    target.write_text("".join(lines), encoding="utf-8")
     print(f"copied {source.stem} to {target}; train with: adaptkit train --config {target}")
     return target
 
 
 COMMANDS: dict[str, tuple[Callable[[list[str]], Any], str]] = {
-    "train": (_train, "train a video model (default: the built-in demo)"),
+    "train": (_train, "train a video model (default: embedded_actions, which needs no data and no download)"),
     "evaluate": (_evaluate, "multi-view evaluation of a trained model folder"),
     "predict": (_predict, "top classes of one video file"),
     "ls": (_ls, "list the shipped configs"),

@@ -308,7 +308,11 @@ def test_configs_by_name_ls_and_cp(tmp_path: Path, capsys: pytest.CaptureFixture
     monkeypatch.chdir(tmp_path)
     assert cli.main(["cp", "k400_vitb16_8x16", "."]) == 0
     copy = tmp_path / "k400_vitb16_8x16.yaml"
-    assert copy.read_text() == (CONFIG_DIR / "k400_vitb16_8x16.yaml").read_text()
+    shipped = (CONFIG_DIR / "k400_vitb16_8x16.yaml").read_text().splitlines(keepends=True)
+    assert shipped[0] == "# adaptkit train --config k400_vitb16_8x16\n"
+    # The copy's first line is the command that runs the copy; the rest is the shipped file.
+    assert copy.read_text().splitlines(keepends=True) == ["# adaptkit train --config k400_vitb16_8x16.yaml\n",
+                                                          *shipped[1:]]
     status, _, err = run_cli(["cp", "k400_vitb16_8x16", "."], capsys)
     assert status == 2 and "exists; pass --force" in err
     # A local file wins over the shipped config of the same name, so the copy can be edited in place.
