@@ -438,7 +438,6 @@ def main() -> None:
         row = gpu_decoding_table(path, args.decode_device, batch=32, clips=64 if args.quick else 512)
         out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_decode_{args.decode_device}.json")
         write_json(dict(decode=row, machine=platform.platform()), out)
-        print(f"wrote {out}")
         return
     if args.augment_device:
         if args.augment_device == "cpu":
@@ -446,7 +445,6 @@ def main() -> None:
         row = augment_table(args.augment_device, batch=32, rounds=3 if args.quick else 10)
         out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_augment_{args.augment_device}.json")
         write_json(dict(augment=row, machine=platform.platform()), out)
-        print(f"wrote {out}")
         return
     if args.quick and args.out == DEFAULT_OUT:
         args.out = args.out.with_name("data_loading_quick.json")
@@ -478,7 +476,7 @@ def main() -> None:
         quick=args.quick, seconds=round(time.perf_counter() - started, 1),
         decode=decode_rows, clip=clip_rows, loader=loader_rows,
     )
-    write_json(result, args.out)
+    write_json(result, args.out, announce=False)
     print(f"wrote {args.out} in {result['seconds']:.0f} s")
 
 

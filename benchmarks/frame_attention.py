@@ -224,7 +224,6 @@ def main(argv: list[str] | None = None) -> dict:
     print_table(result)
     out = args.out or RESULTS / f"frame_attention_{args.device.split(':')[0]}.json"
     write_json(result, out)
-    print(f"written to {out}")
     return result
 
 

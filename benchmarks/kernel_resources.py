@@ -149,7 +149,6 @@ def main(argv: list[str] | None = None) -> dict:
     }
     out = args.out or RESULTS / f"kernel_resources_sm{args.arch}.json"
     write_json(result, out)
-    print(f"written to {out}")
     return result
 
 

@@ -147,6 +147,9 @@ def main(argv: list[str] | None = None) -> dict:
                                                                  "of the README's two tables)")
     parser.add_argument("--top", type=int, default=12, help="breakdown lines per row (0: none)")
     args = parser.parse_args(argv)
+    unknown = [row for row in args.rows.split(",") if row not in ROWS]
+    if unknown:
+        parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
     batch = args.batch or (16 if args.device == "gpu" else 8)
     result = {}
     for label in args.rows.split(","):

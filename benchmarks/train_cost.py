@@ -223,6 +223,9 @@ def main(argv: list[str] | None = None) -> dict:
         return train_cost_gpu.main(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    unknown = [row for row in (args.rows or "").split(",") if row and row not in SETTINGS]
+    if unknown:  # before the minutes the memory tables take
+        parser.error(f"unknown rows {unknown}; choose from {list(SETTINGS)}")
     args.image_size = args.image_size or 112
     args.batch = args.batch or 1
     args.inference_batch = args.inference_batch or 8

@@ -233,7 +233,7 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
 
     def save() -> None:
         result["summary"] = summary(result)
-        write_json(result, out)
+        write_json(result, out, announce=False)  # after every row
 
     def attempt(table: str, label: str, measure: Callable[[], dict]) -> None:
         start = time.perf_counter()
@@ -262,5 +262,5 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
             for name, strategy in INFERENCE_ROWS.items():
                 attempt("inference", name, lambda s=strategy: inference_row(s, args, bool(compiled_rows)))
     print_tables(result)
-    print(f"written to {out}")
+    print(f"wrote {out}")
     return result
