@@ -14,6 +14,7 @@ import difflib
 import math
 import os
 import pickle
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,17 @@ def build_video_model(config: RecipeConfig, image_model: nn.Module, num_classes:
     )
     video_model.set_grad_checkpointing(config.model.grad_checkpointing)
     return video_model
+
+
+def check_crop_size(video_model: adaptkit.VideoModel, crop_size: int) -> None:
+    """Refuse, before any data is read, a ``data.augment.crop_size`` the model cannot embed, in the config's terms
+    (the library's own message speaks of frames and constructor arguments)."""
+    try:
+        video_model.family.check_frame_size(crop_size, crop_size)
+    except ValueError as error:
+        what = re.split(r"[;.] ", str(error), maxsplit=1)[0]
+        raise ValueError(f"data.augment.crop_size={crop_size}: {what}; set data.augment.crop_size (and "
+                         "data.augment.resize_size) to what it takes") from None
 
 
 def describe_backbone(video_model: adaptkit.VideoModel) -> str:

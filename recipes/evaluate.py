@@ -21,7 +21,7 @@ from pathlib import Path
 
 from adaptkit.data import EvaluationResult
 from recipes._args import ArgumentParser
-from recipes._builders import create_image_model, describe_backbone
+from recipes._builders import check_crop_size, create_image_model, describe_backbone
 from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
 from recipes._config import load_config
 from recipes._data import eval_dataset
@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
         # checkpoint; from_pretrained checks that both match.
         image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
         model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
+        check_crop_size(model, config.data.augment.crop_size)
         num_classes = model.num_classes
         if data_classes != num_classes:  # labels past the head would silently count as errors
             raise ValueError(f"the evaluation data has {data_classes} classes but {args.checkpoint}'s head has "

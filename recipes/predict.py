@@ -29,7 +29,7 @@ from adaptkit.data import (
     prepare_batch,
 )
 from recipes._args import ArgumentParser, UsageError
-from recipes._builders import create_image_model
+from recipes._builders import check_crop_size, create_image_model
 from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
 from recipes._config import DataConfig, load_config
 from recipes._data import frame_sampler
@@ -93,6 +93,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
 
     image_model, _ = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
     model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
+    check_crop_size(model, config.data.augment.crop_size)
     classes = read_class_names(args.classes) if args.classes else read_classes(args.checkpoint)
     classes = classes or config.data.options.get("classes")  # a config that names them (e.g. generated data)
     classes = classes or [f"class_{i}" for i in range(model.num_classes)]

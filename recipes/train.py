@@ -55,6 +55,7 @@ from recipes._builders import (
     build_scheduler,
     backbone_tensors,
     build_video_model,
+    check_crop_size,
     create_image_model,
     describe_backbone,
     save_image_weights,
@@ -287,6 +288,7 @@ class TrainRecipe:
         else:
             self.model = build_video_model(config, self.image_model, num_classes=len(self.classes))
         self.model.to(world.device)
+        check_crop_size(self.model, config.data.augment.crop_size)
         seed_everything(config.train.seed + world.rank)  # from here on, per-rank randomness (drop path, augmentation)
 
     # ------------------------------------------------------------------------------------------ 4. optimizer

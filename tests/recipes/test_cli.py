@@ -146,6 +146,19 @@ def test_model_folder_errors_say_what_the_folder_is(trained: Path, tmp_path: Pat
         assert status == 2 and len(err.strip().splitlines()) == 1 and expected in err, (args, err)
 
 
+def test_a_crop_size_the_model_cannot_take_is_refused_before_evaluating(trained: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture) -> None:
+    video = tmp_path / "never_read.mp4"
+    video.write_bytes(b"not decoded: the check comes first")
+    for command in (["evaluate"], ["predict", str(video)]):
+        status, out, err = run_cli([*command, "--checkpoint", str(trained), "data.synthetic.size=64",
+                                    "data.augment.crop_size=64", "data.augment.resize_size=64"], capsys)
+        assert status == 2 and err.count("\n") == 1, err
+        assert ("data.augment.crop_size=64: frame size 64x64 does not match the model's input size 32x32; set "
+                "data.augment.crop_size (and data.augment.resize_size) to what it takes") in err
+        assert "top-1" not in out
+
+
 def test_a_corrupt_model_file_is_named(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     copy = tmp_path / "final"
     copy.mkdir()

@@ -62,14 +62,20 @@ def test_each_setup_step_runs_on_its_own_and_writes_nothing(tmp_path: Path, synt
 
 
 def test_a_config_that_fails_before_the_first_step_leaves_no_run_folder(tmp_path: Path, synthetic_args,
-                                                                       capsys: pytest.CaptureFixture) -> None:
+                                                                       capsys: pytest.CaptureFixture,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     run_dir = tmp_path / "run"
     with pytest.raises(ValueError, match="do not fill one step"):  # fails in setup_data
         train.main(synthetic_args(run_dir) + ["data.synthetic.train_videos=2"])
     assert not run_dir.exists()
-    # Fails inside the first forward pass, after the run folder was created: it is removed again, and said so.
-    with pytest.raises(Exception):
+    # A crop size the model cannot embed is refused when the model is built, before the run folder exists.
+    with pytest.raises(ValueError, match="data.augment.crop_size=24: frame size 24x24 does not match"):
         train.main(synthetic_args(run_dir) + ["data.augment.crop_size=24", "data.synthetic.size=24"])
+    assert not run_dir.exists()
+    # Fails inside the first training step, after the run folder was created: it is removed again, and said so.
+    monkeypatch.setattr(torch.optim.AdamW, "step", lambda *args, **kwargs: 1 / 0)
+    with pytest.raises(ZeroDivisionError):
+        train.main(synthetic_args(run_dir))
     assert not run_dir.exists()
     assert f"the run failed before its first step; removed its folder {run_dir}" in capsys.readouterr().err
 
