@@ -10,7 +10,6 @@ into an error that says so.
 from __future__ import annotations
 
 import difflib
-
 import math
 import os
 import pickle
@@ -117,15 +116,16 @@ def check_model_name(name: str, source: str) -> None:
     if source == "open_clip":
         import open_clip
 
-        known, architecture = open_clip.list_models(), name
+        architecture, known = name, open_clip.list_models()
+        if architecture in known:
+            return
     else:
         import timm
 
-        known, architecture = timm.list_models(), name.partition(".")[0]
+        architecture = name.partition(".")[0]
         if timm.is_model(architecture):
             return
-    if architecture in known:
-        return
+        known = timm.list_models()  # only to suggest names: listing is slower than the lookup
     close = difflib.get_close_matches(architecture, known, n=3)
     other = " (`--source open_clip` / model.source=open_clip for open_clip names)" if source == "timm" else ""
     raise ValueError(f"{source} has no model {architecture!r}"

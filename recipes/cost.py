@@ -90,7 +90,8 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     meta_model = meta_image_model(args.model, args.source)
     size = args.image_size if args.image_size is not None else input_size(meta_model)
     rows: list[dict[str, Any]] = []
-    refused: dict[str, Exception] = {}
+    lines: list[str] = []
+    refused: list[Exception] = []
     for strategy in strategies:  # every row first: an error leaves no half table behind
         image_model = copy.deepcopy(meta_model)  # inject rebuilds the model's blocks in place
         try:
@@ -99,28 +100,25 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         except (TypeError, ValueError) as error:
             if args.strategy:
                 raise
-            refused[strategy] = error
+            refused.append(error)
+            lines.append(f"| {strategy} | not for this model: {' '.join(str(error).split())} | | | |")
             continue
-        rows.append(_row(strategy, video_model, size, args.views))
+        found = [_row(strategy, video_model, size, args.views)]
         try:
             video_model.merge()  # on the meta device: folds the shapes, nothing to check
+            found.append(_row(f"{strategy} merged", video_model, size, args.views))
         except TypeError:
-            continue  # not a mergeable strategy
-        rows.append(_row(f"{strategy} merged", video_model, size, args.views))
+            pass  # not a mergeable strategy
+        rows += found
+        lines += [f"| {r['strategy']} | {r['params'] / 1e6:.2f} | {r['tunable'] / 1e6:.3f} | "
+                  f"{r['gmacs_per_view']:.1f} | {r['gmacs_per_video']:.1f} |" for r in found]
     if not rows:  # the model itself, not one strategy, is the problem
-        raise next(iter(refused.values()))
+        raise refused[0]
     print(f"{args.model} ({args.source}), {args.frames} frames of {size}x{size}, {args.classes} classes, "
           f"{args.views} views; GMACs = the AIM paper's \"GFLOPs\"")
     print(f"| strategy | params (M) | tunable (M) | GMACs / view | GMACs x {args.views} views |")
     print("|---|---|---|---|---|")
-    by_name = {row["strategy"]: row for row in rows}
-    for name in [n for strategy in strategies for n in (strategy, f"{strategy} merged")]:
-        if name in refused:
-            print(f"| {name} | not for this model: {' '.join(str(refused[name]).split())} | | | |")
-        elif name in by_name:
-            row = by_name[name]
-            print(f"| {name} | {row['params'] / 1e6:.2f} | {row['tunable'] / 1e6:.3f} | {row['gmacs_per_view']:.1f} "
-                  f"| {row['gmacs_per_video']:.1f} |")
+    print("\n".join(lines))
     return rows
 
 
