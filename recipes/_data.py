@@ -6,6 +6,7 @@ Training items are ``(uint8 clip (T, C, H, W), label, index)``; evaluation items
 
 from __future__ import annotations
 
+import functools
 import inspect
 import itertools
 import logging
@@ -79,7 +80,7 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
         raise FileNotFoundError(f"data.{name}: none of the {len(records)} videos listed in {split.annotations} exists "
                                 f"(the first: {records[0].path}); is data.{name}.root right?")
     if data.frame_cache is not None and records:
-        check_frame_cache(FrameCache(data.frame_cache), records, f"data.{name}", split.annotations)
+        check_frame_cache(open_frame_cache(data.frame_cache), records, f"data.{name}", split.annotations)
     if classes is not None and list(annotations.classes) != list(classes):
         raise ValueError(
             f"data.{name} has {annotations.num_classes} classes that differ from the model's {len(classes)} "
@@ -93,18 +94,34 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
     return annotations
 
 
+@functools.lru_cache(maxsize=2)
+def _frame_cache(folder: str, index_mtime_ns: int) -> FrameCache:
+    return FrameCache(folder)
+
+
+def open_frame_cache(folder: str) -> FrameCache:
+    """The frame cache in ``folder``, read once per process while its index is unchanged: a Kinetics-size index
+    takes about a second to parse, and the checks and both datasets of a run read it."""
+    index = Path(folder) / "index.json"
+    return _frame_cache(folder, index.stat().st_mtime_ns if index.is_file() else -1)
+
+
 def check_frame_cache(cache: FrameCache, records: Sequence[VideoRecord], what: str, source: str) -> None:
     """Refuse a frame cache that holds none of ``records`` (built from another list or root), and warn about the
     listed videos it lacks, which would otherwise be skipped one by one during the run. Reads no video file."""
-    absent = [r.path for r in records if r.path not in cache and cache.unreadable_reason(r.path) is None]
     if not any(r.path in cache for r in records):
         raise ValueError(f"{what}: none of the {len(records)} videos listed in {source} is in the frame cache "
                          f"{cache.folder} (the first: {records[0].path}); was it built from another annotation file "
                          "or root? Rebuild it with `adaptkit cache`")
+    absent = [r.path for r in records if r.path not in cache and cache.unreadable_reason(r.path) is None]
     if absent:
         log.warning("%s: %d of the %d videos listed in %s are not in the frame cache %s and will be skipped (the "
                     "first: %s); `adaptkit cache --update` adds them", what, len(absent), len(records),
                     source, cache.folder, absent[0])
+
+
+def _cache_of(data: DataConfig) -> FrameCache | None:
+    return None if data.frame_cache is None else open_frame_cache(data.frame_cache)
 
 
 def training_subset(annotations: Annotations, fraction: float) -> Annotations:
@@ -127,7 +144,7 @@ def train_dataset(config: RecipeConfig) -> tuple[Dataset, list[str]]:
     annotations = training_subset(load_split(data, data.train, "train"), data.train_fraction)
     dataset = VideoClipDataset(
         annotations, frame_sampler(data), VideoTrainTransform(data.augment), seed=config.train.seed,
-        backend=data.decode_backend, frame_cache=data.frame_cache, decode_device=data.decode_device,
+        backend=data.decode_backend, frame_cache=_cache_of(data), decode_device=data.decode_device,
     )
     return dataset, list(annotations.classes)
 
@@ -162,7 +179,7 @@ def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[D
     augment = data.augment
     dataset = MultiViewDataset(
         annotations, sampler, crop_size=augment.crop_size, num_crops=augment.test_crops,
-        resize_size=augment.test_resize_size, backend=data.decode_backend, frame_cache=data.frame_cache,
+        resize_size=augment.test_resize_size, backend=data.decode_backend, frame_cache=_cache_of(data),
         decode_device=data.decode_device,
     )
     return dataset, f"{data.num_frames}x{config.eval.num_clips}x{augment.test_crops}", annotations.num_classes
