@@ -71,16 +71,6 @@ def is_model_dir(path: Path) -> bool:
     return all((Path(path) / name).is_file() for name in ("adapter_config.json", CONFIG_FILE, CLASSES_FILE))
 
 
-def refuse_strategy_overrides(overrides: list[str]) -> None:
-    """Evaluate and predict load the strategy and its options from the model folder: refuse overrides of them,
-    which would otherwise only fail (or pass) the config's own checks and change nothing."""
-    for item in overrides:
-        key = item.partition("=")[0].strip()
-        if key in ("model", "model.strategy") or key.startswith("model.options"):
-            raise ValueError(f"{key} cannot be overridden here: the strategy and its options are the trained "
-                             "model's, read from its adapter_config.json")
-
-
 def check_model_dir(path: Path, config_given: bool) -> None:
     """Make sure ``path`` is a model folder ``evaluate`` / ``predict`` can load, and that its files are intact.
 

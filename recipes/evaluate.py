@@ -22,14 +22,7 @@ from pathlib import Path
 from adaptkit.data import EvaluationResult
 from recipes._args import ArgumentParser
 from recipes._builders import check_crop_size, create_image_model, describe_backbone
-from recipes._checkpoint import (
-    CONFIG_FILE,
-    check_model_dir,
-    image_weights_in,
-    load_model_dir,
-    read_classes,
-    refuse_strategy_overrides,
-)
+from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
 from recipes._config import load_config
 from recipes._data import eval_dataset
 from recipes._distributed import setup, teardown
@@ -51,7 +44,6 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
     """Evaluate; returns the result on the main process (None on the others)."""
     args = parse_args(argv)
     check_model_dir(args.checkpoint, config_given=args.config is not None)
-    refuse_strategy_overrides(args.overrides)
     config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
     world = setup(config.train.device)
     try:

@@ -30,14 +30,7 @@ from adaptkit.data import (
 )
 from recipes._args import ArgumentParser, UsageError
 from recipes._builders import check_crop_size, create_image_model
-from recipes._checkpoint import (
-    CONFIG_FILE,
-    check_model_dir,
-    image_weights_in,
-    load_model_dir,
-    read_classes,
-    refuse_strategy_overrides,
-)
+from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
 from recipes._config import DataConfig, load_config
 from recipes._data import frame_sampler
 from recipes._distributed import setup
@@ -85,7 +78,6 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     """Print and return the ``top_k`` (class name, probability) pairs, most likely first."""
     args = parse_args(argv)
     check_model_dir(args.checkpoint, config_given=args.config is not None)
-    refuse_strategy_overrides(args.overrides)
     if args.classes is not None and not args.classes.is_file():
         raise FileNotFoundError(f"--classes {args.classes} is not a file (expected a JSON list or one class name "
                                 "per line)")

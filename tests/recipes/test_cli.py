@@ -159,14 +159,6 @@ def test_a_crop_size_the_model_cannot_take_is_refused_before_evaluating(trained:
         assert "top-1" not in out
 
 
-def test_the_trained_strategy_cannot_be_overridden_at_evaluation(trained: Path, capsys: pytest.CaptureFixture) -> None:
-    for override in ("model.strategy=st-adapter", "model.options.ratio=0.5"):
-        status, _, err = run_cli(["evaluate", "--checkpoint", str(trained), override], capsys)
-        key = override.partition("=")[0]
-        assert status == 2 and f"{key} cannot be overridden here: the strategy and its options are the trained " \
-            "model's" in err
-
-
 def test_a_corrupt_model_file_is_named(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     copy = tmp_path / "final"
     copy.mkdir()
