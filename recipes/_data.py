@@ -112,7 +112,7 @@ def check_frame_cache(cache: FrameCache, records: Sequence[VideoRecord], what: s
     if not any(r.path in cache for r in records):
         raise ValueError(f"{what}: none of the {len(records)} videos listed in {source} is in the frame cache "
                          f"{cache.folder} (the first: {records[0].path}); was it built from another annotation file "
-                         "or root? Rebuild it with `adaptkit cache`")
+                         "or root, or for the other split only (--split)? `adaptkit cache --update` adds them")
     absent = [r.path for r in records if r.path not in cache and cache.unreadable_reason(r.path) is None]
     if absent:
         log.warning("%s: %d of the %d videos listed in %s are not in the frame cache %s and will be skipped (the "

@@ -23,16 +23,18 @@ import argparse
 from pathlib import Path
 
 from adaptkit.data import FrameCache, build_frame_cache
-from recipes._args import ArgumentParser
+from recipes._args import ArgumentParser, UsageError
 from recipes._config import load_config
 from recipes._data import load_split
+from recipes._logging import setup_logging
 
 
 def parse_args(argv: list[str] | None, prog: str = "adaptkit cache") -> argparse.Namespace:
     parser = ArgumentParser(prog=prog, description=__doc__.split("\n\n")[0].replace("\n", " "))
     parser.add_argument("--config", help="config name or YAML (the data section says which videos)")
     parser.add_argument("--out", required=True, type=Path, help="cache folder to create")
-    parser.add_argument("--split", choices=["train", "val", "both"], default="both")
+    parser.add_argument("--split", choices=["train", "val", "both"], default="both",
+                        help="which split's videos (default both: a run reads both splits from the cache)")
     parser.add_argument("--short-side", type=int, help="stored short side (default: data.augment.resize_size)")
     parser.add_argument("--chunk-gib", type=float, default=1.0, help="chunk file size in GiB (default 1)")
     parser.add_argument("--workers", type=int, help="decoding processes (default: data.num_workers)")
@@ -46,7 +48,13 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cache") -> argparse
 def main(argv: list[str] | None = None) -> FrameCache:
     """Build the cache; returns it."""
     args = parse_args(argv)
+    if args.chunk_gib <= 0 or (args.workers is not None and args.workers < 0) or (
+            args.short_side is not None and args.short_side < 1):
+        raise UsageError("--chunk-gib must be > 0, --workers >= 0 and --short-side >= 1")
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out} is a file: a frame cache is a folder")
     config = load_config(args.config, list(args.overrides))
+    setup_logging(is_main=True)  # says what an update decodes, and which videos are unreadable
     data = config.data
     data.frame_cache = None  # this command reads the videos themselves, whatever cache the config names
     if data.source != "video":

@@ -313,12 +313,14 @@ class TrainRecipe:
         barrier(world)  # every rank has looked before the main one writes anything
         if world.is_main:
             if self.checkpoint is None and config.train.overwrite:
-                replaced = [folder for folder in ("checkpoints", "final") if (self.run_dir / folder).exists()]
-                for folder in replaced:
-                    shutil.rmtree(self.run_dir / folder, ignore_errors=True)
+                replaced = [name for name in ("checkpoints", "final", "train_summary.json", "eval_result.json")
+                            if (self.run_dir / name).exists()]
+                for name in replaced:  # the previous run's results too, which would otherwise pass for this run's
+                    path = self.run_dir / name
+                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
                 if replaced:  # said, since a re-run of the same command deletes the last one's model
                     log.warning("train.overwrite is true: removed %s of the previous run in %s and started again",
-                                " and ".join(f"{folder}/" for folder in replaced), self.run_dir)
+                                ", ".join(replaced), self.run_dir)
             for leftover in remove_unfinished_checkpoints(self.run_dir):
                 log.info("removed %s, a checkpoint write cut short by an earlier kill", leftover)
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -473,10 +475,12 @@ class TrainRecipe:
                                    "image_weights": None if self.image_weights is None else str(self.image_weights),
                                    "wall_time_s": round(time.perf_counter() - self.started, 1)}  # this start only
         if self.step < self.total_steps:
+            summary["stopped"] = True
             if world.is_main:
+                atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
                 print(f"stopped at step {self.step}/{self.total_steps} (train.stop_at_step); continue with --resume")
             self.metrics.close()
-            return {**summary, "stopped": True}
+            return summary
 
         fingerprints = all_gather_objects(world, adapter_fingerprint(self.model))
         if len(set(fingerprints)) != 1:

@@ -156,8 +156,8 @@ def _kinetics_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, st
             cells = [cell.strip() for cell in row]
             if not any(cells):
                 continue
-            if columns is None and not rows and "youtube_id" in cells:
-                columns = cells
+            if columns is None and not rows and "youtube_id" in (cell.lower() for cell in cells):
+                columns = [cell.lower() for cell in cells]
                 missing = [name for name in KINETICS_COLUMNS[:4] if name not in columns]
                 if missing:
                     unlabelled = " (a test split without labels cannot be trained or evaluated on)" * (
@@ -186,7 +186,8 @@ def parse_kinetics_csv(
     class_folders: bool = False,
 ) -> Annotations:
     """Kinetics CSV ``label,youtube_id,time_start,time_end,split[,is_cc]``: in this order without a header row; a
-    header row (recognised by its ``youtube_id`` column) may order the columns differently and leave out ``split``.
+    header row (recognised by its ``youtube_id`` column, in any case) may order the columns differently and leave out
+    ``split``.
 
     Clip file: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``, inside ``{label}/`` when ``class_folders``.
     ``classes`` should be :func:`kinetics_classes` of the train csv; without it this csv's own sorted labels are used

@@ -4,7 +4,7 @@ Layout of a cache folder::
 
     index.json        {"version", "short_side", "chunk_bytes",
                        "videos": {path: [chunk, byte offset, frames, H, W, file bytes, file mtime_ns]},
-                       "skipped": [[path, reason, kind], ...]}
+                       "skipped": [[path, reason, kind, file bytes, file mtime_ns], ...]}
     chunk_00000.u8    frames of many videos back to back, each video (frames, H, W, 3) uint8 RGB, C order
     chunk_00001.u8    ...
 
@@ -84,7 +84,11 @@ class FrameCache:
         if not index_path.is_file():
             raise FileNotFoundError(f"{self.folder} is not a frame cache (no {_INDEX}); build one with "
                                     "`adaptkit cache --config <config> --out <folder>`")
-        index = json.loads(index_path.read_text())
+        try:
+            index = json.loads(index_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{index_path} is not a readable frame cache index ({error}); rebuild the cache with "
+                             "`adaptkit cache`") from None
         self.version = index.get("version")
         if self.version not in _READABLE_VERSIONS:
             raise ValueError(f"{index_path}: frame cache version {self.version}, expected one of {_READABLE_VERSIONS}")
@@ -127,9 +131,14 @@ class FrameCache:
         entry = self.videos.get(key)
         if entry is None:
             if key in self._skipped:
-                _, reason, *kind = self._skipped[key]  # version 1 recorded no kind
+                _, reason, *rest = self._skipped[key]  # version 1 recorded no kind and no file stamp
+                stamp = _file_stamp(key)
+                if len(rest) == 3 and stamp is not None and stamp != tuple(rest[1:]):  # e.g. a finished download
+                    raise VideoDecodeError(path, f"changed since the frame cache {self.folder} was built, when it was "
+                                                 f"unreadable ({reason}); update it with `adaptkit cache --update`",
+                                           kind="stale")
                 raise VideoDecodeError(path, f"unreadable when the frame cache {self.folder} was built: {reason}",
-                                       kind=kind[0] if kind else "corrupt")
+                                       kind=rest[0] if rest else "corrupt")
             raise VideoDecodeError(path, f"not in the frame cache {self.folder} (added since it was built, or another "
                                          "annotation file or root: update it with `adaptkit cache --update`)",
                                    kind="not_cached")
@@ -152,14 +161,18 @@ class FrameCache:
         chunk, offset, count, height, width = self._entry(path)[:5]
         if chunk not in self._chunks:
             self._chunks[chunk] = np.memmap(self.folder / f"chunk_{chunk:05d}.u8", dtype=np.uint8, mode="r")
-        video = self._chunks[chunk][offset : offset + count * height * width * 3].reshape(count, height, width, 3)
+        data = self._chunks[chunk][offset : offset + count * height * width * 3]
+        if data.size != count * height * width * 3:  # the chunk file was cut short after the cache was built
+            raise VideoDecodeError(path, f"its frames in the frame cache {self.folder} are cut short (chunk_{chunk:05d}"
+                                         ".u8 is damaged); rebuild the cache with `adaptkit cache`")
+        video = data.reshape(count, height, width, 3)
         wanted = np.minimum(np.asarray(indices, dtype=np.int64).reshape(-1), count - 1)
         return torch.from_numpy(video[wanted]).permute(0, 3, 1, 2)  # fancy indexing copies only these frames
 
 
 class _DecodeJobs(torch.utils.data.Dataset):
     """One video per item, decoded whole: (path, frames in windows, frame count, file stamp, None) or
-    (path, [], 0, None, error)."""
+    (path, [], 0, file stamp, error)."""
 
     def __init__(self, paths: Sequence[str], backend: str | None, short_side: int, window: int) -> None:
         self.paths, self.backend, self.short_side, self.window = paths, backend, short_side, window
@@ -177,7 +190,7 @@ class _DecodeJobs(torch.utils.data.Dataset):
                                    index=index, short_side=self.short_side)
                      for start in range(0, index.num_frames, self.window)]
         except VideoDecodeError as error:
-            return path, [], 0, None, error
+            return path, [], 0, stamp, error
         return path, parts, index.num_frames, stamp, None
 
 
@@ -269,7 +282,11 @@ def build_frame_cache(
     chunk = 0
     if update and (folder / _INDEX).is_file():
         entries, skipped, chunk = _previous_cache(folder, short_side)
+        listed = len(paths)
         paths = [path for path in paths if path not in entries or _difference(path, entries[path]) is not None]
+        logger.info("updating the frame cache %s: decoding %d of the %d listed videos (new, changed or unreadable "
+                    "before), keeping %d cached videos", folder, len(paths), listed, len(entries) - sum(
+                        path in entries for path in paths))
         retried = set(paths)
         skipped = [entry for entry in skipped if entry[0] not in retried]
     else:
@@ -284,7 +301,7 @@ def build_frame_cache(
             if error is not None:
                 logger.warning("not caching unreadable video %s: %s", path, error.reason)
                 entries.pop(path, None)  # a changed video that no longer decodes
-                skipped.append([path, error.reason, error.kind])
+                skipped.append([path, error.reason, error.kind, *(stamp or (-1, -1))])
                 continue
             height, width = parts[0].shape[-2:]
             size = num_frames * height * width * 3

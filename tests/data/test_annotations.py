@@ -111,7 +111,7 @@ def test_kinetics_csv_without_header(tmp_path):
 
 def test_kinetics_csv_header_in_another_order_is_read_by_name(tmp_path):
     """Re-exported lists put the columns in other orders (and spreadsheet programs add a byte-order mark)."""
-    text = "\ufeff\nyoutube_id,time_start,time_end,label\nid1,0,10,b\n\nid2,3,13,a\n"
+    text = "\ufeff\nYOUTUBE_ID,time_start,Time_End,label\nid1,0,10,b\n\nid2,3,13,a\n"
     ann = load_annotations("kinetics_csv", write(tmp_path / "train.csv", text))
     assert ann.classes == ["a", "b"]
     assert [(r.label, r.path) for r in ann.records] == [(1, "id1_000000_000010.mp4"), (0, "id2_000003_000013.mp4")]

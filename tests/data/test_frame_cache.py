@@ -66,7 +66,9 @@ def test_cache_built_by_worker_processes_is_byte_identical(records, tmp_path):
     chunks = sorted(p.name for p in (tmp_path / "serial").glob("chunk_*.u8"))
     assert chunks and chunks == sorted(p.name for p in (tmp_path / "parallel").glob("chunk_*.u8"))
     assert all((tmp_path / "serial" / c).read_bytes() == (tmp_path / "parallel" / c).read_bytes() for c in chunks)
-    assert serial.skipped == parallel.skipped == [[records[3].path, serial.skipped[0][1], "corrupt"]]
+    broken = os.stat(records[3].path)
+    assert serial.skipped == parallel.skipped == [[records[3].path, serial.skipped[0][1], "corrupt", broken.st_size,
+                                                   broken.st_mtime_ns]]
     with pytest.raises(ValueError, match="workers"):
         build_frame_cache(records, tmp_path / "bad", workers=-1)
 
@@ -117,7 +119,7 @@ def own_videos(records, tmp_path):
 
 def test_a_video_changed_after_caching_is_skipped_as_stale_and_says_why(own_videos, tmp_path):
     cache = build_frame_cache(own_videos, tmp_path / "cache", short_side=32)
-    assert [kind for *_, kind in cache.skipped] == ["empty"]
+    assert [kind for _, _, kind, *_ in cache.skipped] == ["empty"]
     resized, touched, deleted = (r.path for r in own_videos[:3])
     write_gray_video(resized, 12, gop=4, height=48, width=64)  # re-encoded: another size on disk
     stat = os.stat(touched)
@@ -207,3 +209,26 @@ def test_an_update_refuses_a_version_1_cache_and_builds_where_there_is_none(own_
     index_path.write_text(json.dumps({**json.loads(index_path.read_text()), "version": 1}))
     with pytest.raises(ValueError, match="version-1 frame cache records no file sizes"):
         build_frame_cache(own_videos[:2], tmp_path / "new", short_side=32, update=True)
+
+
+def test_a_video_fixed_after_it_was_cached_as_unreadable_reads_as_changed(own_videos, records, tmp_path):
+    """An empty download completed after the cache was built is not reported as still empty: update the cache."""
+    build_frame_cache(own_videos, tmp_path / "cache", short_side=32)
+    empty = own_videos[3].path
+    shutil.copy(records[0].path, empty)
+    with pytest.raises(VideoDecodeError, match="changed since the frame cache .* when it was unreadable "
+                                               r"\(empty file \(0 bytes\)\); update it") as caught:
+        FrameCache(tmp_path / "cache").num_frames(empty)
+    assert caught.value.kind == "stale"
+
+
+def test_a_damaged_cache_is_named_rather_than_failing_deep_inside(own_videos, tmp_path):
+    cache = build_frame_cache(own_videos[:2], tmp_path / "cache", short_side=32)
+    chunk = tmp_path / "cache" / "chunk_00000.u8"
+    chunk.write_bytes(chunk.read_bytes()[:1000])  # cut short: the first video's frames are incomplete
+    with pytest.raises(VideoDecodeError, match=r"cut short \(chunk_00000.u8 is damaged\)") as caught:
+        FrameCache(tmp_path / "cache").frames(own_videos[0].path, [0])
+    assert caught.value.kind == "corrupt" and len(cache) == 2
+    (tmp_path / "cache" / "index.json").write_text("{videos: ")
+    with pytest.raises(ValueError, match="index.json is not a readable frame cache index"):
+        FrameCache(tmp_path / "cache")

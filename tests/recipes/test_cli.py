@@ -65,13 +65,15 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     (["frobnicate"], "unknown command 'frobnicate'"),
     (["train", "--config", "synthetic_motion", "train.global_batch_size=6", "data.batch_size=4"],
      "train.global_batch_size: 6 is not a multiple of data.batch_size=4: set data.batch_size=3"),
+    (["cache", "--config", "synthetic_motion", "--out", "frames", "--chunk-gib", "0"], "--chunk-gib must be > 0"),
+    (["cache", "--config", "synthetic_motion", "--out", "/dev/null"], "--out /dev/null is a file"),
     (["train", "model.name=vit_tiny_patch16_22"],  # checked before the default config generates anything
      "timm has no model 'vit_tiny_patch16_22'; did you mean vit_tiny_patch16_224"),
     (["train", "--config", "synthetic_motion", "model.source=open_clip", "model.name=ViT-B-17"],
      "open_clip has no model 'ViT-B-17'; did you mean ViT-B-16"),
 ], ids=["unknown_key", "wrong_type", "section_as_value", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights",
         "missing_weights_file", "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "top_k_zero",
-        "cp_into_a_missing_folder", "unknown_command", "batch_not_dividing", "unknown_timm_model", "unknown_open_clip_model"])
+        "cp_into_a_missing_folder", "unknown_command", "batch_not_dividing", "cache_chunk_size", "cache_out_file", "unknown_timm_model", "unknown_open_clip_model"])
 def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths resolve here; nothing may be written

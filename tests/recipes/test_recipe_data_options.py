@@ -102,7 +102,7 @@ def test_a_frame_cache_of_other_videos_is_refused_and_a_partial_one_warned_about
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1, err
     assert (f"data.train: none of the 9 videos listed in {video_dataset / 'train.txt'} is in the frame cache "
-            f"{tmp_path / 'val_frames'}") in err and "Rebuild it with `adaptkit cache`" in err
+            f"{tmp_path / 'val_frames'}") in err and "`adaptkit cache --update` adds them" in err
     assert not (tmp_path / "run").exists()
 
     build_frame_cache([*val.records, *train_records[:2]], tmp_path / "some_frames", short_side=36)
@@ -127,6 +127,8 @@ def test_the_cache_command_updates_a_cache_after_a_video_changed(
     assert FrameCache(cache).changed(video) is not None  # read as stale until the update
     capsys.readouterr()
     assert cli.main(["cache", "--config", str(video_config), "--out", str(cache), "--update"]) == 0
-    out = capsys.readouterr().out
+    out, err = capsys.readouterr()
+    # One changed video and the broken one (unreadable before, so retried); the other 11 are kept.
+    assert "decoding 2 of the 13 listed videos (new, changed or unreadable before), keeping 11 cached videos" in err
     assert "cached 12 videos" in out and "MiB of old frames of re-cached videos stay" in out
     assert FrameCache(cache).changed(video) is None and FrameCache(cache).num_frames(video) > 0

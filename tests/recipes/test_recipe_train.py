@@ -210,5 +210,10 @@ def test_overwriting_a_finished_run_says_so(tmp_path: Path, synthetic_args, caps
     train.main(args)
     assert "train.overwrite" not in capsys.readouterr().err  # nothing to replace the first time
     train.main(args)  # the recipe's logging writes to stderr (it replaces the root handlers)
-    assert (f"WARNING recipes.train: train.overwrite is true: removed checkpoints/ and final/ of the previous run in "
-            f"{tmp_path / 'run'} and started again") in capsys.readouterr().err
+    assert (f"WARNING recipes.train: train.overwrite is true: removed checkpoints, final, train_summary.json of the "
+            f"previous run in {tmp_path / 'run'} and started again") in capsys.readouterr().err
+    # A re-run stopped early leaves its own summary, not the finished run's.
+    stopped = train.main(synthetic_args(tmp_path / "run", steps=3) + ["train.overwrite=true", "train.stop_at_step=1"])
+    saved = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert saved == stopped and saved["stopped"] is True and saved["step"] == 1
+    assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run" / "eval_result.json").exists()
