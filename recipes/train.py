@@ -317,7 +317,10 @@ class TrainRecipe:
                             if (self.run_dir / name).exists()]
                 for name in replaced:  # the previous run's results too, which would otherwise pass for this run's
                     path = self.run_dir / name
-                    shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink()
+                    if path.is_dir():
+                        shutil.rmtree(path, ignore_errors=True)
+                    else:
+                        path.unlink()
                 if replaced:  # said, since a re-run of the same command deletes the last one's model
                     log.warning("train.overwrite is true: removed %s of the previous run in %s and started again",
                                 ", ".join(replaced), self.run_dir)

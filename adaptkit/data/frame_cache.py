@@ -57,13 +57,14 @@ def _file_stamp(path: str) -> tuple[int, int] | None:
     return stat.st_size, stat.st_mtime_ns
 
 
-def _difference(path: str, entry: list[int]) -> str | None:
-    """How ``path`` differs from the file its cache entry was made from; None when the same, gone, or unrecorded."""
+def _difference(path: str, recorded: Sequence[int]) -> str | None:
+    """How ``path`` differs from the file recorded as (bytes, mtime_ns) when the cache was built; None when the same,
+    gone, or not recorded (version 1)."""
     stamp = _file_stamp(path)
-    if len(entry) < 7 or stamp is None or stamp == tuple(entry[5:7]):
+    if len(recorded) < 2 or stamp is None or stamp == tuple(recorded):
         return None
-    if stamp[0] != entry[5]:
-        return f"now {stamp[0]} bytes, {entry[5]} when cached"
+    if stamp[0] != recorded[0]:
+        return f"now {stamp[0]} bytes, {recorded[0]} when cached"
     return "modified after it was cached"
 
 
@@ -124,7 +125,7 @@ class FrameCache:
         when it does not, when it no longer exists, when ``path`` is not cached, or for a version-1 cache."""
         key = _key(path)
         entry = self.videos.get(key)
-        return None if entry is None else _difference(key, entry)
+        return None if entry is None else _difference(key, entry[5:7])
 
     def _entry(self, path: str | os.PathLike[str]) -> list[int]:
         key = _key(path)
@@ -132,8 +133,7 @@ class FrameCache:
         if entry is None:
             if key in self._skipped:
                 _, reason, *rest = self._skipped[key]  # version 1 recorded no kind and no file stamp
-                stamp = _file_stamp(key)
-                if len(rest) == 3 and stamp is not None and stamp != tuple(rest[1:]):  # e.g. a finished download
+                if _difference(key, rest[1:3]) is not None:  # e.g. a download finished since
                     raise VideoDecodeError(path, f"changed since the frame cache {self.folder} was built, when it was "
                                                  f"unreadable ({reason}); update it with `adaptkit cache --update`",
                                            kind="stale")
@@ -283,11 +283,10 @@ def build_frame_cache(
     if update and (folder / _INDEX).is_file():
         entries, skipped, chunk = _previous_cache(folder, short_side)
         listed = len(paths)
-        paths = [path for path in paths if path not in entries or _difference(path, entries[path]) is not None]
-        logger.info("updating the frame cache %s: decoding %d of the %d listed videos (new, changed or unreadable "
-                    "before), keeping %d cached videos", folder, len(paths), listed, len(entries) - sum(
-                        path in entries for path in paths))
+        paths = [path for path in paths if path not in entries or _difference(path, entries[path][5:7]) is not None]
         retried = set(paths)
+        logger.info("updating the frame cache %s: decoding %d of the %d listed videos (new, changed or unreadable "
+                    "before), keeping %d cached videos", folder, len(paths), listed, len(entries.keys() - retried))
         skipped = [entry for entry in skipped if entry[0] not in retried]
     else:
         for old in [folder / _INDEX, *folder.glob("chunk_*.u8")]:
