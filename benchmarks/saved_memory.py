@@ -2,6 +2,7 @@
 
     python -m benchmarks.saved_memory                       # AIM, TimeSformer, space-only: totals and where AIM's bytes go
     python -m benchmarks.saved_memory --rows aim --top 30   # one row, longer breakdown
+    python -m benchmarks.saved_memory --model vit_large_patch14_clip_224 --frames 16   # another timm model
 
 Two counts, both on tensors without data (nothing is computed, nothing allocated):
 
@@ -69,10 +70,10 @@ def _gpu_like(dtype: torch.dtype) -> Iterator[None]:
 
 
 def build_meta(strategy: str, options: dict, checkpointing: bool | str, frames: int = 8,
-               model: str = "vit_base_patch16_clip_224") -> adaptkit.VideoModel:
-    """A paper-size video model on the meta device, in train mode."""
+               model: str = "vit_base_patch16_clip_224", image_size: int = 224) -> adaptkit.VideoModel:
+    """A paper-size video model on the meta device, in train mode, for ``image_size`` x ``image_size`` frames."""
     with torch.device("meta"):
-        image_model = timm.create_model(model)
+        image_model = timm.create_model(model, img_size=image_size)
     video_model = adaptkit.inject(image_model, strategy, num_frames=frames, num_classes=400, **options)
     video_model.set_grad_checkpointing(checkpointing)
     return video_model.train()
@@ -146,22 +147,31 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--batch", type=int, default=None, help="clips (default 8 for cpu, 16 for gpu: the settings "
                                                                  "of the README's two tables)")
     parser.add_argument("--top", type=int, default=12, help="breakdown lines per row (0: none)")
+    parser.add_argument("--model", default="vit_base_patch16_clip_224", help="timm model name (default ViT-B/16 CLIP)")
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--image-size", type=int, default=224, help="frame size")
     args = parser.parse_args(argv)
     unknown = [row for row in args.rows.split(",") if row not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
+    if not timm.is_model(args.model):
+        parser.error(f"timm has no model {args.model!r}")
+    for name in ("batch", "frames", "image_size"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
     batch = args.batch or (16 if args.device == "gpu" else 8)
     result = {}
     for label in args.rows.split(","):
         strategy, options, checkpointing = ROWS[label]
-        vm = build_meta(strategy, options, checkpointing)
-        saved = saved_tensors(vm, batch, device=args.device)
+        vm = build_meta(strategy, options, checkpointing, args.frames, args.model, args.image_size)
+        saved = saved_tensors(vm, batch, args.frames, args.image_size, device=args.device)
         total, trainable = adaptkit.count_parameters(vm)
         result[label] = {"saved_gib": round(sum(s[0] for s in saved) / GIB, 2),
                          "weights_grads_adamw_gib": round((4 * total + 12 * trainable) / GIB, 2),
                          "breakdown": breakdown(saved, args.top)}
         print(f"{label}: {result[label]['saved_gib']} GiB kept for backward + "
-              f"{result[label]['weights_grads_adamw_gib']} GiB weights, grads, AdamW ({args.device}, {batch} clips)")
+              f"{result[label]['weights_grads_adamw_gib']} GiB weights, grads, AdamW ({args.model}, {args.device}, "
+              f"{batch} clips of {args.frames}x{args.image_size}^2)")
         for gib, count, module, node, dtype in result[label]["breakdown"]:
             print(f"  {gib:7.3f} GiB {count:4d} x  {module:45s} {node:42s} {dtype}")
     return result

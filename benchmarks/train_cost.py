@@ -3,7 +3,7 @@
     python -m benchmarks.train_cost                  # CPU: writes benchmarks/results/train_cost.json
     python -m benchmarks.train_cost --device cuda    # GPU protocol: benchmarks/results/train_cost_cuda.json
 
-CPU protocol. Memory (paper scale, ViT-B/16, 224x224, 8 frames): bytes of activations autograd
+CPU protocol. Memory (paper scale, ViT-B/16 or ``--model``, 224x224, 8 frames): bytes of activations autograd
 saves for backward, counted exactly without running anything (:mod:`benchmarks.saved_memory`), plus
 weights, gradients and AdamW state; twice: fp32 on the meta device with 8 clips per device as in the
 paper (a real CPU run at 112x112 agrees within 2%, the gap being the attention kernel), and as a
@@ -66,12 +66,13 @@ SETTINGS = {
     ]
 }
 CPU_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim checkpointing=none", "aim temporal=False", "timesformer"]
+DEFAULT_MODEL = "vit_base_patch16_clip_224"
 MEMORY_ROWS = ["linear-probe", "space-only", "lora", "aim", "aim checkpointing=none", "aim checkpointing=temporal",
                "aim checkpointing=True", "timesformer"]
 
 
 def build(setting: Setting, device: str, image_size: int, frames: int,
-          model: str = "vit_base_patch16_clip_224") -> adaptkit.VideoModel:
+          model: str = DEFAULT_MODEL) -> adaptkit.VideoModel:
     """A seeded ViT with random weights, injected per ``setting``, in train mode.
 
     Also sets the process-wide attention-over-frames implementation to the row's (CUDA only; CPUs always
@@ -100,10 +101,11 @@ def state_bytes(video_model: torch.nn.Module) -> int:
     return 4 * total + 12 * trainable
 
 
-def paper_scale_memory(device: str = "cpu", batch: int = 8, frames: int = 8) -> dict[str, dict[str, float]]:
+def paper_scale_memory(device: str = "cpu", batch: int = 8, frames: int = 8,
+                       model: str = DEFAULT_MODEL) -> dict[str, dict[str, float]]:
     rows = {}
     for label in MEMORY_ROWS:
-        vm = build(SETTINGS[label], "meta", 224, frames)
+        vm = build(SETTINGS[label], "meta", 224, frames, model)
         activations = saved_activation_bytes(vm, batch, frames, device)
         states = state_bytes(vm)
         rows[label] = {
@@ -118,8 +120,8 @@ def paper_scale_memory(device: str = "cpu", batch: int = 8, frames: int = 8) -> 
 
 
 def step_times(device: str, image_size: int, frames: int, batch: int, repeats: int,
-               rows: list[str] = CPU_ROWS) -> dict[str, dict[str, float]]:
-    models = {label: build(SETTINGS[label], device, image_size, frames) for label in rows}
+               rows: list[str] = CPU_ROWS, model: str = DEFAULT_MODEL) -> dict[str, dict[str, float]]:
+    models = {label: build(SETTINGS[label], device, image_size, frames, model) for label in rows}
     optimizers = {label: torch.optim.AdamW([p for p in m.parameters() if p.requires_grad], lr=1e-4)
                   for label, m in models.items()}
     video = torch.randn(batch, 3, frames, image_size, image_size, device=device)
@@ -146,9 +148,10 @@ def step_times(device: str, image_size: int, frames: int, batch: int, repeats: i
     }
 
 
-def inference_clips_per_s(device: str, image_size: int, frames: int, batch: int, repeats: int) -> dict[str, float]:
+def inference_clips_per_s(device: str, image_size: int, frames: int, batch: int, repeats: int,
+                          model: str = DEFAULT_MODEL) -> dict[str, float]:
     """Eager inference clips/s of AIM and of the plain image model (``linear-probe``), interleaved."""
-    models = {name: build(SETTINGS[label], device, image_size, frames).eval()
+    models = {name: build(SETTINGS[label], device, image_size, frames, model).eval()
               for name, label in (("aim", "aim"), ("image model", "linear-probe"))}
     video = torch.randn(batch, 3, frames, image_size, image_size, device=device)
     times: dict[str, list[float]] = {name: [] for name in models}
@@ -168,29 +171,32 @@ def inference_clips_per_s(device: str, image_size: int, frames: int, batch: int,
 def cpu_report(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
-    memory = {"cpu": paper_scale_memory("cpu", batch=8), "gpu": paper_scale_memory("gpu", batch=16)}
+    memory = {"cpu": paper_scale_memory("cpu", batch=8, model=args.model),
+              "gpu": paper_scale_memory("gpu", batch=16, model=args.model)}
     for kind, title in (("cpu", "fp32, meta device, 8 clips"), ("gpu", "as a CUDA bf16-autocast step keeps them, 16 clips")):
-        print(f"Training memory per device, ViT-B/16 224x224, 8 frames ({title}):")
+        print(f"Training memory per device, {args.model} 224x224, 8 frames ({title}):")
         for label, row in memory[kind].items():
             print(f"  {label:27s} activations {row['activations_gib']:6.2f} GiB + states "
                   f"{row['weights_grads_adamw_gib']:5.2f} GiB = {row['total_gib']:6.2f} GiB  "
                   f"({row['vs_timesformer']:.3f} x timesformer)")
 
     rows = args.rows.split(",") if args.rows else CPU_ROWS
-    timing = step_times(args.device, args.image_size, args.frames, args.batch, args.repeats, rows)
+    timing = step_times(args.device, args.image_size, args.frames, args.batch, args.repeats, rows, args.model)
     device_name = f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
-    print(f"Training step, ViT-B/16 {args.image_size}x{args.image_size}, {args.frames} frames, batch {args.batch} "
+    print(f"Training step, {args.model} {args.image_size}x{args.image_size}, {args.frames} frames, batch {args.batch} "
           f"on {device_name}:")
     for label, row in timing.items():
         print(f"  {label:24s} {row['median_s']:7.3f} s  ({row['vs_space_only']} x space-only, "
               f"{row['vs_aim_temporal_false']} x aim temporal=False)")
-    inference = inference_clips_per_s(args.device, args.image_size, args.frames, args.inference_batch, args.repeats)
+    inference = inference_clips_per_s(args.device, args.image_size, args.frames, args.inference_batch, args.repeats,
+                                      args.model)
     print(f"Inference, batch {args.inference_batch}, eager: aim {inference['aim_clips_per_s']} clips/s, image model "
           f"{inference['image_model_clips_per_s']} clips/s ({inference['aim_vs_image_model']} x)")
 
     result = {
         "environment": {"torch": torch.__version__, "timm": timm.__version__, "device": device_name,
                         "date": time.strftime("%Y-%m-%d"), "note": "shared machine: ratios only"},
+        "model": args.model,
         "memory_paper_scale": memory["cpu"],
         "memory_paper_scale_gpu_model": memory["gpu"],
         "step_time": {"image_size": args.image_size, "frames": args.frames, "batch": args.batch,
@@ -205,6 +211,7 @@ def cpu_report(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--model", default=DEFAULT_MODEL, help="timm model name (random weights; default ViT-B/16 CLIP)")
     parser.add_argument("--protocol", choices=["ratios", "gpu"], default=None,
                         help="ratios (default on CPU) or gpu (default on CUDA; on CPU a dry run)")
     parser.add_argument("--image-size", type=int, default=None, help="frame size (CPU default 112, GPU 224)")
@@ -217,6 +224,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--inference-batch", type=int, default=None, help="clips per inference call (CPU default 8, "
                                                                           "GPU 32)")
     args, rest = parser.parse_known_args(argv)
+    if not timm.is_model(args.model):
+        parser.error(f"timm has no model {args.model!r}")
     if (args.protocol or ("gpu" if args.device.startswith("cuda") else "ratios")) == "gpu":
         from benchmarks import train_cost_gpu
 

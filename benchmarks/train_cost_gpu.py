@@ -201,7 +201,6 @@ def print_tables(result: dict) -> None:
 
 def main(args: argparse.Namespace, rest: list[str]) -> dict:
     parser = argparse.ArgumentParser(prog="benchmarks.train_cost --device cuda")
-    parser.add_argument("--model", default="vit_base_patch16_clip_224")
     parser.add_argument("--steps", type=int, default=10, help="timed steps per measurement")
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--matmul-size", type=int, default=8192)
