@@ -184,6 +184,7 @@ class TrainRecipe:
         self.bf16 = precision == "bf16" or (precision == "auto" and world.device.type == "cuda")
         self.step = 0
         self.skipped_before: list[Skip] = []  # videos skipped before the checkpoint this run resumed from
+        self.wall_time_before = 0.0  # seconds the run had taken up to the checkpoint it resumed from
 
     # ------------------------------------------------------------------------------------------ 1. data
     def setup_data(self) -> None:
@@ -262,6 +263,7 @@ class TrainRecipe:
         self.checkpoint, self.resume_state = checkpoint, state
         self.step = state["step"]
         self.skipped_before = [tuple(s) for s in state.get("skipped_train", [])]
+        self.wall_time_before = float(state.get("wall_time_s", 0.0))  # checkpoints before this key: unknown, 0
 
     # ------------------------------------------------------------------------------------------ 3. model
     def setup_model(self) -> None:
@@ -359,7 +361,7 @@ class TrainRecipe:
                 "step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": states, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                 "global_batch_size": self.config.train.global_batch_size, "world_size": self.world.world_size,
-                "skipped_train": [list(s) for s in skipped],
+                "skipped_train": [list(s) for s in skipped], "wall_time_s": self.wall_time_before + self.elapsed(),
             }
             path = save_checkpoint(self.run_dir, step, self.model, training_state, self.config_yaml, self.classes,
                                    self.image_weights, self.config.train.keep_checkpoints)
@@ -470,13 +472,21 @@ class TrainRecipe:
         return time.perf_counter() - start
 
     # ------------------------------------------------------------------------------------------ 7. finish
+    def elapsed(self) -> float:
+        """Seconds since this start of the run."""
+        return time.perf_counter() - self.started
+
+    def wall_times(self) -> dict[str, float]:
+        """``wall_time_s``: this start of the run; ``wall_time_total_s``: with the starts before, up to the checkpoint
+        this one resumed from (the time an interrupted start spent after its last checkpoint is lost with it)."""
+        return {"wall_time_s": round(self.elapsed(), 1), "wall_time_total_s": round(self.wall_time_before + self.elapsed(), 1)}
     def finish(self) -> dict[str, Any]:
         """Save ``final/``, evaluate it and write ``train_summary.json``; returns the summary."""
         config, world = self.config, self.world
         summary: dict[str, Any] = {"run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total_steps,
                                    "world_size": world.world_size, "weights": self.weights,
                                    "image_weights": None if self.image_weights is None else str(self.image_weights),
-                                   "wall_time_s": round(time.perf_counter() - self.started, 1)}  # this start only
+                                   **self.wall_times()}
         if self.step < self.total_steps:
             summary["stopped"] = True
             if world.is_main:
@@ -496,7 +506,7 @@ class TrainRecipe:
         result = self.run_evaluation(self.step, epochs) if self.eval_set is not None and config.eval.at_end else None
         skipped = self.skipped()
         summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, skipped_train=[list(s) for s in skipped],
-                       wall_time_s=round(time.perf_counter() - self.started, 1))
+                       **self.wall_times())
         if world.is_main:
             if result is not None:
                 result.to_json(self.run_dir / "eval_result.json")

@@ -92,8 +92,13 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     assert not (tmp_path / "resumed" / "final").exists()
     with pytest.raises(FileExistsError, match="--resume"):  # neither resume nor overwrite: do not clobber the run
         train.main(args("resumed") + ["train.overwrite=false"])
+    checkpointed = load_state(list_checkpoints(tmp_path / "resumed")[-1])["wall_time_s"]
     resumed = train.main(args("resumed") + ["--resume"])
     assert resumed["step"] == straight["step"] == 6
+    # The total wall time includes the first start's time up to the step-4 checkpoint.
+    assert straight["wall_time_total_s"] == straight["wall_time_s"]
+    assert 0 < checkpointed <= stopped["wall_time_s"] + 0.05
+    assert resumed["wall_time_total_s"] == pytest.approx(resumed["wall_time_s"] + checkpointed, abs=0.11)
     expected, got = adapter(tmp_path / "straight"), adapter(tmp_path / "resumed")
     assert expected.keys() == got.keys()
     for name in expected:
