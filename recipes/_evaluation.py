@@ -13,7 +13,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from adaptkit.data import EvaluationResult, evaluate_multi_view, prepare_batch
-from recipes._distributed import World
+from recipes._distributed import World, all_gather_objects
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -41,7 +41,9 @@ def evaluate(
     ``pin_memory`` (on CUDA) is False for views decoded on the GPU already.
 
     Returns:
-        The result on rank 0 (with the evaluated and skipped video ids, in dataset order); None on other ranks.
+        The result on rank 0 (with the evaluated and skipped video ids, in dataset order, and in
+        ``extra["skipped"]`` the ``[path, reason]`` of each unreadable video, gathered from every rank); None on other
+        ranks.
     """
     was_training = model.training
     model.eval()
@@ -60,7 +62,20 @@ def evaluate(
                                      shard=(world.rank, world.world_size))
     finally:
         model.train(was_training)
-    return result if world.is_main else None
+    # Each rank's dataset knows why its own share's videos were unreadable: gather the reasons (collective).
+    reasons = all_gather_objects(world, list(dataset.skipped()) if hasattr(dataset, "skipped") else [])
+    if not world.is_main:
+        return None
+    result.extra["skipped"] = [list(item) for item in sorted({tuple(s) for rank in reasons for s in rank})]
+    return result
+
+
+def format_skipped(result: EvaluationResult) -> str:
+    """The unreadable videos left out of ``result``, one per line with the reason, or that none were."""
+    skipped = result.extra.get("skipped") or [[video_id, "unreadable"] for video_id in result.skipped_ids]
+    if not skipped:
+        return "no videos skipped"
+    return "\n".join([f"{len(skipped)} unreadable videos left out:"] + [f"  {path} ({reason})" for path, reason in skipped])
 
 
 def format_result(result: EvaluationResult, num_classes: int) -> str:

@@ -16,6 +16,7 @@ A video's score is the mean of the softmax over its views. The result, with the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from recipes._config import load_config
 from recipes._data import eval_dataset
 from recipes._distributed import setup, teardown
 from recipes._embedded import prepare_everywhere
-from recipes._evaluation import evaluate, format_result
+from recipes._evaluation import evaluate, format_result, format_skipped
 from recipes._logging import setup_logging
 
 
@@ -40,11 +41,31 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit evaluate") -> argpa
     return parser.parse_intermixed_args(argv)
 
 
+def check_output(output: Path | None, checkpoint: Path) -> Path:
+    """The result file: ``--output`` or ``<checkpoint>/eval_result.json``, its folder made and writable.
+
+    Raises:
+        ValueError: the path is a folder, or its folder cannot be made or written to.
+    """
+    flag = "--output" if output is not None else "the default result file (choose another with --output)"
+    output = output if output is not None else checkpoint / "eval_result.json"
+    if output.is_dir():
+        raise ValueError(f"{flag} {output} is a folder; give a file path, e.g. {output / 'eval_result.json'}")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"{flag} {output}: cannot make its folder: {error.strerror}") from None
+    if not os.access(output.parent, os.W_OK):
+        raise ValueError(f"{flag} {output}: its folder is not writable")
+    return output
+
+
 def main(argv: list[str] | None = None) -> EvaluationResult | None:
     """Evaluate; returns the result on the main process (None on the others)."""
     args = parse_args(argv)
     check_model_dir(args.checkpoint, config_given=args.config is not None)
     config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
+    output = check_output(args.output, args.checkpoint)  # before minutes of evaluation, not after
     world = setup(config.train.device)
     try:
         setup_logging(world.is_main)
@@ -74,11 +95,9 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
             return None
         result.extra.update(checkpoint=str(args.checkpoint), model=config.model.name,
                             annotations=config.data.val.annotations or config.data.source)
-        output = args.output or args.checkpoint / "eval_result.json"
-        output.parent.mkdir(parents=True, exist_ok=True)
         result.to_json(output)
         print(format_result(result, num_classes))
-        print(f"unreadable videos: {dataset.skipped_summary()}")
+        print(f"evaluation data: {format_skipped(result)}")
         print(f"result and evaluated video ids: {output}")
         return result
     finally:

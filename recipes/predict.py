@@ -62,8 +62,31 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit predict") -> argpar
 
 
 def read_class_names(path: Path) -> list[str]:
+    """Class names from ``path``: a JSON list, a JSON object of name -> index (SSv2's ``labels.json``), or a text
+    file with one name per line.
+
+    Raises:
+        ValueError: naming ``--classes`` and the formats it takes, for anything else.
+    """
     text = path.read_text(encoding="utf-8")
-    return json.loads(text) if path.suffix == ".json" else [line.strip() for line in text.splitlines() if line.strip()]
+    if path.suffix != ".json":
+        return [line.strip() for line in text.splitlines() if line.strip()]
+    expected = "expected a JSON list of class names or a JSON object of name -> index (as SSv2's labels.json)"
+    try:
+        names = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ValueError(f"--classes {path} is not valid JSON ({error.msg}, line {error.lineno}); {expected}") from None
+    if isinstance(names, dict):
+        try:
+            index = {int(i): str(name) for name, i in names.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"--classes {path}: an index is not an integer; {expected}") from None
+        if sorted(index) != list(range(len(names))):
+            raise ValueError(f"--classes {path}: the indices are not 0..{len(names) - 1}, each once; {expected}")
+        names = [index[i] for i in range(len(index))]
+    if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"--classes {path}: {expected}")
+    return names
 
 
 def describe_sampling(data: DataConfig, indices: np.ndarray, length: int) -> str:
@@ -81,6 +104,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     if args.classes is not None and not args.classes.is_file():
         raise FileNotFoundError(f"--classes {args.classes} is not a file (expected a JSON list or one class name "
                                 "per line)")
+    names = read_class_names(args.classes) if args.classes is not None else None  # before the minutes of loading
     video_path: Path = args.video
     if not video_path.exists():
         raise FileNotFoundError(f"video {video_path} does not exist")
@@ -94,7 +118,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     image_model, _ = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
     model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
     check_crop_size(model, config.data.augment.crop_size)
-    classes = read_class_names(args.classes) if args.classes else read_classes(args.checkpoint)
+    classes = names or read_classes(args.checkpoint)
     classes = classes or config.data.options.get("classes")  # a config that names them (e.g. generated data)
     classes = classes or [f"class_{i}" for i in range(model.num_classes)]
     if len(classes) != model.num_classes:

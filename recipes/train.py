@@ -78,7 +78,7 @@ from recipes._config import DEFAULT_CONFIG, ControlConfig, RecipeConfig, batch_s
 from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
 from recipes._embedded import prepare_everywhere
 from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
-from recipes._evaluation import autocast, evaluate, format_result
+from recipes._evaluation import autocast, evaluate, format_result, format_skipped
 from recipes._files import atomic_write_text
 from recipes._logging import MetricLogger, setup_logging
 
@@ -516,9 +516,7 @@ class TrainRecipe:
             print("training data: " + (f"skipped {len(skipped)} unreadable videos:\n" + "\n".join(lines) if skipped
                                        else "no videos skipped"))
             if result is not None:  # gathered from every rank's shard
-                left_out = result.skipped_ids
-                print(f"evaluation data: {len(left_out)} unreadable videos left out: {left_out}" if left_out
-                      else "evaluation data: no videos skipped")
+                print(f"evaluation data: {format_skipped(result)}")
             atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
             print(f"done in {summary['wall_time_s'] / 60:.1f} min wall clock ({world.world_size} process(es)); "
                   f"summary: {self.run_dir / 'train_summary.json'}")

@@ -10,6 +10,8 @@ from typing import Any
 
 import torch
 
+from ..io import atomic_write_text
+
 __all__ = ["EvaluationResult", "mean_class_accuracy", "top_k_accuracy"]
 
 
@@ -89,10 +91,9 @@ class EvaluationResult:
         return asdict(self)
 
     def to_json(self, path: str | os.PathLike[str]) -> None:
-        """Write the result, including the evaluated and skipped video ids, as indented JSON."""
-        with open(path, "w", encoding="utf-8") as file:
-            json.dump(self.to_dict(), file, indent=2)
-            file.write("\n")
+        """Write the result, including the evaluated and skipped video ids, as indented JSON (atomically: a kill
+        mid-write leaves the previous file)."""
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
     def from_json(cls, path: str | os.PathLike[str]) -> EvaluationResult:

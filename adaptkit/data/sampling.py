@@ -126,8 +126,12 @@ class SegmentSampler:
     """Segment ("uniform") sampling for SSv2 and Diving-48: one frame from each of ``clip_len`` equal segments.
 
     seg = (n - 1) / clip_len; segment i spans ``round(seg * i) .. round(seg * (i + 1))`` (both ends included).
-    Train draws a random frame in each segment (independently per clip); test takes the middle
-    ``(start + end) // 2``, so all test clips are identical. There is no frame interval.
+    Train draws a random frame in each segment (independently per clip). Test clip k of K takes the
+    frame ``start + (end - start) * (k + 1) // (K + 1)`` of each segment: with one clip (the papers'
+    SSv2 protocol) the middle ``(start + end) // 2``; with more, points spread evenly inside the
+    segments, as MMAction2 1.x's ``UniformSample`` does (which offsets by ``int(seg * (k + 1) / (K + 1))``
+    from the start: at most one frame apart). Test clips repeat frames only where a segment is shorter
+    than K. There is no frame interval.
 
     Args:
         clip_len: frames per clip (= number of segments).
@@ -137,6 +141,9 @@ class SegmentSampler:
     Example:
         >>> SegmentSampler(clip_len=4, test_mode=True)(9)
         array([[1, 3, 5, 7]])
+        >>> SegmentSampler(clip_len=4, num_clips=2, test_mode=True)(13)
+        array([[ 1,  4,  7, 10],
+               [ 2,  5,  8, 11]])
     """
 
     clip_len: int
@@ -152,8 +159,9 @@ class SegmentSampler:
         segment = (num_frames - 1) / self.clip_len
         bounds = np.round(segment * np.arange(self.clip_len + 1)).astype(np.int64)
         starts, ends = bounds[:-1], bounds[1:]
-        if self.test_mode:
-            return np.tile((starts + ends) // 2, (self.num_clips, 1))
+        if self.test_mode:  # (num_clips, 1) fractions x (clip_len,) segment lengths -> (num_clips, clip_len)
+            k = np.arange(1, self.num_clips + 1)[:, None]
+            return starts + (ends - starts) * k // (self.num_clips + 1)
         rng = np.random.default_rng() if rng is None else rng
         # Generator.integers with array bounds draws in [start, end] per segment (endpoint=True).
         return rng.integers(starts, ends, size=(self.num_clips, self.clip_len), endpoint=True)

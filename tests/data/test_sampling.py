@@ -139,10 +139,29 @@ def test_segment_train_draws_anywhere_in_each_segment_ends_included():
     assert seen == [{0, 1, 2}, {2, 3, 4}, {4, 5, 6, 7}, {7, 8, 9}]
 
 
-def test_segment_test_clips_are_identical_train_clips_independent():
-    np.testing.assert_array_equal(SegmentSampler(4, 3, test_mode=True)(9), [[1, 3, 5, 7]] * 3)
+def test_segment_test_clips_spread_inside_the_segments_train_clips_independent():
+    # n=13, 4 segments: seg = 3, bounds [0, 3, 6, 9, 12]; clip k of 2 at (k + 1) / 3 of each segment
+    np.testing.assert_array_equal(SegmentSampler(4, 2, test_mode=True)(13), [[1, 4, 7, 10], [2, 5, 8, 11]])
+    # 3 clips of 4 segments of 2 frames: points at 1/4, 2/4, 3/4 of a length-2 segment -> offsets 0, 1, 1
+    np.testing.assert_array_equal(SegmentSampler(4, 3, test_mode=True)(9), [[0, 2, 4, 6], [1, 3, 5, 7], [1, 3, 5, 7]])
     clips = SegmentSampler(8, 2)(200, np.random.default_rng(0))
     assert not np.array_equal(clips[0], clips[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(clip_len=st.integers(1, 32), num_clips=st.integers(1, 10), n=st.integers(1, 2000))
+def test_segment_test_clips_stay_in_their_segments_in_order_and_differ_where_they_can(clip_len, num_clips, n):
+    clips = SegmentSampler(clip_len, num_clips, test_mode=True)(n)
+    single = SegmentSampler(clip_len, test_mode=True)(n)[0]
+    bounds = np.round((n - 1) / clip_len * np.arange(clip_len + 1)).astype(np.int64)
+    assert clips.shape == (num_clips, clip_len)
+    assert ((clips >= bounds[:-1]) & (clips <= bounds[1:])).all()
+    assert (np.diff(clips, axis=0) >= 0).all()  # later clips later inside each segment
+    if num_clips % 2:  # an odd count has the middle clip at the one-clip position
+        np.testing.assert_array_equal(clips[num_clips // 2], single)
+    longest = int((bounds[1:] - bounds[:-1]).max())
+    if longest + 1 >= num_clips + 1:  # room for num_clips distinct points in the longest segment
+        assert len({tuple(c) for c in clips.tolist()}) == num_clips
 
 
 # ---- argument checks --------------------------------------------------------------------------------------------

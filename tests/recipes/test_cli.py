@@ -206,6 +206,37 @@ def test_predict_refuses_a_missing_class_names_file(trained: Path, tmp_path: Pat
                                            "traceback)")
 
 
+def test_predict_reads_an_ssv2_style_label_map_and_refuses_other_json(trained: Path, tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    write_synthetic_videos(tmp_path, 1, num_frames=8, size=32, num_classes=6)
+    video = tmp_path / motion_class_names(6)[0] / "video_00000.mp4"
+    labels = tmp_path / "labels.json"  # SSv2's labels.json: template -> index as a string, in any order
+    labels.write_text(json.dumps({f"Doing thing {i}": str(i) for i in reversed(range(6))}))
+    status, out, _ = run_cli(["predict", str(video), "--checkpoint", str(trained), "--classes", str(labels),
+                              "--top-k", "6"], capsys)
+    assert status == 0 and sorted(re.findall(r"Doing thing \d", out)) == [f"Doing thing {i}" for i in range(6)]
+    for content, expected in [({"a": "0", "b": "2"}, "the indices are not 0..1, each once"),
+                              ({"a": "x"}, "an index is not an integer"),
+                              ([1, 2], "expected a JSON list of class names"),
+                              ("[1,", "is not valid JSON")]:
+        labels.write_text(content if isinstance(content, str) else json.dumps(content))
+        status, out, err = run_cli(["predict", str(tmp_path / "never_read.mp4"), "--checkpoint", str(trained),
+                                    "--classes", str(labels)], capsys)
+        assert status == 2 and err.count("\n") == 1 and f"--classes {labels}" in err and expected in err, err
+
+
+def test_evaluate_refuses_an_output_it_cannot_write_before_evaluating(trained: Path, tmp_path: Path,
+                                                                      capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "a_file").write_text("")
+    for output, expected in [(tmp_path, f"--output {tmp_path} is a folder; give a file path, e.g. "
+                                        f"{tmp_path / 'eval_result.json'}"),
+                             (tmp_path / "a_file" / "r.json", f"--output {tmp_path / 'a_file' / 'r.json'}: cannot "
+                                                              "make its folder")]:
+        status, out, err = run_cli(["evaluate", "--checkpoint", str(trained), "--output", str(output)], capsys)
+        assert status == 2 and err.count("\n") == 1 and expected in err, err
+        assert "top-1" not in out
+
+
 def test_another_image_model_than_the_adapter_was_trained_on_is_named_in_one_line(trained: Path, tmp_path: Path,
                                                                                   capsys: pytest.CaptureFixture) -> None:
     write_synthetic_videos(tmp_path, 1, num_frames=8, size=32, num_classes=6)

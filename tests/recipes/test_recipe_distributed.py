@@ -11,6 +11,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+from recipe_fixtures import video_config, video_dataset, video_folder  # noqa: F401 - pytest fixtures
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -39,3 +41,26 @@ def test_two_process_gloo_training(tmp_path: Path) -> None:
     assert state["world_size"] == 2 and len(state["rng"]) == 2
     result = json.loads((run_dir / "eval_result.json").read_text())
     assert result["video_ids"] == [f"synthetic_{i:05d}" for i in range(7)]
+
+
+def test_two_process_evaluation_lists_every_ranks_unreadable_videos(video_config: Path, video_dataset: Path,
+                                                                    tmp_path: Path) -> None:
+    from recipes import train
+
+    summary = train.main(["--config", str(video_config), "train.max_steps=1", "eval.at_end=false"])
+    lines = (video_dataset / "list.txt").read_text().splitlines()
+    val = tmp_path / "val.txt"  # rank 0 evaluates items 0 and 2 (broken), rank 1 items 1 and 3 (missing)
+    val.write_text("\n".join(lines[8:10] + ["broken.mp4 1", "missing.mp4 0"]) + "\n")
+    output = tmp_path / "result.json"
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+               "-m", "recipes.evaluate", "--checkpoint", str(Path(summary["run_dir"]) / "final"),
+               "--output", str(output), f"data.val.annotations={val}", "train.device=cpu"]
+    env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    broken, missing = str(video_dataset / "broken.mp4"), str(video_dataset / "missing.mp4")
+    assert f"evaluation data: 2 unreadable videos left out:\n  {broken} (corrupt or truncated)\n  {missing} (missing)" \
+        in done.stdout
+    result = json.loads(output.read_text())
+    assert result["skipped_ids"] == ["broken", "missing"] and result["num_videos"] == 2
+    assert result["extra"]["skipped"] == [[broken, "corrupt or truncated"], [missing, "missing"]]
