@@ -10,6 +10,7 @@ into an error that says so.
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 import pickle
@@ -25,6 +26,9 @@ from torch import nn
 
 import adaptkit
 from recipes._config import ModelConfig, OptimConfig, RecipeConfig, strategy_options
+
+
+log = logging.getLogger(__name__)
 
 
 class WeightsError(RuntimeError):
@@ -132,6 +136,69 @@ def check_model_name(name: str, source: str) -> None:
                      + (f"; did you mean {', '.join(close)}?" if close else other))
 
 
+def shorten_load_error(message: str, keep: int = 3) -> str:
+    """``load_state_dict``'s error in one line, naming at most ``keep`` keys per list and ``keep`` size mismatches."""
+    def shorten(match: re.Match) -> str:
+        keys = re.findall(r'"[^"]+"', match.group(0))
+        return match.group(0) if len(keys) <= keep else ", ".join(keys[:keep]) + f" and {len(keys) - keep} more"
+
+    parts = [part.strip() for part in re.sub(r'"[^"]+"(?:, "[^"]+")+', shorten, message).split("\n") if part.strip()]
+    mismatches = [part for part in parts if part.startswith("size mismatch for")]
+    if len(mismatches) > keep:
+        parts = [part for part in parts if part not in mismatches[keep:]] + [
+            f"and {len(mismatches) - keep} more size mismatches"]
+    return " ".join(parts).rstrip(". ")  # the caller's sentence follows
+
+
+def _read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
+    """Names and shapes of the tensors in a weights file, without reading their data; None if unreadable."""
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors import safe_open
+
+            with safe_open(str(path), "pt") as file:
+                return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+        state = torch.load(path, map_location="meta", weights_only=True)
+    except Exception:  # noqa: BLE001 - the caller reports the original load error
+        return None
+    for wrapper in ("state_dict", "model"):  # the usual training-checkpoint wrappers
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict):
+        return None
+    return {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def _retry_with_the_files_head(config: ModelConfig, architecture: str, checkpoint: Path,
+                               overlay: dict[str, Any]) -> nn.Module | None:
+    """The model built with the classifier ``checkpoint`` has (another class count, or none), or None.
+
+    The video model replaces the image model's classifier, so a checkpoint whose head differs from the architecture's
+    default (ImageNet-21k's 21841 classes, a headless self-supervised or feature-extractor file) is as good as any.
+    Only tried where ``model.kwargs`` does not set ``num_classes``, and only if the file's head explains the failure:
+    the build loads strictly, so any other mismatch still fails.
+    """
+    import timm
+
+    if "num_classes" in config.kwargs:
+        return None
+    shapes = _read_tensor_shapes(checkpoint)
+    with torch.device("meta"):
+        classifier = timm.create_model(architecture, pretrained=False, **config.kwargs).pretrained_cfg.get("classifier")
+    if shapes is None or not isinstance(classifier, str):
+        return None
+    head = shapes.get(f"{classifier}.weight")
+    num_classes = head[0] if head is not None else 0
+    try:
+        model = timm.create_model(architecture, pretrained=True, pretrained_cfg_overlay={
+            **overlay, "num_classes": num_classes}, **config.kwargs, num_classes=num_classes)
+    except Exception:  # noqa: BLE001 - not the head's fault: the caller reports the first error
+        return None
+    log.info("model.checkpoint %s has %s: loaded it that way (the video model replaces the image model's classifier)",
+             checkpoint, f"a {num_classes}-class head" if num_classes else "no classifier head")
+    return model
+
+
 def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: bool) -> tuple[nn.Module, str]:
     import timm
 
@@ -146,11 +213,13 @@ def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: boo
             model = timm.create_model(architecture, pretrained=load_weights, pretrained_cfg_overlay=overlay,
                                       **config.kwargs)
         except Exception as error:  # noqa: BLE001 - whatever went wrong, the weights are not in the model
-            reason = str(error)
-            if isinstance(error, (KeyError, IndexError, pickle.UnpicklingError, EOFError)):  # raised while unpickling
-                reason = f"not a readable safetensors or PyTorch weights file ({type(error).__name__}: {error})"
-            raise WeightsError(f"could not load model.checkpoint {checkpoint} into {architecture}: {reason}. "
-                               + NOT_LOADED) from error
+            model = _retry_with_the_files_head(config, architecture, checkpoint, overlay) if load_weights else None
+            if model is None:
+                reason = shorten_load_error(str(error))
+                if isinstance(error, (KeyError, IndexError, pickle.UnpicklingError, EOFError)):  # while unpickling
+                    reason = f"not a readable safetensors or PyTorch weights file ({type(error).__name__}: {error})"
+                raise WeightsError(f"could not load model.checkpoint {checkpoint} into {architecture}: {reason}. "
+                                   + NOT_LOADED) from error
         return model, f"file {checkpoint}"
     if tag is None:
         # A shape-only build of a model that model.pretrain will give weights to is fine.
@@ -173,6 +242,36 @@ def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: boo
     return model, f"timm {architecture}.{tag}"
 
 
+def _visual_tower_only(config: ModelConfig, checkpoint: Path) -> nn.Module | None:
+    """The CLIP model with ``checkpoint`` loaded into its image tower, when the file holds exactly that tower's tensors
+    (``model.visual.state_dict()``, with or without the ``visual.`` prefix); None for any other file.
+
+    Raises:
+        WeightsError: the file has the image tower's tensor names but not their shapes.
+    """
+    import open_clip
+
+    shapes = _read_tensor_shapes(checkpoint)
+    model = open_clip.create_model(config.name, **config.kwargs)
+    expected = set(model.visual.state_dict())
+    if shapes is None or {key.removeprefix("visual.") for key in shapes} != expected:
+        return None
+    if checkpoint.suffix == ".safetensors":
+        state = load_file(str(checkpoint))
+    else:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), dict):
+                state = state[wrapper]
+    try:
+        model.visual.load_state_dict({key.removeprefix("visual."): value for key, value in state.items()}, strict=True)
+    except RuntimeError as error:
+        raise WeightsError(f"could not load model.checkpoint {checkpoint} into {config.name}'s image tower: "
+                           f"{shorten_load_error(str(error))}. " + NOT_LOADED) from None
+    log.info("model.checkpoint %s holds the image tower only: loaded into %s's image tower", checkpoint, config.name)
+    return model
+
+
 def _create_open_clip(config: ModelConfig, checkpoint: Path | None, load_weights: bool) -> tuple[nn.Module, str]:
     import open_clip
 
@@ -190,8 +289,10 @@ def _create_open_clip(config: ModelConfig, checkpoint: Path | None, load_weights
             model = open_clip.create_model(config.name, pretrained=pretrained if load_weights else None,
                                            require_pretrained=load_weights, **config.kwargs)
         except Exception as error:  # noqa: BLE001
-            raise WeightsError(f"could not load open_clip weights {config.name} / {pretrained}: {error}. "
-                               + NOT_LOADED) from error
+            model = _visual_tower_only(config, checkpoint) if checkpoint is not None and load_weights else None
+            if model is None:
+                raise WeightsError(f"could not load open_clip weights {config.name} / {pretrained}: "
+                                   f"{shorten_load_error(str(error))}. " + NOT_LOADED) from error
         source = f"open_clip {config.name} {pretrained}"
     return model.visual, source  # only the image tower is adapted; the text tower's memory goes
 

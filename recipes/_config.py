@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -259,7 +260,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"override {item!r} is not of the form key=value")
     for item in overrides or []:  # one at a time, so that an error names its override; later ones win
         key, _, value = item.partition("=")
-        config = _merge(config, OmegaConf.from_dotlist([item]), "the command-line overrides", key)
+        try:
+            parsed = OmegaConf.from_dotlist([item])
+        except yaml.YAMLError as error:  # e.g. {depths:[2,2]}: YAML flow mappings need a space after the colon
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); e.g. write "
+                              "key={a: 1, b: [2, 3]} with a space after each colon, and quote the whole override "
+                              "in the shell") from None
+        config = _merge(config, parsed, "the command-line overrides", key)
         if value.strip() == "{}":  # merging an empty mapping would change nothing: it empties one (model.kwargs={})
             OmegaConf.update(config, key, {}, merge=False)
     return to_config(config)

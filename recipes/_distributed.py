@@ -43,7 +43,7 @@ def setup(device: str = "auto") -> World:
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("train.device is 'cuda' but CUDA is not available")
+        raise ValueError("train.device is 'cuda' but CUDA is not available (train.device=auto uses it when it is)")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
     torch_device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
     if use_cuda:

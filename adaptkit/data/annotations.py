@@ -146,8 +146,8 @@ def parse_video_list(
 
 
 def _kinetics_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, str]]]:
-    """(line number, row by column name). A header row (any column order, recognised by its ``youtube_id`` column)
-    names the columns; without one they are in the official order ``label,youtube_id,time_start,time_end,...``."""
+    """(line number, row by column name). A header row (any column order, recognised by a ``youtube_id``,
+    ``time_start`` or ``time_end`` column, which no data row can hold) names the columns; without one they are in the official order ``label,youtube_id,time_start,time_end,...``."""
     rows = []
     with open(path, encoding="utf-8-sig", newline="") as file:  # -sig: spreadsheet programs write a byte-order mark
         reader = csv.reader(file)
@@ -156,7 +156,7 @@ def _kinetics_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, st
             cells = [cell.strip() for cell in row]
             if not any(cells):
                 continue
-            if columns is None and not rows and "youtube_id" in (cell.lower() for cell in cells):
+            if columns is None and not rows and {"youtube_id", "time_start", "time_end"} & {c.lower() for c in cells}:
                 columns = [cell.lower() for cell in cells]
                 missing = [name for name in KINETICS_COLUMNS[:4] if name not in columns]
                 if missing:
@@ -186,8 +186,8 @@ def parse_kinetics_csv(
     class_folders: bool = False,
 ) -> Annotations:
     """Kinetics CSV ``label,youtube_id,time_start,time_end,split[,is_cc]``: in this order without a header row; a
-    header row (recognised by its ``youtube_id`` column, in any case) may order the columns differently and leave out
-    ``split``.
+    header row (recognised by a ``youtube_id``, ``time_start`` or ``time_end`` column, in any case) may order the
+    columns differently and leave out ``split``.
 
     Clip file: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``, inside ``{label}/`` when ``class_folders``.
     ``classes`` should be :func:`kinetics_classes` of the train csv; without it this csv's own sorted labels are used
@@ -274,6 +274,9 @@ def parse_diving48_json(
     """
     if vocab_path is None:
         classes = [str(i) for i in range(DIVING48_NUM_CLASSES)]
+    elif not Path(vocab_path).is_file():
+        raise AnnotationError(vocab_path, "Diving-48 vocabulary file not found (set vocab_path, in a recipe config "
+                                          "data.options.vocab_path)")
     else:
         vocab = _read_json(vocab_path)
         if not isinstance(vocab, list) or len(vocab) != DIVING48_NUM_CLASSES:

@@ -119,6 +119,8 @@ def test_kinetics_csv_header_in_another_order_is_read_by_name(tmp_path):
         load_annotations("kinetics_csv", write(tmp_path / "short.csv", "youtube_id,time_start,time_end,label\nid,0\n"))
     with pytest.raises(AnnotationError, match=r"line 1: header lacks columns \['label'\] \(a test split"):
         load_annotations("kinetics_csv", write(tmp_path / "test.csv", "youtube_id,time_start,time_end,split\n"))
+    with pytest.raises(AnnotationError, match=r"line 1: header lacks columns \['youtube_id'\]"):  # a renamed column
+        load_annotations("kinetics_csv", write(tmp_path / "renamed.csv", "label,video,time_start,time_end\na,x,0,1\n"))
 
 
 @pytest.mark.parametrize(
@@ -216,6 +218,8 @@ def test_diving48(tmp_path):
     assert ann.records[1] == VideoRecord(os.path.join("d48", "abc_00001.mp4"), 47, "abc_00001", 10, 60)
     assert ann.num_classes == 48 and ann.classes[0] == "Back 15som 05Twis FREE"
     assert load_annotations("diving48_json", tmp_path / "train.json").classes[:2] == ["0", "1"]
+    with pytest.raises(AnnotationError, match="nothere.json: Diving-48 vocabulary file not found .*data.options.vocab_path"):
+        load_annotations("diving48_json", tmp_path / "train.json", vocab_path=tmp_path / "nothere.json")
 
 
 @pytest.mark.parametrize(

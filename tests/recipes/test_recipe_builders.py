@@ -78,6 +78,38 @@ def test_checkpoint_problems_are_errors(tmp_path: Path) -> None:
         create_image_model(tiny_model_config(checkpoint=str(pickled)))
 
 
+@pytest.mark.parametrize("suffix", [".safetensors", ".pt"])
+@pytest.mark.parametrize("family, name, kwargs", [
+    ("vit", "vit_tiny_patch16_224", TINY),
+    ("swin", "swin_tiny_patch4_window7_224", {"img_size": 32, "patch_size": 4, "window_size": 4, "embed_dim": 16,
+                                             "depths": [1, 1], "num_heads": [1, 2]}),
+])
+@pytest.mark.parametrize("head", [21841, 0], ids=["in21k_head", "headless"])
+def test_a_checkpoint_with_another_classifier_or_none_loads(tmp_path: Path, suffix: str, family: str, name: str,
+                                                            kwargs: dict, head: int) -> None:
+    # The video model replaces the image classifier, so the file's head (ImageNet-21k, or none) must not matter.
+    torch.manual_seed(3)
+    reference = timm.create_model(name, **kwargs, num_classes=head)
+    path = tmp_path / f"weights{suffix}"
+    state = {k: v.contiguous() for k, v in reference.state_dict().items()}
+    save_file(state, path) if suffix == ".safetensors" else torch.save({"state_dict": state}, path)
+    model, _ = create_image_model(ModelConfig(name=name, kwargs=dict(kwargs), checkpoint=str(path)))
+    assert model.state_dict().keys() == state.keys()
+    for key, tensor in state.items():
+        assert torch.equal(model.state_dict()[key], tensor), key
+
+
+def test_a_checkpoint_of_another_architecture_still_fails_in_one_short_line(tmp_path: Path) -> None:
+    wrong = tmp_path / "wrong.safetensors"  # deeper, and a 21841-class head: the head is not the only problem
+    save_file({k: v.contiguous() for k, v in timm.create_model(
+        "vit_tiny_patch16_224", **{**TINY, "depth": 12}, num_classes=21841).state_dict().items()}, wrong)
+    with pytest.raises(WeightsError) as error:
+        create_image_model(tiny_model_config(checkpoint=str(wrong)))
+    message = str(error.value)
+    assert "Unexpected key(s)" in message and "and 129 more" in message  # 11 blocks x 12 tensors - 3 named
+    assert "\n" not in message and ".." not in message and len(message) < 800
+
+
 def test_backbone_lr_multiplier_and_cpu_optimizer(synthetic_args, tmp_path: Path) -> None:
     config = load_config("synthetic_motion", synthetic_args(tmp_path)[2:] + ["optim.backbone_lr_mult=0.1", "optim.lr=1e-3"])
     image_model, _ = create_image_model(config.model)
@@ -140,6 +172,22 @@ def test_open_clip_backbone_weights(tiny_open_clip: str, tmp_path: Path) -> None
     assert str(path) in source and visual.__class__.__name__ == "VisionTransformer"
     for name, tensor in reference.visual.state_dict().items():
         assert torch.equal(visual.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("prefix", ["", "visual."])
+def test_an_open_clip_image_tower_alone_loads(tiny_open_clip: str, tmp_path: Path, prefix: str) -> None:
+    import open_clip
+
+    torch.manual_seed(6)
+    reference = open_clip.create_model(tiny_open_clip).visual
+    path = tmp_path / "visual.pt"
+    torch.save({prefix + k: v for k, v in reference.state_dict().items()}, path)
+    visual, _ = create_image_model(ModelConfig(name=tiny_open_clip, source="open_clip", checkpoint=str(path)))
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(visual.state_dict()[name], tensor), name
+    torch.save({k: v[..., :1] if k.endswith("proj") else v for k, v in reference.state_dict().items()}, path)
+    with pytest.raises(WeightsError, match="image tower: .*size mismatch for proj"):
+        create_image_model(ModelConfig(name=tiny_open_clip, source="open_clip", checkpoint=str(path)))
 
 
 def test_train_on_an_open_clip_backbone(tiny_open_clip: str, tmp_path: Path) -> None:
