@@ -37,10 +37,25 @@ def test_aim_matches_paper(name, classes, options, total_m, tunable_m, gmacs_3_v
     assert _within(adaptkit.count_flops(vm, image_size=224, views=3), gmacs_3_views, 0.01)
 
 
+def test_aim_vit_b_tunable_parameters_exactly():
+    """What trains, counted tensor by tensor: 3 adapters per block (768 -> 192 -> 768), the (1, 8, 768) temporal
+    embedding, the final norm's trainable copy and the 400-class head; 10,966,672 as the README prints."""
+    vm = adaptkit.inject(_meta_timm(VIT_B), "aim", num_frames=8, num_classes=400)
+    adapter = 768 * 192 + 192 + 192 * 768 + 768
+    expected = 12 * 3 * adapter + 8 * 768 + 2 * 768 + 768 * 400 + 400
+    assert adaptkit.count_parameters(vm)[1] == expected == 10_966_672
+
+
 @pytest.mark.parametrize("frames, gmacs", [(16, 1214), (32, 2428)])
 def test_aim_flops_scale_with_frames(frames, gmacs):
     vm = adaptkit.inject(_meta_timm(VIT_B), "aim", num_frames=frames, num_classes=400)
     assert _within(adaptkit.count_flops(vm, image_size=224, views=3), gmacs, 0.01)
+
+
+@pytest.mark.parametrize("frames, gmacs", [(16, 1214), (32, 2428)])
+def test_count_flops_counts_the_clip_length_it_is_given(frames, gmacs):
+    vm = adaptkit.inject(_meta_timm(VIT_B), "aim", num_frames=8, num_classes=400)  # built for 8, counted at 16 / 32
+    assert _within(adaptkit.count_flops(vm, image_size=224, views=3, num_frames=frames), gmacs, 0.01)
 
 
 def test_timesformer_baseline_matches_table_1():

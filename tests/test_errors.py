@@ -150,6 +150,19 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path):
     assert all(p.requires_grad for p in wider.parameters()), "a refused load must give the model back"
 
 
+def test_checkpoint_with_an_unexpected_tensor_is_refused(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5).save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
+    tensors["backbone.blocks.0.extra"] = torch.zeros(3)
+    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    fresh = _vit()
+    with pytest.raises(KeyError, match=r"unexpected \['backbone.blocks.0.extra'\]"):
+        adaptkit.from_pretrained(fresh, tmp_path)
+    assert all(p.requires_grad for p in fresh.parameters()), "a refused load must give the model back"
+
+
 def test_checkpoint_with_missing_tensor_is_refused(tmp_path):
     from safetensors.torch import load_file, save_file
 

@@ -16,7 +16,9 @@ class RelativeTemporalBias(nn.Module):
 
     A model built for T frames accepts clips of another length T': the table is linearly
     resampled from 2T-1 to 2T'-1 offsets with the zero offset and both extreme offsets kept in
-    place, i.e. stretched like the temporal embedding of the ViT families is.
+    place (``align_corners=True``): the entries are offsets, and "same frame" must stay exactly
+    in the middle. (The ViT families' :class:`TemporalEmbedding` holds frame positions instead and
+    resamples them as equal cells of the clip, ``align_corners=False``.)
 
     Args:
         num_frames: Clip length T the table is built for.

@@ -11,7 +11,9 @@ class TemporalEmbedding(nn.Module):
     """A (1, T, D) parameter added to every token of frame t (class token included).
 
     Zero-initialised, so adding it changes nothing until it is trained. A model built for T
-    frames accepts clips of another length T' by linearly interpolating the table to T'.
+    frames accepts clips of another length T' by linearly interpolating the table to T', frame t
+    standing for the cell [t, t+1) / T of the clip (``align_corners=False``, as timm resamples
+    position embeddings): e.g. T=4 values [0, 1, 2, 3] give [0.5, 2.5] for T'=2.
     """
 
     def __init__(self, num_frames: int, dim: int) -> None:
