@@ -211,7 +211,8 @@ def cpu_report(args: argparse.Namespace) -> dict:
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--model", default=DEFAULT_MODEL, help="timm model name (random weights; default ViT-B/16 CLIP)")
+    parser.add_argument("--model", default=DEFAULT_MODEL,
+                        help="timm model name (random weights; default ViT-B/16 CLIP)")
     parser.add_argument("--protocol", choices=["ratios", "gpu"], default=None,
                         help="ratios (default on CPU) or gpu (default on CUDA; on CPU a dry run)")
     parser.add_argument("--image-size", type=int, default=None, help="frame size (CPU default 112, GPU 224)")

@@ -75,7 +75,8 @@ def format_skipped(result: EvaluationResult) -> str:
     skipped = result.extra.get("skipped") or [[video_id, "unreadable"] for video_id in result.skipped_ids]
     if not skipped:
         return "no videos skipped"
-    return "\n".join([f"{len(skipped)} unreadable videos left out:"] + [f"  {path} ({reason})" for path, reason in skipped])
+    lines = [f"  {path} ({reason})" for path, reason in skipped]
+    return "\n".join([f"{len(skipped)} unreadable videos left out:", *lines])
 
 
 def format_result(result: EvaluationResult, num_classes: int) -> str:

@@ -479,7 +479,8 @@ class TrainRecipe:
     def wall_times(self) -> dict[str, float]:
         """``wall_time_s``: this start of the run; ``wall_time_total_s``: with the starts before, up to the checkpoint
         this one resumed from (the time an interrupted start spent after its last checkpoint is lost with it)."""
-        return {"wall_time_s": round(self.elapsed(), 1), "wall_time_total_s": round(self.wall_time_before + self.elapsed(), 1)}
+        elapsed = self.elapsed()
+        return {"wall_time_s": round(elapsed, 1), "wall_time_total_s": round(self.wall_time_before + elapsed, 1)}
     def finish(self) -> dict[str, Any]:
         """Save ``final/``, evaluate it and write ``train_summary.json``; returns the summary."""
         config, world = self.config, self.world

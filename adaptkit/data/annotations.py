@@ -147,7 +147,8 @@ def parse_video_list(
 
 def _kinetics_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, str]]]:
     """(line number, row by column name). A header row (any column order, recognised by a ``youtube_id``,
-    ``time_start`` or ``time_end`` column, which no data row can hold) names the columns; without one they are in the official order ``label,youtube_id,time_start,time_end,...``."""
+    ``time_start`` or ``time_end`` column, which no data row can hold) names the columns; without one they are in
+    the official order ``label,youtube_id,time_start,time_end,...``."""
     rows = []
     with open(path, encoding="utf-8-sig", newline="") as file:  # -sig: spreadsheet programs write a byte-order mark
         reader = csv.reader(file)

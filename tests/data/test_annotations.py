@@ -218,7 +218,7 @@ def test_diving48(tmp_path):
     assert ann.records[1] == VideoRecord(os.path.join("d48", "abc_00001.mp4"), 47, "abc_00001", 10, 60)
     assert ann.num_classes == 48 and ann.classes[0] == "Back 15som 05Twis FREE"
     assert load_annotations("diving48_json", tmp_path / "train.json").classes[:2] == ["0", "1"]
-    with pytest.raises(AnnotationError, match="nothere.json: Diving-48 vocabulary file not found .*data.options.vocab_path"):
+    with pytest.raises(AnnotationError, match="nothere.json: Diving-48 vocabulary file not found .*vocab_path"):
         load_annotations("diving48_json", tmp_path / "train.json", vocab_path=tmp_path / "nothere.json")
 
 

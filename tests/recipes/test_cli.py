@@ -78,8 +78,8 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "train.device is 'cuda' but CUDA is not available" if not torch.cuda.is_available() else "train.device"),
 ], ids=["unknown_key", "wrong_type", "section_as_value", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights",
         "missing_weights_file", "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "top_k_zero",
-        "cp_into_a_missing_folder", "unknown_command", "batch_not_dividing", "cache_chunk_size", "cache_out_file", "unknown_timm_model", "unknown_open_clip_model",
-        "override_not_yaml", "cuda_without_cuda"])
+        "cp_into_a_missing_folder", "unknown_command", "batch_not_dividing", "cache_chunk_size", "cache_out_file",
+        "unknown_timm_model", "unknown_open_clip_model", "override_not_yaml", "cuda_without_cuda"])
 def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths resolve here; nothing may be written
