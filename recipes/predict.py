@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     print(f"{video_path}: read {describe_sampling(config.data, indices, length)}{crops}, "
           f"{augment.crop_size}x{augment.crop_size} ({views.shape[0]} views)")
     if any(len(np.unique(clip)) < len(clip) for clip in indices):
-        print(f"  note: the video has only {length} frames, fewer than a clip spans: frames were repeated")
+        frames = f"{length} frame{'s' if length != 1 else ''}"
+        print(f"  note: the video has only {frames}, fewer than a clip spans: frames were repeated")
     for rank, (name, probability) in enumerate(predictions, start=1):
         print(f"  {rank}. {name:<40s} {100 * probability:6.2f}%")
     return predictions

@@ -86,6 +86,9 @@ class VideoIndex:
             next keyframe need not be decoded.
         reorder_depth: the most pictures that precede one in decoding order and follow it in display order: how
             many the decoder must hold back to output frames in display order.
+        decode_order_pts: the packets' timestamps count them in decoding order instead of saying when each picture
+            is shown (AVI with B-frames: the container has no presentation times), so a decoded picture cannot be
+            identified by its timestamp; the decoders then count frames from the start instead of seeking.
         pts: the shown frames' pts in display order, only for variable frame rate (else None).
     """
 
@@ -101,6 +104,7 @@ class VideoIndex:
     exact_header: bool = False
     closed_gops: bool = False
     reorder_depth: int = 0
+    decode_order_pts: bool = False
     pts: np.ndarray | None = None
 
     def pts_of(self, frames: np.ndarray) -> np.ndarray:
@@ -122,15 +126,17 @@ class VideoIndex:
         if self.pts is not None:
             return None
         return [self.num_frames, self.stream_index, self.height, self.width, self.first_pts, self.pts_step, self.key_interval,
-                self.seek_margin, self.rotation, int(self.exact_header), int(self.closed_gops), self.reorder_depth]
+                self.seek_margin, self.rotation, int(self.exact_header), int(self.closed_gops), self.reorder_depth,
+                int(self.decode_order_pts)]
 
     @classmethod
     def from_row(cls, row: list[int]) -> VideoIndex:
         """Inverse of :meth:`to_row`."""
-        return cls(*row[:9], exact_header=bool(row[9]), closed_gops=bool(row[10]), reorder_depth=row[11])
+        return cls(*row[:9], exact_header=bool(row[9]), closed_gops=bool(row[10]), reorder_depth=row[11],
+                   decode_order_pts=bool(row[12]))
 
 
-ROW_WIDTH = 12  # len(VideoIndex.to_row())
+ROW_WIDTH = 13  # len(VideoIndex.to_row())
 
 
 def _is_cover_art(stream: Any) -> bool:
@@ -248,6 +254,9 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
                     shown.append(packet.pts)
                     durations.append(packet.duration or 0)
             declared_seconds = _declared_seconds(container, stream)
+            # AVI has no presentation times: FFmpeg numbers its packets, in decoding order. With B-frames (known once
+            # the decoder has seen the stream's header, i.e. after the first picture above) that is not display order.
+            decode_order_pts = "avi" in container.format.name.split(",") and bool(stream.codec_context.has_b_frames)
             time_base = stream.time_base
             stream_index, height, width = stream.index, stream.height, stream.width
     except (av.error.FFmpegError, OSError, ValueError) as error:
@@ -262,7 +271,10 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
     constant = bool(len(steps) == 0 or (steps == step).all()) and step > 0
     if "matroska" in container.format.name and declared_seconds and time_base is not None:
         frame_seconds = float(step * time_base)
-        shown_seconds = float((pts[-1] - pts[0]) * time_base) + frame_seconds
+        # Where the last frame ends: its pts plus its own duration (a held last frame lasts longer). Matroska declares
+        # that end time, counted from 0, not from the first frame (which a cut or an offset moves later).
+        last_duration = int(durations[int(np.argmax(shown))]) or step
+        shown_seconds = float((pts[-1] + last_duration) * time_base)
         if declared_seconds - shown_seconds > max(TRUNCATION_TOLERANCE * declared_seconds, 2 * frame_seconds):
             raise VideoDecodeError(
                 path, f"truncated: frames end at {shown_seconds:.2f} s, the container declares {declared_seconds:.2f} s")
@@ -283,8 +295,10 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
         key_interval=int(np.diff(bounds).max()),
         seek_margin=max(key_margin, default=0),
         rotation=rotation or 0,
-        exact_header=constant and discarded == 0 and int(pts[0]) == 0 and len(pts) == max(declared, len(pts)),
+        exact_header=(constant and discarded == 0 and int(pts[0]) == 0 and len(pts) == max(declared, len(pts))
+                      and not decode_order_pts),
         closed_gops=closed_gops,
         reorder_depth=reorder_depth,
+        decode_order_pts=decode_order_pts,
         pts=None if constant else pts,
     )

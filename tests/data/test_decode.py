@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import av
 import numpy as np
 import pytest
@@ -16,11 +18,12 @@ from adaptkit.data import (
     default_backend,
     encode_video,
     encoder_available,
+    probe_video,
     torchcodec_available,
     write_corrupt_video,
 )
 
-from ._videos import assert_frames_are, has_reordered_frames, write_gray_video
+from ._videos import assert_frames_are, gray_frames, has_reordered_frames, write_gray_video
 
 NUM_FRAMES = 40
 
@@ -165,3 +168,78 @@ def test_torchcodec_matches_pyav(gray_mp4, tmp_path):
     assert_frames_are(decode_frames(edit_list, [0, 34], "torchcodec"), [5, 39])
     with pytest.raises(VideoDecodeError):
         decode_frames(write_corrupt_video(tmp_path / "bad.mp4", "garbage"), [0], "torchcodec")
+
+
+@pytest.mark.parametrize("codec", ["libx264", "mpeg4"])
+def test_avi_with_b_frames_gives_the_frames_asked_for(tmp_path, codec):
+    # AVI has no presentation times: FFmpeg numbers packets in decoding order, which B-frames make differ from
+    # display order (H.264 in AVI). A decoded picture's timestamp then does not say which frame it is.
+    path = write_gray_video(tmp_path / "b_frames.avi", NUM_FRAMES, codec=codec, gop=8, step=6)
+    index = probe_video(path)
+    assert index.num_frames == NUM_FRAMES and index.decode_order_pts and not index.exact_header
+    with av.open(str(path)) as container:  # the truth: every frame in the order the decoder shows them
+        shown = np.stack([f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])])
+    indices = [NUM_FRAMES - 1, 0, 17, 3, 33, 33, 9, 22, 23, 24]
+    got = decode_frames(path, indices, backend="pyav")
+    assert torch.equal(got, torch.from_numpy(shown[indices]).permute(0, 3, 1, 2))
+    if codec == "libx264":  # near-lossless: the gray levels name the frames too
+        assert_frames_are(got, indices, step=6)
+
+
+def test_avi_without_b_frames_keeps_seeking(tmp_path):
+    path = tmp_path / "no_b_frames.avi"
+    encode_video(path, gray_frames(NUM_FRAMES, step=6), options={"qp": "2", "x264-params": "bframes=0:keyint=8"})
+    assert not probe_video(path).decode_order_pts
+    assert_frames_are(decode_frames(path, [39, 2, 20], backend="pyav"), [39, 2, 20], step=6)
+
+
+def _matroska_with_timing(path, first_pts: int, last_duration: int, num_frames: int = 20) -> None:
+    """A Matroska file (1 ms time base) of frames every 40 ms from ``first_pts`` ms, the last one shown for
+    ``last_duration`` ms: what a stream-copy cut keeping its timestamps, or a held last frame, gives."""
+    frames = gray_frames(num_frames, step=240 // num_frames).permute(0, 2, 3, 1).numpy()
+    with av.open(str(path), "w", format="matroska") as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.options = {"qp": "2", "x264-params": "bframes=0"}
+        stream.time_base = Fraction(1, 1000)
+        packets = []
+        for i, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts, frame.time_base = first_pts + 40 * i, Fraction(1, 1000)
+            packets += stream.encode(frame)
+        packets += stream.encode(None)
+        for packet in packets:
+            packet.duration = last_duration if packet.pts == first_pts + 40 * (num_frames - 1) else 40
+            container.mux(packet)
+
+
+@pytest.mark.parametrize("first_pts, last_duration", [(1500, 40), (0, 2000), (800, 1000)],
+                         ids=["start_offset", "held_last_frame", "both"])
+def test_matroska_timing_that_is_not_truncation(tmp_path, first_pts, last_duration):
+    path = tmp_path / "timing.mkv"
+    _matroska_with_timing(path, first_pts, last_duration)
+    assert count_frames(path, backend="pyav") == 20
+    assert_frames_are(decode_frames(path, [19, 0, 7], backend="pyav"), [19, 0, 7], step=12)
+
+
+def test_a_cut_short_matroska_file_is_still_truncated(tmp_path):
+    path = tmp_path / "cut.mkv"
+    _matroska_with_timing(path, 0, 40, num_frames=40)
+    data = path.read_bytes()
+    # Keep the header with its declared duration (the tags are written at the front by a seekable muxer) and cut
+    # the clusters at 60%.
+    path.write_bytes(data[: int(0.6 * len(data))])
+    with pytest.raises(VideoDecodeError, match="truncated"):
+        count_frames(path, backend="pyav")
+
+
+def test_decoder_side_resizing_keeps_the_colour_levels(tmp_path):
+    # Flat frames: any resize must keep each level. swscale's combined scale-and-convert path gave 126 for 128.
+    levels = [0, 16, 30, 60, 128, 200, 235, 255]
+    frames = torch.tensor(levels, dtype=torch.uint8).view(-1, 1, 1, 1).expand(-1, 3, 64, 96).contiguous()
+    path = tmp_path / "flat.mp4"
+    encode_video(path, frames, options={"qp": "0"})  # lossless luma; flat chroma
+    for short_side in (None, 48, 32, 17):
+        decoded = decode_frames(path, range(len(levels)), backend="pyav", short_side=short_side)
+        error = decoded.float().mean(dim=(1, 2, 3)) - torch.tensor(levels, dtype=torch.float32)
+        assert error.abs().max() <= 1 and error.mean().abs() < 0.5, (short_side, error.tolist())
