@@ -150,6 +150,18 @@ def shorten_load_error(message: str, keep: int = 3) -> str:
     return " ".join(parts).rstrip(". ")  # the caller's sentence follows
 
 
+def _read_weights(path: Path, device: str) -> Any:
+    """A weights file's tensors on ``device`` (``"meta"``: a PyTorch file's shapes without its data), out of the usual
+    training-checkpoint wrappers (``{"state_dict": ...}``, ``{"model": ...}``); never unpickles code."""
+    if path.suffix == ".safetensors":
+        return load_file(str(path), device=device)
+    state = torch.load(path, map_location=device, weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    return state
+
+
 def _read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
     """Names and shapes of the tensors in a weights file, without reading their data; None if unreadable."""
     try:
@@ -158,12 +170,9 @@ def _read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
 
             with safe_open(str(path), "pt") as file:
                 return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
-        state = torch.load(path, map_location="meta", weights_only=True)
+        state = _read_weights(path, "meta")
     except Exception:  # noqa: BLE001 - the caller reports the original load error
         return None
-    for wrapper in ("state_dict", "model"):  # the usual training-checkpoint wrappers
-        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
-            state = state[wrapper]
     if not isinstance(state, dict):
         return None
     return {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
@@ -256,13 +265,7 @@ def _visual_tower_only(config: ModelConfig, checkpoint: Path) -> nn.Module | Non
     expected = set(model.visual.state_dict())
     if shapes is None or {key.removeprefix("visual.") for key in shapes} != expected:
         return None
-    if checkpoint.suffix == ".safetensors":
-        state = load_file(str(checkpoint))
-    else:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
-        for wrapper in ("state_dict", "model"):
-            if isinstance(state.get(wrapper), dict):
-                state = state[wrapper]
+    state = _read_weights(checkpoint, "cpu")
     try:
         model.visual.load_state_dict({key.removeprefix("visual."): value for key, value in state.items()}, strict=True)
     except RuntimeError as error:
