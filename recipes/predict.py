@@ -154,7 +154,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     predictions = [(classes[i], float(p)) for p, i in zip(top.values.tolist(), top.indices.tolist())]
     crops = f" x {augment.test_crops} crops" if augment.test_crops > 1 else ""
     print(f"{video_path}: read {describe_sampling(config.data, indices, length)}{crops}, "
-          f"{augment.crop_size}x{augment.crop_size} ({views.shape[0]} views)")
+          f"{augment.crop_size}x{augment.crop_size} ({views.shape[0]} view{'s' if views.shape[0] > 1 else ''})")
     if any(len(np.unique(clip)) < len(clip) for clip in indices):
         frames = f"{length} frame{'s' if length != 1 else ''}"
         print(f"  note: the video has only {frames}, fewer than a clip spans: frames were repeated")
