@@ -217,9 +217,10 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
     """Demux a video once and index its shown frames (see :class:`VideoIndex`).
 
     Headers lie: WebM carries no frame count and MP4 counts edit-list-discarded samples, so frames are counted from
-    the packets. Besides unreadable files, two kinds of truncation are caught: an MP4 whose sample table promises more
-    packets than the file holds, and a Matroska/WebM file whose frames end more than :data:`TRUNCATION_TOLERANCE`
-    (10%) of the declared duration, and more than two frame durations, before it.
+    the packets. Besides unreadable files, three kinds of truncation are caught: an MP4 whose sample table promises
+    more packets than the file holds, a file that ends inside its last packet (a fragmented MP4 declares no count), and
+    a Matroska/WebM file whose frames end more than :data:`TRUNCATION_TOLERANCE` (10%) of the declared duration, and
+    more than two frame durations, before it.
 
     Raises:
         VideoDecodeError: missing, unreadable, truncated or empty file, a folder, or no (non-cover-art) video stream.
@@ -229,6 +230,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
     # Only an MP4/MOV sample table is an exact promise of the packet count (AVI indexes list empty drop-frames).
     declared = stream.frames if "mp4" in container.format.name else 0
     shown, durations, key_pts, key_margin, packets, discarded, decode_order = [], [], [], [], 0, 0, []
+    last_cut_short = False
     rotation, closed_gops = None, True
     try:
         with container:
@@ -236,6 +238,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
                 if packet.size == 0:
                     continue
                 packets += 1
+                last_cut_short = packet.is_corrupt  # FFmpeg flags a packet the file ends inside
                 if rotation is None:
                     # The display matrix reaches PyAV only on decoded frames: decode until the first one comes out.
                     decoded = stream.codec_context.decode(packet)
@@ -263,6 +266,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
         raise VideoDecodeError(path, f"demuxing failed: {error}") from error
     if declared > packets:  # the sample table outlives the data: the file was cut short
         raise VideoDecodeError(path, f"truncated: header declares {declared} frames, file holds {packets}")
+    if last_cut_short:  # e.g. a fragmented MP4, which declares no count: its frames would fail only when asked for
+        raise VideoDecodeError(path, f"truncated: the file ends inside its last video packet (of {packets})")
     if not shown:
         raise VideoDecodeError(path, "no video frames", kind="no_video")
     pts = np.sort(np.asarray(shown, dtype=np.int64))

@@ -243,3 +243,21 @@ def test_decoder_side_resizing_keeps_the_colour_levels(tmp_path):
         decoded = decode_frames(path, range(len(levels)), backend="pyav", short_side=short_side)
         error = decoded.float().mean(dim=(1, 2, 3)) - torch.tensor(levels, dtype=torch.float32)
         assert error.abs().max() <= 1 and error.mean().abs() < 0.5, (short_side, error.tolist())
+
+
+def test_a_cut_short_fragmented_mp4_is_truncated(tmp_path):
+    # A fragmented MP4 declares no frame count: only its last, cut packet shows the truncation (before, the probe
+    # counted it and decoding failed only when a clip asked for the last frames).
+    path = tmp_path / "fragmented.mp4"
+    with av.open(str(path), "w", format="mp4", options={"movflags": "frag_keyframe+empty_moov"}) as container:
+        stream = container.add_stream("libx264", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 48, 32, "yuv420p"
+        stream.options = {"x264-params": "keyint=10:bframes=2"}
+        noise = np.random.default_rng(0).integers(0, 256, (NUM_FRAMES, 32, 48, 3), dtype=np.uint8)  # large packets
+        for array in noise:
+            container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
+        container.mux(stream.encode(None))
+    assert count_frames(path, backend="pyav") == NUM_FRAMES
+    path.write_bytes(path.read_bytes()[: int(0.95 * path.stat().st_size)])  # inside the last fragment's data
+    with pytest.raises(VideoDecodeError, match="truncated: the file ends inside its last video packet"):
+        count_frames(path, backend="pyav")
