@@ -163,19 +163,22 @@ def _read_weights(path: Path, device: str) -> Any:
 
 
 def _read_tensor_shapes(path: Path) -> dict[str, tuple[int, ...]] | None:
-    """Names and shapes of the tensors in a weights file, without reading their data; None if unreadable."""
+    """Names and shapes of the tensors in a weights file, without reading their data; None if unreadable. Names lose
+    the ``module.`` prefix of DistributedDataParallel checkpoints, as timm's and open_clip's loaders drop it."""
     try:
         if path.suffix == ".safetensors":
             from safetensors import safe_open
 
             with safe_open(str(path), "pt") as file:
-                return {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
-        state = _read_weights(path, "meta")
+                shapes = {key: tuple(file.get_slice(key).get_shape()) for key in file.keys()}
+        else:
+            state = _read_weights(path, "meta")
+            if not isinstance(state, dict):
+                return None
+            shapes = {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
     except Exception:  # noqa: BLE001 - the caller reports the original load error
         return None
-    if not isinstance(state, dict):
-        return None
-    return {key: tuple(value.shape) for key, value in state.items() if isinstance(value, torch.Tensor)}
+    return {key.removeprefix("module."): shape for key, shape in shapes.items()}
 
 
 def _retry_with_the_files_head(config: ModelConfig, architecture: str, checkpoint: Path,
@@ -266,8 +269,9 @@ def _visual_tower_only(config: ModelConfig, checkpoint: Path) -> nn.Module | Non
     if shapes is None or {key.removeprefix("visual.") for key in shapes} != expected:
         return None
     state = _read_weights(checkpoint, "cpu")
+    state = {key.removeprefix("module.").removeprefix("visual."): value for key, value in state.items()}
     try:
-        model.visual.load_state_dict({key.removeprefix("visual."): value for key, value in state.items()}, strict=True)
+        model.visual.load_state_dict(state, strict=True)
     except RuntimeError as error:
         raise WeightsError(f"could not load model.checkpoint {checkpoint} into {config.name}'s image tower: "
                            f"{shorten_load_error(str(error))}. " + NOT_LOADED) from None

@@ -239,6 +239,16 @@ def batch_size_fix(global_batch_size: int, batch_size: int, processes: int) -> s
     return f"set data.batch_size={fits[0]}"
 
 
+def _glued_keys(value: Any) -> list[str]:
+    """Mapping keys with a colon inside and no value (``a:1`` where ``a: 1`` was meant), at any depth."""
+    if isinstance(value, dict):
+        return [k for k, v in value.items() if isinstance(k, str) and ":" in k and v is None] + [
+            key for v in value.values() for key in _glued_keys(v)]
+    if isinstance(value, list):
+        return [key for v in value for key in _glued_keys(v)]
+    return []
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
     """Load a YAML config onto the schema, apply ``key=value`` overrides, convert and validate.
 
@@ -267,6 +277,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"override {item!r}: the value is not valid YAML ({problem}); e.g. write "
                               "key={a: 1, b: [2, 3]} with a space after each colon, and quote the whole override "
                               "in the shell") from None
+        glued = _glued_keys(OmegaConf.to_container(parsed))
+        if glued:  # {depth:2} is valid YAML: the key "depth:2" with no value
+            raise ConfigError(f"override {item!r}: {glued[0]!r} is a key without a value; write a mapping with a "
+                              "space after each colon, e.g. {depth: 2}")
         config = _merge(config, parsed, "the command-line overrides", key)
         if value.strip() == "{}":  # merging an empty mapping would change nothing: it empties one (model.kwargs={})
             OmegaConf.update(config, key, {}, merge=False)

@@ -69,6 +69,8 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
         options.setdefault("num_classes", data.num_classes)  # so a label past it is reported with its line
     annotations = load_annotations(data.format, split.annotations, root=split.root, **options)
     records = annotations.records
+    if not records:
+        raise ValueError(f"data.{name}.annotations: {split.annotations} lists no videos")
     if name == "train":  # a class without training videos is a head row that never learns: say so
         counts = np.bincount([r.label for r in records], minlength=annotations.num_classes)
         empty = [annotations.classes[i] for i in np.flatnonzero(counts == 0)]

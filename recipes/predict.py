@@ -70,22 +70,27 @@ def read_class_names(path: Path) -> list[str]:
     """
     text = path.read_text(encoding="utf-8")
     if path.suffix != ".json":
-        return [line.strip() for line in text.splitlines() if line.strip()]
+        names = [line.strip() for line in text.splitlines() if line.strip()]
+        if not names:
+            raise ValueError(f"--classes {path} names no classes (expected one class name per line)")
+        return names
     expected = "expected a JSON list of class names or a JSON object of name -> index (as SSv2's labels.json)"
     try:
         names = json.loads(text)
     except json.JSONDecodeError as error:
         raise ValueError(f"--classes {path} is not valid JSON ({error.msg}, line {error.lineno}); {expected}") from None
     if isinstance(names, dict):
-        try:
-            index = {int(i): str(name) for name, i in names.items()}
-        except (TypeError, ValueError):
-            raise ValueError(f"--classes {path}: an index is not an integer; {expected}") from None
+        if not all(isinstance(i, int) and not isinstance(i, bool) or isinstance(i, str) and i.strip().isdigit()
+                   for i in names.values()):
+            raise ValueError(f"--classes {path}: an index is not an integer; {expected}")
+        index = {int(i): str(name) for name, i in names.items()}
         if sorted(index) != list(range(len(names))):
             raise ValueError(f"--classes {path}: the indices are not 0..{len(names) - 1}, each once; {expected}")
         names = [index[i] for i in range(len(index))]
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ValueError(f"--classes {path}: {expected}")
+    if not names:
+        raise ValueError(f"--classes {path} names no classes")
     return names
 
 
@@ -118,7 +123,7 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     image_model, _ = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
     model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
     check_crop_size(model, config.data.augment.crop_size)
-    classes = names or read_classes(args.checkpoint)
+    classes = names if names is not None else read_classes(args.checkpoint)
     classes = classes or config.data.options.get("classes")  # a config that names them (e.g. generated data)
     classes = classes or [f"class_{i}" for i in range(model.num_classes)]
     if len(classes) != model.num_classes:

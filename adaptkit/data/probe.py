@@ -182,9 +182,13 @@ def open_video_stream(path: str, threads: int = 1, reorder_depth: int = 0) -> tu
     if os.path.getsize(path) == 0:  # e.g. a download that never started; FFmpeg would only say "invalid data"
         raise VideoDecodeError(path, "empty file (0 bytes)", kind="empty")
     container = _open(path, _NO_TRIAL_DECODING)
-    if _NO_TRIAL_DECODING and any(s.width == 0 or s.height == 0 for s in container.streams.video):
+    if _NO_TRIAL_DECODING and any(s.codec_context is None or s.width == 0 or s.height == 0
+                                  for s in container.streams.video):
         container.close()  # e.g. MPEG-TS or raw H.264: the size comes from decoding
         container = _open(path, {})
+    if any(s.codec_context is None for s in container.streams.video):
+        container.close()  # a header cut short (e.g. inside an MP4's moov box): a stream without codec parameters
+        raise VideoDecodeError(path, "truncated: the video stream's header is incomplete")
     streams = [s for s in container.streams.video if not _is_cover_art(s)]
     if not streams:
         container.close()
@@ -280,7 +284,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
         # that end time, counted from 0, not from the first frame (which a cut or an offset moves later).
         last_duration = int(durations[int(np.argmax(shown))]) or step
         shown_seconds = float((pts[-1] + last_duration) * time_base)
-        if declared_seconds - shown_seconds > max(TRUNCATION_TOLERANCE * declared_seconds, 2 * frame_seconds):
+        declared_length = declared_seconds - max(float(pts[0] * time_base), 0.0)  # the tolerance is of the video's length
+        if declared_seconds - shown_seconds > max(TRUNCATION_TOLERANCE * declared_length, 2 * frame_seconds):
             raise VideoDecodeError(
                 path, f"truncated: frames end at {shown_seconds:.2f} s, the container declares {declared_seconds:.2f} s")
     # Reorder depth: for each packet, the pictures among the previous 16 (H.264's largest picture buffer) in

@@ -208,8 +208,9 @@ def _matroska_with_timing(path, first_pts: int, last_duration: int, num_frames: 
             frame.pts, frame.time_base = first_pts + 40 * i, Fraction(1, 1000)
             packets += stream.encode(frame)
         packets += stream.encode(None)
-        for packet in packets:
-            packet.duration = last_duration if packet.pts == first_pts + 40 * (num_frames - 1) else 40
+        last = max(packets, key=lambda packet: packet.pts)
+        for packet in packets:  # durations in the packets' own time base
+            packet.duration = round(Fraction(last_duration if packet is last else 40, 1000) / packet.time_base)
             container.mux(packet)
 
 
@@ -220,6 +221,16 @@ def test_matroska_timing_that_is_not_truncation(tmp_path, first_pts, last_durati
     _matroska_with_timing(path, first_pts, last_duration)
     assert count_frames(path, backend="pyav") == 20
     assert_frames_are(decode_frames(path, [19, 0, 7], backend="pyav"), [19, 0, 7], step=12)
+
+
+def test_the_truncation_tolerance_is_a_share_of_the_videos_own_length(tmp_path):
+    # Frames from 1.5 s to 3.9 s, cut to 90% of the bytes: 8 of 60 frames (0.32 s) lost, more than 10% of the 2.4 s
+    # the video lasts (though less than 10% of the 3.9 s the container declares, counted from 0).
+    path = tmp_path / "offset.mkv"
+    _matroska_with_timing(path, 1500, 40, num_frames=60)
+    path.write_bytes(path.read_bytes()[: int(0.9 * path.stat().st_size)])
+    with pytest.raises(VideoDecodeError, match="truncated: frames end at 3.60 s, the container declares 3.92 s"):
+        count_frames(path, backend="pyav")
 
 
 def test_a_cut_short_matroska_file_is_still_truncated(tmp_path):
@@ -258,6 +269,14 @@ def test_a_cut_short_fragmented_mp4_is_truncated(tmp_path):
             container.mux(stream.encode(av.VideoFrame.from_ndarray(array, format="rgb24")))
         container.mux(stream.encode(None))
     assert count_frames(path, backend="pyav") == NUM_FRAMES
-    path.write_bytes(path.read_bytes()[: int(0.95 * path.stat().st_size)])  # inside the last fragment's data
+    data = path.read_bytes()
+    path.write_bytes(data[: int(0.95 * len(data))])  # inside the last fragment's data
     with pytest.raises(VideoDecodeError, match="truncated: the file ends inside its last video packet"):
         count_frames(path, backend="pyav")
+    # Wherever the file is cut (its header included), the result is a frame count or a VideoDecodeError.
+    for cut in [*range(8, 1200, 7), *range(1200, len(data), 97)]:
+        path.write_bytes(data[:cut])
+        try:
+            assert 0 < count_frames(path, backend="pyav") <= NUM_FRAMES
+        except VideoDecodeError:
+            pass

@@ -74,12 +74,14 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
      "open_clip has no model 'ViT-B-17'; did you mean ViT-B-16"),
     (["train", "model.kwargs={depths:[2,2]}"],
      "override 'model.kwargs={{depths:[2,2]}}': the value is not valid YAML (found unexpected ':'); e.g. write"),
+    (["train", "model.kwargs={depth:2}"],  # valid YAML: the key "depth:2" without a value
+     "override 'model.kwargs={{depth:2}}': 'depth:2' is a key without a value; write a mapping with a space"),
     (["train", "train.device=cuda"] if not torch.cuda.is_available() else ["train", "train.device=tpu"],
      "train.device is 'cuda' but CUDA is not available" if not torch.cuda.is_available() else "train.device"),
 ], ids=["unknown_key", "wrong_type", "section_as_value", "unknown_strategy", "bad_checkpointing_mode", "missing_dataset", "missing_weights",
         "missing_weights_file", "unknown_config", "unknown_flag", "missing_checkpoint", "missing_video", "top_k_zero",
         "cp_into_a_missing_folder", "unknown_command", "batch_not_dividing", "cache_chunk_size", "cache_out_file",
-        "unknown_timm_model", "unknown_open_clip_model", "override_not_yaml", "cuda_without_cuda"])
+        "unknown_timm_model", "unknown_open_clip_model", "override_not_yaml", "override_glued_key", "cuda_without_cuda"])
 def test_errors_are_one_line_with_exit_status_2(args: list[str], expected: str, tmp_path: Path,
                                                 capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # relative paths resolve here; nothing may be written
@@ -223,6 +225,9 @@ def test_predict_reads_an_ssv2_style_label_map_and_refuses_other_json(trained: P
     assert status == 0 and sorted(re.findall(r"Doing thing \d", out)) == [f"Doing thing {i}" for i in range(6)]
     for content, expected in [({"a": "0", "b": "2"}, "the indices are not 0..1, each once"),
                               ({"a": "x"}, "an index is not an integer"),
+                              ({"a": 0.7}, "an index is not an integer"),
+                              ({"a": False}, "an index is not an integer"),
+                              ({}, "names no classes"), ([], "names no classes"),
                               ([1, 2], "expected a JSON list of class names"),
                               ("[1,", "is not valid JSON")]:
         labels.write_text(content if isinstance(content, str) else json.dumps(content))

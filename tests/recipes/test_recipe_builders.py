@@ -92,7 +92,10 @@ def test_a_checkpoint_with_another_classifier_or_none_loads(tmp_path: Path, suff
     reference = timm.create_model(name, **kwargs, num_classes=head)
     path = tmp_path / f"weights{suffix}"
     state = {k: v.contiguous() for k, v in reference.state_dict().items()}
-    save_file(state, path) if suffix == ".safetensors" else torch.save({"state_dict": state}, path)
+    if suffix == ".safetensors":
+        save_file(state, path)
+    else:  # as DistributedDataParallel training saves it: wrapped, every name with the "module." prefix
+        torch.save({"state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
     model, _ = create_image_model(ModelConfig(name=name, kwargs=dict(kwargs), checkpoint=str(path)))
     assert model.state_dict().keys() == state.keys()
     for key, tensor in state.items():

@@ -50,13 +50,16 @@ def test_gpu_decoding_needs_the_main_process(video_config: Path, capsys: pytest.
     (["data.options.bogus=1"], "data.options: ['bogus'] are not options of the video_list format (it takes "
                                "['classes', 'num_classes'])"),
     (["data.num_classes=3"], "{train}, line 4: label 3 outside [0, 3)"),
-], ids=["wrong_root", "unknown_option", "label_past_num_classes"])
+    (["data.val.annotations={empty}"], "data.val.annotations: {empty} lists no videos"),
+], ids=["wrong_root", "unknown_option", "label_past_num_classes", "empty_list"])
 def test_data_mistakes_are_one_line_before_any_training(video_config: Path, video_dataset: Path, tmp_path: Path,
                                                          capsys: pytest.CaptureFixture, overrides: list[str],
                                                          expected: str) -> None:
     other = tmp_path / "elsewhere"
     other.mkdir()
-    names = {"other": other, "val": video_dataset / "val.txt", "train": video_dataset / "train.txt"}
+    (tmp_path / "empty.txt").write_text("\n")
+    names = {"other": other, "val": video_dataset / "val.txt", "train": video_dataset / "train.txt",
+             "empty": tmp_path / "empty.txt"}
     status = cli.main(["train", "--config", str(video_config), *[o.format(**names) for o in overrides]])
     err = capsys.readouterr().err
     assert status == 2 and err.count("\n") == 1 and expected.format(**names) in err, err
