@@ -69,11 +69,14 @@ def read_class_names(path: Path) -> list[str]:
         ValueError: naming ``--classes`` and the formats it takes, for anything else.
     """
     text = path.read_text(encoding="utf-8")
-    if path.suffix != ".json":
-        names = [line.strip() for line in text.splitlines() if line.strip()]
-        if not names:
-            raise ValueError(f"--classes {path} names no classes (expected one class name per line)")
-        return names
+    names = [line.strip() for line in text.splitlines() if line.strip()] if path.suffix != ".json" else _json_names(
+        path, text)
+    if not names:
+        raise ValueError(f"--classes {path} names no classes")
+    return names
+
+
+def _json_names(path: Path, text: str) -> list[str]:
     expected = "expected a JSON list of class names or a JSON object of name -> index (as SSv2's labels.json)"
     try:
         names = json.loads(text)
@@ -89,8 +92,6 @@ def read_class_names(path: Path) -> list[str]:
         names = [index[i] for i in range(len(index))]
     if not isinstance(names, list) or not all(isinstance(name, str) for name in names):
         raise ValueError(f"--classes {path}: {expected}")
-    if not names:
-        raise ValueError(f"--classes {path} names no classes")
     return names
 
 

@@ -284,7 +284,7 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
         # that end time, counted from 0, not from the first frame (which a cut or an offset moves later).
         last_duration = int(durations[int(np.argmax(shown))]) or step
         shown_seconds = float((pts[-1] + last_duration) * time_base)
-        declared_length = declared_seconds - max(float(pts[0] * time_base), 0.0)  # the tolerance is of the video's length
+        declared_length = declared_seconds - max(float(pts[0] * time_base), 0.0)  # the tolerance: of the video's length
         if declared_seconds - shown_seconds > max(TRUNCATION_TOLERANCE * declared_length, 2 * frame_seconds):
             raise VideoDecodeError(
                 path, f"truncated: frames end at {shown_seconds:.2f} s, the container declares {declared_seconds:.2f} s")
