@@ -195,9 +195,11 @@ def _retry_with_the_files_head(config: ModelConfig, architecture: str, checkpoin
     if "num_classes" in config.kwargs:
         return None
     shapes = _read_tensor_shapes(checkpoint)
+    if shapes is None:
+        return None
     with torch.device("meta"):
         classifier = timm.create_model(architecture, pretrained=False, **config.kwargs).pretrained_cfg.get("classifier")
-    if shapes is None or not isinstance(classifier, str):
+    if not isinstance(classifier, str):
         return None
     head = shapes.get(f"{classifier}.weight")
     num_classes = head[0] if head is not None else 0

@@ -149,19 +149,20 @@ class _Sink:
     RGB and copied into its slot: one plain copy per frame, no stacking, no transposing copy."""
 
     def __init__(self, wanted: np.ndarray, height: int, width: int) -> None:
+        # Reused: a new swscale context per frame cost more than the conversion.
+        self.scaler, self.converter, self.options = _reformatters()
         self.slots = {frame: slot for slot, frame in enumerate(wanted.tolist())}
         self.out = torch.empty((len(wanted), height, width, 3), dtype=torch.uint8)
         self.filled: set[int] = set()
 
     def keep(self, shown: int, frame: Any) -> None:
         height, width = self.out.shape[1:3]
-        scaler, converter, options = _reformatters()  # reused: a new context per frame cost more than converting
         if (frame.height, frame.width) != (height, width):
             # Scale in the stored format, then convert at the new size. swscale's combined scale-and-convert path
             # darkens 8-bit 4:2:0 video by 1-2 levels; this one is unbiased against a full-size decode resized by
             # torchvision (tests/data/test_decode.py), and about 4x faster per frame.
-            frame = scaler.reformat(frame, width=width, height=height, interpolation="BILINEAR", **options)
-        rgb = converter.reformat(frame, format="rgb24", **options)
+            frame = self.scaler.reformat(frame, width=width, height=height, interpolation="BILINEAR", **self.options)
+        rgb = self.converter.reformat(frame, format="rgb24", **self.options)
         self.out[self.slots[shown]] = torch.from_numpy(rgb.to_ndarray())
         self.filled.add(shown)
 

@@ -25,7 +25,7 @@ __all__ = [
     "probe_video",
 ]
 
-# A Matroska/WebM file whose frames end more than this share of the declared duration (and more than two frame
+# A Matroska/WebM file whose frames end more than this share of its declared length (and more than two frame
 # durations) before it is treated as truncated. 10%: an audio track a little longer than the video must not count.
 TRUNCATION_TOLERANCE = 0.10
 
@@ -223,8 +223,8 @@ def probe_video(path: str | os.PathLike[str]) -> VideoIndex:
     Headers lie: WebM carries no frame count and MP4 counts edit-list-discarded samples, so frames are counted from
     the packets. Besides unreadable files, three kinds of truncation are caught: an MP4 whose sample table promises
     more packets than the file holds, a file that ends inside its last packet (a fragmented MP4 declares no count), and
-    a Matroska/WebM file whose frames end more than :data:`TRUNCATION_TOLERANCE` (10%) of the declared duration, and
-    more than two frame durations, before it.
+    a Matroska/WebM file whose frames end more than :data:`TRUNCATION_TOLERANCE` (10%) of its declared length (the
+    declared end less the first frame's time), and more than two frame durations, before the declared end.
 
     Raises:
         VideoDecodeError: missing, unreadable, truncated or empty file, a folder, or no (non-cover-art) video stream.
