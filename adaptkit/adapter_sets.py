@@ -118,7 +118,6 @@ def add_adapter(
     if not isinstance(name, str) or not name or "." in name or name in video_model.adapter_names:
         raise ValueError(f"adapter name {name!r} is taken or invalid; sets: {video_model.adapter_names}")
     config = make_strategy(strategy, options)
-    config.check_backbone(video_model.family)
     check_shareable(video_model)
     num_classes = video_model.num_classes if num_classes is None else num_classes
     if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int)
@@ -127,6 +126,7 @@ def add_adapter(
     active, info = detach(video_model)
     try:
         video_model._restore.applied, video_model._restore.strategy_state = False, None
+        config.check_backbone(video_model.family)  # on the plain blocks, not the active set's wrappers
         video_model._build_set(config, num_classes)
         check_shareable(video_model)
     except BaseException:

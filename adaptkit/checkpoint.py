@@ -73,9 +73,19 @@ class ArchitectureMismatchError(TypeError):
 
 
 def describe_differences(differences: dict[str, tuple[Any, Any]]) -> str:
-    """``activation: 'QuickGELU' in the checkpoint, 'GELU' here; depth: ...``, keys sorted."""
-    return "; ".join(f"{key}: {saved!r} in the checkpoint, {found!r} here" for key, (saved, found) in
-                     sorted(differences.items()))
+    """``activation: 'QuickGELU' in the checkpoint, 'GELU' here; depth: ...``, keys sorted.
+
+    Lists of names (the ``tensors`` key) are described by what only one side has, three names each.
+    """
+    def describe(key: str, saved: Any, found: Any) -> str:
+        if not (isinstance(saved, list) and isinstance(found, list) and all(isinstance(v, str) for v in saved + found)):
+            return f"{key}: {saved!r} in the checkpoint, {found!r} here"
+        sides = [("only in the checkpoint", sorted(set(saved) - set(found))), ("only here", sorted(set(found) - set(saved)))]
+        return f"{key}: " + ", ".join(
+            f"{side} {names[:3]}" + (f" and {len(names) - 3} more" if len(names) > 3 else "") for side, names in sides if names
+        )
+
+    return "; ".join(describe(key, saved, found) for key, (saved, found) in sorted(differences.items()))
 
 
 def compare_architecture(saved: dict[str, Any], found: dict[str, Any], path: str | Path, ignore: bool) -> None:
@@ -87,6 +97,8 @@ def compare_architecture(saved: dict[str, Any], found: dict[str, Any], path: str
     differences = {k: (saved[k], found[k]) for k in saved.keys() & found.keys() if saved[k] != found[k]}
     if not differences:
         return
+    if len(differences) > 1:
+        differences.pop("tensors", None)  # the named keys explain it; the tensor list is for what they cannot tell
     message = f"checkpoint {path} was made on another backbone: they differ in {', '.join(sorted(differences))} " \
               f"({describe_differences(differences)})"
     if not ignore:

@@ -24,7 +24,8 @@ def inject(
 
     The image model becomes ``video_model.backbone`` (like PEFT, it is modified in place; use
     ``video_model.unload()`` to get it back untouched). Every backbone parameter is frozen, then
-    the strategy decides what trains.
+    the strategy decides what trains. A model with timm's / open_clip's own gradient checkpointing
+    on gets ``video_model.set_grad_checkpointing(True)``, as the video model runs the blocks itself.
 
     Args:
         image_model: A timm ``VisionTransformer`` / ``Eva`` / ``Beit`` / ``SwinTransformer`` /
@@ -43,8 +44,10 @@ def inject(
         A :class:`VideoModel` mapping (B, C, T, H, W) videos to (B, num_classes) logits.
 
     Raises:
-        TypeError: unsupported model (lists the supported families), unknown option, a model
-            that was already injected, or a strategy the family cannot take (timesformer on Swin).
+        TypeError: unsupported model (names the supported families; says how to unwrap a compiled,
+            data-parallel or PEFT model), an attention class the family does not model, unknown
+            option, a model that was already injected, or a strategy the family cannot take
+            (timesformer on Swin).
         ValueError: unknown strategy (lists the registered ones) or out-of-range option.
 
     Example:
@@ -69,7 +72,8 @@ def from_pretrained(
     The image model must be the same architecture (and normally the same pretrained weights)
     as the one the checkpoint was trained from: the architecture recorded in
     ``adapter_config.json`` (family, class, model name, activation, norm, patch and input size,
-    widths, heads, depth) is compared before anything is injected. Loading is strict: a missing or
+    widths, heads, depth, prefix tokens, pooling, tensor names and shapes) is compared before
+    anything is injected. Loading is strict: a missing or
     unexpected tensor raises.
 
     Args:

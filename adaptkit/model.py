@@ -95,6 +95,10 @@ class VideoModel(nn.Module):
         except BaseException:
             self.unload()  # a failure half-way through surgery gives the image model back as it was
             raise
+        # timm / open_clip keep the flag on the model (or a stage) and would checkpoint their own block loop,
+        # which the video model does not run: the user's choice carries over to the video model's loop.
+        if any(getattr(module, "grad_checkpointing", False) is True for module in self.backbone.modules()):
+            self.set_grad_checkpointing(True)
 
     def _build(self, family: BackboneFamily, strategy: StrategyConfig, num_frames: int, num_classes: int | None) -> None:
         for path in family.head_paths():
@@ -177,6 +181,8 @@ class VideoModel(nn.Module):
             raise TypeError(f"expected a video of the model's dtype {weight_dtype}, got {video.dtype}: use "
                             f"video.to({weight_dtype})")
         batch, channels, num_frames, height, width = video.shape
+        if video.numel() == 0:
+            raise ValueError(f"expected a non-empty (B, C, T, H, W) video, got shape {tuple(video.shape)}")
         expected_channels = self.in_channels
         if channels != expected_channels:
             hint = ""

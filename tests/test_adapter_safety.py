@@ -110,8 +110,11 @@ def test_identity_records_the_architecture(tmp_path):
     assert recorded == {
         "family": "timm_vit", "class": "VisionTransformer", "architecture": "vit_base_patch16_clip_quickgelu_224",
         "activation": "QuickGELU", "norm": "LayerNorm(eps=1e-05)", "patch_size": [8, 8], "image_size": [32, 32],
-        "embed_dim": 32, "widths": [32], "num_heads": [2], "depth": 2,
+        "embed_dim": 32, "widths": [32], "num_heads": [2], "depth": 2, "prefix_tokens": 1, "pooling": "token",
+        "tensors": recorded["tensors"],
     }
+    assert "blocks.*.attn.qkv.weight (96, 32)" in recorded["tensors"] and "cls_token (1, 1, 32)" in recorded["tensors"]
+    assert not any(name.startswith("head") for name in recorded["tensors"])  # the image head is replaced anyway
     swin = adaptkit.inject(BACKBONES["timm_swin"][0](), "lora", num_frames=2, num_classes=3, r=2)
     assert swin.strategy_config["backbone"]["widths"] == [24, 48]
     assert swin.strategy_config["backbone"]["num_heads"] == [2, 4]
@@ -154,3 +157,50 @@ def test_other_mismatches_that_keep_every_shape_are_refused(tmp_path, change, ke
     other = timm.create_model("vit_tiny_patch16_224", **{**TINY, **change})
     with pytest.raises(TypeError, match=f"differ in .*{key}"):
         adaptkit.from_pretrained(other, tmp_path)
+
+
+# Options that add or drop tensors, or change what is pooled, change the function the adapters were trained on.
+@pytest.mark.parametrize("change, keys", [
+    ({"reg_tokens": 4}, {"prefix_tokens"}),  # the tensor list, implied, is left out when other keys differ
+    ({"global_pool": "map"}, {"pooling"}),
+    ({"class_token": False, "global_pool": "avg"}, {"pooling", "prefix_tokens"}),
+    ({"qk_norm": True}, {"tensors"}),
+    ({"init_values": 1e-5}, {"tensors"}),
+    ({"pre_norm": True}, {"tensors"}),
+    ({"no_embed_class": True}, {"tensors"}),
+    ({"pos_embed": "none"}, {"tensors"}),
+    ({"scale_attn_norm": True}, {"tensors"}),
+])
+def test_model_options_that_change_the_function_are_refused(tmp_path, change, keys):
+    torch.manual_seed(0)
+    adaptkit.inject(timm.create_model("vit_tiny_patch16_224", **TINY), "aim", num_frames=2, num_classes=3
+                    ).save_pretrained(tmp_path)
+    with pytest.raises(adaptkit.ArchitectureMismatchError, match="in the checkpoint|only here") as error:
+        adaptkit.from_pretrained(timm.create_model("vit_tiny_patch16_224", **{**TINY, **change}), tmp_path)
+    assert set(error.value.differences) == keys
+
+
+def test_the_image_head_and_older_checkpoints_do_not_block_a_load(tmp_path):
+    import json
+
+    torch.manual_seed(0)
+    vm = adaptkit.inject(timm.create_model("vit_tiny_patch16_224", **TINY), "aim", num_frames=2, num_classes=3).eval()
+    randomize_trainable(vm)
+    vm.save_pretrained(tmp_path)
+    video = torch.randn(1, 3, 2, 32, 32)
+    with torch.no_grad():
+        expected = vm(video)
+    # Another image head (or none): the video model drops it, so it is not part of the identity.
+    other_head = timm.create_model("vit_tiny_patch16_224", **{**TINY, "num_classes": 0})
+    other_head.load_state_dict(vm.unload().state_dict(), strict=False)
+    # A checkpoint written before the identity had prefix_tokens / pooling / tensors is compared on what it has.
+    config_file = tmp_path / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    for key in ("prefix_tokens", "pooling", "tensors"):
+        del config["backbone"][key]
+    config_file.write_text(json.dumps(config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        loaded = adaptkit.from_pretrained(other_head, tmp_path)
+    with torch.no_grad():
+        assert torch.equal(loaded(video), expected)

@@ -23,6 +23,7 @@ def _randomize_active(vm: adaptkit.VideoModel, seed: int) -> None:
     ("timm_vit", ("aim", {}), ("st-adapter", {})),
     ("open_clip_tower", ("zero-i2v", {}), ("aim", {"temporal_in": True})),
     ("timm_swin", ("st-adapter", {}), ("aim", {})),
+    ("timm_vit", ("aim", {}), ("zero-i2v", {})),  # zero-i2v checks the plain blocks, not AIM's wrappers
 ])
 def test_switching_is_bit_identical_to_models_built_with_one_set(tmp_path, backbone, first, second):
     factory, size = BACKBONES[backbone]

@@ -28,6 +28,9 @@ VARIANTS = {
         "vit_tiny_patch16_224", **TINY, img_size=32, patch_size=8, qk_norm=True, scale_attn_norm=True),
     "timm_eva_separate_qkv_qk_norm": lambda: timm.create_model(
         "eva02_tiny_patch14_224", **TINY, img_size=28, patch_size=14, qkv_fused=False, qk_norm=True),
+    "timm_eva_grouped_query": lambda: timm.create_model(  # 2 query heads share 1 k/v head
+        "eva02_tiny_patch14_224", **TINY, img_size=28, patch_size=14, attn_type="rope", qkv_fused=False,
+        num_kv_heads=1, qk_norm=True),
 }
 
 

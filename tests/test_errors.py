@@ -64,7 +64,7 @@ def test_invalid_sizes(num_frames, num_classes):
 
 
 def test_unsupported_model_lists_families():
-    with pytest.raises(TypeError, match="(?s)Supported backbone families:.*timm_vit.*timm_eva.*timm_beit.*open_clip_vit"):
+    with pytest.raises(TypeError, match="supported backbone families: timm_vit, timm_eva, timm_beit, open_clip_vit"):
         adaptkit.inject(timm.create_model("test_resnet"), "aim")
     with pytest.raises(TypeError, match="cannot adapt a torch.nn.modules.linear.Linear"):
         adaptkit.inject(nn.Linear(3, 3), "aim")
@@ -195,3 +195,51 @@ def test_save_pretrained_onto_a_file_is_refused_and_leaves_it(tmp_path):
                                               r"\(adapter_config.json \+ adapter_model.safetensors\)"):
         vm.save_pretrained(target)
     assert target.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["adapter"]
+
+
+@pytest.mark.parametrize("wrap, hint", [
+    (lambda m: torch.compile(m), "a torch.compile wrapper: inject model._orig_mod"),
+    (lambda m: nn.DataParallel(m), "a data-parallel wrapper: inject model.module"),
+])
+def test_a_wrapped_image_model_is_refused_with_how_to_unwrap_it(wrap, hint):
+    with pytest.raises(TypeError, match=hint) as error:
+        adaptkit.inject(wrap(_vit()), "aim")
+    assert "\n" not in str(error.value)
+
+
+def test_an_attention_adaptkit_does_not_model_is_refused_at_inject():
+    # timm's differential attention has the same qkv/proj as Attention and different maths: re-applying it over
+    # time as plain attention would run silently wrong.
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                              attn_layer="diff")
+    with pytest.raises(TypeError, match=r"timm_vit with attention \['DiffAttention'\] is not supported"):
+        adaptkit.inject(model, "aim")
+
+
+@pytest.mark.parametrize("shape", [(2, 3, 0, 32, 32), (0, 3, 2, 32, 32)])
+def test_an_empty_video_is_refused_in_one_line(shape):
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=3)
+    with pytest.raises(ValueError, match=r"expected a non-empty \(B, C, T, H, W\) video"):
+        vm(torch.zeros(shape))
+
+
+def test_zero_i2v_offsets_past_the_clip_are_refused():
+    with pytest.raises(ValueError, match="reaches past a clip of 3 frames"):
+        adaptkit.inject(_vit(), "zero-i2v", num_frames=3, temporal_offsets=(-1, 3))
+    adaptkit.inject(_vit(), "zero-i2v", num_frames=3, temporal_offsets=(-2, 2))  # the longest that shifts anything
+
+
+def test_timm_gradient_checkpointing_carries_over():
+    model = _vit()
+    model.set_grad_checkpointing(True)
+    assert adaptkit.inject(model, "aim", num_frames=2)._grad_checkpointing
+    assert not adaptkit.inject(_vit(), "aim", num_frames=2)._grad_checkpointing
+
+
+def test_an_open_clip_tower_that_pools_nothing_is_refused_at_inject():
+    from open_clip.transformer import VisionTransformer
+
+    tower = VisionTransformer(image_size=32, patch_size=8, width=32, layers=1, heads=2, mlp_ratio=4.0, output_dim=16,
+                              pool_type="none")
+    with pytest.raises(TypeError, match="open_clip pool_type 'none' is not supported"):
+        adaptkit.inject(tower, "aim")

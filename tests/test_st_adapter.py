@@ -58,6 +58,22 @@ def test_prefix_tokens_pass_through_and_patch_tokens_change(backbone):
     assert not torch.allclose(adapted[:, prefix:], x[:, prefix:])
 
 
+def test_a_hybrid_vit_uses_its_patch_grid_not_its_stems_stride():
+    """A ResNet stem's first convolution has stride 2; the patches are cut from its output (stride 4) by 8x8."""
+    def hybrid():
+        torch.manual_seed(0)
+        return timm.create_model("vit_tiny_r_s16_p8_224", img_size=64, embed_dim=32, depth=1, num_heads=2)
+
+    vm = adaptkit.inject(hybrid(), "st-adapter", num_frames=2, num_classes=None).eval()
+    assert vm.family.patch_grid(64, 64) == (2, 2) and vm.architecture["patch_size"] == [8, 8]
+    lp = adaptkit.inject(hybrid(), "linear-probe", num_frames=2, num_classes=None).eval()
+    video = torch.randn(1, 3, 2, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(vm(video), lp(video))
+        randomize_trainable(vm)
+        assert not torch.allclose(vm(video), lp(video))
+
+
 @settings(max_examples=8, deadline=None)
 @given(grid_h=st.integers(1, 5), grid_w=st.integers(1, 5), frames=st.integers(1, 4))
 def test_non_square_frames_use_the_recorded_grid(grid_h, grid_w, frames):

@@ -127,6 +127,23 @@ class BackboneFamily(ABC):
     def validate(self) -> None:
         """Raise if this particular model uses a feature adaptkit cannot adapt."""
 
+    def require_attention(self, *classes: type[nn.Module]) -> None:
+        """Refuse blocks whose attention is not exactly one of ``classes``.
+
+        Temporal strategies re-apply a block's attention through :meth:`attention_projections`, which
+        models these classes' maths only; a subclass or another attention (timm's ``DiffAttention``)
+        would run with the wrong maths and no error.
+
+        Raises:
+            TypeError: naming the attention classes found and the ones supported.
+        """
+        found = {type(self.attention(block)) for block in self.blocks()} - set(classes)
+        if found:
+            raise TypeError(
+                f"{self.name} with attention {sorted(c.__name__ for c in found)} is not supported: adaptkit re-applies "
+                f"a block's attention over time only for {sorted(c.__name__ for c in classes)}"
+            )
+
     @property
     @abstractmethod
     def embed_dim(self) -> int:
@@ -204,7 +221,6 @@ class BackboneFamily(ABC):
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         blocks = list(self.blocks())
         block = getattr(blocks[0], "block", blocks[0])  # unwrapped, also while injected
-        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
         size = getattr(getattr(self.model, "patch_embed", None), "img_size", None) or getattr(self.model, "image_size", None)
         return {
             "family": self.name,
@@ -212,21 +228,62 @@ class BackboneFamily(ABC):
             "architecture": cfg.get("architecture"),  # timm's model name; open_clip models do not record theirs
             "activation": _describe_activation(getattr(block, "mlp", block)),
             "norm": _describe_norm(block),
-            "patch_size": list(conv.kernel_size) if conv is not None else None,
+            "patch_size": list(self.patch_size) if self.patch_size is not None else None,
             "image_size": list(size) if isinstance(size, (tuple, list)) else [size, size] if size else None,
             "embed_dim": self.embed_dim,
             "widths": sorted({self.block_dim(getattr(b, "block", b)) for b in blocks}),
             "num_heads": sorted({getattr(self.attention(getattr(b, "block", b)), "num_heads", 0) for b in blocks}),
             "depth": len(blocks),
+            "prefix_tokens": self.num_prefix_tokens,
+            "pooling": self.pooling,
+            "tensors": self.tensor_layout(),
         }
+
+    @property
+    def pooling(self) -> str | None:
+        """How a frame's tokens become one vector (timm's ``global_pool``, open_clip's ``pool_type``)."""
+        pool = getattr(self.model, "global_pool", None)
+        return pool if isinstance(pool, str) else None
+
+    def tensor_layout(self) -> list[str]:
+        """The frozen image model's tensors as ``"blocks.*.attn.q_norm.weight (16,)"``, sorted.
+
+        Block indices are folded to ``*`` and the image head left out, so the list is short and names
+        what options such as register tokens, q/k norms, layer scale or a pre-norm add; two models
+        with the same list have the same tensors, which the other identity keys cannot tell apart.
+        """
+        head = tuple(f"{path}." for path in self.head_paths())
+        entries = set()
+        for name, tensor in self.model.state_dict(keep_vars=True).items():
+            if not name.startswith(head):
+                folded = ".".join("*" if part.isdigit() else part for part in name.split("."))
+                entries.add(f"{folded} {tuple(tensor.shape)}")
+        return sorted(entries)
 
     @property
     def num_prefix_tokens(self) -> int:
         """Class / register / distillation tokens in front of the patch tokens (timm's ``num_prefix_tokens``)."""
         return int(getattr(self.model, "num_prefix_tokens", 1))
 
+    @property
+    def patch_size(self) -> tuple[int, int] | None:
+        """Patch size (h, w) in pixels: the patch embedding's, else the first convolution's kernel."""
+        size = getattr(getattr(self.model, "patch_embed", None), "patch_size", None)
+        if isinstance(size, (tuple, list)):
+            return int(size[0]), int(size[1])
+        conv = next((m for m in self.model.modules() if isinstance(m, nn.Conv2d)), None)
+        return None if conv is None else (int(conv.kernel_size[0]), int(conv.kernel_size[1]))
+
     def patch_grid(self, height: int, width: int) -> tuple[int, int]:
-        """Patch grid (h, w) of a frame of ``height`` x ``width`` pixels (padded to whole patches if the model pads)."""
+        """Patch grid (h, w) of a frame of ``height`` x ``width`` pixels (padded to whole patches if the model pads).
+
+        timm's patch embeddings compute it themselves (a hybrid ViT's CNN stem reduces the frame before
+        its patches are cut); otherwise it is the first convolution's stride, the patch embedding.
+        """
+        feat_size = getattr(getattr(self.model, "patch_embed", None), "dynamic_feat_size", None)
+        if callable(feat_size):
+            h, w = feat_size((height, width))
+            return int(h), int(w)
         conv = next(m for m in self.model.modules() if isinstance(m, nn.Conv2d))  # the patch embedding
         sh, sw = conv.stride
         return -(-height // sh), -(-width // sw)
@@ -410,13 +467,25 @@ def find_family(image_model: nn.Module) -> BackboneFamily:
     """The family handling ``image_model``, instantiated on it.
 
     Raises:
-        TypeError: if no registered family supports the model; the message lists them.
+        TypeError: if no registered family supports the model; the message names them, and how to
+            unwrap a compiled, data-parallel or PEFT model.
     """
     for family in _FAMILIES:
         if family.matches(image_model):
             return family(image_model)
-    supported = "\n".join(f"  - {f.name}: {f.description}" for f in _FAMILIES)
     raise TypeError(
-        f"adaptkit cannot adapt a {type(image_model).__module__}.{type(image_model).__name__}. "
-        f"Supported backbone families:\n{supported}"
+        f"adaptkit cannot adapt a {type(image_model).__module__}.{type(image_model).__name__}"
+        f"{_wrapper_hint(image_model)}; supported backbone families: {', '.join(list_backbones())} "
+        f"(adaptkit.list_backbones())"
     )
+
+
+def _wrapper_hint(model: nn.Module) -> str:
+    """How to get the image model out of a wrapper that hides it, or nothing."""
+    if isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        return " (a torch.compile wrapper: inject model._orig_mod, then compile the video model)"
+    if type(model).__name__ in ("DataParallel", "DistributedDataParallel") and isinstance(getattr(model, "module", None), nn.Module):
+        return " (a data-parallel wrapper: inject model.module, then wrap the video model)"
+    if callable(getattr(model, "get_base_model", None)):
+        return " (a PEFT model: inject the plain image model; strategy='lora' applies LoRA through PEFT)"
+    return ""

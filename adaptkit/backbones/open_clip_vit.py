@@ -50,6 +50,11 @@ class OpenClipViT(BackboneFamily):
                 "open_clip attention with separate key/value widths, bias_k/bias_v or add_zero_attn is not supported "
                 "(plain multi-head self-attention only)"
             )
+        if self.pooling not in ("tok", "avg"):
+            raise TypeError(
+                f"open_clip pool_type {self.pooling!r} is not supported: a video model pools every frame to one "
+                f"vector; build the tower with pool_type 'tok' or 'avg'"
+            )
         if getattr(m.patch_dropout, "prob", 0.0) > 0:
             raise ValueError(
                 "patch dropout drops different tokens in every frame, which breaks temporal attention; "
@@ -86,12 +91,16 @@ class OpenClipViT(BackboneFamily):
     def pre_blocks(self, x: torch.Tensor) -> torch.Tensor:
         return self.model.ln_pre(x)
 
+    @property
+    def pooling(self) -> str:
+        m = self.model
+        return getattr(m, "pool_type", "avg" if getattr(m, "global_average_pool", False) else "tok")
+
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         m = self.model
-        pool_type = getattr(m, "pool_type", "avg" if getattr(m, "global_average_pool", False) else "tok")
         if getattr(m, "final_ln_after_pool", False):
-            return m.ln_post(_global_pool(x, pool_type))
-        return _global_pool(m.ln_post(x), pool_type)
+            return m.ln_post(_global_pool(x, self.pooling))
+        return _global_pool(m.ln_post(x), self.pooling)
 
     def head_paths(self) -> list[str]:
         return ["proj"]
@@ -163,8 +172,4 @@ class OpenClipViT(BackboneFamily):
 
 
 def _global_pool(x: torch.Tensor, pool_type: str) -> torch.Tensor:
-    if pool_type == "avg":
-        return x[:, 1:].mean(dim=1)
-    if pool_type == "tok":
-        return x[:, 0]
-    raise TypeError(f"open_clip pool_type {pool_type!r} is not supported (expected 'tok' or 'avg')")
+    return x[:, 1:].mean(dim=1) if pool_type == "avg" else x[:, 0]  # 'tok' or 'avg': validate() refuses the others

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 
 import torch
+from timm.models.beit import Attention as BeitAttention
 from timm.models.beit import Beit
 from torch import nn
 
@@ -23,6 +24,9 @@ class TimmBeit(GammaLayerScale, TimmFamily):
     @classmethod
     def matches(cls, image_model: nn.Module) -> bool:
         return isinstance(image_model, Beit)
+
+    def validate(self) -> None:
+        self.require_attention(BeitAttention)
 
     def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, SpatialContext]:
         m = self.model

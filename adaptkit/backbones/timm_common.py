@@ -102,13 +102,17 @@ def fused_qkv_is_called(attn: nn.Module) -> bool:
 def timm_qkv(attn: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Packed q/k/v (*, 3, heads, head_dim) of a timm attention module, token by token.
 
-    Covers timm's ``Attention`` (ViT), ``EvaAttention``, Beit's and Swin's: a fused ``qkv`` with or
-    without separate q/v biases (the k bias is a zero buffer), or separate ``q_proj / k_proj / v_proj``,
+    Covers timm's ``Attention`` (ViT), ``EvaAttention`` / ``AttentionRope``, Beit's and Swin's: a fused
+    ``qkv`` with or without separate q/v biases (the k bias is a zero buffer), or separate
+    ``q_proj / k_proj / v_proj`` (with fewer k/v heads under grouped-query attention, repeated here),
     then the optional per-head ``q_norm`` / ``k_norm``.
     """
     heads = attn.num_heads
     if getattr(attn, "qkv", None) is None:  # Eva with separate projections
-        q, k, v = (proj(x).unflatten(-1, (heads, -1)) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+        q = attn.q_proj(x).unflatten(-1, (heads, -1))
+        k, v = (proj(x).unflatten(-1, (-1, q.shape[-1])) for proj in (attn.k_proj, attn.v_proj))
+        if k.shape[-2] != heads:  # grouped-query attention: query head h reads k/v head h // groups, as timm does
+            k, v = (t.repeat_interleave(heads // t.shape[-2], dim=-2) for t in (k, v))
         qkv = torch.stack((q, k, v), dim=-3)
     else:
         if getattr(attn, "q_bias", None) is None:

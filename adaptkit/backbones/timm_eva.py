@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 from timm.layers import apply_rot_embed_cat
-from timm.models.eva import Eva, EvaBlock
+from timm.models.eva import AttentionRope, Eva, EvaAttention, EvaBlock
 from torch import nn
 
 from adaptkit.backbones.base import SpatialContext, register_backbone
@@ -27,6 +27,7 @@ class TimmEva(GammaLayerScale, TimmFamily):
         unsupported = {type(b).__name__ for b in self.model.blocks if not isinstance(b, EvaBlock)}
         if unsupported:
             raise TypeError(f"timm Eva with block type(s) {sorted(unsupported)} is not supported (pre-norm EvaBlock only)")
+        self.require_attention(EvaAttention, AttentionRope)
         if getattr(self.model, "rope_mixed", False):
             raise TypeError("timm Eva with depth-dependent ('mixed') RoPE is not supported")
         if self.model.patch_drop is not None:

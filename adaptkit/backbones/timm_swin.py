@@ -37,8 +37,9 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 from timm.layers import ClassifierHead
-from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock
+from timm.models.swin_transformer import SwinTransformer, SwinTransformerBlock, WindowAttention
 from timm.models.swin_transformer_v2 import SwinTransformerV2, SwinTransformerV2Block
+from timm.models.swin_transformer_v2 import WindowAttention as WindowAttentionV2
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, ChainedBlocks, RunBlock, SpatialContext, register_backbone
@@ -54,6 +55,7 @@ class _TimmSwinFamily(BackboneFamily):
     temporal_embedding = False
     model_class: ClassVar[type[nn.Module]]
     block_class: ClassVar[type[nn.Module]]
+    attention_class: ClassVar[type[nn.Module]]
 
     @classmethod
     def matches(cls, image_model: nn.Module) -> bool:
@@ -71,6 +73,7 @@ class _TimmSwinFamily(BackboneFamily):
                 f"this timm version's {self.block_class.__name__} has no _attn(x) (its windowed attention step, "
                 f"which adaptkit re-uses); install timm>=1.0.15"
             )
+        self.require_attention(self.attention_class)
         head = self.model.head
         if not isinstance(head, ClassifierHead) or head.global_pool.is_identity() or head.global_pool.feat_mult() != 1:
             raise TypeError(
@@ -189,6 +192,7 @@ class TimmSwin(_TimmSwinFamily):
     description = "timm SwinTransformer (windowed attention in stages; AIM's Swin variant)"
     model_class = SwinTransformer
     block_class = SwinTransformerBlock
+    attention_class = WindowAttention
 
     def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return block.norm1(x)
@@ -211,6 +215,7 @@ class TimmSwinV2(_TimmSwinFamily):
     description = "timm SwinTransformerV2 (res-post-norm, cosine window attention in stages)"
     model_class = SwinTransformerV2
     block_class = SwinTransformerV2Block
+    attention_class = WindowAttentionV2
 
     def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x  # post-norm: the attention sees the raw residual stream

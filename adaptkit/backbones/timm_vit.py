@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import torch
-from timm.models.vision_transformer import Block, VisionTransformer
+from timm.models.vision_transformer import Attention, Block, VisionTransformer
 from torch import nn
 
 from adaptkit.backbones.base import BlockLinears, LinearSite, SpatialContext, register_backbone
@@ -26,6 +26,7 @@ class TimmViT(TimmFamily):
                 f"timm VisionTransformer with block type(s) {sorted(unsupported)} is not supported: "
                 f"adaptkit adapts the pre-norm timm Block (norm1/attn/ls1, norm2/mlp/ls2)"
             )
+        self.require_attention(Attention)
         if not isinstance(self.model.patch_drop, nn.Identity):
             raise ValueError(
                 "patch dropout drops different tokens in every frame, which breaks temporal attention; "

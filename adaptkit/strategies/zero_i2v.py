@@ -56,7 +56,8 @@ class ZeroI2VConfig(StrategyConfig):
     """Weight of each adapter's bottleneck branch."""
     temporal_offsets: tuple[int, ...] | list[int] = (-1, 1)
     """Frame offset of each temporal head, from head 0 on (the reference's shift_div=12 on ViT-B/16:
-    head 0 looks one frame back, head 1 one frame ahead)."""
+    head 0 looks one frame back, head 1 one frame ahead). Each must be shorter than the clip the model is
+    built for (a ValueError at inject otherwise), except in a one-frame model."""
     layers: str | list[int] = "all"
     """Blocks to adapt: 'all', 'top:N', 'bottom:N', 'every:N' or a list of indices."""
 
@@ -105,6 +106,13 @@ class ZeroI2VConfig(StrategyConfig):
             )
 
     def apply(self, context: StrategyContext) -> None:
+        # An offset as long as the clip never shifts anything: a typo there silently removes a temporal head. A
+        # one-frame model has no neighbour for any offset and is the image model by design (heads fall back).
+        if context.num_frames > 1 and any(abs(offset) >= context.num_frames for offset in self.temporal_offsets):
+            raise ValueError(
+                f"zero-i2v option temporal_offsets={list(self.temporal_offsets)} reaches past a clip of "
+                f"{context.num_frames} frames: every offset must be within ±{context.num_frames - 1}"
+            )
         blocks = context.family.blocks()
         for i in parse_layers(self.layers, len(blocks)):
             blocks[i] = DualHeadBlock(blocks[i], context.family, self)
