@@ -12,13 +12,13 @@ alike, and reports per checkout the median ratio aim / aim temporal=False.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
+from benchmarks._cli import ArgumentParser
 from benchmarks._results import write_json
 
 ROWS = {"aim": {}, "aim temporal=False": {"temporal": False}}
@@ -53,7 +53,7 @@ for line in sys.stdin:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("checkouts", nargs=2, type=Path, help="two adaptkit checkouts (repository roots)")
     parser.add_argument("--image-size", type=int, default=112)
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")

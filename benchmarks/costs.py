@@ -9,8 +9,6 @@ GMACs are multiply-accumulates per the AIM paper's convention ("GFLOPs" in its t
 
 from __future__ import annotations
 
-import argparse
-import platform
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import timm
 import torch
 
 import adaptkit
+from benchmarks._cli import ArgumentParser
 from benchmarks._results import RESULTS, write_json
 
 
@@ -51,12 +50,19 @@ ROWS = [
     ("vit_base_patch16_clip_224", "aim", {}, 400, 16, 3, "97 / 11 / 1214 (Table 2)"),
     ("vit_base_patch16_clip_224", "aim", {}, 400, 32, 3, "97 / 11 / 2428 (Table 2)"),
     ("vit_base_patch16_clip_224", "aim", {"temporal_in": True, "scale": 1.0}, 174, 8, 3, "100 / 14.3 / 624 (Table 3)"),
+    ("vit_base_patch16_clip_224", "aim", {"temporal_in": True, "scale": 1.0}, 174, 16, 3, "100 / 14 / 1248 (Table 3)"),
+    ("vit_base_patch16_clip_224", "aim", {"temporal_in": True, "scale": 1.0}, 174, 32, 3, "100 / 14 / 2496 (Table 3)"),
     ("vit_base_patch16_clip_224", "aim", {"layers": "top:6"}, 400, 8, 3, "- / 5.6 / - (Table 7)"),
     ("vit_base_patch16_clip_224", "aim", {"ratio": 0.0625}, 400, 8, 3, "- / 3 / - (Table 8)"),
     ("vit_large_patch14_clip_224", "aim", {}, 400, 8, 3, "341 / 38 / 2802 (Table 2)"),
+    ("vit_large_patch14_clip_224", "aim", {}, 400, 16, 3, "341 / 38 / 5604 (Table 2)"),
     ("vit_large_patch14_clip_224", "aim", {}, 400, 32, 3, "341 / 38 / 11208 (Table 2)"),
     ("vit_large_patch14_clip_224", "aim", {"temporal_in": True, "scale": 1.0}, 174, 8, 3,
      "354 / 50 / 2877 (Table 3)"),
+    ("vit_large_patch14_clip_224", "aim", {"temporal_in": True, "scale": 1.0}, 174, 16, 3,
+     "354 / 50 / 5754 (Table 3)"),
+    ("vit_large_patch14_clip_224", "aim", {"temporal_in": True, "scale": 1.0}, 174, 32, 3,
+     "354 / 50 / 11508 (Table 3)"),
     ("vit_base_patch16_clip_224", "st-adapter", {}, 400, 8, 3,
      "- / ~7 / 455 (ST-Adapter, NeurIPS'22: ~8% per-task params; 455 GFLOPs per a third-party table)"),
     ("vit_base_patch16_clip_224", "st-adapter", {"positions": "attn+mlp"}, 174, 8, 3,
@@ -100,14 +106,12 @@ def to_markdown(rows: list[Row]) -> str:
 
 
 def main(argv: list[str] | None = None) -> list[Row]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=RESULTS / "costs.json")
     args = parser.parse_args(argv)
     rows = [measure(*row) for row in ROWS]
     print(to_markdown(rows))
-    meta = {"torch": torch.__version__, "timm": timm.__version__, "adaptkit": adaptkit.__version__,
-            "python": platform.python_version(), "device": "meta (counts only)"}
-    write_json({"environment": meta, "rows": [asdict(r) for r in rows]}, args.out)
+    write_json({"environment": {"device": "meta (counts only)"}, "rows": [asdict(r) for r in rows]}, args.out)
     return rows
 
 

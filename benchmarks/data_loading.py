@@ -36,7 +36,6 @@ same process are the thing to read.
 
 from __future__ import annotations
 
-import argparse
 import os
 import platform
 import statistics
@@ -69,6 +68,7 @@ from adaptkit.data import (
     torchcodec_available,
 )
 from adaptkit.data.probe import open_video_stream
+from benchmarks._cli import ArgumentParser
 from benchmarks._results import RESULTS, write_json
 
 DEFAULT_OUT = RESULTS / "data_loading.json"
@@ -415,7 +415,7 @@ def gpu_decoding_table(path: Path, device: str, batch: int, clips: int) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="340x256 files, 3 samplers, workers 0 and 2")
     parser.add_argument("--workdir", type=Path, default=Path(tempfile.gettempdir()) / "adaptkit_data_loading",
                         help="where the test files are written once and reused")
@@ -437,14 +437,14 @@ def main() -> None:
         path = test_files(args.workdir, ["340x256"], ["h264_gop32"])["340x256 h264_gop32"]
         row = gpu_decoding_table(path, args.decode_device, batch=32, clips=64 if args.quick else 512)
         out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_decode_{args.decode_device}.json")
-        write_json(dict(decode=row, machine=platform.platform()), out)
+        write_json(dict(decode=row, machine=platform.platform()), out, device=args.decode_device)
         return
     if args.augment_device:
         if args.augment_device == "cpu":
             torch.set_num_threads(1)  # per core, as in a DataLoader worker
         row = augment_table(args.augment_device, batch=32, rounds=3 if args.quick else 10)
         out = args.out if args.out != DEFAULT_OUT else args.out.with_name(f"data_augment_{args.augment_device}.json")
-        write_json(dict(augment=row, machine=platform.platform()), out)
+        write_json(dict(augment=row, machine=platform.platform()), out, device=args.augment_device)
         return
     if args.quick and args.out == DEFAULT_OUT:
         args.out = args.out.with_name("data_loading_quick.json")
@@ -476,7 +476,7 @@ def main() -> None:
         quick=args.quick, seconds=round(time.perf_counter() - started, 1),
         decode=decode_rows, clip=clip_rows, loader=loader_rows,
     )
-    write_json(result, args.out, announce=False)
+    write_json(result, args.out, announce=False, device="cpu")
     print(f"wrote {args.out} in {result['seconds']:.0f} s")
 
 

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from adaptkit.layers.attention import frame_attention_reference
+from benchmarks._cli import ArgumentParser
 from benchmarks._results import RESULTS, write_json
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -199,7 +200,7 @@ def print_table(result: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=int, default=None, help="clips (CUDA default 16, CPU 2)")
     parser.add_argument("--frames", type=int, default=8)

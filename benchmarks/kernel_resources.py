@@ -23,7 +23,6 @@ timing them (``benchmarks.frame_attention --device cuda``).
 
 from __future__ import annotations
 
-import argparse
 import math
 import re
 import subprocess
@@ -36,6 +35,7 @@ import triton
 from triton.backends.compiler import GPUTarget
 
 from adaptkit.layers import frame_attention_kernels, frame_attention_triton
+from benchmarks._cli import ArgumentParser
 from benchmarks._results import RESULTS, write_json
 
 SHAPES = [(8, 12, 64), (16, 12, 64), (32, 12, 64), (8, 16, 128)]  # (frames, heads, head_dim)
@@ -121,7 +121,7 @@ def configurations(sweep: bool) -> list[tuple]:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--arch", type=int, choices=sorted(SHARED_PER_SM), default=90, help="compute capability x10")
     parser.add_argument("--no-sweep", action="store_true", help="only the default tile sizes")
     parser.add_argument("--out", type=Path, default=None, help="JSON (default results/kernel_resources_sm<arch>.json)")

@@ -11,7 +11,6 @@ Training videos last 2-6 s at 12-30 fps (at most 180 frames); the default here i
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import tempfile
@@ -26,13 +25,14 @@ from adaptkit.data import (
     encode_video,
     reversed_partner,
 )
+from benchmarks._cli import ArgumentParser
 from benchmarks._results import RESULTS, write_json
 from recipes import predict
 from recipes.cli import one_line
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.long_videos", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.long_videos", description=__doc__.split("\n")[0])
     parser.add_argument("--checkpoint", type=Path, required=True, help="a trained run's final/ folder")
     parser.add_argument("--videos", type=int, default=100, help="how many (a multiple of 10: every class alike)")
     parser.add_argument("--seconds", type=float, default=10.0)

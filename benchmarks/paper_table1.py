@@ -23,14 +23,12 @@ Writes ``benchmarks/results/paper_table1.json`` (``rows``, ``data_efficiency``, 
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import copy
 import dataclasses
 import importlib.util
 import multiprocessing
 import os
-import platform
 import statistics
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -42,7 +40,8 @@ from tqdm import tqdm
 
 from adaptkit.data import EvaluationResult, reversed_partner
 from adaptkit.strategies import list_strategies, make_strategy
-from benchmarks._results import RESULTS, write_json
+from benchmarks._cli import ArgumentParser
+from benchmarks._results import RESULTS, describe_device, write_json
 from recipes._builders import build_video_model, create_image_model
 from recipes._config import RecipeConfig, load_config, validate
 from recipes._distributed import setup, teardown
@@ -129,8 +128,9 @@ def train_and_evaluate(config: RecipeConfig, log_file: Path) -> dict[str, float]
             "seconds": summary["wall_time_s"]}
 
 
-def mean_std(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+def mean_std(values: list[float]) -> tuple[float, float | None]:
+    """Mean and sample std; the std is None for one value (one seed has no spread to report)."""
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else None)
 
 
 def summarise(runs: list[dict[str, Any]], key: str) -> dict[str, float | None]:
@@ -138,11 +138,13 @@ def summarise(runs: list[dict[str, Any]], key: str) -> dict[str, float | None]:
     if not values:
         return {f"{key}_mean": None, f"{key}_std": None}
     mean, std = mean_std(values)
-    return {f"{key}_mean": round(mean, 2), f"{key}_std": round(std, 2)}
+    return {f"{key}_mean": round(mean, 2), f"{key}_std": None if std is None else round(std, 2)}
 
 
 def cell(mean: float | None, std: float | None) -> str:
-    return "-" if mean is None else f"{mean:.1f} ± {std:.1f}"
+    if mean is None:
+        return "-"
+    return f"{mean:.1f}" if std is None else f"{mean:.1f} ± {std:.1f}"
 
 
 def markdown(report: dict[str, Any]) -> str:
@@ -164,8 +166,7 @@ def markdown(report: dict[str, Any]) -> str:
               "|---|" + "---|" * len(report["fractions"])]
     for strategy in dict.fromkeys(p["strategy"] for p in report["data_efficiency"]):
         points = [p for p in report["data_efficiency"] if p["strategy"] == strategy]
-        lines.append(f"| {strategy} | " + " | ".join(f"{p['top1_mean']:.1f} ± {p['top1_std']:.1f}" for p in points)
-                     + " |")
+        lines.append(f"| {strategy} | " + " | ".join(cell(p["top1_mean"], p["top1_std"]) for p in points) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -178,7 +179,8 @@ def figure(report: dict[str, Any], path: Path) -> None:
     fig, (bars, curves) = plt.subplots(1, 2, figsize=(12, 4.5), gridspec_kw={"width_ratios": [1.4, 1]})
     rows = report["rows"]
     positions = range(len(rows))
-    bars.barh(list(positions), [r["top1_mean"] for r in rows], xerr=[r["top1_std"] for r in rows], color="#4c72b0")
+    bars.barh(list(positions), [r["top1_mean"] for r in rows], xerr=[r["top1_std"] or 0 for r in rows],
+              color="#4c72b0")
     bars.set_yticks(list(positions), [r["method"] for r in rows], fontsize=8)
     bars.invert_yaxis()
     bars.axvline(100 * ORDER_BLIND_CEILING, color="black", linestyle="--", linewidth=1, label="order-blind ceiling")
@@ -192,21 +194,22 @@ def figure(report: dict[str, Any], path: Path) -> None:
     for strategy in dict.fromkeys(p["strategy"] for p in report["data_efficiency"]):
         points = [p for p in report["data_efficiency"] if p["strategy"] == strategy]
         curves.errorbar([100 * p["fraction"] for p in points], [p["top1_mean"] for p in points],
-                        yerr=[p["top1_std"] for p in points], marker="o", capsize=3, label=strategy)
+                        yerr=[p["top1_std"] or 0 for p in points], marker="o", capsize=3, label=strategy)
     curves.set_xscale("log")
     curves.set_xticks([100 * f for f in report["fractions"]], [f"{100 * f:g}%" for f in report["fractions"]])
     curves.set_xlabel("share of the training videos")
     curves.set_ylabel("top-1 (%)")
     curves.set_title("Figure 3: data efficiency")
     curves.legend(fontsize=8)
-    fig.suptitle(f"mean ± std over {len(report['seeds'])} seed(s); {report['machine']}", fontsize=8)
+    spread = "one seed (no spread)" if len(report["seeds"]) == 1 else f"mean ± std over {len(report['seeds'])} seeds"
+    fig.suptitle(f"{spread}; {report['machine']}", fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.paper_table1", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m benchmarks.paper_table1", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="one seed, fewer videos and steps")
     parser.add_argument("--config", default="embedded_actions", help="config name or YAML path")
     parser.add_argument("--seeds", type=int, nargs="+", help="training seeds (default 0 1 2; --quick: 0)")
@@ -282,7 +285,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             "image_model": prepared.get("image_model"), "videos": prepared.get("videos"),
             "train_steps": config.train.max_steps or config.train.epochs * (
                 len(Path(config.data.train.annotations).read_text().splitlines()) // config.train.global_batch_size),
-            "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {args.jobs} runs at a time, "
+            "machine": f"{describe_device('cpu').split(',')[0]}, {os.cpu_count()} CPUs, {args.jobs} runs at a time, "
                        f"{world.device}",
             "wall_seconds": round(time.perf_counter() - started, 1),
             "rows": table, "data_efficiency": efficiency,

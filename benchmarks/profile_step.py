@@ -10,18 +10,18 @@ warm-up (which compiles), ``--steps`` steps run under ``torch.profiler``; the ta
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
+from benchmarks._cli import ArgumentParser
 from benchmarks.train_cost import RESULTS, SETTINGS, build
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--row", default="aim", choices=list(SETTINGS))
     parser.add_argument("--image-size", type=int, default=224)

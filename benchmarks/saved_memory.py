@@ -21,11 +21,11 @@ gradient) are left out: they are counted with the weights.
 
 from __future__ import annotations
 
-import argparse
 import collections
 import contextlib
 import re
 from collections.abc import Iterator
+from pathlib import Path
 
 import timm
 import torch
@@ -33,6 +33,8 @@ import torch.nn.functional as F
 from torch.overrides import TorchFunctionMode
 
 import adaptkit
+from benchmarks._cli import ArgumentParser, check_timm_model, non_negative_int, positive_int
+from benchmarks._results import RESULTS, write_json
 
 GIB = 2**30
 
@@ -140,25 +142,26 @@ ROWS = {
 }
 
 
+COUNTED_AS = {"cpu": "cpu fp32 step", "gpu": "modelled CUDA bf16-autocast step"}
+"""What ``--device`` counts: nothing runs on either device (see the module docstring)."""
+
+
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--rows", default="aim,aim checkpointing=none,timesformer,space-only")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu")
-    parser.add_argument("--batch", type=int, default=None, help="clips (default 8 for cpu, 16 for gpu: the settings "
+    parser.add_argument("--batch", type=positive_int, default=None, help="clips (default 8 for cpu, 16 for gpu: the settings "
                                                                  "of the README's two tables)")
-    parser.add_argument("--top", type=int, default=12, help="breakdown lines per row (0: none)")
+    parser.add_argument("--top", type=non_negative_int, default=12, help="breakdown lines per row (0: none)")
     parser.add_argument("--model", default="vit_base_patch16_clip_224", help="timm model name (default ViT-B/16 CLIP)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--image-size", type=int, default=224, help="frame size")
+    parser.add_argument("--frames", type=positive_int, default=8)
+    parser.add_argument("--image-size", type=positive_int, default=224, help="frame size")
+    parser.add_argument("--out", type=Path, default=RESULTS / "saved_memory.json", help="JSON file to write")
     args = parser.parse_args(argv)
     unknown = [row for row in args.rows.split(",") if row not in ROWS]
     if unknown:
         parser.error(f"unknown rows {unknown}; choose from {list(ROWS)}")
-    if not timm.is_model(args.model):
-        parser.error(f"timm has no model {args.model!r}")
-    for name in ("batch", "frames", "image_size"):
-        if getattr(args, name) is not None and getattr(args, name) < 1:
-            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    check_timm_model(parser, args.model, args.image_size)
     batch = args.batch or (16 if args.device == "gpu" else 8)
     result = {}
     for label in args.rows.split(","):
@@ -170,10 +173,13 @@ def main(argv: list[str] | None = None) -> dict:
                          "weights_grads_adamw_gib": round((4 * total + 12 * trainable) / GIB, 2),
                          "breakdown": breakdown(saved, args.top)}
         print(f"{label}: {result[label]['saved_gib']} GiB kept for backward + "
-              f"{result[label]['weights_grads_adamw_gib']} GiB weights, grads, AdamW ({args.model}, {args.device}, "
-              f"{batch} clips of {args.frames}x{args.image_size}^2)")
+              f"{result[label]['weights_grads_adamw_gib']} GiB weights, grads, AdamW ({args.model}, "
+              f"{COUNTED_AS[args.device]}, {batch} clips of {args.frames}x{args.image_size}^2)")
         for gib, count, module, node, dtype in result[label]["breakdown"]:
             print(f"  {gib:7.3f} GiB {count:4d} x  {module:45s} {node:42s} {dtype}")
+    write_json({"environment": {"device": f"meta (counts only): {COUNTED_AS[args.device]}"},
+                "settings": {"model": args.model, "clips": batch, "frames": args.frames, "image_size": args.image_size},
+                "rows": result}, args.out)
     return result
 
 

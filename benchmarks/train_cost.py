@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -32,8 +31,9 @@ import torch
 
 import adaptkit
 from adaptkit.layers import set_frame_attention_kernel
+from benchmarks._cli import ArgumentParser, check_timm_model, positive_int
 from benchmarks.saved_memory import saved_tensors
-from benchmarks._results import RESULTS, write_json
+from benchmarks._results import RESULTS, describe_device, write_json
 
 GIB = 2**30
 
@@ -182,7 +182,7 @@ def cpu_report(args: argparse.Namespace) -> dict:
 
     rows = args.rows.split(",") if args.rows else CPU_ROWS
     timing = step_times(args.device, args.image_size, args.frames, args.batch, args.repeats, rows, args.model)
-    device_name = f"{platform.processor() or 'cpu'}, {torch.get_num_threads()} threads"
+    device_name = describe_device(args.device)
     print(f"Training step, {args.model} {args.image_size}x{args.image_size}, {args.frames} frames, batch {args.batch} "
           f"on {device_name}:")
     for label, row in timing.items():
@@ -199,6 +199,9 @@ def cpu_report(args: argparse.Namespace) -> dict:
         "model": args.model,
         "memory_paper_scale": memory["cpu"],
         "memory_paper_scale_gpu_model": memory["gpu"],
+        "memory_settings": {"memory_paper_scale": "fp32 counted on the meta device, 8 clips of 8x224x224",
+                            "memory_paper_scale_gpu_model": "a CUDA bf16-autocast step modelled on the meta device, "
+                                                            "16 clips of 8x224x224"},
         "step_time": {"image_size": args.image_size, "frames": args.frames, "batch": args.batch,
                       "repeats": args.repeats, "rows": timing},
         "inference": inference,
@@ -209,25 +212,32 @@ def cpu_report(args: argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help="timm model name (random weights; default ViT-B/16 CLIP)")
     parser.add_argument("--protocol", choices=["ratios", "gpu"], default=None,
                         help="ratios (default on CPU) or gpu (default on CUDA; on CPU a dry run)")
-    parser.add_argument("--image-size", type=int, default=None, help="frame size (CPU default 112, GPU 224)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=None, help="clips per training step (CPU default 1, GPU 16)")
-    parser.add_argument("--repeats", type=int, default=3, help="CPU: timed rounds")
+    parser.add_argument("--image-size", type=positive_int, default=None, help="frame size (CPU default 112, GPU 224)")
+    parser.add_argument("--frames", type=positive_int, default=8)
+    parser.add_argument("--batch", type=positive_int, default=None, help="clips per training step (CPU default 1, GPU 16)")
+    parser.add_argument("--repeats", type=positive_int, default=3, help="CPU: timed rounds")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--rows", default=None, help="comma-separated training rows (default: all of the protocol's)")
-    parser.add_argument("--threads", type=int, default=None, help="CPU: torch threads (default: torch's)")
-    parser.add_argument("--inference-batch", type=int, default=None, help="clips per inference call (CPU default 8, "
+    parser.add_argument("--threads", type=positive_int, default=None, help="CPU: torch threads (default: torch's)")
+    parser.add_argument("--inference-batch", type=positive_int, default=None, help="clips per inference call (CPU default 8, "
                                                                           "GPU 32)")
     args, rest = parser.parse_known_args(argv)
-    if not timm.is_model(args.model):
-        parser.error(f"timm has no model {args.model!r}")
-    if (args.protocol or ("gpu" if args.device.startswith("cuda") else "ratios")) == "gpu":
+    try:
+        device = torch.device(args.device)
+    except RuntimeError:
+        parser.error(f"--device {args.device!r} is not a device (cpu, cuda, cuda:1)")
+    if device.type == "cuda" and not torch.cuda.is_available():
+        parser.error(f"--device {args.device}: this machine has no CUDA device (--device cpu --protocol gpu runs a "
+                     f"dry run of the GPU protocol)")
+    gpu_protocol = (args.protocol or ("gpu" if device.type == "cuda" else "ratios")) == "gpu"
+    check_timm_model(parser, args.model, args.image_size or (224 if gpu_protocol else 112))
+    if gpu_protocol:
         from benchmarks import train_cost_gpu
 
         return train_cost_gpu.main(args, rest)
@@ -236,9 +246,9 @@ def main(argv: list[str] | None = None) -> dict:
     unknown = [row for row in (args.rows or "").split(",") if row and row not in SETTINGS]
     if unknown:  # before the minutes the memory tables take
         parser.error(f"unknown rows {unknown}; choose from {list(SETTINGS)}")
-    args.image_size = args.image_size or 112
-    args.batch = args.batch or 1
-    args.inference_batch = args.inference_batch or 8
+    args.image_size = 112 if args.image_size is None else args.image_size
+    args.batch = 1 if args.batch is None else args.batch
+    args.inference_batch = 8 if args.inference_batch is None else args.inference_batch
     return cpu_report(args)
 
 

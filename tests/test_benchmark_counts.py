@@ -6,6 +6,9 @@ forward pass keeps, with attention on PyTorch's math path (the path the meta dev
 
 from __future__ import annotations
 
+import json
+import time
+
 import pytest
 import timm
 import torch
@@ -53,23 +56,39 @@ def test_the_meta_count_equals_the_bytes_a_real_forward_keeps(strategy, options,
     assert counted == _real_saved_bytes(strategy, options, checkpointing, batch, frames, image_size)
 
 
-def test_the_cli_counts_the_model_frames_and_size_it_is_given(capsys):
+def test_the_cli_counts_the_model_frames_and_size_it_is_given(capsys, tmp_path):
     result = saved_memory.main(["--model", MODEL, "--frames", "3", "--image-size", "48", "--batch", "2",
-                                "--rows", "aim", "--device", "cpu", "--top", "0"])
-    assert "vit_tiny_patch16_224, cpu, 2 clips of 3x48^2" in capsys.readouterr().out
+                                "--rows", "aim", "--device", "cpu", "--top", "0", "--out", str(tmp_path / "m.json")])
+    assert "vit_tiny_patch16_224, cpu fp32 step, 2 clips of 3x48^2" in capsys.readouterr().out
     exact = _real_saved_bytes("aim", {}, False, 2, 3, 48)
     assert result["aim"]["saved_gib"] == round(exact / 2**30, 2)
+    written = json.loads((tmp_path / "m.json").read_text())
+    assert written["rows"] == result and written["settings"] == {"model": MODEL, "clips": 2, "frames": 3,
+                                                                 "image_size": 48}
+    assert written["environment"]["date"] == time.strftime("%Y-%m-%d", time.gmtime())
+    assert written["environment"]["device"] == "meta (counts only): cpu fp32 step"
 
 
 @pytest.mark.parametrize("module, argv, message", [
     (saved_memory, ["--model", "vit_tiny_patch16_22"], "timm has no model 'vit_tiny_patch16_22'"),
-    (saved_memory, ["--frames", "0"], "--frames must be at least 1"),
+    (saved_memory, ["--frames", "0"], "argument --frames: must be at least 1, got 0"),
+    (saved_memory, ["--top", "-1"], "argument --top: must be at least 0, got -1"),
     (saved_memory, ["--rows", "aim,nonsense"], "unknown rows ['nonsense']"),
+    (saved_memory, ["--model", "resnet18"], "--model resnet18: adaptkit cannot adapt a timm.models.resnet.ResNet"),
     (train_cost, ["--model", "vit_tiny_patch16_22"], "timm has no model 'vit_tiny_patch16_22'"),
+    (train_cost, ["--model", "resnet18"], "--model resnet18: adaptkit cannot adapt a timm.models.resnet.ResNet"),
     (train_cost, ["--rows", "nonsense"], "unknown rows ['nonsense']"),
+    (train_cost, ["--image-size", "0"], "argument --image-size: must be at least 1, got 0"),
+    (train_cost, ["--batch", "-1"], "argument --batch: must be at least 1, got -1"),
+    (train_cost, ["--inference-batch", "0"], "argument --inference-batch: must be at least 1, got 0"),
+    (train_cost, ["--frames", "two"], "argument --frames: expected a whole number, got 'two'"),
+    (train_cost, ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    (train_cost, ["--device", "bogus"], "--device 'bogus' is not a device"),
+    (train_cost, ["--bogus"], "unrecognized arguments: --bogus"),
 ])
 def test_bad_arguments_are_a_usage_error(module, argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
         module.main(argv)
     assert stop.value.code == 2
-    assert message in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1  # one line, no usage block
