@@ -240,6 +240,24 @@ def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]
             for key in sorted(set(old) | set(new)) if old.get(key) != new.get(key)]
 
 
+SETTINGS_FREE_ON_RESUME = {"train.resume", "train.overwrite", "train.stop_at_step", "train.device",
+                           "train.num_threads", "train.log_every", "train.keep_checkpoints", "data.num_workers",
+                           "eval.num_workers", "eval.batch_size", "eval.chunk_size"}
+"""Keys a resumed run may change without changing what it trains: how it runs, not what it computes."""
+
+
+def setting_differences(saved_yaml: str, config: RecipeConfig) -> list[str]:
+    """``key: checkpoint X, this config Y`` for the other keys (not ``model.*``, compared by
+    :func:`model_config_differences`, nor :data:`SETTINGS_FREE_ON_RESUME`) that differ."""
+    saved = _flatten(OmegaConf.to_container(OmegaConf.create(saved_yaml)), "")
+    # Through JSON: the structured config holds tuples where the YAML read back holds lists.
+    current = _flatten(json.loads(json.dumps(OmegaConf.to_container(OmegaConf.structured(config)))), "")
+    skip = {f".{key}" for key in SETTINGS_FREE_ON_RESUME | {"data.num_frames"}}
+    keys = sorted(key for key in set(saved) | set(current)
+                  if not key.startswith(".model.") and key not in skip and saved.get(key) != current.get(key))
+    return [f"{key[1:]}: checkpoint {saved.get(key)!r}, this config {current.get(key)!r}" for key in keys]
+
+
 # ----------------------------------------------------------------------------------------------- RNG state
 def rng_state() -> dict[str, Any]:
     """This process's torch / CUDA / numpy / Python RNG states as tensors and plain data (weights_only-safe)."""

@@ -12,6 +12,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recipes._files import atomic_write_text
+
 logger = logging.getLogger("recipes")
 
 
@@ -36,42 +38,59 @@ def setup_logging(is_main: bool) -> None:
     )
 
 
-def _truncate(path: Path, last_step: int, step_of: Callable[[str], int], header: bool = False) -> None:
-    """Keep the lines of a log whose step is at most ``last_step`` (and the header line)."""
+def _records(path: Path) -> list[dict[str, Any]]:
+    """The records of a ``metrics.jsonl``; a line that does not parse (the torn end a kill or a full disk leaves) is
+    dropped with a warning naming the file."""
+    records = []
     if not path.is_file():
-        return
-    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-    head, rows = (lines[:1], lines[1:]) if header else ([], lines)
-    path.write_text("".join(head + [row for row in rows if row.strip() and step_of(row) <= last_step]),
-                    encoding="utf-8")
+        return records
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            records.append({**record, "step": int(record["step"]), "kind": str(record["kind"])})
+        except (ValueError, KeyError, TypeError):
+            logger.warning("%s line %d is not a whole record (a write cut short?): dropped", path, number)
+    return records
+
+
+def _rewrite(path: Path, lines: list[str]) -> None:
+    atomic_write_text(path, "".join(lines))
 
 
 class MetricLogger:
-    """Append metric records to the run folder's logs.
+    """Append metric records to the run folder's logs: one row per (kind, step).
 
     Args:
         run_dir: the run folder.
         enabled: False makes every call a no-op (non-main ranks).
         resume_step: continue the existing logs from this step: records logged after it (by a run killed before
-            its next checkpoint) are dropped, since the resumed run logs those steps again. None starts afresh.
+            its next checkpoint) are dropped, since the resumed run logs those steps again; a record at this step
+            that the resumed run logs again (its final evaluation) replaces the old one. None starts afresh,
+            removing only this logger's own files (``metrics.jsonl`` and the CSV of each kind it records).
     """
 
     def __init__(self, run_dir: Path, enabled: bool = True, resume_step: int | None = None) -> None:
         self.run_dir, self.enabled = Path(run_dir), enabled
         self._csv: dict[str, tuple[Any, csv.DictWriter]] = {}
         self._tensorboard = None
+        self._at_resume: set[tuple[str, int]] = set()
         if not enabled:
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         jsonl = self.run_dir / "metrics.jsonl"
+        records = _records(jsonl)
         if resume_step is None:
+            for kind in {r["kind"] for r in records}:  # a user's own CSV files in the folder are not ours
+                (self.run_dir / f"{kind}.csv").unlink(missing_ok=True)
             jsonl.unlink(missing_ok=True)
-            for old in self.run_dir.glob("*.csv"):
-                old.unlink()
         else:
-            _truncate(jsonl, resume_step, lambda line: json.loads(line)["step"])
-            for table in self.run_dir.glob("*.csv"):
-                _truncate(table, resume_step, lambda line: int(line.split(",", 1)[0]), header=True)
+            kept = [r for r in records if r["step"] <= resume_step]
+            self._at_resume = {(r["kind"], r["step"]) for r in kept if r["step"] == resume_step}
+            _rewrite(jsonl, [json.dumps(r) + "\n" for r in kept])
+            for kind in {r["kind"] for r in records}:
+                self._keep_csv_rows(kind, lambda step: step <= resume_step)
         self._jsonl = open(jsonl, "a", encoding="utf-8")
         try:
             from torch.utils.tensorboard import SummaryWriter
@@ -81,10 +100,41 @@ class MetricLogger:
             purge = None if resume_step is None else resume_step + 1
             self._tensorboard = SummaryWriter(log_dir=str(self.run_dir / "tensorboard"), purge_step=purge)
 
+    def has(self, kind: str, step: int) -> bool:
+        """Whether the logs kept at resume hold a ``kind`` record at ``step`` (the resume step's records only)."""
+        return (kind, step) in self._at_resume
+
+    def _keep_csv_rows(self, kind: str, keep: Callable[[int], bool]) -> None:
+        path = self.run_dir / f"{kind}.csv"
+        if not path.is_file():
+            return
+        head, *rows = path.read_text(encoding="utf-8").splitlines(keepends=True) or [""]
+        kept = []
+        for row in rows:
+            try:
+                if row.strip() and keep(int(row.split(",", 1)[0])):
+                    kept.append(row)
+            except ValueError:
+                logger.warning("%s has a row that is not whole (a write cut short?): dropped", path)
+        _rewrite(path, [head, *kept])
+
+    def _replace_at_resume(self, kind: str, step: int) -> None:
+        """Drop the ``kind`` record at ``step`` that the resumed run is about to log again."""
+        self._at_resume.discard((kind, step))
+        self._jsonl.close()
+        jsonl = self.run_dir / "metrics.jsonl"
+        _rewrite(jsonl, [json.dumps(r) + "\n" for r in _records(jsonl) if (r["kind"], r["step"]) != (kind, step)])
+        self._jsonl = open(jsonl, "a", encoding="utf-8")
+        if kind in self._csv:
+            self._csv.pop(kind)[0].close()
+        self._keep_csv_rows(kind, lambda row_step: row_step != step)
+
     def log(self, kind: str, step: int, **values: Any) -> None:
         """Record ``values`` at optimizer step ``step`` under ``kind`` ("train", "eval", ...)."""
         if not self.enabled:
             return
+        if (kind, step) in self._at_resume:
+            self._replace_at_resume(kind, step)
         record = {"kind": kind, "step": step, "time": round(time.time(), 3), **values}
         self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()

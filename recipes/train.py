@@ -66,6 +66,7 @@ from recipes._checkpoint import (
     image_weights_in,
     list_checkpoints,
     model_config_differences,
+    setting_differences,
     newest_intact_checkpoint,
     remove_unfinished_checkpoints,
     rng_state,
@@ -230,14 +231,25 @@ class TrainRecipe:
         named in a warning), and refuses one made with another model config or another step arithmetic.
 
         Raises:
-            FileExistsError: a fresh start on a run folder that holds checkpoints, without ``train.overwrite``.
+            FileExistsError: a fresh start on a run folder that holds checkpoints, without ``train.overwrite``; an
+                output folder that is a file, or that holds files but no run.
             ValueError: the checkpoint's model config or step counts differ from this config (the keys are named).
             recipes._files.CorruptFileError: every checkpoint of the run is broken.
         """
         config, tc = self.config, self.config.train
         self.checkpoint: Path | None = None
         self.resume_state: dict[str, Any] | None = None
+        if self.run_dir.exists() and not self.run_dir.is_dir():
+            raise FileExistsError(f"train.output_dir {self.run_dir} is a file: a run needs a folder")
         if not tc.resume:
+            foreign = sorted(path.name for path in self.run_dir.glob("*")) if self.run_dir.is_dir() else []
+            if foreign and not any((self.run_dir / name).exists() for name in (CONFIG_FILE, "metrics.jsonl",
+                                                                                 "checkpoints")):
+                # Never write into (or clear) a folder of the user's: a dataset's train.csv would be overwritten.
+                raise FileExistsError(
+                    f"train.output_dir {self.run_dir} holds files that are not an adaptkit run ({', '.join(foreign[:3])}"
+                    f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder"
+                )
             existing = list_checkpoints(self.run_dir)
             if existing and not tc.overwrite:
                 raise FileExistsError(
@@ -251,10 +263,16 @@ class TrainRecipe:
                 log.warning("train.resume: no checkpoint in %s, starting from scratch", self.run_dir)
             return
         checkpoint, state = found
-        differences = model_config_differences((checkpoint / CONFIG_FILE).read_text(encoding="utf-8"), config)
+        saved_yaml = (checkpoint / CONFIG_FILE).read_text(encoding="utf-8")
+        differences = model_config_differences(saved_yaml, config)
         if differences:
             raise ValueError(f"cannot resume {checkpoint}: its model differs from this config's: "
                              + "; ".join(differences))
+        changed = setting_differences(saved_yaml, config)
+        if changed and self.world.is_main:  # allowed (other data or augmentation), but the run is then not one config
+            log.warning("resuming with settings that differ from the checkpoint's (%s); config.yaml records this "
+                        "config from now on, and the optimizer and lr schedule continue from the checkpoint",
+                        "; ".join(changed))
         expected = {"steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                     "global_batch_size": tc.global_batch_size}
         made_with = {key: state[key] for key in expected}
@@ -410,6 +428,8 @@ class TrainRecipe:
         # Log-window accumulators; `paused` (checkpointing, evaluation) is left out of the throughput and data share.
         window_loss, window_steps, window_start, paused, waited = 0.0, 0, time.perf_counter(), 0.0, 0.0
         epoch = self.step // self.steps_per_epoch
+        if self.evaluation_was_cut_short(epoch):
+            paused += self._timed(self.run_evaluation, self.step, epoch)
         while self.step < stop_at:
             done_in_epoch = self.step - epoch * self.steps_per_epoch
             self.sampler.set_epoch(epoch, skip=done_in_epoch * accumulation * batch_size)
@@ -454,6 +474,14 @@ class TrainRecipe:
                     paused += self._timed(self.run_evaluation, self.step, epoch + 1)
                 epoch += 1
         bar.close()
+
+    def evaluation_was_cut_short(self, epochs_done: int) -> bool:
+        """Whether the run resumes at an epoch end whose evaluation is due but not in the logs: the checkpoint is
+        written first, so a kill during that evaluation would otherwise lose it for good (the main rank decides)."""
+        every, step = self.config.eval.every_epochs, self.step
+        due = (self.checkpoint is not None and every and self.eval_set is not None and 0 < step < self.total_steps
+               and step % self.steps_per_epoch == 0 and epochs_done % every == 0)
+        return bool(due) and not all_gather_objects(self.world, self.metrics.has("eval", step))[0]
 
     def optimizer_step(self) -> None:
         """Clip (if configured), step the optimizer and the schedule, clear the gradients: one optimizer step."""

@@ -196,3 +196,96 @@ def test_a_run_recorded_with_a_relative_weights_path_still_resumes(tmp_path: Pat
     assert model_config_differences(moved, config) == [
         f"model.checkpoint: checkpoint {str(tmp_path / 'other' / 'weights.safetensors')!r}, this config "
         f"{str(tmp_path / 'weights.safetensors')!r}"]
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _eval_steps(run_dir: Path) -> tuple[list[int], list[int]]:
+    """Steps of the eval records in metrics.jsonl and in eval.csv."""
+    csv_steps = [int(line.split(",")[0]) for line in (run_dir / "eval.csv").read_text().splitlines()[1:]]
+    return [r["step"] for r in _records(run_dir) if r["kind"] == "eval"], csv_steps
+
+
+def test_an_evaluation_cut_short_by_a_kill_runs_again_on_resume(tmp_path: Path, synthetic_args) -> None:
+    """The epoch's checkpoint is written before its evaluation: a kill during that evaluation must not lose it."""
+    args = synthetic_args(tmp_path / "run", steps=6) + ["data.synthetic.train_videos=12", "train.checkpoint_every=0",
+                                                        "eval.every_epochs=1", "eval.at_end=false"]
+    straight = tmp_path / "straight"
+    train.main(synthetic_args(straight, steps=6) + args[len(synthetic_args(straight, steps=6)):])
+    run_dir = tmp_path / "run"
+    train.main(args + ["train.stop_at_step=3"])
+    assert _eval_steps(run_dir) == ([3], [3])
+    jsonl = run_dir / "metrics.jsonl"  # as a kill during that evaluation leaves the logs: no eval row yet
+    jsonl.write_text("".join(line + "\n" for line in jsonl.read_text().splitlines() if '"eval"' not in line))
+    (run_dir / "eval.csv").unlink()
+    train.main(args + ["--resume"])
+    assert _eval_steps(run_dir) == _eval_steps(straight) == ([3], [3])
+    train.main(args + ["--resume"])  # resumed again at the end: nothing to redo, nothing logged twice
+    assert _eval_steps(run_dir) == ([3], [3])
+
+
+def test_resuming_a_finished_run_logs_its_final_evaluation_once(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    args = resume_args(synthetic_args, run_dir)[:-1] + ["eval.at_end=true"]  # resume_args turns it off: on here
+    train.main(args)
+    before, train_steps = _eval_steps(run_dir), [r["step"] for r in _records(run_dir) if r["kind"] == "train"]
+    assert before == ([6], [6]) and train_steps == [1, 2, 3, 4, 5, 6]
+    for _ in range(2):
+        train.main(args + ["--resume"])
+    assert _eval_steps(run_dir) == before
+    assert [r["step"] for r in _records(run_dir) if r["kind"] == "train"] == train_steps
+
+
+def test_a_torn_last_log_line_is_dropped_and_the_run_resumes(tmp_path: Path, synthetic_args,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    train.main(resume_args(synthetic_args, run_dir) + ["train.stop_at_step=4"])
+    with open(run_dir / "metrics.jsonl", "a") as log:
+        log.write('{"kind": "train", "st')  # what a kill or a full disk leaves mid-write
+    with open(run_dir / "train.csv", "a") as table:
+        table.write("5,0.3")
+    summary = train.main(resume_args(synthetic_args, run_dir) + ["--resume"])
+    assert summary["step"] == 6
+    assert f"{run_dir / 'metrics.jsonl'} line" in capsys.readouterr().err
+    assert all(isinstance(r["step"], int) for r in _records(run_dir))
+    assert [int(line.split(",")[0]) for line in (run_dir / "train.csv").read_text().splitlines()[1:]] == \
+        [r["step"] for r in _records(run_dir) if r["kind"] == "train"]
+
+
+def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path: Path, synthetic_args) -> None:
+    dataset = tmp_path / "kinetics"
+    dataset.mkdir()
+    (dataset / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n")
+    for overwrite in ("false", "true"):
+        with pytest.raises(FileExistsError, match=r"holds files that are not an adaptkit run \(train.csv\)"):
+            train.main(synthetic_args(dataset) + [f"train.overwrite={overwrite}"])
+    assert [p.name for p in dataset.iterdir()] == ["train.csv"]
+    assert (dataset / "train.csv").read_text() == "label,youtube_id,time_start,time_end,split\n"
+    a_file = tmp_path / "a_file"
+    a_file.write_text("x")
+    with pytest.raises(FileExistsError, match="is a file: a run needs a folder"):
+        train.main(synthetic_args(a_file))
+
+
+def test_starting_a_run_again_removes_only_its_own_logs(tmp_path: Path, synthetic_args) -> None:
+    run_dir = tmp_path / "run"
+    train.main(synthetic_args(run_dir))
+    (run_dir / "notes.csv").write_text("my,own\n")
+    train.main(synthetic_args(run_dir) + ["train.overwrite=true"])
+    assert (run_dir / "notes.csv").read_text() == "my,own\n"
+    assert {r["kind"] for r in _records(run_dir)} == {"train", "eval"} and (run_dir / "train.csv").is_file()
+
+
+def test_resuming_with_other_settings_names_them(tmp_path: Path, synthetic_args,
+                                                 capsys: pytest.CaptureFixture) -> None:
+    run_dir = tmp_path / "run"
+    train.main(resume_args(synthetic_args, run_dir) + ["train.stop_at_step=2"])
+    capsys.readouterr()
+    train.main(resume_args(synthetic_args, run_dir) + ["--resume", "optim.lr=0.5", "train.seed=7",
+                                                       "data.num_workers=1"])
+    warning = next(line for line in capsys.readouterr().err.splitlines() if "resuming with settings" in line)
+    assert "optim.lr: checkpoint 0.003, this config 0.5" in warning and "train.seed: checkpoint 0, this config 7" \
+        in warning
+    assert "num_workers" not in warning and "resume" not in warning.split("(")[1].split(")")[0]
