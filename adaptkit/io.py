@@ -7,10 +7,11 @@ The temporary file (mode 0600 from ``mkstemp``) gets the mode a plain ``open()``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 
@@ -49,14 +50,20 @@ def atomic_directory(path: str | Path, build: Callable[[Path], None]) -> None:
     """Call ``build(tmp_dir)`` on a new folder beside ``path``, then rename it to ``path``.
 
     If another process created ``path`` meanwhile (it too appears only complete), its copy is kept and this one is
-    dropped. The folder gets the mode ``mkdir`` would give it under the current umask.
+    dropped. The folder gets the mode ``mkdir`` would give it under the current umask. Staging folders that a killed
+    process left behind (no cleanup runs after SIGKILL) are removed first: each staging folder's builder holds a lock
+    on ``<staging>.lock`` while it builds, so one whose lock is free is abandoned.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}-", dir=path.parent))
+    _remove_abandoned_staging(path)
+    fd, lock = tempfile.mkstemp(prefix=f".{path.name}-", suffix=".lock", dir=path.parent)
+    staging = Path(lock[: -len(".lock")])
     try:
+        _lock(fd)  # before the folder exists, so no cleanup ever sees it unlocked
+        staging.mkdir()
         build(staging)
-        os.chmod(staging, 0o777 & ~_umask())  # what mkdir gives; mkdtemp's is 0700
+        os.chmod(staging, 0o777 & ~_umask())  # what mkdir gives
         try:
             staging.rename(path)
         except OSError:  # another process finished first
@@ -64,3 +71,50 @@ def atomic_directory(path: str | Path, build: Callable[[Path], None]) -> None:
                 raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        Path(lock).unlink(missing_ok=True)
+        os.close(fd)
+
+
+def _lock(fd: int, wait: bool = True) -> bool:
+    """An exclusive ``flock`` on ``fd``; without ``wait``, False if another process holds it. True where there is no
+    ``fcntl`` (Windows): there, abandoned staging folders are not detected."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _remove_abandoned_staging(path: Path) -> None:
+    """Remove the staging folders of ``path`` whose builder is gone (their lock file is free)."""
+    for lock in path.parent.glob(f".{path.name}-*.lock"):
+        try:
+            fd = os.open(lock, os.O_RDWR)
+        except OSError:
+            continue  # removed meanwhile by its builder
+        try:
+            if _lock(fd, wait=False):
+                shutil.rmtree(lock.with_suffix(""), ignore_errors=True)
+                lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: str | Path, busy: str) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block.
+
+    Raises:
+        BlockingIOError: another process holds it; the message is ``busy``.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, file_mode())
+    try:
+        if not _lock(fd, wait=False):
+            raise BlockingIOError(busy)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock

@@ -41,3 +41,17 @@ def test_a_copy_finished_first_by_another_process_is_kept(tmp_path: Path) -> Non
     atomic_directory(tmp_path / "out", build)
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["theirs.txt"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_staging_left_by_a_killed_build_is_removed_and_a_live_one_kept(tmp_path: Path) -> None:
+    from adaptkit.io import exclusive_lock
+
+    for name in ("dead", "live"):  # what a build leaves while it runs: its folder and its lock file
+        (tmp_path / f".out-{name}").mkdir()
+        (tmp_path / f".out-{name}" / "half.mp4").write_bytes(b"half")
+        (tmp_path / f".out-{name}.lock").touch()
+    with exclusive_lock(tmp_path / ".out-live.lock", "the live build holds its lock"):
+        atomic_directory(tmp_path / "out", lambda d: (d / "x.txt").write_text("1"))
+        assert sorted(p.name for p in tmp_path.iterdir()) == [".out-live", ".out-live.lock", "out"]
+    atomic_directory(tmp_path / "other", lambda d: None)  # another name's staging is not touched
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".out-live", ".out-live.lock", "other", "out"]

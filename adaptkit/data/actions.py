@@ -27,7 +27,7 @@ import json
 import math
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -211,13 +211,20 @@ def write_action_videos(folder: str | os.PathLike[str], split: str, num_videos: 
     pairs = range(num_videos // 2)
     if workers > 0:
         # spawn, not fork: a child forked from a process whose OpenMP threads are running can deadlock in torch.
-        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            chunks = list(pool.map(write_pair, pairs, chunksize=16))
+        with multiprocessing.get_context("spawn").Pool(workers, initializer=_quiet_on_interrupt) as pool:
+            chunks = pool.map(write_pair, pairs, chunksize=16)  # leaving the block (Ctrl-C too) terminates the workers
     else:
         chunks = [write_pair(pair) for pair in pairs]
     list_file = folder / f"{split}.txt"
     list_file.write_text("".join(line for chunk in chunks for line in chunk), encoding="utf-8")
     return list_file
+
+
+def _quiet_on_interrupt() -> None:
+    """A worker's initializer: Ctrl-C reaches the whole process group; a worker then ends at once and silently, and
+    the parent alone reports it (one line) instead of every worker printing a KeyboardInterrupt traceback. What the
+    worker was writing is in the staging folder, which is discarded."""
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
 
 @dataclass(frozen=True)

@@ -31,6 +31,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from adaptkit.io import exclusive_lock
+
 from .decode import decode_frames
 from .probe import VideoDecodeError, probe_video
 from .records import Annotations, VideoRecord
@@ -40,6 +42,7 @@ __all__ = ["FrameCache", "build_frame_cache"]
 logger = logging.getLogger(__name__)
 
 _INDEX = "index.json"
+_LOCK = ".lock"  # held by the one process building the cache
 _VERSION = 2
 _READABLE_VERSIONS = (1, 2)  # 1: no file size and mtime per video, no kind per skipped video
 
@@ -268,15 +271,25 @@ def build_frame_cache(
 
     Raises:
         ValueError: bad sizes; with ``update``, a cache of another ``short_side`` or a version-1 cache.
+        BlockingIOError: another process is building a cache in ``folder`` (one build at a time per folder).
     """
-    from tqdm import tqdm
-
     if short_side < 1 or chunk_bytes < 1 or window < 1 or workers < 0:
         raise ValueError("short_side, chunk_bytes and window must be >= 1, workers >= 0")
     items = videos.records if isinstance(videos, Annotations) else videos
     paths = list(dict.fromkeys(_key(v.path if isinstance(v, VideoRecord) else v) for v in items))
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    # Two builds in one folder would delete or overwrite each other's chunks, and the index would then point at the
+    # wrong frames without any error: one build at a time.
+    with exclusive_lock(folder / _LOCK, f"the frame cache {folder} is being built by another process (it holds "
+                                        f"{folder / _LOCK}); wait for it to finish, or use another folder"):
+        return _build(folder, paths, backend, short_side, chunk_bytes, update, window, workers, progress)
+
+
+def _build(folder: Path, paths: list[str], backend: str | None, short_side: int, chunk_bytes: int, update: bool,
+           window: int, workers: int, progress: bool) -> FrameCache:
+    from tqdm import tqdm
+
     entries: dict[str, list[int]] = {}
     skipped: list[list[str]] = []
     chunk = 0

@@ -232,3 +232,18 @@ def test_a_damaged_cache_is_named_rather_than_failing_deep_inside(own_videos, tm
     (tmp_path / "cache" / "index.json").write_text("{videos: ")
     with pytest.raises(ValueError, match="index.json is not a readable frame cache index"):
         FrameCache(tmp_path / "cache")
+
+
+def test_one_build_at_a_time_per_folder(own_videos, tmp_path):
+    """Two builds in one folder would delete each other's chunks and index the wrong frames: the second is refused."""
+    from adaptkit.io import exclusive_lock
+
+    folder = tmp_path / "cache"
+    build_frame_cache(own_videos[:2], folder, short_side=32)
+    before = (folder / "index.json").read_text()
+    with exclusive_lock(folder / ".lock", "held by the test, as by a build in another process"):
+        for update in (False, True):
+            with pytest.raises(BlockingIOError, match=f"the frame cache {folder} is being built by another process"):
+                build_frame_cache(own_videos, folder, short_side=32, update=update)
+    assert (folder / "index.json").read_text() == before
+    assert len(build_frame_cache(own_videos[:3], folder, short_side=32, update=True)) == 3  # free again
