@@ -19,8 +19,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -176,8 +178,20 @@ def remove_unfinished_checkpoints(run_dir: Path) -> list[Path]:
 
 
 def load_state(checkpoint: Path) -> dict[str, Any]:
-    """The training state of a checkpoint; ``weights_only=True`` refuses anything but tensors and plain data."""
-    return torch.load(Path(checkpoint) / STATE_FILE, map_location="cpu", weights_only=True)
+    """The training state of a checkpoint; ``weights_only=True`` refuses anything but tensors and plain data.
+
+    Raises:
+        CorruptFileError: the file holds something else (e.g. pickled code), in one line naming the file; torch's
+            own message would advise loading it with ``weights_only=False``, which runs that code.
+    """
+    path = Path(checkpoint) / STATE_FILE
+    try:
+        with warnings.catch_warnings():  # torch's multi-line note on a foreign pickle protocol: the error says it
+            warnings.simplefilter("ignore", UserWarning)
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise CorruptFileError(f"{path} is not a training state of tensors and plain data (it holds objects torch "
+                               "does not load safely); it was not loaded, as loading it could run code") from None
 
 
 def load_checkpoint(checkpoint: Path) -> dict[str, Any]:

@@ -333,8 +333,8 @@ class TrainRecipe:
         barrier(world)  # every rank has looked before the main one writes anything
         if world.is_main:
             if self.checkpoint is None and config.train.overwrite:
-                replaced = [name for name in ("checkpoints", "final", "train_summary.json", "eval_result.json")
-                            if (self.run_dir / name).exists()]
+                replaced = [name for name in ("checkpoints", "final", "train_summary.json", "eval_result.json",
+                                              "controls") if (self.run_dir / name).exists()]
                 for name in replaced:  # the previous run's results too, which would otherwise pass for this run's
                     path = self.run_dir / name
                     if path.is_dir():
@@ -512,7 +512,7 @@ class TrainRecipe:
     def finish(self) -> dict[str, Any]:
         """Save ``final/``, evaluate it and write ``train_summary.json``; returns the summary."""
         config, world = self.config, self.world
-        summary: dict[str, Any] = {"run_dir": str(self.run_dir), "step": self.step, "total_steps": self.total_steps,
+        summary: dict[str, Any] = {"run_dir": str(self.run_dir.resolve()), "step": self.step, "total_steps": self.total_steps,
                                    "world_size": world.world_size, "weights": self.weights,
                                    "image_weights": None if self.image_weights is None else str(self.image_weights),
                                    **self.wall_times()}

@@ -269,12 +269,16 @@ def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path: Path, synthe
         train.main(synthetic_args(a_file))
 
 
-def test_starting_a_run_again_removes_only_its_own_logs(tmp_path: Path, synthetic_args) -> None:
+def test_starting_a_run_again_removes_only_its_own_logs(tmp_path: Path, synthetic_args,
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
     run_dir = tmp_path / "run"
-    train.main(synthetic_args(run_dir))
+    summary = train.main(synthetic_args(Path("run")))  # a relative output folder
+    assert summary["run_dir"] == str(run_dir)  # recorded absolute
     (run_dir / "notes.csv").write_text("my,own\n")
+    (run_dir / "controls" / "linear-probe" / "final").mkdir(parents=True)  # the last run's control, not this one's
     train.main(synthetic_args(run_dir) + ["train.overwrite=true"])
-    assert (run_dir / "notes.csv").read_text() == "my,own\n"
+    assert (run_dir / "notes.csv").read_text() == "my,own\n" and not (run_dir / "controls").exists()
     assert {r["kind"] for r in _records(run_dir)} == {"train", "eval"} and (run_dir / "train.csv").is_file()
 
 
@@ -289,3 +293,30 @@ def test_resuming_with_other_settings_names_them(tmp_path: Path, synthetic_args,
     assert "optim.lr: checkpoint 0.003, this config 0.5" in warning and "train.seed: checkpoint 0, this config 7" \
         in warning
     assert "num_workers" not in warning and "resume" not in warning.split("(")[1].split(")")[0]
+
+
+class _RunsCode:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):  # what a malicious training_state.pt would do when unpickled
+        return (Path.touch, (self.marker,))
+
+
+def test_a_training_state_that_would_run_code_is_refused_in_one_line(tmp_path: Path, synthetic_args) -> None:
+    import pickle
+
+    from recipes._files import write_digests
+
+    run_dir = tmp_path / "run"
+    train.main(resume_args(synthetic_args, run_dir) + ["train.stop_at_step=2"])
+    (checkpoint,) = list_checkpoints(run_dir)
+    marker = tmp_path / "code_ran"
+    (checkpoint / "training_state.pt").write_bytes(pickle.dumps(_RunsCode(marker)))
+    write_digests(checkpoint)  # even with its digest matching
+    with pytest.raises(CorruptFileError) as error:
+        train.main(resume_args(synthetic_args, run_dir) + ["--resume"])
+    message = str(error.value)
+    assert "training_state.pt is not a training state of tensors and plain data" in message
+    assert "weights_only=False" not in message and "\n" not in message and len(message) < 600
+    assert not marker.exists()
