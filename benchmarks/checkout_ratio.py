@@ -19,7 +19,7 @@ import sys
 from pathlib import Path
 
 from benchmarks._cli import ArgumentParser
-from benchmarks._results import write_json
+from benchmarks._results import describe_device, write_json
 
 ROWS = {"aim": {}, "aim temporal=False": {"temporal": False}}
 
@@ -91,7 +91,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"{root} ({commit}): aim {medians['aim']:.3f} s, aim temporal=False "
               f"{medians['aim temporal=False']:.3f} s, ratio {ratio:.3f}")
     if args.out:
-        write_json(result, args.out)
+        cpu = describe_device("cpu").split(",")[0]
+        write_json({"environment": {"device": f"{cpu}, one thread per worker"}, **result}, args.out)
     return result
 
 

@@ -161,6 +161,8 @@ def markdown(report: dict[str, Any]) -> str:
             cells.append(cell(row["top5_mean"], row["top5_std"]))
         cells += [cell(row["reversal_mean"], row["reversal_std"]), f"{row['train_seconds']:.0f}"]
         lines.append("| " + " | ".join(cells) + " |")
+    if not report["data_efficiency"]:  # none of the rows is one of Figure 3's strategies
+        return "\n".join(lines) + "\n"
     lines += ["", "Data efficiency (Figure 3), top-1 (%), the same epochs on a share of the training videos:", "",
               "| Strategy | " + " | ".join(f"{100 * f:g}%" for f in report["fractions"]) + " |",
               "|---|" + "---|" * len(report["fractions"])]
