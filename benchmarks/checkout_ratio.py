@@ -5,7 +5,8 @@
 
 One worker process per checkout imports that checkout's adaptkit (its folder first on sys.path),
 builds ``aim`` and ``aim temporal=False`` (ViT-B/16 CLIP architecture, random weights, 112x112, 8
-frames, batch 1, one thread) and times one forward + backward + AdamW step on request. The parent
+frames, batch 1, one thread), counts the FLOPs of one forward + backward (``FlopCounterMode``) and
+times one forward + backward + AdamW step on request. The parent
 asks the workers in turn, row after row, so that load on a shared machine hits every measurement
 alike, and reports per checkout the median ratio aim / aim temporal=False.
 """
@@ -41,6 +42,14 @@ for label, options in rows.items():
     optimizers[label] = torch.optim.AdamW([p for p in vm.parameters() if p.requires_grad], lr=1e-4)
 video = torch.randn(1, 3, frames, size, size)
 labels = torch.zeros(1, dtype=torch.long)
+from torch.utils.flop_counter import FlopCounterMode
+flops = {}
+for label, vm in models.items():  # one counted forward + backward per row (FLOPs of the step, recomputation included)
+    with FlopCounterMode(display=False) as counter:
+        torch.nn.functional.cross_entropy(vm(video), labels).backward()
+    flops[label] = counter.get_total_flops()
+    optimizers[label].zero_grad(set_to_none=True)
+print(json.dumps(flops), flush=True)
 print("ready", flush=True)
 for line in sys.stdin:
     label = line.strip()
@@ -66,7 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
         workers[root] = subprocess.Popen([sys.executable, "-c", WORKER, root, str(args.image_size), json.dumps(ROWS),
                                           "1" if args.flush_denormal else "0"],
                                          stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, cwd=root)
-        assert workers[root].stdout.readline().strip() == "ready"
+    flops = {root: json.loads(worker.stdout.readline()) for root, worker in workers.items()}
+    for worker in workers.values():
+        assert worker.stdout.readline().strip() == "ready"
     times: dict[str, dict[str, list[float]]] = {root: {label: [] for label in ROWS} for root in workers}
     for round_index in range(args.repeats + 1):
         for label in ROWS:
@@ -86,10 +97,12 @@ def main(argv: list[str] | None = None) -> dict:
         commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"], capture_output=True,
                                 text=True).stdout.strip()
         ratio = medians["aim"] / medians["aim temporal=False"]
+        flop_ratio = flops[root]["aim"] / flops[root]["aim temporal=False"]
         result["checkouts"][root] = {"commit": commit, "median_s": {k: round(v, 3) for k, v in medians.items()},
-                                     "aim_vs_temporal_false": round(ratio, 3)}
+                                     "aim_vs_temporal_false": round(ratio, 3), "flops_per_step": flops[root],
+                                     "flop_ratio": round(flop_ratio, 3)}
         print(f"{root} ({commit}): aim {medians['aim']:.3f} s, aim temporal=False "
-              f"{medians['aim temporal=False']:.3f} s, ratio {ratio:.3f}")
+              f"{medians['aim temporal=False']:.3f} s, ratio {ratio:.3f} (FLOP ratio {flop_ratio:.3f})")
     if args.out:
         cpu = describe_device("cpu").split(",")[0]
         write_json({"environment": {"device": f"{cpu}, one thread per worker"}, **result}, args.out)

@@ -9,8 +9,10 @@ each YAML file in ``recipes/configs/`` spells out everything that differs.
 from __future__ import annotations
 
 import difflib
+import importlib
 import math
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,7 +54,7 @@ class ModelConfig:
     checkpoint: str | None = None  # local image-model weights (.safetensors / .pt / .pth), loaded weights_only
     allow_random_init: bool = False  # permit a frozen RANDOM backbone (only sensible for demos and tests)
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments of timm / open_clip create_model
-    strategy: str = "aim"  # adaptkit strategy: aim, linear-probe, space-only, timesformer, lora
+    strategy: str = "aim"  # a name from adaptkit.list_strategies() (yours too, through `imports`)
     # Strategy options. Command-line overrides merge into this dict; an option set to null is dropped (back to the
     # strategy's default), e.g. model.strategy=linear-probe model.options.temporal_in=null when switching strategy.
     options: dict[str, Any] = field(default_factory=lambda: {"drop_path": 0.2})
@@ -175,6 +177,9 @@ class ControlConfig:
 @dataclass
 class RecipeConfig:
     name: str = "run"  # run name; the run folder is runs/<name> unless train.output_dir says otherwise
+    # Python modules imported before the config is checked: a strategy or backbone family of your own registers there
+    # (installed, or a .py file in the folder the command runs in). Runs record it, so evaluate / predict import it too.
+    imports: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
@@ -264,7 +269,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """
     path = resolve_config(path)
     config = OmegaConf.structured(RecipeConfig)
-    config = _merge(config, OmegaConf.load(path), str(path))
+    loaded = OmegaConf.load(path)
+    config = _merge(config, loaded, str(path))
+    for key in _empty_mappings(OmegaConf.to_container(loaded)):  # as for overrides: `options: {}` means empty,
+        OmegaConf.update(config, key, {}, merge=False)  # not "keep the schema's default options"
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -287,13 +295,26 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     return to_config(config)
 
 
+def _empty_mappings(tree: Any, prefix: str = "") -> list[str]:
+    """Dotted keys whose value is ``{}`` in a loaded YAML tree (lists are not entered)."""
+    if not isinstance(tree, dict):
+        return []
+    keys = []
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            keys += [dotted] if not value else _empty_mappings(value, f"{dotted}.")
+    return keys
+
+
 def to_config(config: DictConfig) -> RecipeConfig:
-    """Convert a merged DictConfig to the dataclasses and validate it."""
+    """Convert a merged DictConfig to the dataclasses, import its ``imports`` and validate it."""
     try:
         recipe = OmegaConf.to_object(config)
     except ValueError as error:  # a dataclass's own __post_init__ check, e.g. AugmentConfig's
         raise ConfigError(f"invalid data.augment: {error}") from None
     assert isinstance(recipe, RecipeConfig)
+    import_plugins(recipe.imports)
     validate(recipe)
     absolute_paths(recipe)
     return recipe
@@ -339,6 +360,23 @@ def _require(condition: bool, key: str, message: str) -> None:
 
 def _one_of(value: Any, key: str, choices: list[Any]) -> None:
     _require(value in choices, key, f"{value!r} is not one of {choices}")
+
+
+def import_plugins(modules: list[str]) -> None:
+    """Import each module (registering the strategies and families it defines), as ``python -m`` would find it: the
+    folder the command runs in comes first, as it does not for an installed console script.
+
+    Raises:
+        ConfigError: a module that cannot be imported, naming it and why.
+    """
+    if modules and os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    for module in modules:
+        try:
+            importlib.import_module(module)
+        except Exception as error:  # noqa: BLE001 - any failure of the user's module is this config's error
+            raise ConfigError(f"imports: cannot import {module!r} ({type(error).__name__}: {error}); it must be "
+                              "installed or be a .py file in the folder the command runs in") from None
 
 
 def validate(config: RecipeConfig) -> None:

@@ -6,6 +6,7 @@ talk to blocks only through these methods, so adding a family is one file plus o
 
 from __future__ import annotations
 
+import inspect
 import operator
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
@@ -451,9 +452,28 @@ _FAMILIES: list[type[BackboneFamily]] = []
 
 
 def register_backbone(cls: type[BackboneFamily]) -> type[BackboneFamily]:
-    """Class decorator adding a family to the registry (checked in registration order)."""
+    """Class decorator adding a family to the registry; usable from your own module.
+
+    :func:`find_family` asks the families newest first, so a family registered after the built-in ones (yours)
+    takes precedence for the models its ``matches`` accepts. The class must subclass :class:`BackboneFamily`,
+    implement every abstract member, and set ``name`` (a str) and ``description``.
+
+    Raises:
+        TypeError: a class that is not such a subclass, leaves members abstract, or lacks ``name`` / ``description``.
+        ValueError: ``name`` is already registered.
+    """
+    problems = []
+    if not (isinstance(cls, type) and issubclass(cls, BackboneFamily)):
+        problems.append("it does not subclass adaptkit.BackboneFamily")
+    elif inspect.isabstract(cls):
+        problems.append(f"it leaves {sorted(cls.__abstractmethods__)} abstract")
+    for attribute in ("name", "description"):
+        if not isinstance(getattr(cls, attribute, None), str) or not getattr(cls, attribute):
+            problems.append(f"its {attribute} is not a non-empty str")
+    if problems:
+        raise TypeError(f"cannot register backbone family {getattr(cls, '__name__', cls)!r}: {'; '.join(problems)}")
     if any(f.name == cls.name for f in _FAMILIES):
-        raise ValueError(f"backbone family {cls.name!r} is already registered")
+        raise ValueError(f"backbone family {cls.name!r} is already registered; choose another name")
     _FAMILIES.append(cls)
     return cls
 
@@ -470,7 +490,7 @@ def find_family(image_model: nn.Module) -> BackboneFamily:
         TypeError: if no registered family supports the model; the message names them, and how to
             unwrap a compiled, data-parallel or PEFT model.
     """
-    for family in _FAMILIES:
+    for family in reversed(_FAMILIES):  # newest first: a user's family overrides a built-in one it overlaps
         if family.matches(image_model):
             return family(image_model)
     raise TypeError(

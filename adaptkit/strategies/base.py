@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -148,10 +149,36 @@ _STRATEGIES: dict[str, type[StrategyConfig]] = {}
 
 
 def register_strategy(cls: type[StrategyConfig]) -> type[StrategyConfig]:
-    """Class decorator adding a strategy config to the registry under ``cls.name``."""
-    if cls.name in _STRATEGIES:
-        raise ValueError(f"strategy {cls.name!r} is already registered")
-    _STRATEGIES[cls.name] = cls
+    """Class decorator adding a strategy to the registry under ``cls.name``; usable from your own module.
+
+    The class must subclass :class:`StrategyConfig`, be a ``@dataclasses.dataclass`` (its fields are the options
+    ``inject`` accepts; put ``@register_strategy`` above ``@dataclass``), set ``name`` (a str), and implement
+    ``apply``. Check option values in ``validate()`` (``check_range`` / ``check_bool`` from
+    ``adaptkit.strategies``). A process that loads a checkpoint of it must have imported the module first
+    (the recipes: list it in the config's ``imports``).
+
+    Raises:
+        TypeError: a class that is not such a dataclass subclass, leaves ``apply`` abstract, or whose ``name`` is
+            not a non-empty str.
+        ValueError: ``name`` is already registered (built-in names included).
+    """
+    name = getattr(cls, "name", None)
+    problems = []
+    if not (isinstance(cls, type) and issubclass(cls, StrategyConfig)):
+        problems.append("it does not subclass adaptkit.StrategyConfig")
+    elif not dataclasses.is_dataclass(cls) or "__dataclass_fields__" not in cls.__dict__:
+        problems.append("it is not itself a @dataclasses.dataclass (write @register_strategy above @dataclass), so its "
+                        "fields would not be options")
+    elif inspect.isabstract(cls):
+        problems.append(f"it leaves {sorted(cls.__abstractmethods__)} abstract")
+    if not isinstance(name, str) or not name:
+        problems.append(f"its name is {name!r}, not a non-empty str")
+    if problems:
+        raise TypeError(f"cannot register strategy {getattr(cls, '__name__', cls)!r}: {'; '.join(problems)}")
+    if name in _STRATEGIES:
+        raise ValueError(f"strategy {name!r} is already registered (by {_STRATEGIES[name].__module__}); "
+                         "choose another name")
+    _STRATEGIES[name] = cls
     return cls
 
 
@@ -168,7 +195,8 @@ def make_strategy(name: str, options: dict[str, Any]) -> StrategyConfig:
         TypeError: unknown option (the message lists the valid ones).
     """
     if name not in _STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; registered strategies: {', '.join(_STRATEGIES)}")
+        raise ValueError(f"unknown strategy {name!r}; registered strategies: {', '.join(_STRATEGIES)} (a strategy of "
+                         "your own is registered when the module defining it is imported)")
     cls = _STRATEGIES[name]
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(valid))

@@ -512,3 +512,53 @@ def test_evaluate_refuses_data_whose_classes_the_head_does_not_have(plain_folder
     assert status == 2 and "Traceback" not in err
     assert f"the evaluation data has 6 classes but {folder}'s head has 4: evaluate it on data with the classes it " \
         "was trained on" in err.strip().splitlines()[-1]
+
+
+PLUGIN = '''
+import dataclasses
+
+import torch
+from torch import nn
+
+import adaptkit
+from adaptkit.strategies import StrategyContext, check_range
+
+
+@adaptkit.register_strategy
+@dataclasses.dataclass
+class NormBiasConfig(adaptkit.StrategyConfig):
+    """A user's strategy: train the final norm (a copy) and the head."""
+
+    name = "test-plugin-norm"
+    scale: float = 1.0
+
+    def validate(self) -> None:
+        check_range(self, "scale", 0.0, 10.0)
+
+    def apply(self, context: StrategyContext) -> None:
+        for path in context.family.final_norm_paths():
+            context.train_copy_of(path)
+'''
+
+
+def test_a_strategy_of_your_own_runs_through_the_recipes_by_its_module(tmp_path: Path, monkeypatch, capsys) -> None:
+    """`imports` names the user's module: train finds the strategy, and evaluate (a new config load) imports it too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))  # undone after the test (the config adds the folder if missing)
+    (tmp_path / "my_plugin_strategy.py").write_text(PLUGIN)
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", "synthetic_motion", *TINY_MODEL, f"train.output_dir={run_dir}", "train.max_steps=2",
+            "train.global_batch_size=4", "data.batch_size=4", "data.synthetic.train_videos=8",
+            "data.synthetic.val_videos=4", "data.num_frames=2", "eval.batch_size=4",
+            "model.strategy=test-plugin-norm", "model.options={}"]
+    if "test-plugin-norm" not in adaptkit.list_strategies():  # (not yet imported by an earlier test in this process)
+        assert cli.main(args) == 2
+        assert "'test-plugin-norm' is not one of" in capsys.readouterr().err
+    assert cli.main(args + ["imports=[my_plugin_strategy]"]) == 0
+    saved = json.loads((run_dir / "final" / "adapter_config.json").read_text())
+    assert saved["strategy"] == "test-plugin-norm" and "imports:\n- my_plugin_strategy" in (run_dir / "config.yaml").read_text()
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--checkpoint", str(run_dir / "final"), "--output", str(tmp_path / "e.json")]) == 0
+    assert json.loads((tmp_path / "e.json").read_text())["top1"] is not None
+    assert cli.main(args + ["imports=[no_such_module_here]"]) == 2
+    assert "imports: cannot import 'no_such_module_here' (ModuleNotFoundError" in capsys.readouterr().err

@@ -221,3 +221,14 @@ def test_a_global_batch_that_does_not_split_says_what_to_set(global_batch: int, 
     if fix.startswith("set"):
         size = int(fix.rpartition("=")[2])
         assert global_batch % (size * processes) == 0 and size <= batch
+
+
+def test_an_empty_mapping_in_a_config_file_is_empty_not_the_schemas_default(tmp_path) -> None:
+    """A run of a strategy without options records `options: {}`; reading it back must not bring back drop_path."""
+    from recipes._config import load_config
+
+    path = tmp_path / "c.yaml"
+    path.write_text("model:\n  strategy: linear-probe\n  options: {}\n  kwargs: {}\n")
+    config = load_config(path)
+    assert config.model.options == {} and config.model.kwargs == {}
+    assert load_config(path, ["model.options={head_dropout: 0.5}"]).model.options == {"head_dropout": 0.5}
