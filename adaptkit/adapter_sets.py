@@ -55,8 +55,9 @@ def check_shareable(video_model: VideoModel) -> None:
     if changed:
         raise TypeError(
             f"strategy {strategy.name!r} changes the backbone itself (its weights train, it is merged, or it rewires "
-            f"modules inside the blocks), so it cannot share one frozen backbone with other adapter sets; strategies "
-            f"that can: aim, st-adapter, zero-i2v (unmerged), linear-probe"
+            f"modules inside the blocks), so it cannot share one frozen backbone with other adapter sets. A strategy "
+            f"can when its apply() returns None and trains no backbone weight (built in: aim, st-adapter, zero-i2v "
+            f"unmerged, linear-probe)"
         )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import operator
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -72,6 +73,7 @@ class VideoModel(nn.Module):
         self.backbone = family.model
         self.architecture = family.identity()  # before surgery: what checkpoints record and loaders compare
         self.in_channels = _patch_embed_channels(self.backbone)
+        self_checks.check_family_hooks(family, self.in_channels)  # still before any surgery
         self._grad_checkpointing = False
         self.merged = False
         self.active_adapter = "default"
@@ -145,6 +147,9 @@ class VideoModel(nn.Module):
         x = self.family.pre_blocks(x)
         x = self._run_blocks(x, spatial, num_frames)
         pooled = self.family.pool(x)  # (B*T, D)
+        if pooled.shape != (x.shape[0], self.family.embed_dim):  # a family of one's own that does not pool
+            raise TypeError(f"backbone family {self.family.name!r}: pool() returned shape {tuple(pooled.shape)}, "
+                            f"expected (B*T, embed_dim) = {(x.shape[0], self.family.embed_dim)}")
         return pooled.view(batch, num_frames, -1).mean(dim=1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
@@ -446,6 +451,13 @@ class VideoModel(nn.Module):
             parent_path, _, attr = path.rpartition(".")
             parent = operator.attrgetter(parent_path)(self.backbone) if parent_path else self.backbone
             setattr(parent, attr, original.to(device) if isinstance(original, nn.Module) else original)
+        leftovers = [name for name, _ in self.backbone.named_parameters() if name not in restore.requires_grad]
+        for name in leftovers:  # added by a strategy whose remove() does not undo it: the image model gets none
+            _remove_added(self.backbone, name, known_modules=set(restore.parameter_order))
+        if leftovers:
+            warnings.warn(f"strategy {self.strategy.name!r} left {leftovers[:3]}{' ...' if len(leftovers) > 3 else ''} "
+                          "on the backbone after its remove(); unload() removed them (a strategy that adds tensors "
+                          "to the backbone should remove them itself)", stacklevel=2)
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(restore.requires_grad[name])
         # PEFT's unload of nn.MultiheadAttention re-registers in_proj_weight last; give back the original order.
@@ -460,6 +472,19 @@ class VideoModel(nn.Module):
     def extra_repr(self) -> str:
         merged = ", merged" if self.merged else ""
         return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}{merged}"
+
+
+def _remove_added(backbone: nn.Module, name: str, known_modules: set[str]) -> None:
+    """Delete the parameter ``name``, or the outermost module on its path that the image model did not have."""
+    parts = name.split(".")
+    for depth in range(1, len(parts)):
+        if ".".join(parts[:depth]) not in known_modules:  # a module the strategy added: remove it whole
+            parent = operator.attrgetter(".".join(parts[:depth - 1]))(backbone) if depth > 1 else backbone
+            if hasattr(parent, parts[depth - 1]):
+                delattr(parent, parts[depth - 1])
+            return
+    parent = operator.attrgetter(".".join(parts[:-1]))(backbone) if len(parts) > 1 else backbone
+    delattr(parent, parts[-1])
 
 
 def _patch_embed_channels(backbone: nn.Module) -> int:

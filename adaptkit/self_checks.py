@@ -1,4 +1,5 @@
-"""Checks a video model runs on itself: a merge that changes the outputs, wrapped modules that do nothing."""
+"""Checks a video model runs on itself: family hooks that do not rebuild the block, a merge that changes the
+outputs, wrapped modules that do nothing."""
 
 from __future__ import annotations
 
@@ -8,10 +9,74 @@ import torch
 from torch import nn
 
 if TYPE_CHECKING:
+    from adaptkit.backbones import BackboneFamily
     from adaptkit.model import VideoModel
 
 MERGE_TOLERANCE = {torch.float32: 1e-5, torch.float64: 1e-10, torch.bfloat16: 2e-2, torch.float16: 2e-3}
 """Largest relative difference ``max|merged - unmerged| / max|unmerged|`` :meth:`VideoModel.merge` accepts, by dtype."""
+
+
+HOOK_TOLERANCE = {torch.float32: 1e-4, torch.float64: 1e-9, torch.bfloat16: 5e-2, torch.float16: 1e-2}
+"""Largest relative difference between a block's own forward and the family's hooks composed, by dtype."""
+
+
+def check_family_hooks(family: BackboneFamily, in_channels: int) -> None:
+    """One frame through the first block, two ways: the block's own forward, and the family's hooks composed as
+    the strategies compose them (``norm1 -> attend_space -> scale1 -> drop_path1``, then ``norm2 -> mlp ->
+    drop_path2``); on flat families also the attention rebuilt from ``attention_projections``. Skipped on the meta
+    device and where the input size is unknown. Built-in families pass by construction; this catches a family of
+    one's own whose hooks would make every adapted model silently wrong.
+
+    Raises:
+        TypeError: naming the hooks that disagree and by how much.
+    """
+    model = family.model
+    reference = next(model.parameters(), None)
+    if reference is None or reference.device.type == "meta":
+        return
+    try:
+        height, width = input_size(model)
+    except TypeError:
+        return
+    from adaptkit.layers.attention import self_attention
+
+    modes = {module: module.training for module in model.modules()}
+    model.eval()  # dropout and drop path off: both ways must then agree exactly, up to rounding
+    try:
+        with torch.no_grad():
+            generator = torch.Generator().manual_seed(0)
+            frame = torch.randn(1, in_channels, height, width, generator=generator).to(reference)
+            tokens, spatial = family.embed(frame)
+            x = family.pre_blocks(tokens)
+            block = family.blocks()[0]
+            expected = family.block_forward(block, x, spatial)
+            xn = family.norm1(block, x)
+            x2 = x + family.drop_path1(block, family.scale1(block, family.attend_space(block, xn, spatial)))
+            composed = x2 + family.drop_path2(block, family.mlp(block, family.norm2(block, x2)))
+            problems = []
+            if _relative_difference(composed, expected) > HOOK_TOLERANCE.get(reference.dtype, 1e-4):
+                problems.append(f"norm1 / attend_space / scale1 / norm2 / mlp composed differ from block_forward by "
+                                f"{_relative_difference(composed, expected):.2g} (relative)")
+            if not family.hierarchical:
+                attn = family.attention(block)
+                rebuilt = self_attention(family.attention_projections(attn, spatial), xn)
+                difference = _relative_difference(rebuilt, family.attend(attn, xn, spatial))
+                if difference > HOOK_TOLERANCE.get(reference.dtype, 1e-4):
+                    problems.append(f"attention_projections rebuild attend with a difference of {difference:.2g} "
+                                    "(relative; are q/k/v packed as (*, 3, heads, head_dim)?)")
+    finally:
+        for module, training in modes.items():
+            module.training = training
+    if problems:
+        raise TypeError(f"backbone family {family.name!r} does not describe its blocks consistently: "
+                        f"{'; '.join(problems)}. Strategies rebuild blocks from these hooks, so every adapted model "
+                        "would be wrong")
+
+
+def _relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:
+    if got.shape != expected.shape:
+        return float("inf")
+    return float((got.float() - expected.float()).abs().max() / expected.float().abs().max().clamp_min(1e-6))
 
 
 class MergeError(RuntimeError):

@@ -243,3 +243,123 @@ def test_an_open_clip_tower_that_pools_nothing_is_refused_at_inject():
                               pool_type="none")
     with pytest.raises(TypeError, match="open_clip pool_type 'none' is not supported"):
         adaptkit.inject(tower, "aim")
+
+
+def test_registering_a_strategy_checks_what_inject_will_need():
+    import dataclasses
+
+    from adaptkit.strategies import StrategyConfig
+
+    class NotADataclass(StrategyConfig):
+        name = "test-not-a-dataclass"
+
+        def apply(self, context):
+            pass
+
+    @dataclasses.dataclass
+    class Abstract(StrategyConfig):
+        name = "test-abstract"
+
+    @dataclasses.dataclass
+    class NoName(StrategyConfig):
+        def apply(self, context):
+            pass
+
+    for cls, problem in [(NotADataclass, r"not itself a @dataclasses.dataclass"), (Abstract, r"leaves \['apply'\] abstract"),
+                         (NoName, "its name is"), (dict, "does not subclass adaptkit.StrategyConfig")]:
+        with pytest.raises(TypeError, match=f"cannot register strategy .*{problem}"):
+            adaptkit.register_strategy(cls)
+    assert not any(name.startswith("test-") and name != "test-plugin-norm" for name in adaptkit.list_strategies())
+    with pytest.raises(ValueError, match="strategy 'aim' is already registered"):
+        adaptkit.register_strategy(dataclasses.dataclass(type("Aim2", (StrategyConfig,), {
+            "name": "aim", "apply": lambda self, context: None, "__annotations__": {}})))
+
+
+def test_a_family_registered_later_takes_precedence_over_a_built_in_one():
+    from adaptkit.backbones import base
+    from adaptkit.backbones.timm_vit import TimmViT
+
+    class Mine(TimmViT):
+        name, description = "test_my_vit", "timm ViTs with depth 1 (a user's own family)"
+
+        @classmethod
+        def matches(cls, image_model):
+            return super().matches(image_model) and len(image_model.blocks) == 1
+
+    with pytest.raises(TypeError, match="its name is not a non-empty str"):
+        adaptkit.register_backbone(type("Nameless", (TimmViT,), {"name": ""}))
+    adaptkit.register_backbone(Mine)
+    try:
+        one_block = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=1,
+                                      num_heads=2)
+        assert adaptkit.inject(one_block, "aim", num_frames=2).family.name == "test_my_vit"
+        assert adaptkit.inject(_vit(), "aim", num_frames=2).family.name == "timm_vit"
+        with pytest.raises(ValueError, match="'test_my_vit' is already registered"):
+            adaptkit.register_backbone(Mine)
+    finally:
+        base._FAMILIES.remove(Mine)
+
+
+@pytest.mark.parametrize("hook, body, message", [
+    ("norm1", lambda self, block, x: block.norm2(x), "composed differ from block_forward"),
+    ("mlp", lambda self, block, xn: xn, "composed differ from block_forward"),
+    ("attention_projections", lambda self, attn, spatial=None: __import__("adaptkit").layers.AttentionProjections(
+        qkv=lambda x: attn.qkv(x).unflatten(-1, (attn.num_heads, 3, -1)).transpose(-3, -2),  # heads and q/k/v swapped
+        out=lambda out, x: attn.proj(out), scale=attn.scale), "attention_projections rebuild attend"),
+])
+def test_a_family_whose_hooks_do_not_rebuild_its_blocks_is_refused_at_inject(hook, body, message):
+    """AIM starts as the image model whatever norm1 returns (its adapters start at zero): only a check finds it."""
+    from adaptkit.backbones.timm_vit import TimmViT
+
+    wrong = type("WrongFamily", (TimmViT,), {hook: body})
+    model = _vit()
+    with torch.no_grad():  # trained norms differ from each other; fresh ones (weight 1, bias 0) would not
+        for module in model.modules():
+            if isinstance(module, nn.LayerNorm):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.normal_(0, 0.1)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(TypeError, match=f"does not describe its blocks consistently: .*{message}"):
+        adaptkit.VideoModel(wrong(model), adaptkit.strategies.make_strategy("aim", {}), 2, 3)
+    assert all(torch.equal(v, model.state_dict()[k]) for k, v in before.items()) and model.training
+
+
+def test_a_family_whose_pool_does_not_pool_is_named():
+    from adaptkit.backbones.timm_vit import TimmViT
+
+    family = type("NoPool", (TimmViT,), {"pool": lambda self, x: x})(_vit())
+    vm = adaptkit.VideoModel(family, adaptkit.strategies.make_strategy("linear-probe", {}), 2, None)
+    with pytest.raises(TypeError, match=r"pool\(\) returned shape \(4, 17, 32\), expected \(B\*T, embed_dim\)"):
+        vm(torch.randn(2, 3, 2, 32, 32))
+
+
+def test_unload_removes_what_a_strategy_added_and_did_not_remove():
+    import dataclasses
+
+    from adaptkit.strategies import StrategyConfig
+
+    @dataclasses.dataclass
+    class Prompts(StrategyConfig):
+        name = "test-leaky-prompts"
+
+        def apply(self, context):
+            context.backbone.prompts = nn.Parameter(torch.zeros(4, context.family.embed_dim))
+            context.backbone.prompt_mlp = nn.Linear(2, 2)
+
+    model = _vit()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    vm = adaptkit.VideoModel(adaptkit.backbones.find_family(model), Prompts(), 2, 3)
+    with pytest.warns(UserWarning, match=r"left \['prompts', 'prompt_mlp.weight', 'prompt_mlp.bias'\] on the backbone"):
+        restored = vm.unload()
+    assert restored is model and not hasattr(model, "prompts") and not hasattr(model, "prompt_mlp")
+    assert list(model.state_dict()) == list(before) and all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    adaptkit.inject(model, "aim", num_frames=2)  # usable again
+
+
+def test_lora_defaults_that_match_nothing_say_so_without_the_zero_weights_advice():
+    from adaptkit.backbones.timm_vit import TimmViT
+
+    family = type("NoQkv", (TimmViT,), {"lora_targets": lambda self: ["not_a_module"]})(_vit())
+    with pytest.raises(ValueError, match=r"match no module .* These are timm_vit's default targets") as error:
+        adaptkit.VideoModel(family, adaptkit.strategies.make_strategy("lora", {"r": 2}), 2, 3)
+    assert "is zero in these weights" not in str(error.value)

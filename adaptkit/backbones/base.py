@@ -233,7 +233,7 @@ class BackboneFamily(ABC):
             "image_size": list(size) if isinstance(size, (tuple, list)) else [size, size] if size else None,
             "embed_dim": self.embed_dim,
             "widths": sorted({self.block_dim(getattr(b, "block", b)) for b in blocks}),
-            "num_heads": sorted({getattr(self.attention(getattr(b, "block", b)), "num_heads", 0) for b in blocks}),
+            "num_heads": sorted({self.num_heads(getattr(b, "block", b)) for b in blocks}),
             "depth": len(blocks),
             "prefix_tokens": self.num_prefix_tokens,
             "pooling": self.pooling,
@@ -322,6 +322,34 @@ class BackboneFamily(ABC):
     @abstractmethod
     def norm1(self, block: nn.Module, x: torch.Tensor) -> torch.Tensor:
         """The pre-attention norm."""
+
+    def num_heads(self, block: nn.Module) -> int:
+        """Attention heads of ``block``, recorded in checkpoints (the head count changes the function, not the
+        shapes). Defaults to the attention module's ``num_heads`` (timm, ``nn.MultiheadAttention``).
+
+        Raises:
+            TypeError: the attention has no ``num_heads``; a family naming it otherwise overrides this.
+        """
+        heads = getattr(self.attention(block), "num_heads", None)
+        if not isinstance(heads, int):
+            raise TypeError(f"{self.name}: {type(self.attention(block)).__name__} has no num_heads; override "
+                            f"{type(self).__name__}.num_heads to give the head count")
+        return heads
+
+    def norm1_module(self, block: nn.Module) -> nn.Module:
+        """The module :meth:`norm1` applies, for strategies that need a trainable copy of it (``timesformer``).
+
+        Defaults to the block's ``norm1`` (timm) or ``ln_1`` (open_clip) attribute.
+
+        Raises:
+            TypeError: neither exists; a family whose norm is named otherwise overrides this.
+        """
+        for name in ("norm1", "ln_1"):
+            module = getattr(block, name, None)
+            if isinstance(module, nn.Module):
+                return module
+        raise TypeError(f"{self.name}: cannot find the pre-attention norm of {type(block).__name__} (no norm1 or ln_1); "
+                        f"override {type(self).__name__}.norm1_module to name it")
 
     @abstractmethod
     def attention(self, block: nn.Module) -> nn.Module:

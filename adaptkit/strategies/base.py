@@ -79,8 +79,10 @@ class StrategyConfig(ABC):
         Returns:
             Whatever :meth:`remove` (and :meth:`merge`) will need to undo the surgery; the video
             model keeps it and hands it back. None when wrapping blocks in :class:`VideoBlock` and
-            ``context.train_copy_of`` is all the strategy does (the video model undoes those itself).
-            If ``apply`` raises, it must leave nothing of its own behind.
+            ``context.train_copy_of`` is all the strategy does (the video model undoes those itself);
+            such a strategy, training no original backbone weight, can also be one of several adapter
+            sets on a backbone (``VideoModel.add_adapter``). If ``apply`` raises, it must leave nothing
+            of its own behind; tensors it adds to the backbone, :meth:`remove` must delete.
         """
 
     def remove(self, context: StrategyContext, state: Any) -> None:

@@ -63,8 +63,12 @@ class LoRAConfig(StrategyConfig):
             if type(error).__name__ != "NoMatchingPeftModuleError" and "not found in the base model" not in str(error):
                 raise
             # PEFT looks for the targets before it changes anything, so the image model is as it was.
+            hint = (f"Use target_modules that work on {context.family.name}: {context.family.lora_targets()} (the "
+                    "default)." if self.target_modules is not None else
+                    f"These are {context.family.name}'s default targets (family.lora_targets()): name modules this "
+                    "model has in target_modules, or correct the family's lora_targets.")
             raise ValueError(f"lora: target_modules {targets} match no module of this {context.family.name} model. "
-                             f"{self.working_targets(context.family)}") from error
+                             f"{hint}") from error
 
     def wrapped_modules(self, state: tuple[Any, dict[str, torch.Tensor]]) -> dict[str, nn.Module]:
         from peft.tuners.lora import LoraLayer

@@ -65,7 +65,7 @@ class DividedSpaceTimeBlock(VideoBlock):
     def __init__(self, block: nn.Module, family: BackboneFamily, drop_path: float) -> None:
         super().__init__(block, family)
         dim = family.embed_dim
-        self.temporal_norm = copy.deepcopy(_norm1_module(block, family))
+        self.temporal_norm = copy.deepcopy(family.norm1_module(block))
         self.temporal_attn = family.new_temporal_attention(block)
         self.temporal_fc = nn.Linear(dim, dim)
         nn.init.zeros_(self.temporal_fc.weight)
@@ -80,11 +80,3 @@ class DividedSpaceTimeBlock(VideoBlock):
         xt = self.temporal_norm(x)  # (B*T, N, D): per token
         return self.temporal_fc(self.family.attend_frames(self.temporal_attn, xt, num_frames))
 
-
-def _norm1_module(block: nn.Module, family: BackboneFamily) -> nn.Module:
-    """The block's pre-attention norm as a module (found by identity with ``family.norm1``)."""
-    for name in ("norm1", "ln_1"):
-        module = getattr(block, name, None)
-        if isinstance(module, nn.Module):
-            return module
-    raise TypeError(f"{family.name}: cannot find the pre-attention norm of {type(block).__name__}")
