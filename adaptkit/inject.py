@@ -31,9 +31,10 @@ def inject(
         image_model: A timm ``VisionTransformer`` / ``Eva`` / ``Beit`` / ``SwinTransformer`` /
             ``SwinTransformerV2``, or an open_clip ``VisionTransformer`` or whole CLIP model (its
             visual tower is adapted).
-        strategy: A name from :func:`adaptkit.list_strategies` (``"aim"``, ``"linear-probe"``,
-            ``"space-only"``, ``"timesformer"`` (ViT families only), ``"lora"``, ``"st-adapter"``,
-            ``"zero-i2v"`` (timm ViT and open_clip)).
+        strategy: A name from :func:`adaptkit.list_strategies`: the built-in ``"aim"``,
+            ``"linear-probe"``, ``"space-only"``, ``"timesformer"`` (ViT families only), ``"lora"``,
+            ``"st-adapter"``, ``"zero-i2v"`` (timm ViT and open_clip), and any registered with
+            :func:`adaptkit.register_strategy`.
         num_frames: Clip length T the model is built for (others are accepted at inference by
             interpolating the temporal embedding, or Swin's relative temporal bias).
         num_classes: Size of the new linear head; None keeps no head (the model returns features).

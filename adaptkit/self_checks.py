@@ -38,32 +38,14 @@ def check_family_hooks(family: BackboneFamily, in_channels: int) -> None:
         height, width = input_size(model)
     except TypeError:
         return
-    from adaptkit.layers.attention import self_attention
-
     modes = {module: module.training for module in model.modules()}
     model.eval()  # dropout and drop path off: both ways must then agree exactly, up to rounding
     try:
-        with torch.no_grad():
-            generator = torch.Generator().manual_seed(0)
-            frame = torch.randn(1, in_channels, height, width, generator=generator).to(reference)
-            tokens, spatial = family.embed(frame)
-            x = family.pre_blocks(tokens)
-            block = family.blocks()[0]
-            expected = family.block_forward(block, x, spatial)
-            xn = family.norm1(block, x)
-            x2 = x + family.drop_path1(block, family.scale1(block, family.attend_space(block, xn, spatial)))
-            composed = x2 + family.drop_path2(block, family.mlp(block, family.norm2(block, x2)))
-            problems = []
-            if _relative_difference(composed, expected) > HOOK_TOLERANCE.get(reference.dtype, 1e-4):
-                problems.append(f"norm1 / attend_space / scale1 / norm2 / mlp composed differ from block_forward by "
-                                f"{_relative_difference(composed, expected):.2g} (relative)")
-            if not family.hierarchical:
-                attn = family.attention(block)
-                rebuilt = self_attention(family.attention_projections(attn, spatial), xn)
-                difference = _relative_difference(rebuilt, family.attend(attn, xn, spatial))
-                if difference > HOOK_TOLERANCE.get(reference.dtype, 1e-4):
-                    problems.append(f"attention_projections rebuild attend with a difference of {difference:.2g} "
-                                    "(relative; are q/k/v packed as (*, 3, heads, head_dim)?)")
+        problems = _compare_hooks(family, in_channels, height, width, reference)
+    except Exception as error:  # noqa: BLE001 - a hook that fails on one frame: say which check, not a bare traceback
+        raise TypeError(f"backbone family {family.name!r}: its hooks fail on one {height}x{width} frame "
+                        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); see "
+                        "BackboneFamily's docstrings for each hook's shapes") from error
     finally:
         for module, training in modes.items():
             module.training = training
@@ -71,6 +53,36 @@ def check_family_hooks(family: BackboneFamily, in_channels: int) -> None:
         raise TypeError(f"backbone family {family.name!r} does not describe its blocks consistently: "
                         f"{'; '.join(problems)}. Strategies rebuild blocks from these hooks, so every adapted model "
                         "would be wrong")
+
+
+def _compare_hooks(family: BackboneFamily, in_channels: int, height: int, width: int,
+                   reference: torch.Tensor) -> list[str]:
+    """What :func:`check_family_hooks` finds wrong, one message per disagreement."""
+    from adaptkit.layers.attention import self_attention
+
+    tolerance = HOOK_TOLERANCE.get(reference.dtype, 1e-4)
+    problems = []
+    with torch.no_grad():
+        frame = torch.randn(1, in_channels, height, width, generator=torch.Generator().manual_seed(0)).to(reference)
+        tokens, spatial = family.embed(frame)
+        x = family.pre_blocks(tokens)
+        block = family.blocks()[0]
+        expected = family.block_forward(block, x, spatial)
+        xn = family.norm1(block, x)
+        x2 = x + family.drop_path1(block, family.scale1(block, family.attend_space(block, xn, spatial)))
+        composed = x2 + family.drop_path2(block, family.mlp(block, family.norm2(block, x2)))
+        difference = _relative_difference(composed, expected)
+        if difference > tolerance:
+            problems.append(f"norm1 / attend_space / scale1 / norm2 / mlp composed differ from block_forward by "
+                            f"{difference:.2g} (relative)")
+        if not family.hierarchical:  # windowed attention (Swin) is not one attention over all tokens
+            attn = family.attention(block)
+            difference = _relative_difference(self_attention(family.attention_projections(attn, spatial), xn),
+                                              family.attend(attn, xn, spatial))
+            if difference > tolerance:
+                problems.append(f"attention_projections rebuild attend with a difference of {difference:.2g} "
+                                "(relative; are q/k/v packed as (*, 3, heads, head_dim)?)")
+    return problems
 
 
 def _relative_difference(got: torch.Tensor, expected: torch.Tensor) -> float:

@@ -363,3 +363,11 @@ def test_lora_defaults_that_match_nothing_say_so_without_the_zero_weights_advice
     with pytest.raises(ValueError, match=r"match no module .* These are timm_vit's default targets") as error:
         adaptkit.VideoModel(family, adaptkit.strategies.make_strategy("lora", {"r": 2}), 2, 3)
     assert "is zero in these weights" not in str(error.value)
+
+
+def test_a_family_hook_that_fails_on_a_frame_is_named_at_inject():
+    from adaptkit.backbones.timm_vit import TimmViT
+
+    family = type("BadEmbed", (TimmViT,), {"embed": lambda self, frames: self.model.patch_embed(frames)})(_vit())
+    with pytest.raises(TypeError, match=r"'timm_vit': its hooks fail on one 32x32 frame \(ValueError: not enough values"):
+        adaptkit.VideoModel(family, adaptkit.strategies.make_strategy("aim", {}), 2, 3)
