@@ -153,3 +153,17 @@ def backbone(request) -> str:
 
 matrix = pytest.mark.parametrize("backbone, strategy", PAIRS)
 """Parametrise a test over every accepted (backbone case, strategy) pair."""
+
+
+@pytest.fixture(autouse=True)
+def _registries_restored():
+    """A test that registers a strategy or family of its own (README examples, plugins) leaves the registries as
+    they were, so the matrix's guard and later tests see the built-in ones only."""
+    from adaptkit.backbones import base as backbones_base
+    from adaptkit.strategies import base as strategies_base
+
+    strategies, families = dict(strategies_base._STRATEGIES), list(backbones_base._FAMILIES)
+    yield
+    strategies_base._STRATEGIES.clear()
+    strategies_base._STRATEGIES.update(strategies)
+    backbones_base._FAMILIES[:] = families

@@ -545,15 +545,15 @@ def test_a_strategy_of_your_own_runs_through_the_recipes_by_its_module(tmp_path:
     """`imports` names the user's module: train finds the strategy, and evaluate (a new config load) imports it too."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.syspath_prepend(str(tmp_path))  # undone after the test (the config adds the folder if missing)
+    monkeypatch.delitem(sys.modules, "my_plugin_strategy", raising=False)  # imported afresh: it registers again
     (tmp_path / "my_plugin_strategy.py").write_text(PLUGIN)
     run_dir = tmp_path / "run"
     args = ["train", "--config", "synthetic_motion", *TINY_MODEL, f"train.output_dir={run_dir}", "train.max_steps=2",
             "train.global_batch_size=4", "data.batch_size=4", "data.synthetic.train_videos=8",
             "data.synthetic.val_videos=4", "data.num_frames=2", "eval.batch_size=4",
             "model.strategy=test-plugin-norm", "model.options={}"]
-    if "test-plugin-norm" not in adaptkit.list_strategies():  # (not yet imported by an earlier test in this process)
-        assert cli.main(args) == 2
-        assert "'test-plugin-norm' is not one of" in capsys.readouterr().err
+    assert cli.main(args) == 2  # not registered before its module is imported
+    assert "'test-plugin-norm' is not one of" in capsys.readouterr().err
     assert cli.main(args + ["imports=[my_plugin_strategy]"]) == 0
     saved = json.loads((run_dir / "final" / "adapter_config.json").read_text())
     assert saved["strategy"] == "test-plugin-norm" and "imports:\n- my_plugin_strategy" in (run_dir / "config.yaml").read_text()
