@@ -242,7 +242,9 @@ class TrainRecipe:
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise FileExistsError(f"train.output_dir {self.run_dir} is a file: a run needs a folder")
         if not tc.resume:
-            foreign = sorted(path.name for path in self.run_dir.glob("*")) if self.run_dir.is_dir() else []
+            # Hidden files (.DS_Store, .gitkeep) do not make a folder someone's data.
+            foreign = sorted(path.name for path in self.run_dir.iterdir() if not path.name.startswith(".")) \
+                if self.run_dir.is_dir() else []
             if foreign and not any((self.run_dir / name).exists() for name in (CONFIG_FILE, "metrics.jsonl",
                                                                                  "checkpoints")):
                 # Never write into (or clear) a folder of the user's: a dataset's train.csv would be overwritten.

@@ -263,6 +263,10 @@ def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path: Path, synthe
             train.main(synthetic_args(dataset) + [f"train.overwrite={overwrite}"])
     assert [p.name for p in dataset.iterdir()] == ["train.csv"]
     assert (dataset / "train.csv").read_text() == "label,youtube_id,time_start,time_end,split\n"
+    hidden_only = tmp_path / "new_run"
+    hidden_only.mkdir()
+    (hidden_only / ".gitkeep").touch()
+    assert train.main(synthetic_args(hidden_only))["step"] == 2  # hidden files are nobody's data
     a_file = tmp_path / "a_file"
     a_file.write_text("x")
     with pytest.raises(FileExistsError, match="is a file: a run needs a folder"):
