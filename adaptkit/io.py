@@ -14,6 +14,11 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None  # type: ignore[assignment]
+
 
 def _umask() -> int:
     umask = os.umask(0o022)  # reading the umask means setting it: put it straight back
@@ -77,10 +82,8 @@ def atomic_directory(path: str | Path, build: Callable[[Path], None]) -> None:
 
 def _lock(fd: int, wait: bool = True) -> bool:
     """An exclusive ``flock`` on ``fd``; without ``wait``, False if another process holds it. True where there is no
-    ``fcntl`` (Windows): there, abandoned staging folders are not detected."""
-    try:
-        import fcntl
-    except ImportError:
+    ``fcntl`` (Windows): there nothing is locked, and abandoned staging folders are not looked for."""
+    if fcntl is None:
         return True
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
@@ -91,6 +94,8 @@ def _lock(fd: int, wait: bool = True) -> bool:
 
 def _remove_abandoned_staging(path: Path) -> None:
     """Remove the staging folders of ``path`` whose builder is gone (their lock file is free)."""
+    if fcntl is None:  # no way to tell a live build from an abandoned one
+        return
     for lock in path.parent.glob(f".{path.name}-*.lock"):
         try:
             fd = os.open(lock, os.O_RDWR)
