@@ -80,10 +80,10 @@ def describe_differences(differences: dict[str, tuple[Any, Any]]) -> str:
     def describe(key: str, saved: Any, found: Any) -> str:
         if not (isinstance(saved, list) and isinstance(found, list) and all(isinstance(v, str) for v in saved + found)):
             return f"{key}: {saved!r} in the checkpoint, {found!r} here"
-        sides = [("only in the checkpoint", sorted(set(saved) - set(found))), ("only here", sorted(set(found) - set(saved)))]
-        return f"{key}: " + ", ".join(
-            f"{side} {names[:3]}" + (f" and {len(names) - 3} more" if len(names) > 3 else "") for side, names in sides if names
-        )
+        sides = [("only in the checkpoint", sorted(set(saved) - set(found))),
+                 ("only here", sorted(set(found) - set(saved)))]
+        return f"{key}: " + ", ".join(f"{side} {names[:3]}" + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+                                      for side, names in sides if names)
 
     return "; ".join(describe(key, saved, found) for key, (saved, found) in sorted(differences.items()))
 

@@ -150,8 +150,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--rows", default="aim,aim checkpointing=none,timesformer,space-only")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu")
-    parser.add_argument("--batch", type=positive_int, default=None, help="clips (default 8 for cpu, 16 for gpu: the settings "
-                                                                 "of the README's two tables)")
+    parser.add_argument("--batch", type=positive_int, default=None,
+                        help="clips (default 8 for cpu, 16 for gpu: the settings of the README's two tables)")
     parser.add_argument("--top", type=non_negative_int, default=12, help="breakdown lines per row (0: none)")
     parser.add_argument("--model", default="vit_base_patch16_clip_224", help="timm model name (default ViT-B/16 CLIP)")
     parser.add_argument("--frames", type=positive_int, default=8)

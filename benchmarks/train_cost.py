@@ -220,13 +220,14 @@ def main(argv: list[str] | None = None) -> dict:
                         help="ratios (default on CPU) or gpu (default on CUDA; on CPU a dry run)")
     parser.add_argument("--image-size", type=positive_int, default=None, help="frame size (CPU default 112, GPU 224)")
     parser.add_argument("--frames", type=positive_int, default=8)
-    parser.add_argument("--batch", type=positive_int, default=None, help="clips per training step (CPU default 1, GPU 16)")
+    parser.add_argument("--batch", type=positive_int, default=None,
+                        help="clips per training step (CPU default 1, GPU 16)")
     parser.add_argument("--repeats", type=positive_int, default=3, help="CPU: timed rounds")
     parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
     parser.add_argument("--rows", default=None, help="comma-separated training rows (default: all of the protocol's)")
     parser.add_argument("--threads", type=positive_int, default=None, help="CPU: torch threads (default: torch's)")
-    parser.add_argument("--inference-batch", type=positive_int, default=None, help="clips per inference call (CPU default 8, "
-                                                                          "GPU 32)")
+    parser.add_argument("--inference-batch", type=positive_int, default=None,
+                        help="clips per inference call (CPU default 8, GPU 32)")
     args, rest = parser.parse_known_args(argv)
     try:
         device = torch.device(args.device)

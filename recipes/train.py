@@ -249,8 +249,8 @@ class TrainRecipe:
                                                                                  "checkpoints")):
                 # Never write into (or clear) a folder of the user's: a dataset's train.csv would be overwritten.
                 raise FileExistsError(
-                    f"train.output_dir {self.run_dir} holds files that are not an adaptkit run ({', '.join(foreign[:3])}"
-                    f"{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder"
+                    f"train.output_dir {self.run_dir} holds files that are not an adaptkit run "
+                    f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder"
                 )
             existing = list_checkpoints(self.run_dir)
             if existing and not tc.overwrite:
@@ -514,8 +514,9 @@ class TrainRecipe:
     def finish(self) -> dict[str, Any]:
         """Save ``final/``, evaluate it and write ``train_summary.json``; returns the summary."""
         config, world = self.config, self.world
-        summary: dict[str, Any] = {"run_dir": str(self.run_dir.resolve()), "step": self.step, "total_steps": self.total_steps,
-                                   "world_size": world.world_size, "weights": self.weights,
+        summary: dict[str, Any] = {"run_dir": str(self.run_dir.resolve()), "step": self.step,
+                                   "total_steps": self.total_steps, "world_size": world.world_size,
+                                   "weights": self.weights,
                                    "image_weights": None if self.image_weights is None else str(self.image_weights),
                                    **self.wall_times()}
         if self.step < self.total_steps:

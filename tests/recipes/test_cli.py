@@ -556,7 +556,8 @@ def test_a_strategy_of_your_own_runs_through_the_recipes_by_its_module(tmp_path:
     assert "'test-plugin-norm' is not one of" in capsys.readouterr().err
     assert cli.main(args + ["imports=[my_plugin_strategy]"]) == 0
     saved = json.loads((run_dir / "final" / "adapter_config.json").read_text())
-    assert saved["strategy"] == "test-plugin-norm" and "imports:\n- my_plugin_strategy" in (run_dir / "config.yaml").read_text()
+    assert saved["strategy"] == "test-plugin-norm"
+    assert "imports:\n- my_plugin_strategy" in (run_dir / "config.yaml").read_text()
     capsys.readouterr()
     assert cli.main(["evaluate", "--checkpoint", str(run_dir / "final"), "--output", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["top1"] is not None
