@@ -55,8 +55,9 @@ class ModelConfig:
     allow_random_init: bool = False  # permit a frozen RANDOM backbone (only sensible for demos and tests)
     kwargs: dict[str, Any] = field(default_factory=dict)  # extra arguments of timm / open_clip create_model
     strategy: str = "aim"  # a name from adaptkit.list_strategies() (yours too, through `imports`)
-    # Strategy options. Command-line overrides merge into this dict; an option set to null is dropped (back to the
-    # strategy's default), e.g. model.strategy=linear-probe model.options.temporal_in=null when switching strategy.
+    # Strategy options. A config file's mapping replaces this default; command-line overrides merge into it, and an
+    # option set to null is dropped (back to the strategy's default), e.g. model.strategy=linear-probe
+    # model.options.temporal_in=null when switching strategy.
     options: dict[str, Any] = field(default_factory=lambda: {"drop_path": 0.2})
     # Pretrain the image model first on generated still images (recipes._pretrain) and use the result as
     # model.checkpoint; only when model.checkpoint is unset. The embedded stand-in for ImageNet / CLIP weights.
@@ -254,6 +255,12 @@ def _glued_keys(value: Any) -> list[str]:
     return []
 
 
+FILE_REPLACES = ("model.options", "model.kwargs", "data.options")
+"""Open mappings that a config file replaces rather than merges into the schema's defaults. A run's recorded
+``config.yaml`` of a linear probe says ``options: {head_dropout: 0.0}``: merged, the default ``drop_path`` came back
+and ``evaluate`` refused the run. Command-line overrides still merge into them."""
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RecipeConfig:
     """Load a YAML config onto the schema, apply ``key=value`` overrides, convert and validate.
 
@@ -271,8 +278,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     config = OmegaConf.structured(RecipeConfig)
     loaded = OmegaConf.load(path)
     config = _merge(config, loaded, str(path))
-    for key in _empty_mappings(OmegaConf.to_container(loaded)):  # as for overrides: `options: {}` means empty,
-        OmegaConf.update(config, key, {}, merge=False)  # not "keep the schema's default options"
+    for key in FILE_REPLACES:  # a file's strategy options are the run's options, not additions to the defaults
+        value = OmegaConf.select(loaded, key, default=None)
+        if isinstance(value, DictConfig):
+            OmegaConf.update(config, key, value, merge=False)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -293,18 +302,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         if value.strip() == "{}":  # merging an empty mapping would change nothing: it empties one (model.kwargs={})
             OmegaConf.update(config, key, {}, merge=False)
     return to_config(config)
-
-
-def _empty_mappings(tree: Any, prefix: str = "") -> list[str]:
-    """Dotted keys whose value is ``{}`` in a loaded YAML tree (lists are not entered)."""
-    if not isinstance(tree, dict):
-        return []
-    keys = []
-    for key, value in tree.items():
-        dotted = f"{prefix}{key}"
-        if isinstance(value, dict):
-            keys += [dotted] if not value else _empty_mappings(value, f"{dotted}.")
-    return keys
 
 
 def to_config(config: DictConfig) -> RecipeConfig:

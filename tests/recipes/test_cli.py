@@ -563,3 +563,17 @@ def test_a_strategy_of_your_own_runs_through_the_recipes_by_its_module(tmp_path:
     assert json.loads((tmp_path / "e.json").read_text())["top1"] is not None
     assert cli.main(args + ["imports=[no_such_module_here]"]) == 2
     assert "imports: cannot import 'no_such_module_here' (ModuleNotFoundError" in capsys.readouterr().err
+
+
+def test_a_control_run_can_be_evaluated_and_predicted_from_its_own_folder(tmp_path: Path) -> None:
+    """A linear-probe control records `options: {head_dropout: ...}`; reading it back must not add drop_path."""
+    run_dir = tmp_path / "run"
+    args = ["train", "--config", "synthetic_motion", *TINY_MODEL, f"train.output_dir={run_dir}", "train.max_steps=2",
+            "train.global_batch_size=4", "data.batch_size=4", "data.synthetic.train_videos=8",
+            "data.synthetic.val_videos=4", "data.num_frames=2", "eval.batch_size=4",
+            "controls=[{strategy: linear-probe, options: {head_dropout: 0.0}}]"]
+    assert cli.main(args) == 0
+    control = run_dir / "controls" / "linear-probe" / "final"
+    assert cli.main(["evaluate", "--checkpoint", str(control), "--output", str(tmp_path / "c.json")]) == 0
+    summary = json.loads((run_dir / "controls" / "linear-probe" / "train_summary.json").read_text())
+    assert json.loads((tmp_path / "c.json").read_text())["top1"] == summary["eval"]["top1"]

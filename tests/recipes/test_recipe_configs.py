@@ -223,12 +223,15 @@ def test_a_global_batch_that_does_not_split_says_what_to_set(global_batch: int, 
         assert global_batch % (size * processes) == 0 and size <= batch
 
 
-def test_an_empty_mapping_in_a_config_file_is_empty_not_the_schemas_default(tmp_path) -> None:
-    """A run of a strategy without options records `options: {}`; reading it back must not bring back drop_path."""
+def test_a_config_files_strategy_options_replace_the_schemas_default(tmp_path) -> None:
+    """A linear-probe control run records `options: {head_dropout: 0.0}`; reading it back (evaluate, predict) must
+    not bring back the default drop_path, which linear-probe refuses."""
     from recipes._config import load_config
 
     path = tmp_path / "c.yaml"
     path.write_text("model:\n  strategy: linear-probe\n  options: {}\n  kwargs: {}\n")
     config = load_config(path)
     assert config.model.options == {} and config.model.kwargs == {}
+    path.write_text("model:\n  strategy: linear-probe\n  options: {head_dropout: 0.0}\n")
+    assert load_config(path).model.options == {"head_dropout": 0.0}
     assert load_config(path, ["model.options={head_dropout: 0.5}"]).model.options == {"head_dropout": 0.5}
