@@ -255,9 +255,11 @@ def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]
 
 
 SETTINGS_FREE_ON_RESUME = {"train.resume", "train.overwrite", "train.stop_at_step", "train.device",
-                           "train.num_threads", "train.log_every", "train.keep_checkpoints", "data.num_workers",
-                           "eval.num_workers", "eval.batch_size", "eval.chunk_size"}
-"""Keys a resumed run may change without changing what it trains: how it runs, not what it computes."""
+                           "train.output_dir", "train.num_threads", "train.log_every", "train.keep_checkpoints",
+                           "data.num_workers", "data.generated.cache_dir", "eval.num_workers", "eval.batch_size",
+                           "eval.chunk_size"}
+"""Keys a resumed run may change without changing what it trains: how it runs, where it is (the output folder,
+given absolute or relative), where generated data is cached (keyed by its settings), not what it computes."""
 
 
 def setting_differences(saved_yaml: str, config: RecipeConfig) -> list[str]:

@@ -241,17 +241,17 @@ class TrainRecipe:
         self.resume_state: dict[str, Any] | None = None
         if self.run_dir.exists() and not self.run_dir.is_dir():
             raise FileExistsError(f"train.output_dir {self.run_dir} is a file: a run needs a folder")
+        # Hidden files (.DS_Store, .gitkeep) do not make a folder someone's data.
+        foreign = sorted(path.name for path in self.run_dir.iterdir() if not path.name.startswith(".")) \
+            if self.run_dir.is_dir() else []
+        if foreign and not any((self.run_dir / name).exists() for name in (CONFIG_FILE, "metrics.jsonl", "checkpoints")):
+            # Never write into (or clear) a folder of the user's, resuming or not: a dataset's train.csv would be
+            # appended to or overwritten.
+            raise FileExistsError(
+                f"train.output_dir {self.run_dir} holds files that are not an adaptkit run "
+                f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder"
+            )
         if not tc.resume:
-            # Hidden files (.DS_Store, .gitkeep) do not make a folder someone's data.
-            foreign = sorted(path.name for path in self.run_dir.iterdir() if not path.name.startswith(".")) \
-                if self.run_dir.is_dir() else []
-            if foreign and not any((self.run_dir / name).exists() for name in (CONFIG_FILE, "metrics.jsonl",
-                                                                                 "checkpoints")):
-                # Never write into (or clear) a folder of the user's: a dataset's train.csv would be overwritten.
-                raise FileExistsError(
-                    f"train.output_dir {self.run_dir} holds files that are not an adaptkit run "
-                    f"({', '.join(foreign[:3])}{', ...' if len(foreign) > 3 else ''}); choose a new or empty folder"
-                )
             existing = list_checkpoints(self.run_dir)
             if existing and not tc.overwrite:
                 raise FileExistsError(

@@ -204,3 +204,21 @@ def test_the_image_head_and_older_checkpoints_do_not_block_a_load(tmp_path):
         loaded = adaptkit.from_pretrained(other_head, tmp_path)
     with torch.no_grad():
         assert torch.equal(loaded(video), expected)
+
+
+def test_open_clips_dropped_projection_is_not_part_of_the_identity(tmp_path):
+    """CLIP's `proj` (a bare parameter, output_dim wide) is dropped by the video model, like a timm head."""
+    from open_clip.transformer import VisionTransformer
+
+    def tower(output_dim: int) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return VisionTransformer(image_size=32, patch_size=8, width=32, layers=2, heads=2, mlp_ratio=4.0,
+                                 output_dim=output_dim)
+
+    vm = adaptkit.inject(tower(16), "aim", num_frames=2, num_classes=3).eval()
+    randomize_trainable(vm)
+    vm.save_pretrained(tmp_path)
+    assert not any(name.startswith("proj") for name in vm.architecture["tensors"])
+    video = torch.randn(1, 3, 2, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(adaptkit.from_pretrained(tower(24), tmp_path)(video), vm(video))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -301,19 +303,24 @@ def test_a_family_registered_later_takes_precedence_over_a_built_in_one():
         base._FAMILIES.remove(Mine)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("hook, body, message", [
-    ("norm1", lambda self, block, x: block.norm2(x), "composed differ from block_forward"),
-    ("mlp", lambda self, block, xn: xn, "composed differ from block_forward"),
+    ("norm1", lambda self, block, x: block.norm2(x), "composed change the tokens differently"),
+    ("mlp", lambda self, block, xn: xn, "composed change the tokens differently"),
+    ("scale1", lambda self, block, y: 2 * block.ls1(y), "composed change the tokens differently"),
     ("attention_projections", lambda self, attn, spatial=None: __import__("adaptkit").layers.AttentionProjections(
         qkv=lambda x: attn.qkv(x).unflatten(-1, (attn.num_heads, 3, -1)).transpose(-3, -2),  # heads and q/k/v swapped
         out=lambda out, x: attn.proj(out), scale=attn.scale), "attention_projections rebuild attend"),
 ])
-def test_a_family_whose_hooks_do_not_rebuild_its_blocks_is_refused_at_inject(hook, body, message):
-    """AIM starts as the image model whatever norm1 returns (its adapters start at zero): only a check finds it."""
+def test_a_family_whose_hooks_do_not_rebuild_its_blocks_is_refused_at_inject(hook, body, message, dtype):
+    """AIM starts as the image model whatever norm1 returns (its adapters start at zero): only a check finds it,
+    in low precision and under a small layer scale too (the branch is far smaller than the tokens there)."""
     from adaptkit.backbones.timm_vit import TimmViT
 
     wrong = type("WrongFamily", (TimmViT,), {hook: body})
-    model = _vit()
+    model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
+                              init_values=1e-5).to(dtype)
+    adaptkit.inject(copy.deepcopy(model), "aim", num_frames=2)  # the right hooks pass on the same model
     with torch.no_grad():  # trained norms differ from each other; fresh ones (weight 1, bias 0) would not
         for module in model.modules():
             if isinstance(module, nn.LayerNorm):

@@ -253,10 +253,10 @@ class BackboneFamily(ABC):
         what options such as register tokens, q/k norms, layer scale or a pre-norm add; two models
         with the same list have the same tensors, which the other identity keys cannot tell apart.
         """
-        head = tuple(f"{path}." for path in self.head_paths())
+        heads = self.head_paths()  # a module ("head": "head.weight") or a bare parameter (open_clip's "proj")
         entries = set()
         for name, tensor in self.model.state_dict(keep_vars=True).items():
-            if not name.startswith(head):
+            if not any(name == path or name.startswith(f"{path}.") for path in heads):
                 folded = ".".join("*" if part.isdigit() else part for part in name.split("."))
                 entries.add(f"{folded} {tuple(tensor.shape)}")
         return sorted(entries)

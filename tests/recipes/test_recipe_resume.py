@@ -258,9 +258,9 @@ def test_a_folder_that_is_not_a_run_is_never_written_into(tmp_path: Path, synthe
     dataset = tmp_path / "kinetics"
     dataset.mkdir()
     (dataset / "train.csv").write_text("label,youtube_id,time_start,time_end,split\n")
-    for overwrite in ("false", "true"):
+    for flag in ("train.overwrite=false", "train.overwrite=true", "train.resume=true"):
         with pytest.raises(FileExistsError, match=r"holds files that are not an adaptkit run \(train.csv\)"):
-            train.main(synthetic_args(dataset) + [f"train.overwrite={overwrite}"])
+            train.main(synthetic_args(dataset) + [flag])
     assert [p.name for p in dataset.iterdir()] == ["train.csv"]
     assert (dataset / "train.csv").read_text() == "label,youtube_id,time_start,time_end,split\n"
     hidden_only = tmp_path / "new_run"
