@@ -28,6 +28,8 @@ class _Restore:
     image_model: nn.Module
     requires_grad: dict[str, bool]
     parameter_order: dict[str, list[str]]  # module name -> its parameters' registration order
+    modules: dict[str, nn.Module]  # module name -> the module itself (one a strategy replaced is put back)
+    buffers: set[str]  # the backbone's own buffer names
     original_params: set[int]  # ids of the backbone's own parameters (trained in place by full finetuning)
     no_decay_params: set[int]  # ids of those the backbone itself exempts from weight decay (timm/open_clip)
     stashed: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> original module/parameter
@@ -87,6 +89,8 @@ class VideoModel(nn.Module):
             image_model=family.image_model,
             requires_grad={n: p.requires_grad for n, p in backbone_params.items()},
             parameter_order={n: list(m._parameters) for n, m in self.backbone.named_modules()},
+            modules=dict(self.backbone.named_modules()),
+            buffers={n for n, _ in self.backbone.named_buffers()},
             original_params={id(p) for p in backbone_params.values()},
             no_decay_params={id(p) for n, p in backbone_params.items() if n in no_decay_names},
         )
@@ -451,13 +455,22 @@ class VideoModel(nn.Module):
             parent_path, _, attr = path.rpartition(".")
             parent = operator.attrgetter(parent_path)(self.backbone) if parent_path else self.backbone
             setattr(parent, attr, original.to(device) if isinstance(original, nn.Module) else original)
-        leftovers = [name for name, _ in self.backbone.named_parameters() if name not in restore.requires_grad]
-        for name in leftovers:  # added by a strategy whose remove() does not undo it: the image model gets none
-            _remove_added(self.backbone, name, known_modules=set(restore.parameter_order))
-        if leftovers:
-            warnings.warn(f"strategy {self.strategy.name!r} left {leftovers[:3]}{' ...' if len(leftovers) > 3 else ''} "
-                          "on the backbone after its remove(); unload() removed them (a strategy that adds tensors "
-                          "to the backbone should remove them itself)", stacklevel=2)
+        # What a strategy's remove() did not undo: modules it replaced are put back, tensors it added removed.
+        replaced = [name for name, module in restore.modules.items()
+                    if name and _get_module(self.backbone, name) is not module]
+        for name in replaced:
+            if _get_module(self.backbone, name) is not restore.modules[name]:  # a restored parent restored it
+                parent_path, _, attr = name.rpartition(".")
+                setattr(restore.modules[parent_path], attr, restore.modules[name])
+        added = [name for name, _ in self.backbone.named_parameters() if name not in restore.requires_grad]
+        added += [name for name, _ in self.backbone.named_buffers() if name not in restore.buffers]
+        for name in added:
+            _remove_added(self.backbone, name, known_modules=set(restore.modules))
+        if replaced or added:
+            left = [*(f"{name} (replaced)" for name in replaced), *added]
+            warnings.warn(f"strategy {self.strategy.name!r} left {left[:3]}{' ...' if len(left) > 3 else ''} on the "
+                          "backbone after its remove(); unload() restored the image model's own modules and removed "
+                          "the added tensors (a strategy should undo its changes in remove())", stacklevel=2)
         for name, param in self.backbone.named_parameters():
             param.requires_grad_(restore.requires_grad[name])
         # PEFT's unload of nn.MultiheadAttention re-registers in_proj_weight last; give back the original order.
@@ -472,6 +485,13 @@ class VideoModel(nn.Module):
     def extra_repr(self) -> str:
         merged = ", merged" if self.merged else ""
         return f"strategy={self.strategy.name!r}, num_frames={self.num_frames}, num_classes={self.num_classes}{merged}"
+
+
+def _get_module(root: nn.Module, path: str) -> nn.Module | None:
+    try:
+        return operator.attrgetter(path)(root)
+    except AttributeError:
+        return None
 
 
 def _remove_added(backbone: nn.Module, name: str, known_modules: set[str]) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.util
 import math
 import os
 import sys
@@ -179,7 +180,8 @@ class ControlConfig:
 class RecipeConfig:
     name: str = "run"  # run name; the run folder is runs/<name> unless train.output_dir says otherwise
     # Python modules imported before the config is checked: a strategy or backbone family of your own registers there
-    # (installed, or a .py file in the folder the command runs in). Runs record it, so evaluate / predict import it too.
+    # (installed, a .py file in the folder the command runs in, or a .py file's path). Runs record a local file by its
+    # absolute path, so evaluate / predict import it too, from any folder.
     imports: list[str] = field(default_factory=list)
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -311,7 +313,7 @@ def to_config(config: DictConfig) -> RecipeConfig:
     except ValueError as error:  # a dataclass's own __post_init__ check, e.g. AugmentConfig's
         raise ConfigError(f"invalid data.augment: {error}") from None
     assert isinstance(recipe, RecipeConfig)
-    import_plugins(recipe.imports)
+    recipe.imports = import_plugins(recipe.imports)
     validate(recipe)
     absolute_paths(recipe)
     return recipe
@@ -359,21 +361,51 @@ def _one_of(value: Any, key: str, choices: list[Any]) -> None:
     _require(value in choices, key, f"{value!r} is not one of {choices}")
 
 
-def import_plugins(modules: list[str]) -> None:
-    """Import each module (registering the strategies and families it defines), as ``python -m`` would find it: the
-    folder the command runs in comes first, as it does not for an installed console script.
+def import_plugins(entries: list[str]) -> list[str]:
+    """Import each module (registering the strategies and families it defines); returns the entries as a run records
+    them, so that ``evaluate`` / ``predict`` find the modules from any folder.
+
+    An entry is a module name, found as ``python -m`` would find it (the folder the command runs in first, as it is
+    not for an installed console script), or a ``.py`` file. A module name that is a ``.py`` file in that folder is
+    recorded as the file's absolute path; an installed module, by its name.
 
     Raises:
-        ConfigError: a module that cannot be imported, naming it and why.
+        ConfigError: an entry that cannot be imported, naming it and why.
     """
-    if modules and os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    for module in modules:
+    recorded = []
+    for entry in entries:
         try:
-            importlib.import_module(module)
+            if entry.endswith(".py"):
+                path = Path(entry).expanduser().resolve()
+                _import_file(path)
+                recorded.append(str(path))
+                continue
+            if os.getcwd() not in sys.path:
+                sys.path.insert(0, os.getcwd())
+            file = Path(getattr(importlib.import_module(entry), "__file__", None) or "")
+            local = "." not in entry and file.name == f"{entry}.py" and file.resolve().parent == Path.cwd().resolve()
+            recorded.append(str(file.resolve()) if local else entry)
         except Exception as error:  # noqa: BLE001 - any failure of the user's module is this config's error
-            raise ConfigError(f"imports: cannot import {module!r} ({type(error).__name__}: {error}); it must be "
-                              "installed or be a .py file in the folder the command runs in") from None
+            raise ConfigError(f"imports: cannot import {entry!r} ({type(error).__name__}: {error}); give an installed "
+                              "module, a .py file in the folder the command runs in, or a .py file's path") from None
+    return recorded
+
+
+def _import_file(path: Path) -> None:
+    """Import the module in ``path`` under its file name, once per process."""
+    module = sys.modules.get(path.stem)
+    if module is not None and Path(getattr(module, "__file__", "") or "").resolve() == path:
+        return
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    if spec is None or spec.loader is None or not path.is_file():
+        raise FileNotFoundError(f"no Python file {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[path.stem]
+        raise
 
 
 def validate(config: RecipeConfig) -> None:

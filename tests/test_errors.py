@@ -353,13 +353,18 @@ def test_unload_removes_what_a_strategy_added_and_did_not_remove():
         def apply(self, context):
             context.backbone.prompts = nn.Parameter(torch.zeros(4, context.family.embed_dim))
             context.backbone.prompt_mlp = nn.Linear(2, 2)
+            context.backbone.norm.register_buffer("my_buffer", torch.ones(3))
+            context.backbone.blocks[1].mlp.fc1 = nn.Linear(32, 128)  # replaced, same name and shapes
 
     model = _vit()
+    fc1 = model.blocks[1].mlp.fc1
     before = {k: v.clone() for k, v in model.state_dict().items()}
     vm = adaptkit.VideoModel(adaptkit.backbones.find_family(model), Prompts(), 2, 3)
-    with pytest.warns(UserWarning, match=r"left \['prompts', 'prompt_mlp.weight', 'prompt_mlp.bias'\] on the backbone"):
+    with pytest.warns(UserWarning, match=r"left \['blocks.1.mlp.fc1 \(replaced\)', 'prompts', 'prompt_mlp.weight'\] "
+                                         r"\.\.\. on the backbone"):
         restored = vm.unload()
     assert restored is model and not hasattr(model, "prompts") and not hasattr(model, "prompt_mlp")
+    assert model.blocks[1].mlp.fc1 is fc1 and not hasattr(model.norm, "my_buffer")
     state = model.state_dict()
     assert list(state) == list(before) and all(torch.equal(state[k], v) for k, v in before.items())
     adaptkit.inject(model, "aim", num_frames=2)  # usable again

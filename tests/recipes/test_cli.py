@@ -557,8 +557,17 @@ def test_a_strategy_of_your_own_runs_through_the_recipes_by_its_module(tmp_path:
     assert cli.main(args + ["imports=[my_plugin_strategy]"]) == 0
     saved = json.loads((run_dir / "final" / "adapter_config.json").read_text())
     assert saved["strategy"] == "test-plugin-norm"
-    assert "imports:\n- my_plugin_strategy" in (run_dir / "config.yaml").read_text()
+    assert f"imports:\n- {tmp_path / 'my_plugin_strategy.py'}" in (run_dir / "config.yaml").read_text()  # absolute
     capsys.readouterr()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)  # evaluate from another folder, in a process that has not imported the module
+    monkeypatch.delitem(sys.modules, "my_plugin_strategy")
+    monkeypatch.syspath_prepend(str(elsewhere))
+    sys.path.remove(str(tmp_path))
+    from adaptkit.strategies import base as strategies_base
+
+    del strategies_base._STRATEGIES["test-plugin-norm"]
     assert cli.main(["evaluate", "--checkpoint", str(run_dir / "final"), "--output", str(tmp_path / "e.json")]) == 0
     assert json.loads((tmp_path / "e.json").read_text())["top1"] is not None
     assert cli.main(args + ["imports=[no_such_module_here]"]) == 2
