@@ -295,7 +295,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     finally:
         teardown()
     args.output.mkdir(parents=True, exist_ok=True)
-    write_json(report, args.output / "paper_table1.json", announce=False)
+    write_json(report, args.output / "paper_table1.json", announce=False, device=str(world.device))
     (args.output / "paper_table1.md").write_text(markdown(report), encoding="utf-8")
     figure(report, args.output / "paper_table1.png")
     print(markdown(report))

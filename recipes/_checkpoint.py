@@ -203,6 +203,8 @@ def load_checkpoint(checkpoint: Path) -> dict[str, Any]:
     verify_digests(checkpoint, required=True)
     try:
         return load_state(checkpoint)
+    except CorruptFileError:
+        raise  # load_state's own message names the file
     except Exception as error:  # noqa: BLE001 - any unreadable state makes the checkpoint unusable
         raise CorruptFileError(f"{Path(checkpoint) / STATE_FILE} is unreadable: {error}") from None
 

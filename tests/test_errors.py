@@ -267,8 +267,16 @@ def test_registering_a_strategy_checks_what_inject_will_need():
         def apply(self, context):
             pass
 
+    @dataclasses.dataclass
+    class NameAsOption(StrategyConfig):
+        name: str = "test-name-as-option"
+
+        def apply(self, context):
+            pass
+
     for cls, problem in [(NotADataclass, r"not itself a @dataclasses.dataclass"),
                          (Abstract, r"leaves \['apply'\] abstract"), (NoName, "its name is"),
+                         (NameAsOption, "its name is a dataclass field"),
                          (dict, "does not subclass adaptkit.StrategyConfig")]:
         with pytest.raises(TypeError, match=f"cannot register strategy .*{problem}"):
             adaptkit.register_strategy(cls)

@@ -173,6 +173,9 @@ def register_strategy(cls: type[StrategyConfig]) -> type[StrategyConfig]:
                         "fields would not be options")
     elif inspect.isabstract(cls):
         problems.append(f"it leaves {sorted(cls.__abstractmethods__)} abstract")
+    elif "name" in {field.name for field in dataclasses.fields(cls)}:
+        problems.append("its name is a dataclass field (an option inject() could rename it with); write it without "
+                        "a type annotation: name = '...'")
     if not isinstance(name, str) or not name:
         problems.append(f"its name is {name!r}, not a non-empty str")
     if problems:

@@ -322,5 +322,6 @@ def test_a_training_state_that_would_run_code_is_refused_in_one_line(tmp_path: P
         train.main(resume_args(synthetic_args, run_dir) + ["--resume"])
     message = str(error.value)
     assert "training_state.pt is not a training state of tensors and plain data" in message
+    assert message.count("training_state.pt") == 1  # named once, not "X is unreadable: X is not ..."
     assert "weights_only=False" not in message and "\n" not in message and len(message) < 600
     assert not marker.exists()
