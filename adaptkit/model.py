@@ -6,6 +6,7 @@ import copy
 import dataclasses
 import operator
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -465,7 +466,7 @@ class VideoModel(nn.Module):
         added = [name for name, _ in self.backbone.named_parameters() if name not in restore.requires_grad]
         added += [name for name, _ in self.backbone.named_buffers() if name not in restore.buffers]
         for name in added:
-            _remove_added(self.backbone, name, known_modules=set(restore.modules))
+            _remove_added(self.backbone, name, known_modules=restore.modules)
         if replaced or added:
             left = [*(f"{name} (replaced)" for name in replaced), *added]
             warnings.warn(f"strategy {self.strategy.name!r} left {left[:3]}{' ...' if len(left) > 3 else ''} on the "
@@ -494,17 +495,13 @@ def _get_module(root: nn.Module, path: str) -> nn.Module | None:
         return None
 
 
-def _remove_added(backbone: nn.Module, name: str, known_modules: set[str]) -> None:
-    """Delete the parameter ``name``, or the outermost module on its path that the image model did not have."""
+def _remove_added(backbone: nn.Module, name: str, known_modules: Mapping[str, nn.Module]) -> None:
+    """Delete the tensor ``name``, or the outermost module on its path that the image model did not have."""
     parts = name.split(".")
-    for depth in range(1, len(parts)):
-        if ".".join(parts[:depth]) not in known_modules:  # a module the strategy added: remove it whole
-            parent = operator.attrgetter(".".join(parts[:depth - 1]))(backbone) if depth > 1 else backbone
-            if hasattr(parent, parts[depth - 1]):
-                delattr(parent, parts[depth - 1])
-            return
-    parent = operator.attrgetter(".".join(parts[:-1]))(backbone) if len(parts) > 1 else backbone
-    delattr(parent, parts[-1])
+    depth = next((d for d in range(1, len(parts)) if ".".join(parts[:d]) not in known_modules), len(parts))
+    parent = _get_module(backbone, ".".join(parts[:depth - 1])) if depth > 1 else backbone
+    if parent is not None and hasattr(parent, parts[depth - 1]):  # gone already with a module removed before
+        delattr(parent, parts[depth - 1])
 
 
 def _patch_embed_channels(backbone: nn.Module) -> int:
