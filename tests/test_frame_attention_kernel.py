@@ -19,6 +19,7 @@ triton = pytest.importorskip("triton", reason="needs Triton")
 import frame_attention_checks as checks  # noqa: E402
 from adaptkit.layers import frame_attention_triton  # noqa: E402
 from adaptkit.layers import set_frame_attention_kernel  # noqa: E402
+from adaptkit.layers import attention  # noqa: E402
 from adaptkit.layers.attention import attend_frames, frame_attention_reference  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -58,8 +59,33 @@ def test_the_kernel_choice_is_global_and_returns_the_previous_one():
     try:
         assert previous == "per-frame"  # the default
         assert set_frame_attention_kernel("pytorch") == "tiled"
+    finally:
+        set_frame_attention_kernel(previous)
+
+
+@pytest.mark.parametrize("choice", ["per-frame", "tiled", "pytorch"])
+def test_the_choice_decides_the_kernel_on_cuda_only(choice):
+    """The dispatch rule, without a GPU: the chosen Triton kernel on CUDA, the PyTorch path elsewhere."""
+    previous = set_frame_attention_kernel(choice)
+    try:
+        expected = None if choice == "pytorch" else choice
+        assert attention._kernel_for(torch.device("cuda", 0), 0.0) == expected
+        assert attention._kernel_for(torch.device("cpu"), 0.0) is None
+        assert attention._kernel_for(torch.device("cuda", 0), 0.1) is None  # dropout: PyTorch path
+    finally:
+        set_frame_attention_kernel(previous)
+
+
+@pytest.mark.parametrize("choice", ["per-frame", "tiled"])
+def test_cpu_tensors_take_the_pytorch_path_whatever_the_choice(choice, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("the Triton kernel was called on a CPU tensor")
+
+    monkeypatch.setattr(attention._kernel, "frame_attention", refuse)
+    previous = set_frame_attention_kernel(choice)
+    try:
         qkv = torch.randn(2 * 4, 3, 3, 2, 8, dtype=torch.float64)
-        out = attend_frames(qkv, 4, scale=0.3)  # CPU: always the PyTorch path, whatever the choice
+        out = attend_frames(qkv, 4, scale=0.3)
         expected = frame_attention_reference(qkv.reshape(2, 4, 3, 3, 2, 8), None, 0.3).reshape(8, 3, 16)
         torch.testing.assert_close(out, expected, rtol=0, atol=0)
     finally:

@@ -59,8 +59,11 @@ def set_frame_attention_kernel(kernel: str) -> str:
     return previous
 
 
-def _use_kernel(x: torch.Tensor, dropout: float) -> bool:
-    return _kernel is not None and _frame_kernel != "pytorch" and x.is_cuda and dropout == 0.0
+def _kernel_for(device: torch.device, dropout: float) -> str | None:
+    """The Triton kernel attention over frames takes on ``device``, or None for the PyTorch path."""
+    if _kernel is None or _frame_kernel == "pytorch" or device.type != "cuda" or dropout != 0.0:
+        return None
+    return _frame_kernel
 
 
 class AttentionProjections(NamedTuple):
@@ -119,7 +122,7 @@ def frame_self_attention(
     Returns:
         (B*T, *tokens, D), frame-folded like ``x``.
     """
-    kernel = _use_kernel(x, projections.dropout)
+    kernel = _kernel_for(x.device, projections.dropout) is not None
     tokens = x.flatten(1, -2)  # (B*T, N, D), a view
     positions = tokens.shape[1]
     if not kernel:
@@ -182,8 +185,9 @@ def attend_frames(
     tokens = math.prod(lead[1:])
     # (B*T, *tokens, 3, heads, d) -> (B, T, N, 3, heads, d): a view of the projection's output.
     packed = qkv.reshape(-1, num_frames, tokens, three, heads, dim)
-    if _use_kernel(packed, dropout_p) and _kernel.supports(packed):
-        out = _kernel.frame_attention(packed, bias, scale, _frame_kernel)  # (B, T, N, heads, d), frame-folded
+    name = _kernel_for(packed.device, dropout_p)
+    if name is not None and _kernel.supports(packed):
+        out = _kernel.frame_attention(packed, bias, scale, name)  # (B, T, N, heads, d), frame-folded
     else:
         out = frame_attention_reference(packed, bias, scale, dropout_p)
     return out.reshape(*lead, heads * dim)
