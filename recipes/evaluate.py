@@ -11,11 +11,14 @@ was trained with (used unless ``--config`` is given; overrides apply on top) and
 ``save_pretrained`` folder has neither: ``--config`` is then required and the classes come from the annotations).
 A video's score is the mean of the softmax over its views. The result, with the list of evaluated video ids
 (validation sets differ between dataset copies), is written to ``<checkpoint>/eval_result.json`` unless ``--output`` says otherwise.
+An earlier result there of other data or other views is kept: this one then gets a name of its own,
+``eval_result_<annotations stem>_<views>.json``; a re-run of the same evaluation replaces it.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from pathlib import Path
@@ -60,6 +63,20 @@ def check_output(output: Path | None, checkpoint: Path) -> Path:
     return output
 
 
+def default_output(checkpoint: Path, annotations: str, views: str) -> Path:
+    """``<checkpoint>/eval_result.json``, unless it holds an evaluation of other data or views, which is kept: then
+    ``eval_result_<annotations stem>_<views>.json`` (``views``: frames x temporal clips x spatial crops)."""
+    output = checkpoint / "eval_result.json"
+    try:
+        previous = json.loads(output.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # none yet, or unreadable: nothing to keep
+        return output
+    if not isinstance(previous, dict) or (
+            previous.get("views") == views and (previous.get("extra") or {}).get("annotations") == annotations):
+        return output
+    return checkpoint / f"eval_result_{Path(annotations).stem or 'data'}_{views}.json"
+
+
 def main(argv: list[str] | None = None) -> EvaluationResult | None:
     """Evaluate; returns the result on the main process (None on the others)."""
     args = parse_args(argv)
@@ -93,8 +110,10 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
                           pin_memory=config.data.decode_device == "cpu")
         if result is None:
             return None
-        result.extra.update(checkpoint=str(args.checkpoint), model=config.model.name,
-                            annotations=config.data.val.annotations or config.data.source)
+        annotations = str(config.data.val.annotations or config.data.source)
+        result.extra.update(checkpoint=str(args.checkpoint), model=config.model.name, annotations=annotations)
+        if args.output is None:
+            output = default_output(args.checkpoint, annotations, result.views)
         result.to_json(output)
         print(format_result(result, num_classes))
         print(f"evaluation data: {format_skipped(result)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -52,6 +53,27 @@ def test_evaluate_multi_view_on_real_videos(trained: Path, tmp_path: Path, capsy
     out = capsys.readouterr().out
     assert "chance 16.7%" in out and f"top-5 {100 * result.top5:.1f}%" in out and "broken.mp4" in out
     assert json.loads((trained / "eval_result.json").read_text())["video_ids"] == result.video_ids
+
+
+def test_evaluating_other_views_keeps_the_earlier_result(trained: Path, tmp_path: Path) -> None:
+    checkpoint = tmp_path / "final"
+    shutil.copytree(trained, checkpoint, ignore=shutil.ignore_patterns("eval_result*"))  # other tests evaluate it too
+    folder = tmp_path / "videos"
+    write_synthetic_videos(folder, 3, num_frames=8, size=32, num_classes=6)
+    data = ["data.source=video", "data.format=video_list", f"data.val.annotations={folder / 'list.txt'}",
+            f"data.val.root={folder}", "data.num_workers=0"]
+    first = evaluate.main(["--checkpoint", str(checkpoint), *data])
+    assert first is not None and first.views == "4x1x1"
+    default = checkpoint / "eval_result.json"
+    second = evaluate.main(["--checkpoint", str(checkpoint), *data, "eval.num_clips=2"])
+    assert second is not None and second.views == "4x2x1"
+    assert json.loads(default.read_text())["views"] == "4x1x1"  # kept
+    assert json.loads((checkpoint / "eval_result_list_4x2x1.json").read_text())["views"] == "4x2x1"
+    default.write_text(default.read_text().replace('"top1"', '"top1_before"', 1))
+    evaluate.main(["--checkpoint", str(checkpoint), *data])  # the same evaluation again replaces its file
+    assert "top1_before" not in default.read_text()
+    assert sorted(path.name for path in checkpoint.glob("eval_result*")) == [
+        "eval_result.json", "eval_result_list_4x2x1.json"]
 
 
 def test_predict_prints_the_top5_classes(trained: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
