@@ -27,12 +27,22 @@ def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] = 224,
 
     Args:
         video_model: A :class:`~adaptkit.VideoModel`.
-        image_size: Frame height and width.
-        views: Number of views (temporal clips x spatial crops) per video.
-        num_frames: Clip length; defaults to the model's ``num_frames``.
+        image_size: Frame height and width in pixels (one int for square frames).
+        views: Number of views (temporal clips x spatial crops) per video, >= 1.
+        num_frames: Clip length T, >= 1; None (the default) takes the model's ``num_frames``.
+
+    Returns:
+        GMACs (10^9 multiply-accumulates) for ``views`` clips of (C, T, height, width), e.g. ~606
+        for AIM ViT-B/16 at 8 frames and 3 views (AIM Table 2).
+
+    Raises:
+        ValueError: if ``views`` or ``num_frames`` is not a positive integer.
     """
+    for name, value in (("views", views), ("num_frames", 1 if num_frames is None else num_frames)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"count_flops {name} must be a positive integer, got {value!r}")
     height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
-    frames = num_frames or video_model.num_frames
+    frames = video_model.num_frames if num_frames is None else num_frames
     # Inference only: nothing requires grad, which also keeps the counter's module tracker from hooking autograd on
     # parameters used directly as inputs (a MAP head's latent query fails there under no_grad).
     meta_model = _meta_copy(video_model).eval().requires_grad_(False)

@@ -42,10 +42,16 @@ def mean_class_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
         0.5
     """
     _check(scores, labels)
-    labels = labels.to(scores.device)
-    correct = (scores.argmax(dim=1) == labels).float()
-    classes = labels.unique()
-    return torch.stack([correct[labels == c].mean() for c in classes]).mean().item()
+    if labels.min() < 0:
+        raise ValueError(f"labels must be class indices >= 0, got {labels.min().item()}")
+    labels = labels.to(scores.device).long()
+    correct = scores.argmax(dim=1) == labels
+    # Per-class sample and hit counts (integer bincounts: exact and deterministic on CUDA too); classes absent from
+    # ``labels`` are left out of the mean.
+    counts = torch.bincount(labels)
+    hits = torch.bincount(labels[correct], minlength=counts.numel())
+    present = counts > 0
+    return (hits[present].float() / counts[present].float()).mean().item()
 
 
 @dataclass

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from adaptkit.layers.frames import check_frame_folded
+
 
 def shift_heads(x: torch.Tensor, num_frames: int, offsets: tuple[int, ...]) -> torch.Tensor:
     """Give head ``i < len(offsets)`` of frame ``t`` the values of frame ``t + offsets[i]`` of the same clip.
@@ -20,7 +22,11 @@ def shift_heads(x: torch.Tensor, num_frames: int, offsets: tuple[int, ...]) -> t
 
     Returns:
         (B*T, N, heads, d).
+
+    Raises:
+        ValueError: if B*T is not a multiple of ``num_frames``.
     """
+    check_frame_folded(x.shape[0], num_frames)
     shifted_heads = len(offsets)
     if shifted_heads == 0:
         return x

@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from adaptkit.layers.frames import check_positive
+
 
 class LinearAdapter(nn.Module):
     """``x + scale * up(down(x))`` with no activation (ZeroI2V's linear adapter, ECCV 2024).
@@ -16,12 +18,16 @@ class LinearAdapter(nn.Module):
 
     Args:
         dim: Token width D.
-        ratio: Bottleneck width as a fraction of ``dim`` (the reference: 0.25).
+        ratio: Bottleneck width as a fraction of ``dim`` (the reference: 0.25); at least one hidden unit.
         scale: Weight of the bottleneck branch (the reference: 0.5).
+
+    Raises:
+        ValueError: if ``ratio`` is not > 0.
     """
 
     def __init__(self, dim: int, ratio: float = 0.25, scale: float = 0.5) -> None:
         super().__init__()
+        check_positive("LinearAdapter ratio", ratio)
         hidden = max(1, round(dim * ratio))
         self.scale = scale
         self.down = nn.Linear(dim, hidden)
@@ -32,6 +38,7 @@ class LinearAdapter(nn.Module):
         nn.init.zeros_(self.up.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Tokens (*, D) -> (*, D), token by token: ``x + scale * up(down(x))``."""
         return x + self.scale * self.up(self.down(x))
 
     def affine(self) -> tuple[torch.Tensor, torch.Tensor]:
