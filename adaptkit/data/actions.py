@@ -80,7 +80,13 @@ def mirror_lengths(clip_len: int, low: int, high: int) -> list[int]:
 
 @dataclass(frozen=True)
 class ActionVideoSettings:
-    """Everything that decides the generated dataset (its hash names the cache folder)."""
+    """Everything that decides the generated dataset (its hash names the cache folder).
+
+    Raises:
+        ValueError: on construction, if ``train_videos`` or ``val_videos`` is odd or < 2, ``size`` is odd or
+            < 16, or ``min_seconds`` / ``max_seconds`` do not satisfy 0 < min <= max. (:func:`action_video`
+            raises ValueError later if no length in that range is mirror-symmetric for ``mirror_clip_len``.)
+    """
 
     train_videos: int = 800  # even: reversed pairs
     val_videos: int = 400  # even; rendered from another seed
@@ -128,6 +134,10 @@ def action_video(
 
     Pure function of its arguments. The action kind cycles with ``pair_index`` (balanced classes); the backward
     partner is ``video.flip(0)`` with class :func:`reversed_partner`. ``num_frames`` overrides the drawn length.
+
+    Raises:
+        ValueError: if no length between ``settings.min_seconds`` and ``max_seconds`` (at the drawn fps) is
+            mirror-symmetric for ``settings.mirror_clip_len`` frames.
     """
     rng = np.random.default_rng([seed, pair_index])
     kind_index = pair_index % len(_KINDS)

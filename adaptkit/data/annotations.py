@@ -38,7 +38,11 @@ DIVING48_NUM_CLASSES = 48
 
 
 def register_annotation_format(name: str) -> Callable[[Parser], Parser]:
-    """Decorator registering ``parser`` under ``name`` for :func:`load_annotations`."""
+    """Decorator registering ``parser`` under ``name`` for :func:`load_annotations`.
+
+    Raises:
+        ValueError: when the decorator is applied, if ``name`` is already registered.
+    """
 
     def add(parser: Parser) -> Parser:
         if name in ANNOTATION_FORMATS:
@@ -272,6 +276,13 @@ def parse_diving48_json(
     """Diving-48 V2 list of ``{vid_name, label, start_frame, end_frame}``; video ``{vid_name}.mp4``; 48 classes.
 
     ``vocab_path`` (``Diving48_vocab.json``, 48 lists of 4 words) gives class names; without it they are "0".."47".
+    Frame windows are 0-based, ``end_frame`` exclusive.
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        AnnotationError: ``vocab_path`` is given but missing or not 48 descriptions; invalid JSON; an entry without
+            the four keys, with a non-integer field, a label outside [0, 48) or not 0 <= start_frame < end_frame
+            (file and entry named).
     """
     if vocab_path is None:
         classes = [str(i) for i in range(DIVING48_NUM_CLASSES)]
@@ -311,6 +322,9 @@ def parse_folder_tree(
 
     Video paths are joined with ``root`` when given, else with ``path``; ``video_id`` is the path relative to
     ``path`` without the extension.
+
+    Raises:
+        AnnotationError: ``path`` is not a folder, or no class sub-folder holds a file with one of ``extensions``.
     """
     folder = Path(path)
     if not folder.is_dir():

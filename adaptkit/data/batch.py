@@ -44,7 +44,10 @@ def prepare_batch(
         dtype: output dtype.
 
     Returns:
-        (B, C, T, H, W) tensor of ``dtype`` on the batch's device.
+        (B, C, T, H, W) tensor of ``dtype`` on the batch's device, ``(x / 255 - mean) / std``.
+
+    Raises:
+        ValueError: if ``batch`` is not 5-D or not uint8.
 
     Example:
         >>> x = prepare_batch(torch.zeros(2, 8, 3, 32, 32, dtype=torch.uint8), [0.5] * 3, [0.25] * 3)
@@ -65,6 +68,15 @@ def prepare_batch(
 class VideoNormalize(nn.Module):
     """Module form of :func:`prepare_batch`; random erasing only in training mode.
 
+    Args:
+        mean: Per-channel mean on the 0-1 scale.
+        std: Per-channel std on the 0-1 scale.
+        random_erasing_p: Probability to erase one box per clip in training mode (AIM App. A.2 uses
+            random erasing for SSv2).
+
+    Raises:
+        ValueError: if ``random_erasing_p`` is outside [0, 1].
+
     Example:
         >>> prep = VideoNormalize([0.5] * 3, [0.25] * 3, random_erasing_p=0.25).eval()
         >>> prep(torch.zeros(1, 4, 3, 16, 16, dtype=torch.uint8)).shape
@@ -80,6 +92,11 @@ class VideoNormalize(nn.Module):
         self.random_erasing_p = random_erasing_p
 
     def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, T, C, H, W) -> float32 (B, C, T, H, W), normalised, on the batch's device.
+
+        Raises:
+            ValueError: if ``batch`` is not 5-D or not uint8.
+        """
         p = self.random_erasing_p if self.training else 0.0
         return prepare_batch(batch, self.mean, self.std, random_erasing_p=p)
 
@@ -106,6 +123,9 @@ class BatchMixer:
 
     Call with ``clips`` float (B, T, C, H, W) (any batch-first layout with H, W last also works, e.g. the model's
     (B, C, T, H, W)) and ``labels`` int (B,); returns the mixed clips (same layout) and (B, num_classes) targets.
+
+    Raises:
+        ValueError: if ``num_classes`` < 1, an alpha is negative or ``label_smoothing`` is outside [0, 1).
     """
 
     def __init__(
@@ -122,6 +142,11 @@ class BatchMixer:
         self.mix = v2.RandomChoice(mixers) if len(mixers) > 1 else (mixers[0] if mixers else None)
 
     def __call__(self, clips: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(clips (B, T, C, H, W), labels (B,)) -> (mixed clips, same shape and dtype; float (B, num_classes) targets).
+
+        Raises:
+            ValueError: if ``clips`` is not 5-D, or is not floating point while MixUp or CutMix is on.
+        """
         _check_batch(clips)
         if self.mix is None:
             return clips, soft_targets(labels, self.num_classes, self.label_smoothing).to(clips.device)

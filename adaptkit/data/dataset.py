@@ -143,7 +143,11 @@ class VideoClipDataset(Dataset):
             out on the GPU; use it with ``num_workers=0`` (CUDA does not run in forked workers).
 
     Raises:
+        ValueError: if ``records`` is empty, ``sampler.num_clips`` is not 1, ``max_attempts`` < 1, or
+            ``decode_device`` is a GPU with a backend other than torchcodec.
         GPUDecodingUnavailable: ``decode_device`` is a GPU where GPU decoding cannot run (one-line reason).
+        IndexError: from ``ds[i]``, if ``i`` is not in [0, len(ds)).
+        RuntimeError: from ``ds[i]``, if none of the ``max_attempts`` records tried from ``i`` can be read.
 
     Example:
         >>> ds = VideoClipDataset(load_annotations("video_list", "train.txt", root="videos"),
@@ -248,6 +252,13 @@ class MultiViewDataset(Dataset):
         decode_threads: FFmpeg threads per decoder; None = cores divided among the DataLoader workers.
         frame_cache: read frames from a :class:`FrameCache` (or its folder) instead of decoding.
         decode_device: ``"cuda"`` decodes with NVDEC and crops on the GPU (``num_workers=0``).
+
+    Raises:
+        ValueError: if ``records`` is empty, ``sampler`` is not in test mode, ``num_crops`` is not 1 or 3,
+            ``resize_size`` < ``crop_size``, or ``decode_device`` is a GPU with a backend other than torchcodec.
+        GPUDecodingUnavailable: ``decode_device`` is a GPU where GPU decoding cannot run (one-line reason).
+        IndexError: from ``ds[i]``, if ``i`` is not in [0, len(ds)). (An unreadable video raises
+            nothing: it comes back as zeros with ``SKIPPED_LABEL``.)
     """
 
     def __init__(

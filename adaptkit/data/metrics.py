@@ -25,6 +25,17 @@ def _check(scores: torch.Tensor, labels: torch.Tensor) -> None:
 def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
     """Fraction of samples whose label is among the ``k`` highest scores (k is capped at the number of classes).
 
+    Args:
+        scores: (N, K) class scores (logits or probabilities: only their order counts).
+        labels: (N,) integer class indices.
+        k: How many of the highest scores count as a hit.
+
+    Returns:
+        A fraction in [0, 1] (0.93, not 93).
+
+    Raises:
+        ValueError: if the shapes are not (N, K) and (N,), or N is 0.
+
     Example:
         >>> top_k_accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
         0.5
@@ -36,6 +47,16 @@ def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> fl
 
 def mean_class_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
     """Top-1 recall per class, averaged over the classes that occur in ``labels``.
+
+    Args:
+        scores: (N, K) class scores.
+        labels: (N,) integer class indices >= 0.
+
+    Returns:
+        A fraction in [0, 1].
+
+    Raises:
+        ValueError: if the shapes are not (N, K) and (N,), N is 0, or a label is negative.
 
     Example:
         >>> mean_class_accuracy(torch.tensor([[0.9, 0.1], [0.9, 0.1], [0.9, 0.1]]), torch.tensor([0, 0, 1]))
@@ -56,11 +77,14 @@ def mean_class_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
 
 @dataclass
 class EvaluationResult:
-    """What an evaluation measured and on exactly which videos (validation sets differ between dataset copies)."""
+    """What an evaluation measured and on exactly which videos (validation sets differ between dataset copies).
 
-    top1: float
-    top5: float
-    mean_class_accuracy: float
+    The accuracies are fractions in [0, 1] (0.839, not 83.9 as the papers print them).
+    """
+
+    top1: float  # fraction of videos whose top-1 class is the label
+    top5: float  # fraction of videos whose label is among the 5 highest scores (all classes when K < 5)
+    mean_class_accuracy: float  # top-1 recall per class, averaged over the classes present
     num_videos: int
     views: str = ""  # frames x temporal clips x spatial crops, e.g. "8x3x1"
     video_ids: list[str] = field(default_factory=list)  # evaluated videos, in order
@@ -78,7 +102,19 @@ class EvaluationResult:
         views: str = "",
         skipped_ids: Sequence[str] = (),
     ) -> EvaluationResult:
-        """Compute the metrics from (N, K) scores (e.g. mean softmax over views) and (N,) labels."""
+        """Compute the metrics from (N, K) scores (e.g. mean softmax over views) and (N,) labels.
+
+        Args:
+            scores: (N, K) class scores, e.g. :func:`multi_view_scores`.
+            labels: (N,) integer class indices.
+            video_ids: N ids, in the order of the rows.
+            views: The view notation, frames x temporal clips x spatial crops, e.g. ``"8x3x1"``.
+            skipped_ids: Unreadable videos left out of the metrics.
+
+        Raises:
+            ValueError: if ``video_ids`` does not have N entries, or the scores and labels are not (N, K) and
+                (N,) with N >= 1.
+        """
         if len(video_ids) != labels.shape[0]:
             raise ValueError(f"{len(video_ids)} video ids for {labels.shape[0]} labels")
         return cls(

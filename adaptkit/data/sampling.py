@@ -27,7 +27,20 @@ class FrameSampler(Protocol):
     num_clips: int
     test_mode: bool
 
-    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray: ...
+    def __call__(self, num_frames: int, rng: np.random.Generator | None = None) -> np.ndarray:
+        """Frame indices for a video of ``num_frames`` frames.
+
+        Args:
+            num_frames: Frames in the video (or in its annotated window), >= 1.
+            rng: Source of the training-mode draws (None: fresh entropy); unused in test mode.
+
+        Returns:
+            int64 array (num_clips, clip_len), every index in [0, num_frames), clip-major.
+
+        Raises:
+            ValueError: if ``num_frames`` < 1 (the samplers in this module).
+        """
+        ...
 
 
 def _check_positive(**values: int) -> None:

@@ -82,6 +82,13 @@ class SyntheticMotionDataset(Dataset):
             The labels are directions: like SSv2, train WITHOUT horizontal flips (``AugmentConfig(hflip=False)``),
             which would turn "rightwards" clips into "leftwards" ones.
 
+    Items are ``(clip uint8 (T, 3, size, size), label in [0, num_classes), index)`` (the clip as ``transform``
+    returns it when one is given).
+
+    Raises:
+        ValueError: if ``num_videos`` < 1, ``num_frames`` < 2, ``size`` < 16, or ``num_classes`` is odd or < 2.
+        IndexError: from ``ds[i]``, if ``i`` is not in [0, num_videos).
+
     Example:
         >>> clip, label, index = SyntheticMotionDataset(8, num_frames=8, size=32)[5]
         >>> tuple(clip.shape), label, index
@@ -169,6 +176,9 @@ def write_corrupt_video(path: str | os.PathLike[str], kind: str = "truncated", s
 
     Returns:
         ``path`` as a Path.
+
+    Raises:
+        ValueError: if ``kind`` is not one of the three above.
     """
     path = Path(path)
     if kind == "truncated":

@@ -20,7 +20,17 @@ __all__ = ["AugmentConfig", "VideoTestTransform", "VideoTrainTransform", "three_
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Augmentation choices for one training setting. Presets: :meth:`kinetics`, :meth:`ssv2`, :meth:`diving48`."""
+    """Augmentation choices for one training setting. Presets: :meth:`kinetics`, :meth:`ssv2`, :meth:`diving48`.
+
+    The presets follow AIM App. A.1-A.3 (which follow Video Swin's recipes, Liu et al. 2022) and the
+    authors' configs. Sizes are in pixels.
+
+    Raises:
+        ValueError: on construction, if a size is < 1, ``scale`` is not 0 < min <= max <= 1, ``ratio`` is
+            not 0 < min <= max, ``test_crops`` is not 1 or 3, ``test_resize_size`` < ``crop_size``,
+            ``random_erasing_p`` is outside [0, 1], ``label_smoothing`` outside [0, 1), an alpha or
+            ``color_jitter`` is negative, ``randaugment_num_ops`` < 1 or ``randaugment_magnitude`` outside [0, 31).
+    """
 
     crop_size: int = 224  # model input side, train and test
     resize_size: int = 256  # train: short side before RandomResizedCrop
@@ -89,6 +99,9 @@ class VideoTrainTransform:
 
     Input and output are uint8 (T, C, H, W); the output is (T, C, crop_size, crop_size).
 
+    Args:
+        config: The augmentation choices (crop, resize, flip, RandAugment, colour jitter are used here).
+
     Example:
         >>> transform = VideoTrainTransform(AugmentConfig.ssv2(crop_size=32, resize_size=40))
         >>> transform(torch.zeros(8, 3, 48, 64, dtype=torch.uint8)).shape
@@ -117,6 +130,11 @@ class VideoTrainTransform:
         return self.config.resize_size
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 (T, C, H, W) -> uint8 (T, C, crop_size, crop_size), one random draw for all T frames.
+
+        Raises:
+            ValueError: if ``clip`` is not a 4-D uint8 tensor.
+        """
         return self.pipeline(_as_video(clip)).as_subclass(torch.Tensor)
 
     def __repr__(self) -> str:
@@ -129,11 +147,14 @@ def three_crop(video: torch.Tensor, size: int) -> torch.Tensor:
     ThreeCrop is not in torchvision. Resize the short side to ``size`` first to cover the whole frame.
 
     Args:
-        video: (..., H, W) with H, W >= size.
-        size: crop side.
+        video: (..., H, W) with H, W >= size, any dtype.
+        size: crop side in pixels.
 
     Returns:
-        (3, ..., size, size): start, centre, end.
+        (3, ..., size, size): start, centre, end (views of ``video`` stacked into a new tensor).
+
+    Raises:
+        ValueError: if H or W is smaller than ``size``.
     """
     height, width = video.shape[-2:]
     if height < size or width < size:
@@ -150,6 +171,14 @@ class VideoTestTransform:
     """Short side resize -> centre crop (``num_crops=1``) or ThreeCrop (``num_crops=3``).
 
     Input uint8 (T, C, H, W); output uint8 (num_crops, T, C, crop_size, crop_size), the spatial views.
+
+    Args:
+        crop_size: Crop side in pixels.
+        num_crops: Spatial views: 1 (centre crop) or 3 (start, centre and end of the long side).
+        resize_size: Short side in pixels before cropping; None = ``crop_size``.
+
+    Raises:
+        ValueError: if ``num_crops`` is not 1 or 3, or ``resize_size`` < ``crop_size``.
     """
 
     def __init__(self, crop_size: int = 224, num_crops: int = 1, resize_size: int | None = None) -> None:
@@ -166,6 +195,11 @@ class VideoTestTransform:
         return self.resize_size
 
     def __call__(self, clip: torch.Tensor) -> torch.Tensor:
+        """uint8 (T, C, H, W) -> uint8 (num_crops, T, C, crop_size, crop_size), contiguous.
+
+        Raises:
+            ValueError: if ``clip`` is not a 4-D uint8 tensor.
+        """
         video = F.resize(_as_video(clip), [self.resize_size], antialias=True).as_subclass(torch.Tensor)
         if self.num_crops == 3:
             return three_crop(video, self.crop_size).contiguous()  # (3, T, C, S, S)

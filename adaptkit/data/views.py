@@ -37,6 +37,9 @@ def multi_view_scores(
 
     Returns:
         (B, num_classes) float32 probabilities on the model's output device.
+
+    Raises:
+        ValueError: if ``views`` is not 6-D or ``chunk_size`` < 1.
     """
     if views.ndim != 6:
         raise ValueError(f"expected views (B, V, T, C, H, W), got shape {tuple(views.shape)}")
@@ -81,9 +84,11 @@ def evaluate_multi_view(
             group must be initialised) and every process gets the result over the whole dataset.
 
     Returns:
-        Top-1, top-5, mean class accuracy and the evaluated / skipped video ids.
+        Top-1, top-5 and mean class accuracy as fractions in [0, 1], the evaluated / skipped video ids.
 
     Raises:
+        ValueError: if ``shard`` is not (rank, world_size) with 0 <= rank < world_size, or a batch's views are
+            not 6-D or ``chunk_size`` < 1 (:func:`multi_view_scores`).
         RuntimeError: no readable video at all.
     """
     rank, world_size = shard
