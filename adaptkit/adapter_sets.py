@@ -32,6 +32,7 @@ class SetInfo:
     num_classes: int | None
     copy_paths: list[str]
     requires_grad: dict[str, bool]  # the set's own flags, restored when it is attached again
+    tensor_names: set[str]  # what the set saves (VideoModel.trainable_state_dict), named as when active
 
 
 class DetachedSet(nn.Module):
@@ -75,7 +76,8 @@ def detach(video_model: VideoModel) -> tuple[DetachedSet, SetInfo]:
         detached.copies[path.replace(".", "__")] = _get(backbone, path)
         _set(backbone, path, restore.stashed.pop(path))
     info = SetInfo(video_model.strategy, video_model.num_classes, list(restore.trainable_copies),
-                   {name: p.requires_grad for name, p in detached.named_parameters()})
+                   {name: p.requires_grad for name, p in detached.named_parameters()},
+                   video_model._adapter_tensor_names)
     detached.requires_grad_(False)  # as in PEFT, only the active set trains
     restore.trainable_copies = []
     return detached, info
@@ -97,6 +99,7 @@ def attach(video_model: VideoModel, detached: DetachedSet, info: SetInfo) -> Non
     video_model.head, video_model.head_drop = detached.head, detached.head_drop
     video_model.temporal_embed = detached.temporal_embed
     video_model.strategy, video_model.num_classes = info.strategy, info.num_classes
+    video_model._adapter_tensor_names = info.tensor_names
 
 
 def _get(root: nn.Module, path: str) -> Any:
@@ -170,7 +173,8 @@ def delete_adapter(video_model: VideoModel, name: str) -> None:
 
 
 def load_adapter(
-    video_model: VideoModel, path: str | Path, name: str, ignore_architecture_mismatch: bool = False
+    video_model: VideoModel, path: str | Path, name: str, ignore_architecture_mismatch: bool = False,
+    is_trainable: bool = False,
 ) -> None:
     """See :meth:`VideoModel.load_adapter <adaptkit.VideoModel.load_adapter>`."""
     from adaptkit.checkpoint import compare_architecture, load_trainable, read_config
@@ -187,9 +191,12 @@ def load_adapter(
     active = video_model.active_adapter
     video_model.set_adapter(name)
     try:
-        load_trainable(video_model, path)
+        load_trainable(video_model, path, config)
     except BaseException:
         video_model.set_adapter(active)
         video_model.delete_adapter(name)
         raise
+    if not is_trainable:  # PEFT's load_adapter: frozen unless asked; the flags travel with the set
+        for tensor in video_model.trainable_state_dict().values():
+            tensor.requires_grad_(False)
     video_model.set_adapter(active)

@@ -1,11 +1,14 @@
 """Adapter-only checkpoints: ``adapter_config.json`` + ``adapter_model.safetensors``.
 
-Only trainable tensors are stored (for AIM on ViT-B/16 that is 11M of 97M parameters).
-safetensors holds raw tensors, so loading never executes pickled code.
+Only the adapter set's own tensors are stored (for AIM on ViT-B/16 that is 11M of 97M parameters).
+safetensors holds raw tensors, so loading never executes pickled code. The config is written last and records the
+SHA-256 of each weights file: a save killed between the files, or a file changed afterwards, is refused on load
+instead of mixing new weights with an old config.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -26,10 +29,12 @@ FORMAT_VERSION = 1
 
 
 def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
-    """Write the model's config and trainable tensors into directory ``path`` (atomically, per file).
+    """Write the model's config and its adapter set's tensors into directory ``path``.
 
-    A merged model (``video_model.merge()``) also writes ``image_model.safetensors``: its backbone as a
-    plain timm / open_clip state dict, which holds the folded adapters.
+    Each file is written atomically, the config last with the SHA-256 of the weights files, so a save killed half-way
+    leaves a folder that loads the old model or is refused, never a mix. A merged model (``video_model.merge()``)
+    also writes ``image_model.safetensors``: its backbone as a plain timm / open_clip state dict, which holds the
+    folded adapters (an unmerged save removes a stale one).
 
     Raises:
         FileExistsError: ``path`` is an existing file, not a folder.
@@ -39,26 +44,56 @@ def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} is a file: save_pretrained writes a folder ({CONFIG_NAME} + {WEIGHTS_NAME})")
-    tensors = {k: v.detach().contiguous().cpu() for k, v in video_model.trainable_state_dict().items()}
+    saved = video_model.trainable_state_dict()
+    outside = [name for name, p in video_model._active_parameters() if p.requires_grad and name not in saved]
+    if outside:
+        warnings.warn(f"{len(outside)} trainable tensor(s) outside the adapter set are not saved: "
+                      f"{outside[:3]}{' ...' if len(outside) > 3 else ''} (a checkpoint holds the tensors the "
+                      "strategy trains; save others yourself)", stacklevel=3)
+    tensors = {k: v.detach().contiguous().cpu() for k, v in saved.items()}
     config = {"format_version": FORMAT_VERSION, "adaptkit_version": __version__, **video_model.strategy_config}
     atomic_write(path / WEIGHTS_NAME, lambda tmp: save_file(tensors, tmp, metadata={"format": "pt"}))
+    digests = {WEIGHTS_NAME: sha256_file(path / WEIGHTS_NAME)}
     if config.get("merged"):  # the adapters live in the backbone's weights now: store them as a plain state dict
         image = {k: v.detach().contiguous().cpu() for k, v in video_model.backbone_state_dict().items()}
         atomic_write(path / IMAGE_WEIGHTS_NAME, lambda tmp: save_file(image, tmp, metadata={"format": "pt"}))
+        digests[IMAGE_WEIGHTS_NAME] = sha256_file(path / IMAGE_WEIGHTS_NAME)
+    config["sha256"] = digests
     atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
+    if not config.get("merged"):
+        (path / IMAGE_WEIGHTS_NAME).unlink(missing_ok=True)  # a merged model's, saved here before: not this model's
+
+
+def sha256_file(file: Path) -> str:
+    """The hex SHA-256 of a file's bytes."""
+    with open(file, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class CorruptCheckpointError(ValueError):
     """A checkpoint file exists but cannot be read as safetensors (truncated, overwritten, not safetensors)."""
 
 
-def read_safetensors(file: Path) -> dict[str, torch.Tensor]:
-    """The tensors of a safetensors file (no code runs). Raises CorruptCheckpointError naming the file."""
+def read_safetensors(file: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (no code runs), checked against ``sha256`` when given.
+
+    Raises:
+        CorruptCheckpointError: naming the file: unreadable, its SHA-256 is not the one its config recorded, or a
+            tensor holds NaN or infinity.
+    """
+    if sha256 is not None and file.is_file() and sha256_file(file) != sha256:
+        raise CorruptCheckpointError(f"{file} is not the file its {CONFIG_NAME} was saved with (SHA-256 differs): a "
+                                     "save was interrupted or the file was changed; save the model again")
     try:
-        return load_file(str(file))
+        tensors = load_file(str(file))
     except (SafetensorError, OSError) as error:
         raise CorruptCheckpointError(f"{file} is not a readable safetensors file ({error}); save the model again "
                                      "or restore the file") from error
+    bad = [name for name, t in tensors.items() if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise CorruptCheckpointError(f"{file} holds NaN or infinite values in {bad[:3]}"
+                                     f"{' ...' if len(bad) > 3 else ''}: a diverged training or a damaged file")
+    return tensors
 
 
 class ArchitectureMismatchError(TypeError):
@@ -107,31 +142,67 @@ def compare_architecture(saved: dict[str, Any], found: dict[str, Any], path: str
     warnings.warn(f"{message}; loading anyway (ignore_architecture_mismatch=True)", stacklevel=3)
 
 
+REQUIRED_KEYS = ("strategy", "options", "num_frames", "num_classes", "backbone")
+KNOWN_KEYS = {"format_version", "adaptkit_version", "merged", "sha256", *REQUIRED_KEYS}
+
+
 def read_config(path: str | Path) -> dict[str, Any]:
-    """The ``adapter_config.json`` of a saved video model."""
+    """The ``adapter_config.json`` of a saved video model.
+
+    Raises:
+        FileNotFoundError: no config in ``path``.
+        CorruptCheckpointError: the file is not a JSON object, lacks a required key, or is a PEFT adapter's config.
+        ValueError: another ``format_version``.
+    """
     file = Path(path) / CONFIG_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {CONFIG_NAME} in {path}: not a directory written by save_pretrained()")
-    config = json.loads(file.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise CorruptCheckpointError(f"{file} is not valid JSON ({error}); save the model again") from None
+    if not isinstance(config, dict):
+        raise CorruptCheckpointError(f"{file} holds a JSON {type(config).__name__}, not the object save_pretrained "
+                                     "writes; save the model again")
+    if "peft_type" in config and "format_version" not in config:
+        raise CorruptCheckpointError(
+            f"{file} is a PEFT adapter ({config['peft_type']}), not an adaptkit one: load it with "
+            "peft.PeftModel.from_pretrained on the image model. adaptkit's folders use the same file names but record "
+            "the video model (strategy, frames, backbone identity) and key tensors as the video model does")
     if config.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{file}: unsupported format_version {config.get('format_version')!r} (expected {FORMAT_VERSION})")
+    missing = [key for key in REQUIRED_KEYS if key not in config]
+    if missing:
+        raise CorruptCheckpointError(f"{file} lacks {', '.join(missing)}; save the model again")
+    unknown = sorted(set(config) - KNOWN_KEYS)
+    if unknown:
+        warnings.warn(f"{file}: ignoring keys this adaptkit does not know: {unknown} (saved by adaptkit "
+                      f"{config.get('adaptkit_version')}?)", stacklevel=3)
     return config
 
 
-def load_merged_backbone(video_model: nn.Module, path: str | Path) -> None:
+def digest_of(config: dict[str, Any], name: str) -> str | None:
+    """The SHA-256 ``config`` recorded for file ``name`` (None for folders saved before digests were recorded)."""
+    digests = config.get("sha256")
+    return digests.get(name) if isinstance(digests, dict) else None
+
+
+def load_merged_backbone(video_model: nn.Module, path: str | Path, config: dict[str, Any]) -> None:
     """Load a merged model's ``image_model.safetensors`` into ``video_model``'s backbone (strict)."""
     file = Path(path) / IMAGE_WEIGHTS_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {IMAGE_WEIGHTS_NAME} in {path}, although its {CONFIG_NAME} says merged")
-    video_model.load_backbone_state_dict(read_safetensors(file))
+    video_model.load_backbone_state_dict(read_safetensors(file, digest_of(config, IMAGE_WEIGHTS_NAME)))
 
 
-def load_trainable(video_model: nn.Module, path: str | Path) -> None:
-    """Copy saved tensors into the model's trainable parameters; strict on names and shapes."""
+def load_trainable(video_model: nn.Module, path: str | Path, config: dict[str, Any]) -> None:
+    """Copy saved tensors into the model's adapter set (:meth:`~adaptkit.VideoModel.trainable_state_dict`); strict
+    on names and shapes."""
     file = Path(path) / WEIGHTS_NAME
     if not file.is_file():
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {path}")
-    copy_strict(video_model.trainable_state_dict(), read_safetensors(file), f"checkpoint {file}")
+    copy_strict(video_model.trainable_state_dict(), read_safetensors(file, digest_of(config, WEIGHTS_NAME)),
+                f"checkpoint {file}")
 
 
 def copy_strict(targets: dict[str, torch.Tensor], saved: dict[str, torch.Tensor], source: str) -> None:
@@ -150,6 +221,14 @@ def copy_strict(targets: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]
              if saved[k].shape != t.shape]
     if wrong:
         raise ValueError(f"{source} has tensors of the wrong shape: {wrong[:8]}")
+    kinds = [f"{k}: saved {saved[k].dtype} for a {t.dtype} tensor" for k, t in targets.items()
+             if saved[k].is_floating_point() != t.is_floating_point()]
+    if kinds:
+        raise ValueError(f"{source} has tensors of the wrong kind: {kinds[:8]}")
+    if any(t.is_meta for t in targets.values()):
+        raise RuntimeError(f"cannot load {source} into a model on the meta device (it has no storage to copy into): "
+                           "materialise the image model first (e.g. model.to_empty(device='cpu') and load its "
+                           "weights), then load the adapter")
     with torch.no_grad():
         for name, tensor in targets.items():
             tensor.copy_(saved[name])

@@ -86,8 +86,13 @@ def from_pretrained(
             keeps the tensor shapes (e.g. another activation); a warning names the differences.
 
     Raises:
-        TypeError: the architecture differs (the message gives both identities and the keys that differ).
-        KeyError, ValueError: missing, unexpected or wrongly shaped tensors.
+        ArchitectureMismatchError: (a TypeError) the architecture differs (the message gives the keys that differ
+            with both values).
+        FileNotFoundError: ``path`` has no ``adapter_config.json`` or weights file.
+        CorruptCheckpointError: (a ValueError) a file is unreadable, not the one the config recorded (an
+            interrupted save, a changed file), holds NaN/infinity, or is a PEFT adapter's folder.
+        KeyError, ValueError: missing, unexpected, wrongly shaped or non-float tensors.
+        RuntimeError: ``image_model`` is on the meta device (materialise it and load its weights first).
     """
     config = read_config(path)
     compare_architecture(config["backbone"], find_family(image_model).identity(), path, ignore_architecture_mismatch)
@@ -98,8 +103,8 @@ def from_pretrained(
     try:
         if config.get("merged"):
             video_model.merge()  # fresh adapters fold to exactly nothing; the merged weights come next
-            load_merged_backbone(video_model, path)
-        load_trainable(video_model, path)
+            load_merged_backbone(video_model, path, config)
+        load_trainable(video_model, path, config)
     except BaseException:
         video_model.unload()  # a refused load gives the image model back
         raise

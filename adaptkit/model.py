@@ -130,6 +130,8 @@ class VideoModel(nn.Module):
             self._restore.strategy_state = strategy.apply(self._context())
             self._restore.applied = True
         self.to(dtype=reference.dtype)
+        # What this set saves, fixed now: a later freeze (from_pretrained, load_adapter) must not empty checkpoints.
+        self._adapter_tensor_names = {name for name, p in self._active_parameters() if p.requires_grad}
         wrapped = strategy.wrapped_modules(self._restore.strategy_state)
         if wrapped:
             self._check_wrapped_modules_matter(wrapped)
@@ -266,8 +268,14 @@ class VideoModel(nn.Module):
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        """The active adapter set's trainable tensors, keyed as in ``state_dict()``: what checkpoints hold."""
-        return {name: p for name, p in self._active_parameters() if p.requires_grad}
+        """The active adapter set's own tensors, keyed as in ``state_dict()``: what checkpoints hold.
+
+        These are the tensors the strategy made trainable when the set was built (adapters, head, temporal
+        embedding, trainable copies; the whole backbone for full finetuning), whatever their ``requires_grad``
+        says now: a model loaded frozen saves the same tensors as the model that was trained.
+        """
+        names = self._adapter_tensor_names
+        return {name: p for name, p in self._active_parameters() if name in names}
 
     def _active_parameters(self) -> list[tuple[str, nn.Parameter]]:
         return [(n, p) for n, p in self.named_parameters() if not n.startswith("adapter_sets.")]
@@ -301,13 +309,17 @@ class VideoModel(nn.Module):
         copy_strict(self.backbone_state_dict(), state, "backbone weights")
 
     def save_pretrained(self, path: str | Path) -> None:
-        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (trainable tensors only) into folder ``path``.
+        """Write ``adapter_config.json`` and ``adapter_model.safetensors`` (the set's own tensors,
+        :meth:`trainable_state_dict`) into folder ``path``.
 
         Raises:
             FileExistsError: ``path`` is an existing file.
+            RuntimeError: the model was unloaded.
         """
         from adaptkit.checkpoint import save_pretrained
 
+        if self._restore is None:
+            raise RuntimeError("this VideoModel was unloaded: it holds no adapter to save")
         save_pretrained(self, path)
 
     # ------------------------------------------------------------------ optimisation
@@ -400,10 +412,13 @@ class VideoModel(nn.Module):
         """Every adapter set's name, the active one first."""
         return [self.active_adapter, *self.adapter_sets]
 
-    def load_adapter(self, path: str | Path, name: str, ignore_architecture_mismatch: bool = False) -> None:
+    def load_adapter(
+        self, path: str | Path, name: str, ignore_architecture_mismatch: bool = False, is_trainable: bool = False
+    ) -> None:
         """Add the set saved by ``save_pretrained`` in ``path`` under ``name`` (not activated); strict like
-        :func:`adaptkit.from_pretrained`, architecture check included."""
-        adapter_sets.load_adapter(self, path, name, ignore_architecture_mismatch)
+        :func:`adaptkit.from_pretrained`, architecture check included. As in PEFT, the set's tensors are frozen
+        unless ``is_trainable``."""
+        adapter_sets.load_adapter(self, path, name, ignore_architecture_mismatch, is_trainable)
 
     # ------------------------------------------------------------------ surgery helpers
     def _stash(self, path: str, replacement: Any) -> Any:
@@ -481,6 +496,7 @@ class VideoModel(nn.Module):
                 module._parameters = {key: module._parameters[key] for key in order}
         delattr(self.backbone, INJECTED_MARKER)
         self._restore = None
+        self._adapter_tensor_names = set()
         return restore.image_model
 
     def extra_repr(self) -> str:

@@ -68,11 +68,6 @@ def save_model_dir(
     write_digests(path)
 
 
-def is_model_dir(path: Path) -> bool:
-    """A folder written by :func:`save_model_dir` (a run's ``final/`` or a checkpoint)."""
-    return all((Path(path) / name).is_file() for name in ("adapter_config.json", CONFIG_FILE, CLASSES_FILE))
-
-
 def check_model_dir(path: Path, config_given: bool) -> None:
     """Make sure ``path`` is a model folder ``evaluate`` / ``predict`` can load, and that its files are intact.
 
@@ -128,9 +123,20 @@ def read_classes(path: Path) -> list[str] | None:
 
 
 def image_weights_in(path: Path) -> Path | None:
-    """The saved random backbone of a model folder, if it has one."""
+    """The saved random backbone of a model folder, if it has one.
+
+    A merged model's folder (``adapter_config.json`` says merged) also has an ``image_model.safetensors``: the
+    library's merged backbone, without the image head, which ``from_pretrained`` loads itself; it is not a
+    backbone to build the image model from.
+    """
     file = Path(path) / IMAGE_WEIGHTS_FILE
-    return file if file.is_file() else None
+    if not file.is_file():
+        return None
+    try:
+        merged = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8")).get("merged")
+    except (OSError, ValueError, AttributeError):
+        merged = False  # from_pretrained names what is wrong with the config
+    return None if merged else file
 
 
 def save_checkpoint(
@@ -242,7 +248,10 @@ def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]
     """``key: checkpoint X, this config Y`` for every ``model.*`` key (and ``data.num_frames``) that differs."""
     saved = OmegaConf.to_container(OmegaConf.create(saved_yaml))
     current = OmegaConf.to_container(OmegaConf.structured(config))
-    assert isinstance(saved, dict) and isinstance(current, dict)
+    if not isinstance(saved, dict):  # its digest matched, so written so by hand
+        raise ValueError(f"the checkpoint's {CONFIG_FILE} holds a YAML {type(saved).__name__}, not a recipe config")
+    if not isinstance(current, dict):
+        raise TypeError(f"a recipe config converts to a mapping, got {type(current).__name__}")
 
     def relevant(tree: dict[str, Any]) -> dict[str, Any]:
         flat = _flatten(tree.get("model", {}), "model")

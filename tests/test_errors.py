@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import timm
@@ -125,11 +126,29 @@ def test_a_video_of_another_float_dtype_is_refused_outside_autocast():
             vm(torch.randn(1, 3, 2, 32, 32, dtype=torch.float64))
 
 
+def _rewrite_weights(folder, tensors):
+    """Replace a saved folder's weights and record their digest, as a consistent save of other tensors would."""
+    from safetensors.torch import save_file
+
+    from adaptkit.checkpoint import sha256_file
+
+    save_file(tensors, str(folder / "adapter_model.safetensors"))
+    config = json.loads((folder / "adapter_config.json").read_text())
+    config["sha256"]["adapter_model.safetensors"] = sha256_file(folder / "adapter_model.safetensors")
+    (folder / "adapter_config.json").write_text(json.dumps(config))
+
+
 def test_a_corrupt_adapter_file_is_named(tmp_path):
     vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
     vm.save_pretrained(tmp_path)
     weights = tmp_path / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:7])  # cut short
+    with pytest.raises(adaptkit.CorruptCheckpointError, match=f"{weights} is not the file its adapter_config.json "
+                       "was saved with"):
+        adaptkit.from_pretrained(_vit(), tmp_path)
+    config = json.loads((tmp_path / "adapter_config.json").read_text())
+    del config["sha256"]  # as folders saved before digests were recorded
+    (tmp_path / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(adaptkit.CorruptCheckpointError, match=f"{weights} is not a readable safetensors file"):
         adaptkit.from_pretrained(_vit(), tmp_path)
 
@@ -153,12 +172,12 @@ def test_checkpoint_of_another_backbone_is_refused(tmp_path):
 
 
 def test_checkpoint_with_an_unexpected_tensor_is_refused(tmp_path):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5).save_pretrained(tmp_path)
     tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
     tensors["backbone.blocks.0.extra"] = torch.zeros(3)
-    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    _rewrite_weights(tmp_path, tensors)
     fresh = _vit()
     with pytest.raises(KeyError, match=r"unexpected \['backbone.blocks.0.extra'\]"):
         adaptkit.from_pretrained(fresh, tmp_path)
@@ -166,13 +185,13 @@ def test_checkpoint_with_an_unexpected_tensor_is_refused(tmp_path):
 
 
 def test_checkpoint_with_missing_tensor_is_refused(tmp_path):
-    from safetensors.torch import load_file, save_file
+    from safetensors.torch import load_file
 
     vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
     vm.save_pretrained(tmp_path)
     tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
     tensors.pop("head.weight")
-    save_file(tensors, str(tmp_path / "adapter_model.safetensors"))
+    _rewrite_weights(tmp_path, tensors)
     with pytest.raises(KeyError, match="missing.*head.weight"):
         adaptkit.from_pretrained(_vit(), tmp_path)
     with pytest.raises(FileNotFoundError, match="adapter_config.json"):

@@ -55,6 +55,8 @@ class StrategyConfig(ABC):
     temporal_embedding: ClassVar[bool] = False
     """Whether the video model gets a learned temporal position embedding."""
     mergeable: ClassVar[bool] = False
+    merge_refusal: ClassVar[str] = "its trainable modules are not linear maps next to a frozen linear layer"
+    """Why :meth:`merge` refuses, for strategies that are not :attr:`mergeable`."""
     """Whether :meth:`merge` can fold the strategy's trainable modules into the frozen weights."""
 
     head_dropout: float = 0.5
@@ -105,8 +107,8 @@ class StrategyConfig(ABC):
             TypeError: the strategy cannot be merged.
         """
         raise TypeError(
-            f"strategy {self.name!r} cannot be merged into the frozen weights: its trainable modules are not "
-            f"linear maps next to a frozen linear layer. Mergeable strategies: "
+            f"strategy {self.name!r} cannot be merged into the frozen weights: {self.merge_refusal}. Mergeable "
+            f"strategies: "
             f"{', '.join(n for n, c in _STRATEGIES.items() if c.mergeable) or 'none'}"
         )
 

@@ -23,6 +23,7 @@ class LoRAConfig(StrategyConfig):
     """
 
     name = "lora"
+    merge_refusal = "folding PEFT's LoRA layers inside a video model is not implemented yet; save and load it unmerged"
 
     r: int = 8
     """Rank of the update."""
