@@ -120,6 +120,9 @@ class DataConfig:
     decode_device: str = "cpu"
     frame_cache: str | None = None  # folder built by `adaptkit cache`: read pre-decoded frames instead of videos
     train_fraction: float = 1.0  # train on this share of the training videos (a fixed random subset; Figure 3)
+    # Refuse a split whose listed videos are missing from disk above this share (0.1: copies of Kinetics miss 1-5%
+    # as YouTube videos disappear, a wrong root or a half-copied dataset misses far more); 1 trains on what exists.
+    max_missing_fraction: float = 0.1
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see adaptkit.data.AugmentConfig
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     generated: GeneratedConfig = field(default_factory=GeneratedConfig)
@@ -424,6 +427,8 @@ def validate(config: RecipeConfig) -> None:
 
     _one_of(data.source, "data.source", ["video", "generated", "synthetic"])
     _require(0 < data.train_fraction <= 1, "data.train_fraction", f"must be in (0, 1], got {data.train_fraction}")
+    _require(0 <= data.max_missing_fraction <= 1, "data.max_missing_fraction",
+             f"must be in [0, 1], got {data.max_missing_fraction}")
     generated = data.generated
     if data.source == "generated":
         for key in ("train_videos", "val_videos"):
