@@ -9,7 +9,7 @@ torch.Size([2, 10])
 __version__ = "0.1.0"
 
 from adaptkit.backbones import BackboneFamily, list_backbones, register_backbone
-from adaptkit.checkpoint import ArchitectureMismatchError, CorruptCheckpointError
+from adaptkit.checkpoint import ArchitectureMismatchError, BackboneWeightsWarning, CorruptCheckpointError
 from adaptkit.counting import count_flops, count_parameters
 from adaptkit.inject import from_pretrained, inject
 from adaptkit.model import MergeError, VideoModel
@@ -17,6 +17,7 @@ from adaptkit.strategies import StrategyConfig, list_strategies, register_strate
 
 __all__ = [
     "ArchitectureMismatchError",
+    "BackboneWeightsWarning",
     "CorruptCheckpointError",
     "BackboneFamily",
     "MergeError",

@@ -177,7 +177,13 @@ def load_adapter(
     is_trainable: bool = False,
 ) -> None:
     """See :meth:`VideoModel.load_adapter <adaptkit.VideoModel.load_adapter>`."""
-    from adaptkit.checkpoint import compare_architecture, load_trainable, read_config
+    from adaptkit.checkpoint import (
+        compare_architecture,
+        compare_frozen_weights,
+        frozen_weights_fingerprint,
+        load_trainable,
+        read_config,
+    )
 
     config = read_config(path)
     compare_architecture(config["backbone"], video_model.architecture, path, ignore_architecture_mismatch)
@@ -191,6 +197,7 @@ def load_adapter(
     active = video_model.active_adapter
     video_model.set_adapter(name)
     try:
+        compare_frozen_weights(config.get("frozen_weights"), frozen_weights_fingerprint(video_model), path)
         load_trainable(video_model, path, config)
     except BaseException:
         video_model.set_adapter(active)

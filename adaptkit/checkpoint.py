@@ -59,9 +59,56 @@ def save_pretrained(video_model: nn.Module, path: str | Path) -> None:
         atomic_write(path / IMAGE_WEIGHTS_NAME, lambda tmp: save_file(image, tmp, metadata={"format": "pt"}))
         digests[IMAGE_WEIGHTS_NAME] = sha256_file(path / IMAGE_WEIGHTS_NAME)
     config["sha256"] = digests
+    fingerprint = None if config.get("merged") else frozen_weights_fingerprint(video_model)
+    if fingerprint is not None:
+        config["frozen_weights"] = fingerprint
     atomic_write_text(path / CONFIG_NAME, json.dumps(config, indent=2) + "\n")
     if not config.get("merged"):
         (path / IMAGE_WEIGHTS_NAME).unlink(missing_ok=True)  # a merged model's, saved here before: not this model's
+
+
+class BackboneWeightsWarning(UserWarning):
+    """An adapter is loaded onto other frozen image-model weights than it was trained on (another pretrained tag,
+    a random init): it loads, but its outputs are not the trained model's."""
+
+
+FINGERPRINT_TOLERANCE = 1e-2
+"""Relative tolerance of :func:`compare_frozen_weights`: passes the rounding of bf16/fp16 copies of the same weights
+(about 1e-3), fails other weights (the signed sum of independent weights differs by about its norm)."""
+
+
+def frozen_weights_fingerprint(video_model: nn.Module) -> dict[str, float] | None:
+    """Two numbers that tell the frozen image-model weights apart: the float64 norm and the alternating-sign sum of
+    every backbone parameter the adapter set does not hold. None on the meta device or when the set holds them all
+    (full finetuning)."""
+    saved = {id(tensor) for tensor in video_model.trainable_state_dict().values()}
+    original = video_model._restore.original_params
+    frozen = [p for p in video_model.backbone.parameters() if id(p) in original and id(p) not in saved]
+    if not frozen or any(p.is_meta for p in frozen):
+        return None
+    square, signed = 0.0, 0.0
+    with torch.no_grad():
+        for param in frozen:
+            flat = param.detach().reshape(-1).to(torch.float64)
+            square += float(flat.square().sum())
+            signed += float(flat[0::2].sum() - flat[1::2].sum())
+    return {"norm": square ** 0.5, "signed_sum": signed}
+
+
+def compare_frozen_weights(saved: Any, found: dict[str, float] | None, path: str | Path) -> None:
+    """Warn (:class:`BackboneWeightsWarning`) when the frozen weights differ from those recorded at save time."""
+    if not isinstance(saved, dict) or found is None:
+        return  # saved before fingerprints, or nothing frozen to compare
+    norm = max(abs(saved.get("norm", 0.0)), found["norm"], 1e-30)
+    if (abs(saved.get("norm", 0.0) - found["norm"]) <= FINGERPRINT_TOLERANCE * norm
+            and abs(saved.get("signed_sum", 0.0) - found["signed_sum"]) <= FINGERPRINT_TOLERANCE * norm):
+        return
+    warnings.warn(
+        f"{path} was trained on other frozen image-model weights than these (fingerprint norm "
+        f"{saved.get('norm', 0.0):.6g} vs {found['norm']:.6g}, signed sum {saved.get('signed_sum', 0.0):.6g} vs "
+        f"{found['signed_sum']:.6g}): another pretrained tag or checkpoint, or a random init. It loads, but its outputs "
+        "are not the trained model's: build the image model with the weights it was trained on",
+        BackboneWeightsWarning, stacklevel=3)
 
 
 def sha256_file(file: Path) -> str:
@@ -143,7 +190,7 @@ def compare_architecture(saved: dict[str, Any], found: dict[str, Any], path: str
 
 
 REQUIRED_KEYS = ("strategy", "options", "num_frames", "num_classes", "backbone")
-KNOWN_KEYS = {"format_version", "adaptkit_version", "merged", "sha256", *REQUIRED_KEYS}
+KNOWN_KEYS = {"format_version", "adaptkit_version", "merged", "sha256", "frozen_weights", *REQUIRED_KEYS}
 
 
 def read_config(path: str | Path) -> dict[str, Any]:

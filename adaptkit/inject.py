@@ -8,7 +8,14 @@ from typing import Any
 from torch import nn
 
 from adaptkit.backbones import find_family
-from adaptkit.checkpoint import compare_architecture, load_merged_backbone, load_trainable, read_config
+from adaptkit.checkpoint import (
+    compare_architecture,
+    compare_frozen_weights,
+    frozen_weights_fingerprint,
+    load_merged_backbone,
+    load_trainable,
+    read_config,
+)
 from adaptkit.model import VideoModel
 from adaptkit.strategies import make_strategy
 
@@ -71,7 +78,9 @@ def from_pretrained(
     """Rebuild a video model saved by ``save_pretrained`` on top of ``image_model``.
 
     The image model must be the same architecture (and normally the same pretrained weights)
-    as the one the checkpoint was trained from: the architecture recorded in
+    as the one the checkpoint was trained from. Other frozen weights (another pretrained tag, a
+    random init) load with a :class:`~adaptkit.checkpoint.BackboneWeightsWarning`: the checkpoint
+    records a fingerprint of them. The architecture recorded in
     ``adapter_config.json`` (family, class, model name, activation, norm, patch and input size,
     widths, heads, depth, prefix tokens, pooling, tensor names and shapes) is compared before
     anything is injected. Loading is strict: a missing or
@@ -104,6 +113,8 @@ def from_pretrained(
         if config.get("merged"):
             video_model.merge()  # fresh adapters fold to exactly nothing; the merged weights come next
             load_merged_backbone(video_model, path, config)
+        else:
+            compare_frozen_weights(config.get("frozen_weights"), frozen_weights_fingerprint(video_model), path)
         load_trainable(video_model, path, config)
     except BaseException:
         video_model.unload()  # a refused load gives the image model back

@@ -34,6 +34,7 @@ from omegaconf import OmegaConf
 import adaptkit
 from adaptkit import ArchitectureMismatchError, VideoModel
 from adaptkit.checkpoint import describe_differences
+from recipes._builders import RANDOM_INIT
 from recipes._config import RecipeConfig, absolute_path
 from recipes._files import CorruptFileError, atomic_write, atomic_write_text, verify_digests, write_digests
 
@@ -100,13 +101,23 @@ def check_model_dir(path: Path, config_given: bool) -> None:
     verify_digests(path)
 
 
-def load_model_dir(image_model: torch.nn.Module, path: Path, config_given: bool) -> VideoModel:
+def load_model_dir(image_model: torch.nn.Module, path: Path, config_given: bool, weights: str) -> VideoModel:
     """``adaptkit.from_pretrained(image_model, path)`` (frozen, eval mode), where an image model that differs from the
     one the adapter was trained on is said in the command line's terms.
 
+    Args:
+        weights: where the image model's weights came from (``create_image_model``'s description).
+
     Raises:
-        ValueError: the config describes another image model than the checkpoint records (the keys are named).
+        ValueError: the config describes another image model than the checkpoint records (the keys are named), or
+            builds a randomly initialised one that the folder has no saved copy of (its outputs would be noise).
     """
+    merged = bool(adaptkit_config(path).get("merged"))
+    if weights == RANDOM_INIT and not merged:
+        config = "--config" if config_given else f"its {CONFIG_FILE}"
+        raise ValueError(f"--checkpoint {path} has no saved image model ({IMAGE_WEIGHTS_FILE}) and {config} builds a "
+                         "randomly initialised one (model.allow_random_init), so every call would see other weights: "
+                         "give the config the adapter was trained with (its pretrained tag or model.checkpoint)")
     try:
         return adaptkit.from_pretrained(image_model, path)
     except ArchitectureMismatchError as error:
@@ -122,6 +133,15 @@ def read_classes(path: Path) -> list[str] | None:
     return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
+def adaptkit_config(path: Path) -> dict[str, Any]:
+    """A model folder's ``adapter_config.json`` as a mapping ({} when unreadable: ``from_pretrained`` says why)."""
+    try:
+        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
 def image_weights_in(path: Path) -> Path | None:
     """The saved random backbone of a model folder, if it has one.
 
@@ -130,13 +150,7 @@ def image_weights_in(path: Path) -> Path | None:
     backbone to build the image model from.
     """
     file = Path(path) / IMAGE_WEIGHTS_FILE
-    if not file.is_file():
-        return None
-    try:
-        merged = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8")).get("merged")
-    except (OSError, ValueError, AttributeError):
-        merged = False  # from_pretrained names what is wrong with the config
-    return None if merged else file
+    return file if file.is_file() and not adaptkit_config(path).get("merged") else None
 
 
 def save_checkpoint(

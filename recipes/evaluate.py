@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
         # The backbone comes from the config's weights (or the run's saved random backbone), the adapter from the
         # checkpoint; from_pretrained checks that both match.
         image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
-        model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
+        model = load_model_dir(image_model, args.checkpoint, args.config is not None, weights).to(world.device)
         check_crop_size(model, config.data.augment.crop_size)
         num_classes = model.num_classes
         if data_classes != num_classes:  # labels past the head would silently count as errors

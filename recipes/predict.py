@@ -121,8 +121,8 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     world = setup(config.train.device)  # picks the device; a single process
     config, _ = prepare(config, world.device, announce=False)  # generated data / an embedded backbone, if asked for
 
-    image_model, _ = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
-    model = load_model_dir(image_model, args.checkpoint, args.config is not None).to(world.device)
+    image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
+    model = load_model_dir(image_model, args.checkpoint, args.config is not None, weights).to(world.device)
     check_crop_size(model, config.data.augment.crop_size)
     classes = names if names is not None else read_classes(args.checkpoint)
     classes = classes or config.data.options.get("classes")  # a config that names them (e.g. generated data)

@@ -169,3 +169,25 @@ def test_an_unmerged_save_removes_a_merged_models_backbone(tmp_path):
     assert not (tmp_path / "image_model.safetensors").exists()
     assert json.loads((tmp_path / "adapter_config.json").read_text())["merged"] is False
     adaptkit.from_pretrained(_vit(), tmp_path)
+
+
+def test_other_frozen_weights_load_with_a_warning(tmp_path):
+    import warnings
+
+    _trained(tmp_path)
+    torch.manual_seed(123)
+    other = timm.create_model("vit_tiny_patch16_224", embed_dim=32, depth=2, num_heads=2, img_size=32, patch_size=8)
+    with pytest.warns(adaptkit.BackboneWeightsWarning, match="trained on other frozen image-model weights"):
+        adaptkit.from_pretrained(other, tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        adaptkit.from_pretrained(_vit(), tmp_path)  # the same weights
+        adaptkit.from_pretrained(_vit().to(torch.bfloat16), tmp_path)  # rounded copies of them
+
+
+def test_the_fingerprint_covers_only_what_the_set_does_not_hold(tmp_path):
+    adaptkit.inject(_vit(), "space-only", num_frames=3, num_classes=5).save_pretrained(tmp_path / "full")
+    assert "frozen_weights" not in json.loads((tmp_path / "full" / "adapter_config.json").read_text())
+    _trained(tmp_path / "aim")
+    assert set(json.loads((tmp_path / "aim" / "adapter_config.json").read_text())["frozen_weights"]) == {
+        "norm", "signed_sum"}

@@ -102,3 +102,17 @@ def test_predict_unreadable_file_is_a_clear_error(trained: Path, tmp_path: Path)
     broken = write_corrupt_video(tmp_path / "broken.mp4", kind="truncated")
     with pytest.raises(ValueError, match="cannot read .*broken.mp4"):
         predict.main(["--checkpoint", str(trained), str(broken)])
+
+
+def test_an_adapter_without_its_random_backbone_is_refused(trained: Path, tmp_path: Path) -> None:
+    # A plain save_pretrained folder of a run on a random backbone: the run's config would build new random weights.
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        shutil.copy(trained / name, folder / name)
+    write_synthetic_videos(tmp_path / "videos", 1, num_frames=8, size=32, num_classes=6)
+    video = tmp_path / "videos" / motion_class_names(6)[0] / "video_00000.mp4"
+    with pytest.raises(ValueError, match="has no saved image model .* builds a randomly initialised one"):
+        predict.main(["--checkpoint", str(folder), "--config", str(trained / "config.yaml"), str(video)])
+    shutil.copy(trained / "image_model.safetensors", folder / "image_model.safetensors")
+    assert predict.main(["--checkpoint", str(folder), "--config", str(trained / "config.yaml"), str(video)])
