@@ -197,6 +197,10 @@ def parse_kinetics_csv(
     Clip file: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``, inside ``{label}/`` when ``class_folders``.
     ``classes`` should be :func:`kinetics_classes` of the train csv; without it this csv's own sorted labels are used
     (right only for the train csv itself). ``video_id`` is the YouTube id.
+
+    Raises:
+        AnnotationError: a header without the needed columns, a row of the wrong width, a label not in ``classes``
+            or a non-integer time (file and line named).
     """
     rows = _kinetics_rows(path)
     class_names = sorted({row["label"] for _, row in rows}) if classes is None else list(classes)

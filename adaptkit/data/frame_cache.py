@@ -154,13 +154,21 @@ class FrameCache:
         return entry
 
     def num_frames(self, path: str | os.PathLike[str]) -> int:
-        """Frames cached for ``path``. Raises VideoDecodeError when the video is not in the cache or its file has
-        changed since (kinds ``"not_cached"``, ``"stale"``, or the kind it failed with when the cache was built)."""
+        """Frames cached for ``path``.
+
+        Raises:
+            VideoDecodeError: the video is not in the cache or its file has changed since (kinds ``"not_cached"``,
+                ``"stale"``, or the kind it failed with when the cache was built).
+        """
         return self._entry(path)[2]
 
     def frames(self, path: str | os.PathLike[str], indices: Sequence[int] | np.ndarray) -> torch.Tensor:
         """The cached frames at ``indices`` (clamped to the last frame): uint8 (T, 3, H, W), channels-last memory,
-        like :func:`~adaptkit.data.decode_frames`. Raises VideoDecodeError as :meth:`num_frames` does."""
+        like :func:`~adaptkit.data.decode_frames`; T = ``len(indices)``.
+
+        Raises:
+            VideoDecodeError: as :meth:`num_frames` does, or the cache's chunk file was cut short after it was built.
+        """
         chunk, offset, count, height, width = self._entry(path)[:5]
         if chunk not in self._chunks:
             self._chunks[chunk] = np.memmap(self.folder / f"chunk_{chunk:05d}.u8", dtype=np.uint8, mode="r")

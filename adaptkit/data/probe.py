@@ -49,6 +49,9 @@ class VideoDecodeError(RuntimeError):
         path: the video file.
         reason: what went wrong, in detail (e.g. FFmpeg's message).
         kind: the class of failure, a key of :data:`DECODE_ERROR_KINDS` (``"corrupt"`` unless the raiser knows better).
+
+    Raises:
+        ValueError: on construction, if ``kind`` is not a key of :data:`DECODE_ERROR_KINDS`.
     """
 
     def __init__(self, path: str | os.PathLike[str], reason: str, kind: str = "corrupt") -> None:

@@ -76,6 +76,9 @@ def textured_background(
     ``"waves"``: three oriented sinusoids over a base colour (the videos); ``"blobs"``: smoothed noise (the
     pretraining images, a different distribution). ``contrast`` scales the texture (grey levels per unit of the
     pattern; defaults 6 for waves, 15 for blobs).
+
+    Raises:
+        ValueError: ``style`` is neither ``"waves"`` nor ``"blobs"``.
     """
     rows, cols = np.mgrid[0:size, 0:size].astype(np.float32) / size
     base = rng.uniform(20, 140, size=3).astype(np.float32)

@@ -72,6 +72,11 @@ class AttentionProjections(NamedTuple):
     Built by a backbone family (``family.attention_projections(attn)``), which is the only code that
     knows the module's attribute names. The attention computed is
     ``out(softmax(scale * q @ k^T + bias) @ v, x)`` per head, with ``q, k, v = qkv(x).unbind(-3)``.
+
+    Shapes: ``qkv`` maps tokens (*, D) to packed q/k/v (*, 3, heads, d), d = head_dim, per token;
+    ``out`` maps attended values (*, heads * d) and the tokens (*, D) to (*, D). The same projections
+    serve spatial attention and AIM's temporal attention (AIM Sec. 3.3: T-MSA and S-MSA are the same
+    frozen layer applied to different input dimensions).
     """
 
     qkv: Callable[[torch.Tensor], torch.Tensor]

@@ -21,6 +21,10 @@ def check_frame_folded(rows: int, num_frames: int) -> None:
 
 
 def check_positive(name: str, value: float) -> None:
-    """Refuse a size or ratio that is not > 0 (NaN included) with a ValueError naming it."""
+    """Refuse a size or ratio that is not > 0.
+
+    Raises:
+        ValueError: if ``value`` is not > 0 (NaN and bools included); the message names ``name``.
+    """
     if isinstance(value, bool) or not value > 0:
         raise ValueError(f"{name} must be > 0, got {value!r}")

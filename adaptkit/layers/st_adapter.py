@@ -12,7 +12,10 @@ from adaptkit.layers.frames import check_frame_folded
 class STAdapter(nn.Module):
     """Linear(D, C) -> depthwise Conv3d over (T, h, w) -> Linear(C, D), returning the update (the caller adds it).
 
-    ST-Adapter (Pan et al., NeurIPS 2022; its Fig. 2, and ``linziyi96/st-adapter``). The convolution is depthwise (one kernel per bottleneck channel) with "same" zero padding, so
+    Pan et al., "ST-Adapter: Parameter-Efficient Image-to-Video Transfer Learning", NeurIPS 2022
+    (arXiv 2206.13559; the authors' code: github.com/linziyi96/st-adapter).
+
+    The convolution is depthwise (one kernel per bottleneck channel) with "same" zero padding, so
     a clip keeps its length and grid. Its weight and every bias start at zero (as in the authors'
     code), so a fresh adapter's update is exactly zero and the adapted model starts as the image model.
 

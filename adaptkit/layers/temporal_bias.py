@@ -14,6 +14,12 @@ class RelativeTemporalBias(nn.Module):
     depend on the random seed. (Identity at initialisation does not need it: the temporal
     adapter after the attention starts at zero whatever the bias.)
 
+    Source: Swin's relative position bias (Liu et al., ICCV 2021, its "Relative position bias"
+    paragraph: ``SoftMax(QK^T / sqrt(d) + B) V`` with B read from a learned table indexed by the
+    relative offset) taken along time alone, as the AIM authors' Swin variant does for its temporal
+    attention (AIM Table 6, Swin-B; the table's shape (2T-1, heads) is from their code, which
+    leaves it untrained: here it trains).
+
     A model built for T frames accepts clips of another length T': the table is linearly
     resampled from 2T-1 to 2T'-1 offsets with the zero offset and both extreme offsets kept in
     place (``align_corners=True``): the entries are offsets, and "same frame" must stay exactly
@@ -46,7 +52,8 @@ class RelativeTemporalBias(nn.Module):
         return resized[0].t()
 
     def forward(self, num_frames: int) -> torch.Tensor:
-        """The additive attention bias (heads, T, T) for clips of ``num_frames`` frames."""
+        """The additive attention bias (heads, T, T) (query frame, key frame) for clips of ``num_frames`` frames,
+        in the table's dtype and on its device."""
         table = self.table(num_frames)
         frames = torch.arange(num_frames, device=table.device)
         offsets = frames[:, None] - frames[None, :] + num_frames - 1  # (T, T), query minus key

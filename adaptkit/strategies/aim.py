@@ -27,7 +27,17 @@ from adaptkit.strategies.base import (
 @register_strategy
 @dataclasses.dataclass
 class AIMConfig(StrategyConfig):
-    """Options of the ``"aim"`` strategy (defaults: the paper's Kinetics setting)."""
+    """Options of the ``"aim"`` strategy (defaults: the paper's Kinetics setting, AIM App. A.1).
+
+    Yang et al., "AIM: Adapting Image Models for Efficient Video Action Recognition", ICLR 2023:
+    spatial (Sec. 3.2), temporal (Sec. 3.3) and joint (Sec. 3.4) adaptation, Fig. 2(c)-(e).
+
+    Raises:
+        ValueError: from :func:`adaptkit.inject`, for an option out of range (``ratio`` outside (0, 1], ``scale``
+            outside [0, 100], ``drop_path`` outside [0, 1)), a non-bool switch, ``temporal_in`` without
+            ``temporal``, all three adaptations off, a malformed ``layers``, or a ``temporal_blocks`` the
+            backbone family does not offer or that leaves no selected block with temporal attention.
+    """
 
     name = "aim"
 
@@ -38,11 +48,11 @@ class AIMConfig(StrategyConfig):
     joint: bool = True
     """Adapter (no skip) beside the MLP, scaled by ``scale``: joint adaptation."""
     temporal_in: bool = False
-    """SSv2 variant: one more adapter (with skip) before the re-used temporal attention."""
+    """SSv2 variant: one more adapter (with skip) before the re-used temporal attention (App. A.2)."""
     ratio: float = 0.25
     """Adapter bottleneck width as a fraction of the token width (Table 8)."""
     scale: float = 0.5
-    """Weight of the joint adapter's output (the reference uses 1.0 with ``temporal_in``)."""
+    """Weight s of the joint adapter's output (Eq. 5; App. A: 0.5; the reference uses 1.0 with ``temporal_in``)."""
     layers: str | list[int] = "all"
     """Blocks to adapt: 'all', 'top:N', 'bottom:N', 'every:N' or a list of indices (Table 7)."""
     drop_path: float = 0.0
@@ -109,7 +119,7 @@ class AIMConfig(StrategyConfig):
 
 
 class AIMBlock(VideoBlock):
-    """One frozen block with AIM's adapters: temporal -> spatial -> joint.
+    """One frozen block with AIM's adapters: temporal -> spatial -> joint (AIM Sec. 3.2-3.4, Eq. 3-5, Fig. 2(e)).
 
     With ``x`` of shape (B*T, N, D)::
 
@@ -125,6 +135,11 @@ class AIMBlock(VideoBlock):
     only the attention mixes frames), with no spatial position machinery, plus a new trainable
     relative temporal bias where the family has one (Swin). Fresh adapters leave the block's output
     exactly unchanged.
+
+    Sources: the three lines are the paper's Eq. (3)-(5) (temporal adaptation Sec. 3.3 / Fig. 2(d),
+    spatial Sec. 3.2 / Fig. 2(c), joint Sec. 3.4 / Fig. 2(e)); ``temporal_in`` is App. A.2's extra
+    adapter before T-MSA. Where the strategy's drop path goes (temporal and joint branches) and the Swin
+    variant (temporal attention in the regular-window blocks, AIM Table 6) follow the authors' code.
 
     Args:
         block: The frozen image block.

@@ -10,7 +10,10 @@ from adaptkit.strategies.base import StrategyConfig, StrategyContext, register_s
 @register_strategy
 @dataclasses.dataclass
 class LinearProbeConfig(StrategyConfig):
-    """Frozen space-only model: frames pass the frozen image model, only the new head trains."""
+    """Frozen space-only model: frames pass the frozen image model, only the new head trains.
+
+    AIM's first baseline (Sec. 4.1, Table 1 row 1; space-only models: Sec. 3.1): linear probing.
+    """
 
     name = "linear-probe"
 
@@ -21,7 +24,10 @@ class LinearProbeConfig(StrategyConfig):
 @register_strategy
 @dataclasses.dataclass
 class SpaceOnlyConfig(StrategyConfig):
-    """Fully finetuned space-only model: every backbone weight trains, no temporal modelling."""
+    """Fully finetuned space-only model: every backbone weight trains, no temporal modelling.
+
+    AIM's second baseline (Sec. 4.1, Table 1 row 2).
+    """
 
     name = "space-only"
 

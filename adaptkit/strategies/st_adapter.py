@@ -27,11 +27,17 @@ POSITIONS = ("attn", "mlp", "attn+mlp")
 class STAdapterConfig(StrategyConfig):
     """Options of the ``"st-adapter"`` strategy (defaults: the paper's ViT-B/16 setting).
 
-    Each selected block gets ``x <- x + up(dwconv3d(down(x)))`` on its patch tokens (prefix tokens
-    pass through) before its attention (the paper's Fig. 2), and optionally before its MLP too (the
-    authors' 24-adapter SSv2 setting). Only the adapters and the head train; there is no temporal
+    Pan et al., "ST-Adapter: Parameter-Efficient Image-to-Video Transfer Learning", NeurIPS 2022
+    (arXiv 2206.13559; code: github.com/linziyi96/st-adapter). Each selected block gets
+    ``x <- x + up(dwconv3d(down(x)))`` on its patch tokens (prefix tokens pass through) before its
+    attention (the paper's placement), and optionally before its MLP too (the authors' 24-adapter
+    SSv2 setting). Only the adapters and the head train; there is no temporal
     embedding: time enters through the convolution alone. Works on every family whose patch tokens
     form a grid; on Swin, on each stage's grid.
+
+    Raises:
+        ValueError: from :func:`adaptkit.inject`, for ``ratio`` outside (0, 1], a ``kernel`` that is not
+            three odd positive sizes, an unknown ``positions`` or a malformed ``layers``.
     """
 
     name = "st-adapter"
@@ -68,7 +74,7 @@ class STAdapterConfig(StrategyConfig):
 
 
 class STAdapterBlock(VideoBlock):
-    """One frozen block with ST-Adapters on its residual stream::
+    """One frozen block with ST-Adapters (Pan et al., NeurIPS 2022) on its residual stream::
 
         x = x + st_adapter_attn(x)      # patch tokens only: (B*T, h, w, D) regrouped to (B, C, T, h, w) inside
         x = x + attn(norm1(x))          # the block's own branches

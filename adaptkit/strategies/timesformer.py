@@ -25,8 +25,16 @@ from adaptkit.strategies.base import (
 class TimeSformerConfig(StrategyConfig):
     """A NEW temporal attention per block (initialised from the block's own), then the block.
 
-    Everything trains. The temporal branch's output projection starts at zero, so a fresh
-    model equals the image model frame by frame.
+    Divided space-time attention of TimeSformer (Bertasius et al., "Is Space-Time Attention All You
+    Need for Video Understanding?", ICML 2021), the full-finetuned space-time baseline AIM compares
+    with (AIM Sec. 4.1, Table 1 row 3).
+
+    Everything trains. The temporal branch's output projection starts at zero, so a fresh model
+    equals the image model frame by frame.
+
+    Raises:
+        ValueError: from :func:`adaptkit.inject`, for ``drop_path`` outside [0, 1).
+        TypeError: from :func:`adaptkit.inject`, on a hierarchical family (Swin): the strategy is ViT-only.
     """
 
     name = "timesformer"

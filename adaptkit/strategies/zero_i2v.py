@@ -34,6 +34,10 @@ ADAPTERS = ("attn_in", "attn_out", "mlp_in", "mlp_out")
 class ZeroI2VConfig(StrategyConfig):
     """Options of the ``"zero-i2v"`` strategy (defaults: the reference's K400 ViT-B/16 setting).
 
+    Li, Zhu and Wang, "ZeroI2V: Zero-Cost Adaptation of Pre-trained Transformers from Image to Video",
+    ECCV 2024 (arXiv 2310.01324; code: github.com/MCG-NJU/ZeroI2V): the paper's linear adapters and
+    its spatial-temporal dual-headed attention (STDHA).
+
     Per block, four linear adapters (no activation; :class:`~adaptkit.layers.LinearAdapter`) sit
     right before the attention's q/k/v projection, after its output projection, before the MLP's
     first layer and after its last, so that :meth:`merge` folds each exactly into that frozen
@@ -45,6 +49,13 @@ class ZeroI2VConfig(StrategyConfig):
 
     Needs a family that describes its blocks' linear layers (``family.linear_layers``: timm ViT,
     open_clip), with biases on them and no layer scale between them and the residual.
+
+    Raises:
+        ValueError: from :func:`adaptkit.inject`, for ``ratio`` outside (0, 1], ``scale`` outside [0, 100],
+            ``temporal_offsets`` that are not integers, more offsets than attention heads, or an offset that
+            reaches past the clip (|offset| >= T, T > 1); a malformed ``layers``.
+        TypeError: from :func:`adaptkit.inject`, on a family without linear-layer descriptions, without biases
+            on those layers, or with a layer scale.
     """
 
     name = "zero-i2v"
@@ -128,7 +139,7 @@ class ZeroI2VConfig(StrategyConfig):
 
 
 class DualHeadBlock(VideoBlock):
-    """One frozen block with ZeroI2V's linear adapters and dual-headed attention. With ``x`` (B*T, N, D)::
+    """One frozen block with ZeroI2V's linear adapters and dual-headed attention (STDHA). With ``x`` (B*T, N, D)::
 
         xn = attn_in(norm1(x))                       # folds into the q/k/v projection
         q, k, v = qkv(xn); k, v = shift_heads(k, v)  # temporal heads: keys/values of neighbouring frames
