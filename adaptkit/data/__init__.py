@@ -73,6 +73,7 @@ from .synthetic import (
     write_synthetic_videos,
 )
 from .transforms import AugmentConfig, VideoTestTransform, VideoTrainTransform, three_crop
+from .video_files import VideoFileCheck, check_video_files
 from .views import evaluate_multi_view, multi_view_scores
 
 __all__ = [
@@ -110,6 +111,7 @@ __all__ = [
     "SyntheticMotionDataset",
     "VideoClipDataset",
     "VideoDecodeError",
+    "VideoFileCheck",
     "VideoIndex",
     "VideoNormalize",
     "VideoRecord",
@@ -117,6 +119,7 @@ __all__ = [
     "VideoTrainTransform",
     "build_frame_cache",
     "check_gpu_decoding",
+    "check_video_files",
     "count_frames",
     "decode_frames",
     "default_backend",

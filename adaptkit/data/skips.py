@@ -40,6 +40,15 @@ class SkipTracker:
         self.codes[index] = 1 + _KINDS.index(kind)
         logger.warning("skipping unreadable video %s: %s", self.paths[index], error.reason)
 
+    def mark_missing(self, indices: Sequence[int]) -> None:
+        """Flag the records at ``indices`` as missing files without a log line each (the caller logs one summary:
+        a class absent on disk is hundreds of rows)."""
+        self.codes[list(indices)] = 1 + _KINDS.index("missing")
+
+    def unflagged(self) -> torch.Tensor:
+        """int64 (N,) indices of the records not flagged (yet), in record order."""
+        return torch.nonzero(self.codes == 0, as_tuple=True)[0]
+
     def skipped(self) -> list[tuple[str, str]]:
         """(path, reason) of every skipped record, in record order; the reasons are the values of
         :data:`~adaptkit.data.probe.DECODE_ERROR_KINDS` (``"missing"``, ``"corrupt or truncated"``, ...)."""

@@ -106,19 +106,45 @@ def test_seeded_sampling_is_reproducible_and_changes_with_the_epoch(videos):
 
 
 def test_broken_videos_are_logged_replaced_and_summarised(videos, mixed_records, caplog):
-    ds = VideoClipDataset(mixed_records, DenseSampler(4, 2))
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        ds = VideoClipDataset(mixed_records, DenseSampler(4, 2), seed=0)
+    assert "1 of 5 video files are missing" in caplog.text and videos["missing"] in caplog.text  # found up front
+    caplog.clear()
     with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
         clip, label, index = ds[1]
-    assert index == 2 and label == mixed_records[2].label and clip.shape == (4, 3, 32, 32)
+    assert index in (0, 2, 4) and label == mixed_records[index].label and clip.shape == (4, 3, 32, 32)
     assert videos["truncated"] in caplog.text and "cannot open" in caplog.text
-    assert ds[3][2] == 4
+    assert ds[3][2] in (0, 2, 4)
     assert ds.skipped() == [(videos["truncated"], "corrupt or truncated"), (videos["missing"], "missing")]
     summary = ds.skipped_summary()
     assert "skipped 2 of 5 videos" in summary and videos["truncated"] in summary and videos["missing"] in summary
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
-        assert ds[1][2] == 2  # a flagged video is not retried (no second log line)
+        assert ds[1][2] == index  # a flagged video is not retried (no second log line); seeded: same replacement
     assert caplog.text == ""
+
+
+def test_a_run_of_missing_videos_is_found_up_front(videos):
+    """A class-sorted Kinetics CSV with one class absent on disk lists hundreds of missing files in a row; the old
+    fallback tried only the next 10 records and stopped training with a RuntimeError."""
+    records = [VideoRecord(f"{videos['missing']}{i}", 0, f"gone{i}") for i in range(12)]
+    records.append(VideoRecord(videos["gray"], 0, "ok"))
+    ds = VideoClipDataset(records, DenseSampler(8, 4), seed=0)
+    assert [ds[i][2] for i in (0, 5, 12)] == [12, 12, 12]
+    assert len(ds.skipped()) == 12 and {reason for _, reason in ds.skipped()} == {"missing"}
+
+
+def test_a_run_of_undecodable_videos_is_replaced_from_across_the_list(videos):
+    """Files that exist but fail to decode are found only when read: the replacement is drawn from the records not
+    flagged anywhere in the list (seeded), not from the next few rows, which here are all broken."""
+    good = videos["annotations"].records
+    records = [VideoRecord(videos["truncated"], 1, f"bad{i}") for i in range(12)] + list(good) * 3
+    first = VideoClipDataset(records, DenseSampler(4, 2), seed=0)
+    served = [first[i][2] for i in range(12)]
+    assert all(index >= 12 for index in served)
+    assert len(set(served)) > 1  # spread over the list, not always the first readable one
+    again = VideoClipDataset(records, DenseSampler(4, 2), seed=0)
+    assert served == [again[i][2] for i in range(12)]
 
 
 def test_skip_reasons_say_what_is_wrong_with_each_file(videos, tmp_path):
@@ -165,8 +191,10 @@ def test_nothing_skipped_summary(videos):
 
 def test_no_readable_video_raises(videos):
     records = [VideoRecord(videos["missing"], 0, "m"), VideoRecord(videos["truncated"], 0, "t")]
-    with pytest.raises(RuntimeError, match="no readable video"):
+    with pytest.raises(RuntimeError, match="no readable video left: all 2 records are flagged"):
         VideoClipDataset(records, DenseSampler(2))[0]
+    with pytest.raises(RuntimeError, match="1 videos in a row could not be decoded"):
+        VideoClipDataset([records[1], *videos["annotations"].records], DenseSampler(2), max_attempts=1)[0]
 
 
 @pytest.mark.parametrize("context", ["fork", "spawn"])
@@ -177,7 +205,7 @@ def test_skips_in_dataloader_workers_reach_the_main_process(videos, mixed_record
     for clips, labels, indices in loader:
         assert clips.shape[1:] == (4, 3, 32, 32) and clips.dtype == torch.uint8
         served += indices.tolist()
-    assert sorted(served) == [0, 2, 2, 4, 4]  # broken records 1 and 3 were replaced by 2 and 4
+    assert len(served) == 5 and set(served) <= {0, 2, 4}  # broken records 1 and 3 were replaced by readable ones
     assert {path for path, _ in ds.skipped()} == {videos["truncated"], videos["missing"]}
 
 
