@@ -11,17 +11,29 @@ __version__ = "0.1.0"
 from adaptkit.backbones import BackboneFamily, list_backbones, register_backbone
 from adaptkit.checkpoint import ArchitectureMismatchError, BackboneWeightsWarning, CorruptCheckpointError
 from adaptkit.counting import count_flops, count_parameters
+from adaptkit.errors import (
+    AdaptkitError,
+    CheckpointMismatchError,
+    StrategyOptionError,
+    UnsupportedBackboneError,
+    VideoInputError,
+)
 from adaptkit.inject import from_pretrained, inject
 from adaptkit.model import MergeError, VideoModel
 from adaptkit.strategies import StrategyConfig, list_strategies, register_strategy
 
 __all__ = [
+    "AdaptkitError",
     "ArchitectureMismatchError",
     "BackboneWeightsWarning",
+    "CheckpointMismatchError",
     "CorruptCheckpointError",
     "BackboneFamily",
     "MergeError",
     "StrategyConfig",
+    "StrategyOptionError",
+    "UnsupportedBackboneError",
+    "VideoInputError",
     "VideoModel",
     "__version__",
     "count_flops",

@@ -19,6 +19,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from adaptkit.errors import AdaptkitError, CheckpointMismatchError
 from adaptkit.io import atomic_write, atomic_write_text
 
 CONFIG_NAME = "adapter_config.json"
@@ -117,7 +118,7 @@ def sha256_file(file: Path) -> str:
         return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-class CorruptCheckpointError(ValueError):
+class CorruptCheckpointError(AdaptkitError, ValueError):
     """A checkpoint file exists but cannot be read as safetensors (truncated, overwritten, not safetensors)."""
 
 
@@ -143,7 +144,7 @@ def read_safetensors(file: Path, sha256: str | None = None) -> dict[str, torch.T
     return tensors
 
 
-class ArchitectureMismatchError(TypeError):
+class ArchitectureMismatchError(AdaptkitError, TypeError):
     """An adapter checkpoint was recorded on another backbone architecture than the image model it is loaded into.
 
     ``differences`` maps each differing identity key (``BackboneFamily.identity()``) to (recorded, found).
@@ -256,22 +257,24 @@ def copy_strict(targets: dict[str, torch.Tensor], saved: dict[str, torch.Tensor]
     """Copy ``saved`` into ``targets`` in place, strict on names and shapes.
 
     Raises:
-        KeyError: missing or unexpected names. ValueError: a tensor of the wrong shape. Both name ``source``.
+        CheckpointMismatchError: (a KeyError and ValueError) naming ``source``: missing or unexpected names,
+            tensors of the wrong shape, or non-float data for float tensors.
+        RuntimeError: the targets are on the meta device.
     """
     missing, unexpected = sorted(set(targets) - set(saved)), sorted(set(saved) - set(targets))
     if missing or unexpected:
-        raise KeyError(
+        raise CheckpointMismatchError(
             f"{source} does not match the model: missing {missing[:8]}{'...' if len(missing) > 8 else ''}, "
             f"unexpected {unexpected[:8]}{'...' if len(unexpected) > 8 else ''}"
         )
     wrong = [f"{k}: saved {tuple(saved[k].shape)} vs model {tuple(t.shape)}" for k, t in targets.items()
              if saved[k].shape != t.shape]
     if wrong:
-        raise ValueError(f"{source} has tensors of the wrong shape: {wrong[:8]}")
+        raise CheckpointMismatchError(f"{source} has tensors of the wrong shape: {wrong[:8]}")
     kinds = [f"{k}: saved {saved[k].dtype} for a {t.dtype} tensor" for k, t in targets.items()
              if saved[k].is_floating_point() != t.is_floating_point()]
     if kinds:
-        raise ValueError(f"{source} has tensors of the wrong kind: {kinds[:8]}")
+        raise CheckpointMismatchError(f"{source} has tensors of the wrong kind: {kinds[:8]}")
     if any(t.is_meta for t in targets.values()):
         raise RuntimeError(f"cannot load {source} into a model on the meta device (it has no storage to copy into): "
                            "materialise the image model first (e.g. model.to_empty(device='cpu') and load its "

@@ -16,6 +16,7 @@ from adaptkit.checkpoint import (
     load_trainable,
     read_config,
 )
+from adaptkit.errors import UnsupportedBackboneError
 from adaptkit.model import VideoModel
 from adaptkit.strategies import make_strategy
 
@@ -52,11 +53,14 @@ def inject(
         A :class:`VideoModel` mapping (B, C, T, H, W) videos to (B, num_classes) logits.
 
     Raises:
-        TypeError: unsupported model (names the supported families; says how to unwrap a compiled,
-            data-parallel or PEFT model), an attention class the family does not model, unknown
-            option, a model that was already injected, or a strategy the family cannot take
-            (timesformer on Swin).
-        ValueError: unknown strategy (lists the registered ones) or out-of-range option.
+        UnsupportedBackboneError: (a TypeError and ValueError) unsupported model (names the supported
+            families; says how to unwrap a compiled, data-parallel or PEFT model), a feature its family
+            refuses (an attention class it does not model, patch dropout, ...), a model that was already
+            injected, or a strategy the family cannot take (timesformer on Swin).
+        StrategyOptionError: (a ValueError and TypeError) unknown strategy (lists the registered ones),
+            unknown option (lists the valid ones), out-of-range option, or LoRA targets that match nothing
+            or do nothing.
+        ValueError: ``num_frames`` / ``num_classes`` not positive integers.
 
     Example:
         >>> import adaptkit, timm, torch
@@ -66,7 +70,7 @@ def inject(
         torch.Size([2, 400])
     """
     if isinstance(image_model, VideoModel):
-        raise TypeError("this model is already a VideoModel; inject() takes the image model")
+        raise UnsupportedBackboneError("this model is already a VideoModel; inject() takes the image model")
     config = make_strategy(strategy, options)
     family = find_family(image_model)
     return VideoModel(family, config, num_frames, num_classes)
@@ -100,7 +104,8 @@ def from_pretrained(
         FileNotFoundError: ``path`` has no ``adapter_config.json`` or weights file.
         CorruptCheckpointError: (a ValueError) a file is unreadable, not the one the config recorded (an
             interrupted save, a changed file), holds NaN/infinity, or is a PEFT adapter's folder.
-        KeyError, ValueError: missing, unexpected, wrongly shaped or non-float tensors.
+        CheckpointMismatchError: (a KeyError and ValueError) missing, unexpected, wrongly shaped or
+            non-float tensors.
         RuntimeError: ``image_model`` is on the meta device (materialise it and load its weights first).
     """
     config = read_config(path)

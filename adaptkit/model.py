@@ -19,7 +19,8 @@ from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialCont
 from adaptkit import adapter_sets, self_checks
 from adaptkit import param_groups as groups
 from adaptkit.layers import TemporalEmbedding
-from adaptkit.self_checks import MERGE_TOLERANCE, MergeError  # noqa: F401  re-exported
+from adaptkit.errors import MergeError, UnsupportedBackboneError, VideoInputError
+from adaptkit.self_checks import MERGE_TOLERANCE  # noqa: F401  re-exported
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, VideoBlock
 
 @dataclasses.dataclass
@@ -68,7 +69,12 @@ class VideoModel(nn.Module):
             raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-        strategy.check_backbone(family)  # before any surgery, so a refusal leaves the image model untouched
+        try:
+            strategy.check_backbone(family)  # before any surgery, so a refusal leaves the image model untouched
+        except (TypeError, ValueError) as error:
+            if isinstance(error, UnsupportedBackboneError):
+                raise
+            raise UnsupportedBackboneError(str(error)) from error
         self.family = family
         self.strategy = strategy
         self.num_frames = num_frames
@@ -144,7 +150,14 @@ class VideoModel(nn.Module):
 
     # ------------------------------------------------------------------ forward
     def forward_features(self, video: torch.Tensor) -> torch.Tensor:
-        """Video (B, C, T, H, W) -> (B, D): each frame's pooled token, averaged over time."""
+        """Video (B, C, T, H, W) -> (B, D): each frame's pooled token, averaged over time.
+
+        Raises:
+            VideoInputError: (a ValueError and TypeError) not a non-empty 5-D float tensor of the model's dtype
+                (under autocast, float32 too), other channels than the patch embedding's, or a frame size the
+                backbone cannot embed (the message names the valid sizes).
+            RuntimeError: the model was unloaded.
+        """
         batch, _, num_frames, height, width = self._check_video(video)
         frames = rearrange(video, "b c t h w -> (b t) c h w")
         x, spatial = self.family.embed(frames)  # (B*T, *tokens, D)
@@ -160,7 +173,11 @@ class VideoModel(nn.Module):
         return pooled.view(batch, num_frames, -1).mean(dim=1)
 
     def forward(self, video: torch.Tensor) -> torch.Tensor:
-        """Video (B, C, T, H, W) -> logits (B, num_classes), or features (B, D) without a head."""
+        """Video (B, C, T, H, W) -> logits (B, num_classes), or features (B, D) without a head.
+
+        Raises:
+            VideoInputError, RuntimeError: as :meth:`forward_features`.
+        """
         return self.head(self.head_drop(self.forward_features(video)))
 
     def _run_blocks(self, x: torch.Tensor, spatial: SpatialContext, num_frames: int) -> torch.Tensor:
@@ -183,28 +200,28 @@ class VideoModel(nn.Module):
             raise RuntimeError("this VideoModel was unloaded; its backbone was given back as an image model")
         if not isinstance(video, torch.Tensor) or video.dim() != 5:
             shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
-            raise ValueError(f"expected a video tensor of shape (B, C, T, H, W), got {shape}")
+            raise VideoInputError(f"expected a video tensor of shape (B, C, T, H, W), got {shape}")
         if not video.is_floating_point():
-            raise TypeError(f"expected a float video (normalised pixels), got dtype {video.dtype}")
+            raise VideoInputError(f"expected a float video (normalised pixels), got dtype {video.dtype}")
         weight_dtype = next(self.family.model.parameters()).dtype
         # Autocast casts float32 inputs to the model's compute dtype, but never float64.
         if video.dtype != weight_dtype and (video.dtype == torch.float64
                                             or not torch.is_autocast_enabled(video.device.type)):
-            raise TypeError(f"expected a video of the model's dtype {weight_dtype}, got {video.dtype}: use "
-                            f"video.to({weight_dtype})")
+            raise VideoInputError(f"expected a video of the model's dtype {weight_dtype}, got {video.dtype}: use "
+                                  f"video.to({weight_dtype})")
         batch, channels, num_frames, height, width = video.shape
         if video.numel() == 0:
-            raise ValueError(f"expected a non-empty (B, C, T, H, W) video, got shape {tuple(video.shape)}")
+            raise VideoInputError(f"expected a non-empty (B, C, T, H, W) video, got shape {tuple(video.shape)}")
         expected_channels = self.in_channels
         if channels != expected_channels:
             hint = ""
             if num_frames == expected_channels:
                 hint = " It looks like (B, T, C, H, W): use video.permute(0, 2, 1, 3, 4)."
-            raise ValueError(
+            raise VideoInputError(
                 f"expected {expected_channels} channels at dim 1 of a (B, C, T, H, W) video, got shape "
                 f"{tuple(video.shape)}.{hint}"
             )
-        self.family.check_frame_size(height, width)
+        self.family.check_frame_size(height, width)  # raises VideoInputError
         return batch, channels, num_frames, height, width
 
     # ------------------------------------------------------------------ bookkeeping
@@ -365,9 +382,9 @@ class VideoModel(nn.Module):
             with the merged weights.
 
         Raises:
-            TypeError: the strategy cannot be merged.
-            RuntimeError: already merged, or unloaded.
-            MergeError: the merged model differs beyond tolerance (the message gives the difference).
+            MergeError: (a RuntimeError and TypeError) the strategy cannot be merged, the model is already
+                merged or unloaded, other adapter sets share the backbone, or the merged model differs beyond
+                tolerance (the message gives the difference; the model is left unmerged).
         """
         return self_checks.merge(self, probe, tolerance)
 

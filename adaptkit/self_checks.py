@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from adaptkit.errors import MergeError, StrategyOptionError, UnsupportedBackboneError
+
 if TYPE_CHECKING:
     from adaptkit.backbones import BackboneFamily
     from adaptkit.model import VideoModel
@@ -44,14 +46,14 @@ def check_family_hooks(family: BackboneFamily, in_channels: int) -> None:
     try:
         problems = _compare_hooks(family, in_channels, height, width, reference)
     except Exception as error:  # noqa: BLE001 - a hook that fails on one frame: say which check, not a bare traceback
-        raise TypeError(f"backbone family {family.name!r}: its hooks fail on one {height}x{width} frame "
+        raise UnsupportedBackboneError(f"backbone family {family.name!r}: its hooks fail on one {height}x{width} frame "
                         f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); see "
                         "BackboneFamily's docstrings for each hook's shapes") from error
     finally:
         for module, training in modes.items():
             module.training = training
     if problems:
-        raise TypeError(f"backbone family {family.name!r} does not describe its blocks consistently: "
+        raise UnsupportedBackboneError(f"backbone family {family.name!r} does not describe its blocks consistently: "
                         f"{'; '.join(problems)}. Strategies rebuild blocks from these hooks, so every adapted model "
                         "would be wrong")
 
@@ -99,10 +101,6 @@ def _relative_difference(got: torch.Tensor, expected: torch.Tensor, floor: float
     return float((got.double() - expected.double()).abs().max() / expected.double().abs().max().clamp_min(floor))
 
 
-class MergeError(RuntimeError):
-    """A merge changed the model's outputs beyond tolerance; the model was left unmerged."""
-
-
 def check_wrapped_modules_matter(video_model: VideoModel, wrapped: dict[str, nn.Module]) -> None:
     """One tiny forward and backward: every module a strategy wrapped by name must run and change the output.
 
@@ -144,7 +142,7 @@ def check_wrapped_modules_matter(video_model: VideoModel, wrapped: dict[str, nn.
         if no_effect:
             problems.append(f"called but without effect on the output: {_name_list(no_effect)}")
         hint = video_model.strategy.working_targets(video_model.family)
-        raise ValueError(
+        raise StrategyOptionError(
             f"{video_model.strategy.name}: wrapped module(s) {'; '.join(problems)}; their trainable tensors would get "
             f"no gradient and training would silently leave them untouched.{' ' + hint if hint else ''}"
         )
@@ -153,17 +151,22 @@ def check_wrapped_modules_matter(video_model: VideoModel, wrapped: dict[str, nn.
 def merge(video_model: VideoModel, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:
     """See :meth:`VideoModel.merge <adaptkit.VideoModel.merge>`."""
     if video_model._restore is None:
-        raise RuntimeError("this VideoModel was unloaded; there is nothing to merge")
+        raise MergeError("this VideoModel was unloaded; there is nothing to merge")
     if video_model.merged:
-        raise RuntimeError("this VideoModel is already merged")
+        raise MergeError("this VideoModel is already merged")
     if video_model.adapter_sets:
-        raise RuntimeError(
+        raise MergeError(
             f"merging writes into the backbone that adapter sets {list(video_model.adapter_sets)} share; "
             f"delete_adapter() them first (or save them)"
         )
     strategy, restore = video_model.strategy, video_model._restore
     if not strategy.mergeable:
-        strategy.merge(video_model._context(), restore.strategy_state)  # raises TypeError naming why
+        try:
+            strategy.merge(video_model._context(), restore.strategy_state)  # raises TypeError naming why
+        except MergeError:
+            raise
+        except TypeError as error:
+            raise MergeError(str(error)) from error
     reference = next(video_model.backbone.parameters())
     if reference.device.type == "meta":  # counting: nothing to compare
         restore.strategy_state, _ = strategy.merge(video_model._context(), restore.strategy_state)

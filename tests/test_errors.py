@@ -412,3 +412,33 @@ def test_a_family_hook_that_fails_on_a_frame_is_named_at_inject():
     family = type("BadEmbed", (TimmViT,), {"embed": lambda self, frames: self.model.patch_embed(frames)})(_vit())
     with pytest.raises(TypeError, match=r"its hooks fail on one 32x32 frame \(ValueError: not enough values"):
         adaptkit.VideoModel(family, adaptkit.strategies.make_strategy("aim", {}), 2, 3)
+
+
+@pytest.mark.parametrize("call, error, builtin", [
+    (lambda: adaptkit.inject(nn.Linear(3, 3)), adaptkit.UnsupportedBackboneError, TypeError),
+    (lambda: adaptkit.inject(_vit(), "aimm"), adaptkit.StrategyOptionError, ValueError),
+    (lambda: adaptkit.inject(_vit(), "aim", ratioo=0.3), adaptkit.StrategyOptionError, TypeError),
+    (lambda: adaptkit.inject(_vit(), "aim", ratio=2.0), adaptkit.StrategyOptionError, ValueError),
+    (lambda: adaptkit.inject(_vit(), "timesformer", num_frames=2)(torch.randn(1, 3, 2, 16, 16)),
+     adaptkit.VideoInputError, ValueError),
+    (lambda: adaptkit.inject(_vit(), "aim", num_frames=2)(torch.randn(1, 3, 2, 32)), adaptkit.VideoInputError,
+     ValueError),
+    (lambda: adaptkit.inject(_vit(), "aim", num_frames=2).merge(), adaptkit.MergeError, TypeError),
+])
+def test_errors_have_an_adaptkit_class_and_keep_their_builtin_one(call, error, builtin):
+    with pytest.raises(error) as info:
+        call()
+    assert isinstance(info.value, adaptkit.AdaptkitError) and isinstance(info.value, builtin)
+
+
+def test_a_checkpoint_mismatch_is_typed_and_reads_as_its_message(tmp_path):
+    from safetensors.torch import load_file
+
+    adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5).save_pretrained(tmp_path)
+    tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
+    tensors.pop("head.bias")
+    _rewrite_weights(tmp_path, tensors)
+    with pytest.raises(adaptkit.CheckpointMismatchError) as info:
+        adaptkit.from_pretrained(_vit(), tmp_path)
+    assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
+    assert str(info.value).startswith("checkpoint ") and "missing ['head.bias']" in str(info.value)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptkit.errors import UnsupportedBackboneError
 from adaptkit.layers.attention import AttentionProjections, frame_self_attention
 
 INJECTED_MARKER = "_adaptkit_injected"
@@ -175,7 +176,8 @@ class BackboneFamily(ABC):
 
     @abstractmethod
     def check_frame_size(self, height: int, width: int) -> None:
-        """Raise ValueError naming the valid sizes if frames of this size cannot be embedded."""
+        """Raise :class:`~adaptkit.errors.VideoInputError` (a ValueError) naming the valid sizes if frames of this
+        size cannot be embedded."""
 
     @abstractmethod
     def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, SpatialContext]:
@@ -515,13 +517,19 @@ def find_family(image_model: nn.Module) -> BackboneFamily:
     """The family handling ``image_model``, instantiated on it.
 
     Raises:
-        TypeError: if no registered family supports the model; the message names them, and how to
-            unwrap a compiled, data-parallel or PEFT model.
+        UnsupportedBackboneError: (a TypeError and ValueError) no registered family supports the model (the
+            message names them, and how to unwrap a compiled, data-parallel or PEFT model), or its family refuses
+            one of its features.
     """
     for family in reversed(_FAMILIES):  # newest first: a user's family overrides a built-in one it overlaps
         if family.matches(image_model):
-            return family(image_model)
-    raise TypeError(
+            try:
+                return family(image_model)  # validate() refuses features it cannot adapt
+            except (TypeError, ValueError) as error:
+                if isinstance(error, UnsupportedBackboneError):
+                    raise
+                raise UnsupportedBackboneError(str(error)) from error
+    raise UnsupportedBackboneError(
         f"adaptkit cannot adapt a {type(image_model).__module__}.{type(image_model).__name__}"
         f"{_wrapper_hint(image_model)}; supported backbone families: {', '.join(list_backbones())} "
         f"(adaptkit.list_backbones())"

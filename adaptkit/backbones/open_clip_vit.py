@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, BlockLinears, LinearSite, SpatialContext, register_backbone
+from adaptkit.errors import VideoInputError
 from adaptkit.layers.attention import AttentionProjections
 
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
@@ -75,7 +76,7 @@ class OpenClipViT(BackboneFamily):
     def check_frame_size(self, height: int, width: int) -> None:
         expected = tuple(self.model.image_size)
         if (height, width) != expected:
-            raise ValueError(
+            raise VideoInputError(
                 f"frame size {height}x{width} does not match the open_clip tower's image size "
                 f"{expected[0]}x{expected[1]}; resize frames to {expected[0]}x{expected[1]}"
             )

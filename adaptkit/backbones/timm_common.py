@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, SpatialContext
+from adaptkit.errors import VideoInputError
 from adaptkit.layers.attention import AttentionProjections
 
 
@@ -32,13 +33,13 @@ class TimmFamily(BackboneFamily):
         if getattr(self.model, "dynamic_img_size", False):
             if getattr(patch_embed, "dynamic_img_pad", False) or (height % ph == 0 and width % pw == 0):
                 return
-            raise ValueError(
+            raise VideoInputError(
                 f"frame size {height}x{width} is not a multiple of the patch size {ph}x{pw}; "
                 f"this model accepts any size divisible by the patch size"
             )
         expected = tuple(patch_embed.img_size)
         if (height, width) != expected:
-            raise ValueError(
+            raise VideoInputError(
                 f"frame size {height}x{width} does not match the model's input size {expected[0]}x{expected[1]}; "
                 f"resize frames to {expected[0]}x{expected[1]} or build the model with dynamic_img_size=True"
             )

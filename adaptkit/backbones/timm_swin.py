@@ -44,6 +44,7 @@ from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, ChainedBlocks, RunBlock, SpatialContext, register_backbone
 from adaptkit.backbones.timm_common import fused_qkv_is_called, timm_projections, timm_qkv
+from adaptkit.errors import VideoInputError
 from adaptkit.layers import RelativeTemporalBias
 from adaptkit.layers.attention import AttentionProjections, self_attention
 
@@ -113,13 +114,13 @@ class _TimmSwinFamily(BackboneFamily):
         if patch_embed.strict_img_size:
             eh, ew = patch_embed.img_size
             if (height, width) != (eh, ew):
-                raise ValueError(
+                raise VideoInputError(
                     f"frame size {height}x{width} does not fit this Swin: its windows and shift masks are built for "
                     f"{eh}x{ew} frames, the only valid size. Resize frames to {eh}x{ew}, or build the model with "
                     f"dynamic_img_size=True to accept any size divisible by the patch size {ph}x{pw}"
                 )
         elif not patch_embed.dynamic_img_pad and (height % ph or width % pw):
-            raise ValueError(
+            raise VideoInputError(
                 f"frame size {height}x{width} is not a multiple of the patch size {ph}x{pw}; this Swin (built with "
                 f"dynamic_img_size=True) accepts any size divisible by {ph}x{pw}"
             )

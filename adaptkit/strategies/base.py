@@ -15,6 +15,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily
+from adaptkit.errors import StrategyOptionError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -133,20 +134,30 @@ class StrategyConfig(ABC):
 
 
 def check_range(config: object, field: str, low: float, high: float, *, high_inclusive: bool = True) -> None:
+    """Refuse option ``field`` of a strategy config unless it is a finite number in [low, high] (or [low, high)).
+
+    Raises:
+        StrategyOptionError: (a ValueError) naming the strategy, the option, its value and the range.
+    """
     value = getattr(config, field)
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ValueError(f"{type(config).name} option {field!r} must be a number, got {value!r}")
+        raise StrategyOptionError(f"{type(config).name} option {field!r} must be a number, got {value!r}")
     upper_ok = value <= high if high_inclusive else value < high
     if not (low <= value and upper_ok):
         bracket = "]" if high_inclusive else ")"
-        raise ValueError(f"{type(config).name} option {field}={value!r} is out of range [{low}, {high}{bracket}")
+        raise StrategyOptionError(f"{type(config).name} option {field}={value!r} is out of range [{low}, {high}{bracket}")
 
 
 def check_bool(config: object, *fields: str) -> None:
+    """Refuse options ``fields`` of a strategy config unless each is True or False (not 0/1 or a string).
+
+    Raises:
+        StrategyOptionError: (a ValueError) naming the strategy, the option and its value.
+    """
     for field in fields:
         value = getattr(config, field)
         if not isinstance(value, bool):
-            raise ValueError(f"{type(config).name} option {field!r} must be True or False, got {value!r}")
+            raise StrategyOptionError(f"{type(config).name} option {field!r} must be True or False, got {value!r}")
 
 
 _STRATEGIES: dict[str, type[StrategyConfig]] = {}
@@ -198,18 +209,24 @@ def make_strategy(name: str, options: dict[str, Any]) -> StrategyConfig:
     """Build and validate the config of strategy ``name``.
 
     Raises:
-        ValueError: unknown strategy (the message lists the registered ones) or invalid value.
-        TypeError: unknown option (the message lists the valid ones).
+        StrategyOptionError: (a ValueError and TypeError) unknown strategy (the message lists the registered ones),
+            unknown option (the message lists the valid ones) or invalid value.
     """
     if name not in _STRATEGIES:
-        raise ValueError(f"unknown strategy {name!r}; registered strategies: {', '.join(_STRATEGIES)} (a strategy of "
-                         "your own is registered when the module defining it is imported)")
+        raise StrategyOptionError(f"unknown strategy {name!r}; registered strategies: {', '.join(_STRATEGIES)} (a "
+                                  "strategy of your own is registered when the module defining it is imported)")
     cls = _STRATEGIES[name]
     valid = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        raise TypeError(f"unknown option(s) {unknown} for strategy {name!r}; valid options: {', '.join(valid)}")
-    return cls(**options)
+        raise StrategyOptionError(f"unknown option(s) {unknown} for strategy {name!r}; valid options: "
+                                  f"{', '.join(valid)}")
+    try:
+        return cls(**options)  # validate() checks the values
+    except (TypeError, ValueError) as error:
+        if isinstance(error, StrategyOptionError):
+            raise
+        raise StrategyOptionError(str(error)) from error
 
 
 class VideoBlock(nn.Module):

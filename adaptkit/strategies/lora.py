@@ -9,6 +9,7 @@ import torch
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily
+from adaptkit.errors import StrategyOptionError
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, check_range, register_strategy
 
 
@@ -68,7 +69,7 @@ class LoRAConfig(StrategyConfig):
                     "default)." if self.target_modules is not None else
                     f"These are {context.family.name}'s default targets (family.lora_targets()): name modules this "
                     "model has in target_modules, or correct the family's lora_targets.")
-            raise ValueError(f"lora: target_modules {targets} match no module of this {context.family.name} model. "
+            raise StrategyOptionError(f"lora: target_modules {targets} match no module of this {context.family.name} model. "
                              f"{hint}") from error
 
     def wrapped_modules(self, state: tuple[Any, dict[str, torch.Tensor]]) -> dict[str, nn.Module]:

@@ -1,0 +1,38 @@
+"""The errors adaptkit raises on purpose, one class per kind of mistake, so callers can catch them apart.
+
+Every class derives from :class:`AdaptkitError` and also from the builtin exceptions the same mistakes raised
+before they were typed (``TypeError`` / ``ValueError`` / ...), so ``except ValueError`` keeps working.
+Checkpoint errors (:class:`~adaptkit.ArchitectureMismatchError`, :class:`~adaptkit.CorruptCheckpointError`) live
+in :mod:`adaptkit.checkpoint` and derive from :class:`AdaptkitError` too.
+"""
+
+from __future__ import annotations
+
+
+class AdaptkitError(Exception):
+    """Base class of every error adaptkit raises on purpose."""
+
+
+class UnsupportedBackboneError(AdaptkitError, TypeError, ValueError):
+    """No registered family handles the image model, or the family or strategy refuses one of its features
+    (another attention class, patch dropout, attentional pooling, stages for ``timesformer``, ...)."""
+
+
+class StrategyOptionError(AdaptkitError, ValueError, TypeError):
+    """An unknown strategy name, an unknown option, an option value out of range, or targets that match nothing."""
+
+
+class VideoInputError(AdaptkitError, ValueError, TypeError):
+    """A video that is not a non-empty float (B, C, T, H, W) tensor of the model's dtype, channels and frame size."""
+
+
+class CheckpointMismatchError(AdaptkitError, KeyError, ValueError):
+    """Saved tensors that do not match the model: missing or unexpected names, other shapes, non-float data."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class MergeError(AdaptkitError, RuntimeError, TypeError):
+    """A refused merge: the strategy cannot be merged, the model is already merged, unloaded or shares its
+    backbone with other adapter sets, or merging changed the outputs beyond tolerance (the model is left unmerged)."""
