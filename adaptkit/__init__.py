@@ -14,12 +14,13 @@ from adaptkit.counting import count_flops, count_parameters
 from adaptkit.errors import (
     AdaptkitError,
     CheckpointMismatchError,
+    MergeError,
     StrategyOptionError,
     UnsupportedBackboneError,
     VideoInputError,
 )
 from adaptkit.inject import from_pretrained, inject
-from adaptkit.model import MergeError, VideoModel
+from adaptkit.model import VideoModel
 from adaptkit.strategies import StrategyConfig, list_strategies, register_strategy
 
 __all__ = [

@@ -22,6 +22,19 @@ from torch import nn
 from adaptkit.errors import AdaptkitError, CheckpointMismatchError
 from adaptkit.io import atomic_write, atomic_write_text
 
+__all__ = [
+    "CONFIG_NAME",
+    "IMAGE_WEIGHTS_NAME",
+    "WEIGHTS_NAME",
+    "ArchitectureMismatchError",
+    "BackboneWeightsWarning",
+    "CorruptCheckpointError",
+    "describe_differences",
+    "read_config",
+    "save_pretrained",
+    "sha256_file",
+]
+
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
 IMAGE_WEIGHTS_NAME = "image_model.safetensors"

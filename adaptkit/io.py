@@ -14,6 +14,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+__all__ = ["atomic_directory", "atomic_write", "atomic_write_text", "exclusive_lock", "file_mode"]
+
 try:
     import fcntl
 except ImportError:  # Windows

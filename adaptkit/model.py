@@ -18,8 +18,8 @@ from torch import nn
 from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialContext
 from adaptkit import adapter_sets, self_checks
 from adaptkit import param_groups as groups
+from adaptkit.errors import MergeError, UnsupportedBackboneError, VideoInputError  # noqa: F401  MergeError re-exported
 from adaptkit.layers import TemporalEmbedding
-from adaptkit.errors import MergeError, UnsupportedBackboneError, VideoInputError
 from adaptkit.self_checks import MERGE_TOLERANCE  # noqa: F401  re-exported
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, VideoBlock
 
@@ -59,6 +59,9 @@ class VideoModel(nn.Module):
         architecture: The backbone's identity, recorded in checkpoints and compared on load.
         merged: Whether :meth:`merge` folded the strategy into the frozen weights.
         active_adapter: The active adapter set's name (``"default"`` unless :meth:`add_adapter` added others).
+        head: The new linear head (``nn.Identity`` without classes).
+        temporal_embed: The learned temporal embedding (:class:`~adaptkit.layers.TemporalEmbedding`), or None
+            where the strategy or family has none.
     """
 
     def __init__(

@@ -67,7 +67,7 @@ from adaptkit.data import (
     probe_video,
     torchcodec_available,
 )
-from adaptkit.data.probe import open_video_stream
+from adaptkit.data import open_video_stream
 from benchmarks._cli import ArgumentParser
 from benchmarks._results import RESULTS, write_json
 

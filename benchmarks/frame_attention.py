@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 from einops import rearrange
 
-from adaptkit.layers.attention import frame_attention_reference
+from adaptkit.layers import frame_attention_reference
 from benchmarks._cli import ArgumentParser
 from benchmarks._results import RESULTS, write_json
 

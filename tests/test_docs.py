@@ -5,6 +5,7 @@ config loaded. The README quick start's second command is what CI runs."""
 
 from __future__ import annotations
 
+import ast
 import doctest
 import importlib
 import importlib.util
@@ -140,3 +141,21 @@ def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
     commands = [line.split("  #")[0].strip() for line in quick_start.splitlines() if line.strip()]
     assert commands == ["pip install -e . && adaptkit train", 'pip install -e ".[test]" && python -m pytest -q']
     assert commands[1] in (REPO / ".ci" / "run").read_text().splitlines()
+
+
+def test_recipes_and_benchmarks_import_only_public_adaptkit_names():
+    """Public: listed in the module's ``__all__``, or a submodule that has one."""
+    root = Path(__file__).resolve().parents[1]
+    private = []
+    for folder in ("recipes", "benchmarks"):
+        for file in sorted((root / folder).glob("*.py")):
+            for node in ast.walk(ast.parse(file.read_text(encoding="utf-8"))):
+                if not (isinstance(node, ast.ImportFrom) and (node.module or "").startswith("adaptkit")):
+                    continue
+                module = importlib.import_module(node.module)
+                for alias in node.names:
+                    value = getattr(module, alias.name, None)
+                    public = alias.name in getattr(module, "__all__", ()) or hasattr(value, "__all__")
+                    if not public:
+                        private.append(f"{folder}/{file.name}:{node.lineno} {node.module}.{alias.name}")
+    assert not private, private

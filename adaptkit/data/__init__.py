@@ -57,7 +57,7 @@ from .decode import (
     resized_shape,
     torchcodec_available,
 )
-from .probe import DECODE_ERROR_KINDS, TRUNCATION_TOLERANCE, VideoIndex, probe_video
+from .probe import DECODE_ERROR_KINDS, TRUNCATION_TOLERANCE, VideoIndex, open_video_stream, probe_video
 from .encode import encode_video, encoder_available
 from .frame_cache import FrameCache, build_frame_cache
 from .metrics import EvaluationResult, mean_class_accuracy, top_k_accuracy
@@ -139,6 +139,7 @@ __all__ = [
     "parse_ssv2_json",
     "parse_video_list",
     "prepare_batch",
+    "open_video_stream",
     "probe_video",
     "register_annotation_format",
     "resized_shape",

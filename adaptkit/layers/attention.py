@@ -35,6 +35,16 @@ try:  # Triton is optional: without it (or off CUDA) attention over frames takes
 except ImportError:  # pragma: no cover - depends on the installation
     _kernel = None
 
+__all__ = [
+    "FRAME_ATTENTION_KERNELS",
+    "AttentionProjections",
+    "attend_frames",
+    "frame_attention_reference",
+    "frame_self_attention",
+    "self_attention",
+    "set_frame_attention_kernel",
+]
+
 FRAME_ATTENTION_KERNELS = ("per-frame", "tiled", "pytorch")
 _frame_kernel = "per-frame"  # read when a graph is traced: torch.compile guards on it
 

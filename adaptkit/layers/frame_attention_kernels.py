@@ -12,6 +12,8 @@ module with the interpreter on, and the ops pick the kernels up at call time.
 import triton
 import triton.language as tl
 
+__all__ = ["per_frame_backward_kernel", "per_frame_forward_kernel", "tiled_backward_kernel", "tiled_forward_kernel"]
+
 
 @triton.jit
 def per_frame_forward_kernel(

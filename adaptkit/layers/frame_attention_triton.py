@@ -40,6 +40,9 @@ from triton.runtime.jit import JITFunction
 
 from adaptkit.layers import frame_attention_kernels as kernels
 
+__all__ = ["KERNELS", "MAX_FRAMES", "MAX_HEAD_DIM", "Launch", "backward_launch", "forward_launch", "frame_attention",
+           "supports"]
+
 MAX_FRAMES = 64
 """Longer clips use ``scaled_dot_product_attention`` (a whole query tile would not fit in registers)."""
 MAX_HEAD_DIM = 256
