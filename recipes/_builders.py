@@ -415,12 +415,15 @@ def describe_backbone(video_model: adaptkit.VideoModel) -> str:
 
 def param_groups(model: adaptkit.VideoModel, config: OptimConfig) -> list[dict[str, Any]]:
     """The model's own optimizer groups (``VideoModel.param_groups``: by role, no weight decay on 1-D tensors,
-    temporal embeddings and position tables), with the new head at ``lr`` and everything else (adapters,
-    temporal embedding, norm copies, finetuned backbone) at ``lr * backbone_lr_mult``, as the reference's
-    ``backbone`` lr multiplier does for ViT-L."""
+    temporal embeddings and position tables unless ``optim.no_decay`` is ``none``), with the new head at ``lr``
+    and everything else (adapters, temporal embedding, norm copies, finetuned backbone) at
+    ``lr * backbone_lr_mult``, as the reference's ``backbone`` lr multiplier does for ViT-L."""
     groups = model.param_groups(weight_decay=config.weight_decay)
+    decay_all = config.no_decay == "none"
     for group in groups:
         group["lr"] = config.lr if group["role"] == "head" else config.lr * config.backbone_lr_mult
+        if decay_all:
+            group["weight_decay"] = config.weight_decay
     embedding = model.temporal_embed
     if config.temporal_embed_lr_mult != 1.0 and embedding is not None:
         # The zero-initialised embedding is the only source of frame order: with few steps it can learn too
@@ -429,7 +432,8 @@ def param_groups(model: adaptkit.VideoModel, config: OptimConfig) -> list[dict[s
         for group in groups:
             group["params"] = [p for p in group["params"] if id(p) not in moved]
         groups = [g for g in groups if g["params"]]
-        groups.append({"name": "temporal_embedding", "role": "adapters", "weight_decay": 0.0,
+        groups.append({"name": "temporal_embedding", "role": "adapters",
+                       "weight_decay": config.weight_decay if decay_all else 0.0,
                        "params": [p for p in embedding.parameters() if p.requires_grad],
                        "lr": config.lr * config.backbone_lr_mult * config.temporal_embed_lr_mult})
     return groups

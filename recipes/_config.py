@@ -133,7 +133,10 @@ class OptimConfig:
     lr: float = 3e-4  # peak learning rate of the head (and of everything when backbone_lr_mult = 1)
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    weight_decay: float = 0.05  # not on 1-D tensors, temporal embeddings or position tables (timm's rule)
+    weight_decay: float = 0.05
+    # Which trainable tensors skip weight decay: "timm" (1-D tensors, temporal embeddings, position tables) or
+    # "none" (every trainable tensor decays, as the AIM authors' code does: the paper configs use it).
+    no_decay: str = "timm"
     backbone_lr_mult: float = 1.0  # lr factor of trainable tensors inside the backbone (0.1 for ViT-L)
     temporal_embed_lr_mult: float = 1.0  # lr factor of the (zero-initialised) temporal embedding, if the strategy has one
     warmup_epochs: float = 2.5  # linear warmup, then cosine to min_lr; both per iteration
@@ -483,6 +486,7 @@ def validate(config: RecipeConfig) -> None:
     _require(optim.lr > 0 and math.isfinite(optim.lr), "optim.lr", f"must be > 0, got {optim.lr}")
     _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", f"must be in [0, 1), got {optim.betas}")
     _require(optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _require(optim.no_decay in ("timm", "none"), "optim.no_decay", f"must be timm or none, got {optim.no_decay!r}")
     _require(optim.backbone_lr_mult >= 0, "optim.backbone_lr_mult", "must be >= 0")
     _require(optim.temporal_embed_lr_mult >= 0, "optim.temporal_embed_lr_mult", "must be >= 0")
     _require(optim.warmup_epochs >= 0, "optim.warmup_epochs", "must be >= 0")

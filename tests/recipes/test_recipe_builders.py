@@ -21,7 +21,7 @@ from recipes._builders import (
     create_image_model,
     warmup_cosine,
 )
-from recipes._config import ModelConfig, OptimConfig, load_config
+from recipes._config import ConfigError, ModelConfig, OptimConfig, load_config
 
 TINY = {"img_size": 32, "patch_size": 8, "embed_dim": 32, "depth": 1, "num_heads": 2}
 
@@ -126,6 +126,24 @@ def test_backbone_lr_multiplier_and_cpu_optimizer(synthetic_args, tmp_path: Path
     assert groups["adapters"]["weight_decay"] == config.optim.weight_decay
     assert groups["head_no_decay"]["weight_decay"] == 0.0 and len(groups["head_no_decay"]["params"]) == 1
     assert not optimizer.defaults["fused"]
+
+
+def test_no_decay_none_decays_every_trainable_tensor(synthetic_args, tmp_path: Path) -> None:
+    # The AIM authors' code decays biases and the temporal embedding too; the paper configs say optim.no_decay: none.
+    config = load_config("synthetic_motion", synthetic_args(tmp_path)[2:] + [
+        "optim.no_decay=none", "optim.temporal_embed_lr_mult=10"])
+    image_model, _ = create_image_model(config.model)
+    model = build_video_model(config, image_model, num_classes=4)
+    optimizer = build_optimizer(model, config.optim, torch.device("cpu"))
+    assert {g["name"] for g in optimizer.param_groups} >= {"head_no_decay", "temporal_embedding"}
+    assert all(g["weight_decay"] == config.optim.weight_decay for g in optimizer.param_groups)
+    with pytest.raises(ConfigError, match="optim.no_decay"):
+        load_config("synthetic_motion", ["optim.no_decay=bias"])
+
+
+@pytest.mark.parametrize("name", ["k400_vitb16_8x16", "ssv2_vitl14_32f", "diving48_vitb16_8f", "k700_vitl14_16x8"])
+def test_paper_configs_decay_as_the_authors_code(name: str) -> None:
+    assert load_config(name, []).optim.no_decay == "none"
 
 
 def test_schedule_is_linear_warmup_then_cosine_per_iteration() -> None:
