@@ -16,6 +16,7 @@ import os
 import pickle
 import re
 import socket
+import zipfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -307,13 +308,33 @@ def _create_open_clip(config: ModelConfig, checkpoint: Path | None, load_weights
 
 
 def checkpoint_file(config: ModelConfig) -> Path | None:
-    """``model.checkpoint`` as a path (None when unset). Raises FileNotFoundError when it names no file."""
+    """``model.checkpoint`` as a path (None when unset).
+
+    Raises:
+        FileNotFoundError: it names no file. WeightsError: a TorchScript archive (loading one runs its code).
+    """
     if config.checkpoint is None:
         return None
     checkpoint = Path(config.checkpoint)
     if not checkpoint.is_file():
         raise FileNotFoundError(f"model.checkpoint {checkpoint} does not exist")
+    if is_torchscript(checkpoint):
+        raise WeightsError(
+            f"model.checkpoint {checkpoint} is a TorchScript archive (like OpenAI's own ViT-B-16.pt), and loading one "
+            "runs the code inside it, which adaptkit never does with a checkpoint. The same weights load through a "
+            "pretrained tag (timm vit_base_patch16_clip_quickgelu_224.openai, or model.source=open_clip "
+            "model.pretrained=openai); or convert a file you trust once: python -c \"import torch; torch.save(torch.jit."
+            f"load('{checkpoint}', map_location='cpu').state_dict(), 'state_dict.pt')\" and pass state_dict.pt")
     return checkpoint
+
+
+def is_torchscript(path: Path) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding compiled code), which ``torch.load`` refuses."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
+    except (zipfile.BadZipFile, OSError):
+        return False
 
 
 def create_image_model(

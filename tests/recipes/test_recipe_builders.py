@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from recipes._builders import (
     build_scheduler,
     build_video_model,
     create_image_model,
+    is_torchscript,
     warmup_cosine,
 )
 from recipes._config import ConfigError, ModelConfig, OptimConfig, load_config
@@ -100,6 +102,21 @@ def test_a_checkpoint_with_another_classifier_or_none_loads(tmp_path: Path, suff
     assert model.state_dict().keys() == state.keys()
     for key, tensor in state.items():
         assert torch.equal(model.state_dict()[key], tensor), key
+
+
+@pytest.mark.parametrize("source", ["timm", "open_clip"])
+def test_a_torchscript_checkpoint_is_refused_with_the_way_out(tmp_path: Path, source: str) -> None:
+    archive = tmp_path / "ViT-B-16.pt"  # OpenAI's CLIP files are TorchScript archives
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated; OpenAI's files remain
+        torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), str(archive))
+    config = tiny_model_config(checkpoint=str(archive), source=source,
+                               **({"name": "ViT-B-32", "kwargs": {}} if source == "open_clip" else {}))
+    with pytest.raises(WeightsError, match=r"is a TorchScript archive .* pretrained tag .*torch\.jit\.load"):
+        create_image_model(config)
+    plain = tmp_path / "state_dict.pt"
+    torch.save(torch.nn.Linear(2, 2).state_dict(), plain)
+    assert not is_torchscript(plain)
 
 
 def test_a_checkpoint_of_another_architecture_still_fails_in_one_short_line(tmp_path: Path) -> None:
