@@ -100,9 +100,9 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
 
 
 def check_missing_videos(data: DataConfig, annotations: Annotations, name: str, source: str) -> Annotations:
-    """Look for every listed video file before any training (a stat each: 0.5 s for Kinetics-400's 240k rows on a
-    local disk), also under the other video extensions; report the missing share and the classes left without a
-    video, and refuse above ``data.max_missing_fraction``.
+    """Look for every listed video file before any training (a stat each: 0.6 s for Kinetics-400's 240k rows on a
+    local disk, ``python -m benchmarks.missing_files``), also under the other video extensions; report the missing
+    share and the classes left without a video, and refuse above ``data.max_missing_fraction``.
 
     Returns:
         ``annotations`` with each path as found; for ``name == "train"`` without the missing videos (the validation

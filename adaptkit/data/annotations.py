@@ -1,7 +1,8 @@
 """Annotation parsers for the datasets of the AIM paper, behind a small format registry.
 
 Every parser has the signature ``parser(path, root=None, **options) -> Annotations``; ``root`` is joined in front of
-each video path (absolute paths stay as they are).
+each video path (absolute paths stay as they are). A video listed twice with the same label is kept once, with one
+warning (evaluation would count it twice); listed with two labels, it is an error naming both lines.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import csv
 import functools
 import json
+import logging
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -29,6 +31,8 @@ __all__ = [
     "parse_video_list",
     "register_annotation_format",
 ]
+
+logger = logging.getLogger(__name__)
 
 Parser = Callable[..., Annotations]
 ANNOTATION_FORMATS: dict[str, Parser] = {}
@@ -87,11 +91,83 @@ def _join(root: str | os.PathLike[str] | None, relative: str) -> str:
     return relative if root is None else os.path.join(os.fspath(root), relative)
 
 
-def _parse_int(text: str, what: str, error: Callable[[str], AnnotationError]) -> int:
+def _parse_int(value: Any, what: str, error: Callable[[str], AnnotationError]) -> int:
+    """An int from an int, an integral float (3.0) or a string of one; 3.7, true and "3.7" are refused rather than
+    truncated (``int(3.7) == 3``, ``int(True) == 1``)."""
+    if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+        raise error(f"{what} must be an integer, got {value!r}")
     try:
-        return int(text)
-    except (TypeError, ValueError):
-        raise error(f"{what} must be an integer, got {text!r}") from None
+        return int(value)
+    except (TypeError, ValueError, OverflowError):
+        raise error(f"{what} must be an integer, got {value!r}") from None
+
+
+def _extension(extension: str) -> str:
+    """``"mp4"`` or ``".mp4"`` -> ``".mp4"``."""
+    bare = extension.lstrip(".") if isinstance(extension, str) else ""
+    if not bare or not bare.isalnum():
+        raise ValueError(f"extension must be like '.mp4', got {extension!r}")
+    return "." + bare
+
+
+def _drop_duplicates(path: str | os.PathLike[str], records: list[VideoRecord], places: list[int], where: str,
+                     classes: Sequence[str]) -> list[VideoRecord]:
+    """``records`` without repeats of one video (same file and frame window), keeping the first. ``places`` are
+    the records' line numbers (``where="line"``) or entry indices (``where="entry"``).
+
+    Raises:
+        AnnotationError: a video is listed with two different labels (both places and labels named).
+    """
+    first: dict[tuple[str, int | None, int | None], int] = {}
+    kept, dropped = [], []
+    for position, (record, place) in enumerate(zip(records, places)):
+        key = (record.path, record.start_frame, record.end_frame)
+        if key not in first:
+            first[key] = position
+            kept.append(record)
+            continue
+        earlier = records[first[key]]
+        if earlier.label != record.label:
+            raise AnnotationError(
+                path, f"video {record.video_id!r} is listed twice with different labels: {where} "
+                f"{places[first[key]]} says {classes[earlier.label]!r}, {where} {place} says {classes[record.label]!r}",
+                **{where: place})
+        dropped.append((places[first[key]], place))
+    if dropped:
+        logger.warning("%s: %d duplicate %ss dropped (a video listed again with the same label; e.g. %s %d repeats "
+                       "%s %d)", os.fspath(path), len(dropped), where, where, dropped[0][1], where, dropped[0][0])
+    return kept
+
+
+def _class_folders(root: str | os.PathLike[str] | None, labels: Sequence[str]) -> dict[str, str]:
+    """The folder of each class label under ``root``: the label itself when that folder exists, else the one folder
+    whose name differs only in punctuation, spaces and case: MMAction2's ``rename_classnames.sh`` turns spaces into
+    ``_`` (AIM's copy turns ``)`` into ``-``), ``detox`` also drops quotes and parentheses."""
+
+    def key(name: str) -> str:
+        return "".join(character for character in name.casefold() if character.isalnum())
+
+    try:
+        on_disk = [entry.name for entry in os.scandir(os.fspath(root) if root is not None else ".") if entry.is_dir()]
+    except OSError:
+        return {label: label for label in labels}
+    existing = set(on_disk)
+    folders_by_key: dict[str, list[str]] = {}
+    for name in on_disk:
+        folders_by_key.setdefault(key(name), []).append(name)
+    labels_per_key: dict[str, int] = {}
+    for label in labels:
+        labels_per_key[key(label)] = labels_per_key.get(key(label), 0) + 1
+    folders = {}
+    for label in labels:
+        matches = folders_by_key.get(key(label), [])
+        unique = len(matches) == 1 and labels_per_key[key(label)] == 1
+        folders[label] = matches[0] if label not in existing and unique else label
+    renamed = [(label, folder) for label, folder in folders.items() if label != folder]
+    if renamed:
+        logger.info("%d class folders under %s have renamed names (e.g. %r for %r)", len(renamed), root,
+                    renamed[0][1], renamed[0][0])
+    return folders
 
 
 def _read_json(path: str | os.PathLike[str]) -> Any:
@@ -121,7 +197,8 @@ def parse_video_list(
     them is reported with its line. Multi-label lines are rejected.
 
     Raises:
-        AnnotationError: a malformed line or a label out of range (file and line named).
+        AnnotationError: a malformed line, a label out of range, or one video listed with two labels (file and
+            lines named).
         ValueError: ``classes`` and ``num_classes`` disagree, or ``num_classes`` < 1.
     """
     if num_classes is not None:
@@ -130,7 +207,7 @@ def parse_video_list(
         if classes is not None and len(classes) != num_classes:
             raise ValueError(f"{len(classes)} class names given for num_classes={num_classes}")
     bound = len(classes) if classes is not None else num_classes
-    records = []
+    records, lines = [], []
     with open(path, encoding="utf-8") as file:
         for line_number, line in enumerate(file, start=1):
             fields = line.split()
@@ -143,10 +220,11 @@ def parse_video_list(
             if label < 0 or (bound is not None and label >= bound):
                 raise error(f"label {label} " + ("must be >= 0" if bound is None else f"outside [0, {bound})"))
             records.append(VideoRecord(_join(root, fields[0]), label, os.path.splitext(fields[0])[0]))
+            lines.append(line_number)
     if classes is None:
         count = num_classes if num_classes is not None else max((r.label for r in records), default=-1) + 1
         classes = [str(i) for i in range(count)]
-    return Annotations(records, list(classes))
+    return Annotations(_drop_duplicates(path, records, lines, "line", classes), list(classes))
 
 
 def _kinetics_rows(path: str | os.PathLike[str]) -> list[tuple[int, dict[str, str]]]:
@@ -189,22 +267,29 @@ def parse_kinetics_csv(
     root: str | None = None,
     classes: Sequence[str] | None = None,
     class_folders: bool = False,
+    extension: str = ".mp4",
 ) -> Annotations:
     """Kinetics CSV ``label,youtube_id,time_start,time_end,split[,is_cc]``: in this order without a header row; a
     header row (recognised by a ``youtube_id``, ``time_start`` or ``time_end`` column, in any case) may order the
     columns differently and leave out ``split``.
 
-    Clip file: ``{youtube_id}_{time_start:06d}_{time_end:06d}.mp4``, inside ``{label}/`` when ``class_folders``.
+    Clip file: ``{youtube_id}_{time_start:06d}_{time_end:06d}{extension}``, inside the class's folder when
+    ``class_folders``: ``{label}/``, or when that folder does not exist under ``root`` the one whose name differs
+    only in spaces, punctuation and case (MMAction2's ``rename_classnames.sh`` layout, ``air_drumming/``).
     ``classes`` should be :func:`kinetics_classes` of the train csv; without it this csv's own sorted labels are used
-    (right only for the train csv itself). ``video_id`` is the YouTube id.
+    (right only for the train csv itself). ``video_id`` is the YouTube id. ``extension``: e.g. ``.mkv`` or ``.webm``
+    for downloads kept in YouTube's container.
 
     Raises:
-        AnnotationError: a header without the needed columns, a row of the wrong width, a label not in ``classes``
-            or a non-integer time (file and line named).
+        AnnotationError: a header without the needed columns, a row of the wrong width, a label not in ``classes``,
+            a non-integer time, or one video listed with two labels (file and lines named).
+        ValueError: ``extension`` is not like ``.mp4``.
     """
+    extension = _extension(extension)
     rows = _kinetics_rows(path)
     class_names = sorted({row["label"] for _, row in rows}) if classes is None else list(classes)
     class_ids = {name: i for i, name in enumerate(class_names)}
+    folders = _class_folders(root, class_names) if class_folders else {}
     records = []
     for line_number, row in rows:
         error = functools.partial(AnnotationError, path, line=line_number)
@@ -212,10 +297,10 @@ def parse_kinetics_csv(
             raise error(f"unknown class {row['label']!r}")
         start = _parse_int(row["time_start"], "time_start", error)
         end = _parse_int(row["time_end"], "time_end", error)
-        file_name = f"{row['youtube_id']}_{start:06d}_{end:06d}.mp4"
-        relative = os.path.join(row["label"], file_name) if class_folders else file_name
+        file_name = f"{row['youtube_id']}_{start:06d}_{end:06d}{extension}"
+        relative = os.path.join(folders[row["label"]], file_name) if class_folders else file_name
         records.append(VideoRecord(_join(root, relative), class_ids[row["label"]], row["youtube_id"]))
-    return Annotations(records, class_names)
+    return Annotations(_drop_duplicates(path, records, [line for line, _ in rows], "line", class_names), class_names)
 
 
 # Where parse_ssv2_json looks for the class list, in order: the short name, then the official download's name.
@@ -224,18 +309,22 @@ SSV2_LABEL_FILES = ("labels.json", "something-something-v2-labels.json")
 
 @register_annotation_format("ssv2_json")
 def parse_ssv2_json(
-    path: str | os.PathLike[str], root: str | None = None, labels_path: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str], root: str | None = None, labels_path: str | os.PathLike[str] | None = None,
+    extension: str = ".webm",
 ) -> Annotations:
     """Something-Something-v2 ``train.json`` / ``validation.json`` with the labels file (text -> id as a string).
 
-    The class is the entry's template with ``[`` and ``]`` removed; the video is ``{id}.webm``. ``labels_path``
+    The class is the entry's template with ``[`` and ``]`` removed; the video is ``{id}{extension}`` (``.mp4`` for
+    copies re-encoded from the official ``.webm``). ``labels_path``
     defaults to the first of :data:`SSV2_LABEL_FILES` found next to ``path``: ``labels.json`` or the official
     download's ``something-something-v2-labels.json``.
 
     Raises:
         AnnotationError: no labels file found (the message names both names and the ``labels_path`` option, in a
-            recipe ``data.options.labels_path``), or a malformed entry.
+            recipe ``data.options.labels_path``), a malformed entry, or one video listed with two templates.
+        ValueError: ``extension`` is not like ``.webm``.
     """
+    extension = _extension(extension)
     if labels_path is None:
         candidates = [Path(path).with_name(name) for name in SSV2_LABEL_FILES]
         labels_path = next((c for c in candidates if c.is_file()), None)
@@ -269,15 +358,17 @@ def parse_ssv2_json(
         if text not in class_ids:
             raise error(f"template {text!r} is not in {labels_path}")
         video_id = str(entry["id"])
-        records.append(VideoRecord(_join(root, f"{video_id}.webm"), class_ids[text], video_id))
-    return Annotations(records, classes)
+        records.append(VideoRecord(_join(root, f"{video_id}{extension}"), class_ids[text], video_id))
+    return Annotations(_drop_duplicates(path, records, list(range(len(records))), "entry", classes), classes)
 
 
 @register_annotation_format("diving48_json")
 def parse_diving48_json(
-    path: str | os.PathLike[str], root: str | None = None, vocab_path: str | os.PathLike[str] | None = None
+    path: str | os.PathLike[str], root: str | None = None, vocab_path: str | os.PathLike[str] | None = None,
+    extension: str = ".mp4",
 ) -> Annotations:
-    """Diving-48 V2 list of ``{vid_name, label, start_frame, end_frame}``; video ``{vid_name}.mp4``; 48 classes.
+    """Diving-48 V2 list of ``{vid_name, label, start_frame, end_frame}``; video ``{vid_name}{extension}``; 48
+    classes.
 
     ``vocab_path`` (``Diving48_vocab.json``, 48 lists of 4 words) gives class names; without it they are "0".."47".
     Frame windows are 0-based, ``end_frame`` exclusive.
@@ -285,9 +376,11 @@ def parse_diving48_json(
     Raises:
         FileNotFoundError: ``path`` does not exist.
         AnnotationError: ``vocab_path`` is given but missing or not 48 descriptions; invalid JSON; an entry without
-            the four keys, with a non-integer field, a label outside [0, 48) or not 0 <= start_frame < end_frame
-            (file and entry named).
+            the four keys, with a non-integer field (3.7 and true are refused, not truncated), a label outside
+            [0, 48) or not 0 <= start_frame < end_frame (file and entry named); one video listed with two labels.
+        ValueError: ``extension`` is not like ``.mp4``.
     """
+    extension = _extension(extension)
     if vocab_path is None:
         classes = [str(i) for i in range(DIVING48_NUM_CLASSES)]
     elif not Path(vocab_path).is_file():
@@ -314,8 +407,8 @@ def parse_diving48_json(
         if not 0 <= start < end:
             raise error(f"need 0 <= start_frame < end_frame, got {start}, {end}")
         name = str(entry["vid_name"])
-        records.append(VideoRecord(_join(root, f"{name}.mp4"), label, name, start, end))
-    return Annotations(records, classes)
+        records.append(VideoRecord(_join(root, f"{name}{extension}"), label, name, start, end))
+    return Annotations(_drop_duplicates(path, records, list(range(len(records))), "entry", classes), classes)
 
 
 @register_annotation_format("folder_tree")

@@ -81,7 +81,7 @@ class _VideoFiles:
 
     def flag_missing_files(self) -> None:
         """Flag every record whose file does not exist, with one warning for all of them. A stat per record is cheap
-        (0.5 s for Kinetics-400's 240k rows on a local disk, measured) next to finding them one decode at a time."""
+        (0.6 s for Kinetics-400's 240k rows on a local disk, measured) next to finding them one decode at a time."""
         missing = [i for i, path in enumerate(self.paths) if not os.path.exists(path)]
         if missing:
             self.skips.mark_missing(missing)

@@ -1,7 +1,7 @@
 """Which listed video files exist, found before training rather than one failed decode at a time.
 
 Real copies of the paper's datasets are incomplete (YouTube videos of Kinetics disappear), re-encoded (SSv2 as
-``.mp4`` instead of ``.webm``) or laid out differently; :func:`check_video_files` stats every listed file once (0.5 s
+``.mp4`` instead of ``.webm``) or laid out differently; :func:`check_video_files` stats every listed file once (0.6 s
 for Kinetics-400's 240k rows on a local disk, measured), looks for the same file name under the other video
 extensions when a file is absent, and says what is missing.
 """
@@ -58,7 +58,8 @@ class VideoFileCheck:
             return f"all {total} video files exist{moved}"
         shown = ", ".join(self.records[i].path for i in self.missing[:examples])
         more = ", ..." if len(self.missing) > examples else ""
-        line = f"{len(self.missing)} of {total} video files are missing ({self.missing_fraction:.1%}; e.g. {shown}{more})"
+        share = f"{self.missing_fraction:.1%}"
+        line = f"{len(self.missing)} of {total} video files are missing ({share}; e.g. {shown}{more})"
         empty = self.classes_without_video(classes) if classes is not None else []
         if empty:
             line += f"; {len(empty)} class(es) left without a video: " + ", ".join(map(repr, empty[:5])) + (

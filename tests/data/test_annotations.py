@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 
 import pytest
@@ -11,6 +12,7 @@ from adaptkit.data import (
     AnnotationError,
     Annotations,
     VideoRecord,
+    check_video_files,
     kinetics_classes,
     list_annotation_formats,
     load_annotations,
@@ -282,3 +284,103 @@ def test_registering_a_new_format(tmp_path):
         assert [r.path for r in ann.records] == ["a.mp4", "b.mp4"]
     finally:
         del ANNOTATION_FORMATS["one_per_line_test_only"]
+
+
+# ---- real copies: renamed class folders, other extensions, duplicate rows, non-integer fields -------------------
+
+
+def test_kinetics_class_folders_renamed_by_mmaction2_are_found(tmp_path):
+    """MMAction2's rename_classnames.sh turns spaces into underscores (AIM's copy turns ')' into '-'; detox also drops
+    quotes and parentheses); the exact folder name wins when it exists."""
+    rows = ['air drumming,a,0,10,train', '"passing American football (in game)",b,0,10,train',
+            "massaging person's head,c,0,10,train", "abseiling,d,0,10,train"]
+    path = write(tmp_path / "train.csv", "\n".join(rows) + "\n")
+    for folder in ("air_drumming", "passing_American_football_in_game", "massaging_persons_head", "abseiling",
+                   "abseiling_"):
+        (tmp_path / "videos" / folder).mkdir(parents=True)
+    ann = load_annotations("kinetics_csv", path, root=str(tmp_path / "videos"), class_folders=True)
+    folders = {ann.classes[r.label]: os.path.basename(os.path.dirname(r.path)) for r in ann.records}
+    assert folders == {"air drumming": "air_drumming", "passing American football (in game)":
+                       "passing_American_football_in_game", "massaging person's head": "massaging_persons_head",
+                       "abseiling": "abseiling"}
+
+
+def test_kinetics_class_folder_matching_stays_exact_when_ambiguous(tmp_path):
+    path = write(tmp_path / "train.csv", "a b,x,0,10,train\nab,y,0,10,train\n")
+    (tmp_path / "videos" / "a_b").mkdir(parents=True)  # could be either class: left as listed, reported missing
+    ann = load_annotations("kinetics_csv", path, root=str(tmp_path / "videos"), class_folders=True)
+    assert [os.path.basename(os.path.dirname(r.path)) for r in ann.records] == ["a b", "ab"]
+
+
+def test_video_extension_is_an_option_of_each_format(tmp_path, ssv2_labels):
+    csv_path = write(tmp_path / "train.csv", "a,id1,0,10,train\n")
+    assert load_annotations("kinetics_csv", csv_path, extension="mkv").records[0].path == "id1_000000_000010.mkv"
+    ssv2 = write_json(tmp_path / "train.json", [{"id": "7", "template": "Approaching [something] with your camera"}])
+    assert load_annotations("ssv2_json", ssv2).records[0].path == "7.webm"
+    assert load_annotations("ssv2_json", ssv2, extension=".mp4").records[0].path == "7.mp4"
+    diving = write_json(tmp_path / "d.json", [{"vid_name": "v", "label": 1, "start_frame": 0, "end_frame": 5}])
+    assert load_annotations("diving48_json", diving, extension=".webm").records[0].path == "v.webm"
+    with pytest.raises(ValueError, match="extension must be like '.mp4', got '../x'"):
+        load_annotations("diving48_json", diving, extension="../x")
+
+
+def test_a_missing_file_is_found_under_another_video_extension(tmp_path):
+    (tmp_path / "a.mp4").touch()
+    (tmp_path / "b.webm").touch()
+    records = [VideoRecord(str(tmp_path / "a.webm"), 0, "a"), VideoRecord(str(tmp_path / "b.webm"), 1, "b"),
+               VideoRecord(str(tmp_path / "c.webm"), 1, "c")]
+    check = check_video_files(records)
+    assert [r.path for r in check.found] == [str(tmp_path / "a.mp4"), str(tmp_path / "b.webm")]
+    assert check.missing == [2] and check.other_extension == 1 and check.missing_fraction == pytest.approx(1 / 3)
+    assert check.classes_without_video(["x", "y"]) == []
+    assert check_video_files(records, extensions=()).missing == [0, 2]
+    summary = check_video_files(records[2:] + records[:1], extensions=()).summary(["x", "y"])
+    assert summary.startswith("2 of 2 video files are missing (100.0%; e.g. ")
+    assert "left without a video: 'x', 'y'" in summary
+
+
+def test_duplicate_rows_are_dropped_with_one_warning(tmp_path, ssv2_labels, caplog):
+    """Evaluation would count a video listed twice twice; the copies go, with the lines named once."""
+    header = "label,youtube_id,time_start,time_end,split\n"
+    path = write(tmp_path / "val.csv", header + "a,x,0,10,val\nb,y,0,10,val\na,x,0,10,val\na,x,0,10,val\n")
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        ann = load_annotations("kinetics_csv", path)
+    assert [r.video_id for r in ann.records] == ["x", "y"]
+    assert f"{path}: 2 duplicate lines dropped" in caplog.text and "line 4 repeats line 2" in caplog.text
+    same_id_other_window = write(tmp_path / "w.csv", header + "a,x,0,10,val\na,x,20,30,val\n")
+    assert len(load_annotations("kinetics_csv", same_id_other_window)) == 2  # two clips of one YouTube video
+    entry = {"id": "7", "template": "Approaching [something] with your camera"}
+    assert len(load_annotations("ssv2_json", write_json(tmp_path / "s.json", [entry, entry]))) == 1
+    listed = write(tmp_path / "list.txt", "v/a.mp4 0\nv/a.mp4 0\nv/b.mp4 1\n")
+    assert len(load_annotations("video_list", listed)) == 2
+
+
+@pytest.mark.parametrize("fmt", ["kinetics_csv", "ssv2_json", "diving48_json", "video_list"])
+def test_one_video_with_two_labels_is_an_error_naming_both_places(tmp_path, ssv2_labels, fmt):
+    if fmt == "kinetics_csv":
+        path = write(tmp_path / "t.csv", "a,x,0,10,train\nb,y,0,10,train\nb,x,0,10,train\n")
+        where = "line 1 says 'a', line 3 says 'b'"
+    elif fmt == "video_list":
+        path, where = write(tmp_path / "t.txt", "x.mp4 0\ny.mp4 1\nx.mp4 1\n"), "line 1 says '0', line 3 says '1'"
+    elif fmt == "ssv2_json":
+        templates = ["Approaching [something] with your camera", "Pushing [something] from left to right"]
+        path = write_json(tmp_path / "t.json", [{"id": "x", "template": template} for template in templates])
+        where = "entry 0 says 'Approaching something with your camera', entry 1 says 'Pushing something from left"
+    else:
+        entries = [{"vid_name": "x", "label": label, "start_frame": 0, "end_frame": 5} for label in (3, 3, 4)]
+        path, where = write_json(tmp_path / "t.json", entries), "entry 0 says '3', entry 2 says '4'"
+    with pytest.raises(AnnotationError, match="video 'x' is listed twice with different labels") as info:
+        load_annotations(fmt, path)
+    assert where in str(info.value) and str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("label, shown", [(3.7, "3.7"), (True, "True"), ("3.7", "'3.7'"), (None, "None")])
+def test_diving48_non_integer_label_is_refused_not_truncated(tmp_path, label, shown):
+    entries = [{"vid_name": "a", "label": 1, "start_frame": 0, "end_frame": 5},
+               {"vid_name": "b", "label": label, "start_frame": 0, "end_frame": 5}]
+    path = write_json(tmp_path / "d.json", entries)
+    with pytest.raises(AnnotationError, match=f"label must be an integer, got {shown}") as info:
+        load_annotations("diving48_json", path)
+    assert info.value.entry == 1 and f"{path}, entry 1 (0-based)" in str(info.value)
+    entries[1]["label"] = 3.0  # an integral float (some JSON writers) is the integer it spells
+    assert load_annotations("diving48_json", write_json(path, entries)).records[1].label == 3

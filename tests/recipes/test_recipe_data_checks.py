@@ -47,7 +47,8 @@ def test_a_few_missing_videos_are_reported_and_left_out_of_training(tmp_path: Pa
     config = load_config("k400_vitb16_8x16", overrides)
     with caplog.at_level(logging.WARNING):
         annotations = load_split(config.data, config.data.train, "train")
-    assert "data.train: 1 of 20 video files are missing (5.0%; e.g. " in caplog.text and "b3_000000_000010" in caplog.text
+    assert "data.train: 1 of 20 video files are missing (5.0%; e.g. " in caplog.text
+    assert "b3_000000_000010.mp4" in caplog.text
     assert "left out of training" in caplog.text
     assert len(annotations.records) == 19 and all(Path(r.path).exists() for r in annotations.records)
 
@@ -79,3 +80,36 @@ def test_the_validation_split_keeps_its_missing_videos_for_the_evaluation_report
     config = load_config("k400_vitb16_8x16", overrides)
     annotations = load_split(config.data, config.data.val, "val", ["abseiling"])
     assert len(annotations.records) == 20  # evaluation marks a7 skipped and lists it in the result
+
+
+def test_videos_under_another_extension_are_found_or_named_by_an_option(tmp_path: Path, clip: Path,
+                                                                        caplog: pytest.LogCaptureFixture) -> None:
+    """Kinetics downloads kept as .mkv/.webm: found without any setting; data.options.extension names them."""
+    rows = [("abseiling", f"a{i}") for i in range(4)]
+    overrides = kinetics_split(tmp_path, clip, rows, present={yid for _, yid in rows})
+    for video in (tmp_path / "videos").glob("*.mp4"):
+        video.rename(video.with_suffix(".mkv"))
+    config = load_config("k400_vitb16_8x16", overrides)
+    with caplog.at_level(logging.INFO):
+        found = load_split(config.data, config.data.train, "train")
+    assert [Path(r.path).suffix for r in found.records] == [".mkv"] * 4
+    assert "4 of 4 videos found under another extension" in caplog.text
+    config = load_config("k400_vitb16_8x16", [*overrides, "data.options.extension=.mkv"])
+    assert load_split(config.data, config.data.train, "train").records == found.records
+
+
+def test_duplicate_rows_are_reported_and_dropped(tmp_path: Path, clip: Path, caplog: pytest.LogCaptureFixture) -> None:
+    overrides = kinetics_split(tmp_path, clip, [("abseiling", "a0")] * 2, present={"a0"})
+    config = load_config("k400_vitb16_8x16", overrides)
+    with caplog.at_level(logging.WARNING):
+        annotations = load_split(config.data, config.data.train, "train")
+    assert "1 duplicate lines dropped" in caplog.text and len(annotations.records) == 1
+
+
+def test_the_check_cost_benchmark_counts_what_it_made(tmp_path: Path) -> None:
+    from benchmarks import missing_files
+
+    result = missing_files.main(["--rows", "40", "--present", "0.75", "--folder", str(tmp_path / "v"), "--repeats", "2",
+                                 "--out", str(tmp_path / "r.json")])
+    assert (result["rows"], result["present"]) == (40, 30) and result["seconds_warm"] >= 0
+    assert (tmp_path / "r.json").is_file()
