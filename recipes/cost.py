@@ -4,6 +4,7 @@
     adaptkit cost vit_large_patch14_clip_224 --frames 16 --classes 174 --views 6
     adaptkit cost ViT-B-16 --source open_clip
     adaptkit cost swin_base_patch4_window7_224 --strategy aim ratio=0.125
+    adaptkit cost --config ssv2_vitl14_32f            # a config's model, strategy, frames, classes and test views
 
 No weights are downloaded and no memory is used: shapes only. A strategy that merges into the frozen weights
 (``zero-i2v``) also gets a ``merged`` row: its cost when deployed. GMACs are multiply-accumulates, the unit the AIM paper
@@ -28,8 +29,10 @@ from recipes._builders import check_model_name
 
 def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.Namespace:
     parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
-    parser.add_argument("model", help="timm model name (e.g. vit_base_patch16_clip_224) or open_clip name")
+    parser.add_argument("model", nargs="?", help="timm model name (e.g. vit_base_patch16_clip_224) or open_clip name")
     parser.add_argument("options", nargs="*", help="strategy options key=value (with --strategy), e.g. ratio=0.125")
+    parser.add_argument("--config", help="a config name or YAML: its model, strategy and options, frames, classes, "
+                        "test crop size and views (frames x clips x crops); the other flags are then not taken")
     parser.add_argument("--source", choices=["timm", "open_clip"], default="timm")
     parser.add_argument("--strategy", help="one strategy (default: every registered strategy)")
     parser.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
@@ -37,23 +40,45 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.
     parser.add_argument("--views", type=int, default=3, help="test views per video (default 3)")
     parser.add_argument("--image-size", type=int, help="frame side (default: the model's input size)")
     args = parser.parse_intermixed_args(argv)
+    given = [flag for flag, value in (("a model name", args.model), ("strategy options", args.options),
+                                      ("--strategy", args.strategy), ("--image-size", args.image_size)) if value]
+    if args.config is not None:
+        if given:
+            raise UsageError(f"--config names the model, strategy and sizes: drop {', '.join(given)} (or the config)")
+        return args
+    if args.model is None:
+        raise UsageError("name an image model (e.g. vit_base_patch16_clip_224) or give --config")
     if args.options and not args.strategy:
         raise UsageError("strategy options need --strategy (options differ between strategies)")
     return args
 
 
-def meta_image_model(name: str, source: str) -> nn.Module:
+def from_config(args: argparse.Namespace) -> argparse.Namespace:
+    """The arguments a config stands for: its model, strategy and options, frames, classes, crop and test views."""
+    from recipes._config import load_config, strategy_options
+
+    config = load_config(args.config, [])
+    views = config.eval.num_clips * config.data.augment.test_crops
+    return argparse.Namespace(
+        model=config.model.name, source=config.model.source, kwargs=dict(config.model.kwargs),
+        strategy=config.model.strategy, options=strategy_options(config.model), frames=config.data.num_frames,
+        classes=config.data.num_classes or 400, views=views, image_size=config.data.augment.crop_size,
+        title=f"config {config.name}: {config.data.num_frames}x{config.eval.num_clips}x"
+              f"{config.data.augment.test_crops} views")
+
+
+def meta_image_model(name: str, source: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
     """The named image model with every tensor on the meta device (no weights, no memory)."""
     check_model_name(name, source)
     if source == "open_clip":
         import open_clip
 
         with torch.device("meta"):  # device= too: open_clip moves the model to it, which a meta tensor cannot leave
-            return open_clip.create_model(name, device="meta").visual
+            return open_clip.create_model(name, device="meta", **(kwargs or {})).visual
     import timm
 
     with torch.device("meta"):
-        return timm.create_model(name.partition(".")[0], pretrained=False)
+        return timm.create_model(name.partition(".")[0], pretrained=False, **(kwargs or {}))
 
 
 def input_size(image_model: nn.Module) -> int:
@@ -79,15 +104,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     (e.g. a CNN) is an error.
     """
     args = parse_args(argv)
+    if args.config is not None:
+        args = from_config(args)
     for flag, value in (("--frames", args.frames), ("--classes", args.classes), ("--views", args.views),
                         ("--image-size", args.image_size)):
         if value is not None and value < 1:
             raise UsageError(f"{flag} must be a positive integer, got {value}")
-    options = OmegaConf.to_container(OmegaConf.from_dotlist(args.options)) if args.options else {}
+    if isinstance(args.options, dict):  # from a config
+        options = args.options
+    else:
+        options = OmegaConf.to_container(OmegaConf.from_dotlist(args.options)) if args.options else {}
     strategies = [args.strategy] if args.strategy else adaptkit.list_strategies()
     if args.strategy and args.strategy not in adaptkit.list_strategies():
         raise ValueError(f"unknown strategy {args.strategy!r}; registered: {adaptkit.list_strategies()}")
-    meta_model = meta_image_model(args.model, args.source)
+    meta_model = meta_image_model(args.model, args.source, getattr(args, "kwargs", None))
     size = args.image_size if args.image_size is not None else input_size(meta_model)
     rows: list[dict[str, Any]] = []
     lines: list[str] = []
@@ -114,8 +144,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
                   f"{r['gmacs_per_view']:.1f} | {r['gmacs_per_video']:.1f} |" for r in found]
     if not rows:  # the model itself, not one strategy, is the problem
         raise refused[0]
+    views = getattr(args, "title", f"{args.views} views")
     print(f"{args.model} ({args.source}), {args.frames} frames of {size}x{size}, {args.classes} classes, "
-          f"{args.views} views; GMACs = the AIM paper's \"GFLOPs\"")
+          f"{views}; GMACs = the AIM paper's \"GFLOPs\"")
     print(f"| strategy | params (M) | tunable (M) | GMACs / view | GMACs x {args.views} views |")
     print("|---|---|---|---|---|")
     print("\n".join(lines))

@@ -389,6 +389,19 @@ def test_cost_prints_every_strategy(capsys: pytest.CaptureFixture) -> None:
     assert rows["aim"] == f"| aim | {total / 1e6:.2f} | {tunable / 1e6:.3f} | {gmacs:.1f} | {2 * gmacs:.1f} |"
 
 
+def test_cost_of_a_config_uses_its_model_strategy_and_views(capsys: pytest.CaptureFixture) -> None:
+    status, out, _ = run_cli(["cost", "--config", "ssv2_vitl14_32f"], capsys)
+    assert status == 0 and "32x1x3 views" in out
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert set(rows) == {"strategy", "aim"}
+    tunable, gmacs = float(rows["aim"].split("|")[3]), float(rows["aim"].split("|")[5])
+    assert tunable == pytest.approx(50.668, abs=1e-3) and gmacs == pytest.approx(11541.3, abs=0.1)  # Table 3: 50M, 11508
+    status, _, err = run_cli(["cost", "--config", "ssv2_vitl14_32f", "--strategy", "lora"], capsys)
+    assert status == 2 and "drop --strategy" in err and "Traceback" not in err
+    status, _, err = run_cli(["cost"], capsys)
+    assert status == 2 and "name an image model" in err
+
+
 def test_cost_lists_the_merged_deployment_and_open_clip_models(capsys: pytest.CaptureFixture) -> None:
     status, out, _ = run_cli(["cost", "ViT-B-16", "--source", "open_clip"], capsys)
     assert status == 0
