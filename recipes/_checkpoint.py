@@ -46,6 +46,7 @@ CLASSES_FILE = "classes.json"
 IMAGE_WEIGHTS_FILE = "image_model.safetensors"
 CHECKPOINT_PREFIX = "step_"
 TMP_PREFIX = f".tmp_{CHECKPOINT_PREFIX}"
+ASIDE_PREFIX = f".old_{CHECKPOINT_PREFIX}"  # a complete checkpoint set aside while its step is written again
 
 # Config keys that change the trained tensors: a resume must not silently switch any of them.
 MODEL_KEYS_IGNORED_ON_RESUME = {"model.compile", "model.grad_checkpointing"}
@@ -171,27 +172,49 @@ def save_checkpoint(
     _write_model_files(tmp, model, config_yaml, classes, image_weights)
     atomic_write(tmp / STATE_FILE, lambda file: torch.save(state, file))
     write_digests(tmp)
+    # A checkpoint of this step already there (a resumed run saving its step again) is set aside, not deleted,
+    # until the new one is in place: a kill in between leaves it, restored by remove_unfinished_checkpoints.
+    aside = folder / f"{ASIDE_PREFIX}{step:08d}"
     if final.exists():
-        shutil.rmtree(final)
+        shutil.rmtree(aside, ignore_errors=True)
+        os.replace(final, aside)
     os.replace(tmp, final)
+    shutil.rmtree(aside, ignore_errors=True)
     for old in list_checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
+def _step_of(path: Path) -> int:
+    return int(path.name.rsplit("_", 1)[1])
+
+
 def list_checkpoints(run_dir: Path) -> list[Path]:
-    """Complete checkpoints of a run, oldest first."""
+    """Complete checkpoints of a run, oldest first; for a step whose ``step_<N>`` a kill left missing, the copy set
+    aside while it was written again (``.old_step_<N>``)."""
     folder = Path(run_dir) / "checkpoints"
     if not folder.is_dir():
         return []
-    found = [p for p in folder.iterdir() if p.name.startswith(CHECKPOINT_PREFIX) and (p / STATE_FILE).is_file()]
-    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):]))
+    found = {}
+    for prefix in (ASIDE_PREFIX, CHECKPOINT_PREFIX):  # step_<N> wins over its set-aside copy
+        for path in folder.glob(f"{prefix}*"):
+            if path.name[len(prefix):].isdigit() and (path / STATE_FILE).is_file():
+                found[_step_of(path)] = path
+    return [found[step] for step in sorted(found)]
 
 
 def remove_unfinished_checkpoints(run_dir: Path) -> list[Path]:
-    """Delete the ``.tmp_step_*`` folders a kill during a checkpoint write left behind; returns them."""
+    """Delete the ``.tmp_step_*`` folders a kill during a checkpoint write left behind, and put back a checkpoint
+    set aside (``.old_step_<N>``) whose ``step_<N>`` is missing (deleted when it is there); returns the removed."""
     folder = Path(run_dir) / "checkpoints"
-    leftovers = sorted(folder.glob(f"{TMP_PREFIX}*")) if folder.is_dir() else []
+    if not folder.is_dir():
+        return []
+    for aside in sorted(folder.glob(f"{ASIDE_PREFIX}*")):
+        final = folder / f"{CHECKPOINT_PREFIX}{aside.name[len(ASIDE_PREFIX):]}"
+        if not (final / STATE_FILE).is_file():
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(aside, final)
+    leftovers = sorted(folder.glob(f"{TMP_PREFIX}*")) + sorted(folder.glob(f"{ASIDE_PREFIX}*"))
     for path in leftovers:
         shutil.rmtree(path, ignore_errors=True)
     return leftovers
@@ -301,11 +324,15 @@ def setting_differences(saved_yaml: str, config: RecipeConfig) -> list[str]:
 
 # ----------------------------------------------------------------------------------------------- RNG state
 def rng_state() -> dict[str, Any]:
-    """This process's torch / CUDA / numpy / Python RNG states as tensors and plain data (weights_only-safe)."""
+    """This process's torch / CUDA / numpy / Python RNG states as tensors and plain data (weights_only-safe).
+
+    CUDA: the state of this process's own device only (``cuda``: a one-element list; empty without CUDA), not of
+    every visible GPU, which belong to the other processes of the node.
+    """
     np_name, np_keys, np_pos, np_has_gauss, np_gauss = np.random.get_state()
     return {
         "torch": torch.get_rng_state(),
-        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        "cuda": [torch.cuda.get_rng_state(torch.cuda.current_device())] if torch.cuda.is_available() else [],
         "numpy": {"name": np_name, "keys": torch.from_numpy(np_keys.astype(np.int64)), "pos": int(np_pos),
                   "has_gauss": int(np_has_gauss), "gauss": float(np_gauss)},
         "python": random.getstate(),
@@ -313,10 +340,13 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Inverse of :func:`rng_state`."""
+    """Inverse of :func:`rng_state`, on this process's own CUDA device. (Checkpoints written before held every
+    visible device's state: the one of this process's device is taken.)"""
     torch.set_rng_state(state["torch"])
     if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        device = torch.cuda.current_device()
+        saved = state["cuda"]
+        torch.cuda.set_rng_state(saved[0] if len(saved) == 1 else saved[min(device, len(saved) - 1)], device)
     numpy = state["numpy"]
     np.random.set_state((numpy["name"], numpy["keys"].numpy().astype(np.uint32), numpy["pos"], numpy["has_gauss"],
                          numpy["gauss"]))

@@ -33,30 +33,54 @@ class World:
         return self.world_size > 1
 
 
+PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
+"""How long a collective waits for a missing process before the run fails (e.g. a rank stuck on slow storage)."""
+
+_cpu_group: Any = None  # a gloo group next to NCCL, for flags that must not wait on the GPU stream
+
+
+def device_index(local_rank: int, visible: int) -> int:
+    """The CUDA device of the process with ``LOCAL_RANK`` ``local_rank`` when ``visible`` devices are visible.
+
+    torchrun shows every process all the node's GPUs: process ``LOCAL_RANK`` takes GPU ``LOCAL_RANK``. A launcher
+    that gives each task its own GPU (SLURM ``--gpus-per-task=1``, a per-process ``CUDA_VISIBLE_DEVICES``) shows
+    one, device 0, whatever the local rank: hence ``LOCAL_RANK`` modulo the number of visible devices.
+    """
+    return local_rank % max(visible, 1)
+
+
 def setup(device: str = "auto") -> World:
     """Pick the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU).
+
+    The device is ``cuda:<LOCAL_RANK mod visible GPUs>`` (:func:`device_index`). Collectives time out after
+    :data:`PROCESS_GROUP_TIMEOUT`.
 
     Args:
         device: "auto" (CUDA when available), "cuda" or "cpu".
     """
+    global _cpu_group
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda" and not torch.cuda.is_available():
         raise ValueError("train.device is 'cuda' but CUDA is not available (train.device=auto uses it when it is)")
     use_cuda = device == "cuda" or (device == "auto" and torch.cuda.is_available())
-    torch_device = torch.device("cuda", local_rank) if use_cuda else torch.device("cpu")
+    torch_device = torch.device("cpu")
     if use_cuda:
+        torch_device = torch.device("cuda", device_index(local_rank, torch.cuda.device_count()))
         torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", timeout=datetime.timedelta(minutes=30),
+            backend="nccl" if use_cuda else "gloo", timeout=PROCESS_GROUP_TIMEOUT,
             device_id=torch_device if use_cuda else None,
         )
+        _cpu_group = dist.new_group(backend="gloo") if use_cuda else None
     return World(rank, world_size, local_rank, torch_device)
 
 
 def teardown() -> None:
+    global _cpu_group
+    _cpu_group = None
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -73,3 +97,51 @@ def all_gather_objects(world: World, value: Any) -> list[Any]:
     gathered: list[Any] = [None] * world.world_size
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def broadcast_object(world: World, value: Any) -> Any:
+    """Rank 0's ``value`` on every rank (``value`` itself without a process group)."""
+    if not world.distributed:
+        return value
+    box = [value if world.is_main else None]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def any_rank(world: World, flag: bool) -> bool:
+    """Whether ``flag`` is true on any rank: one all-reduce of one integer on the CPU (a gloo group under NCCL), so
+    asking every step does not wait for the GPU."""
+    if not world.distributed:
+        return flag
+    value = torch.tensor([int(flag)], dtype=torch.int32)
+    dist.all_reduce(value, op=dist.ReduceOp.MAX, group=_cpu_group)
+    return bool(value.item())
+
+
+def sum_over_ranks(world: World, values: torch.Tensor) -> torch.Tensor:
+    """``values`` summed over the ranks (one all-reduce; ``values`` itself without a process group)."""
+    if world.distributed:
+        values = values.clone()
+        dist.all_reduce(values, op=dist.ReduceOp.SUM)
+    return values
+
+
+class PeerFailedError(RuntimeError):
+    """This process stops because another one failed (that one reports why)."""
+
+
+_PEER_GONE = ("connection closed by peer", "connection reset by peer", "gloo", "nccl")
+
+
+def is_peer_failure(error: BaseException) -> bool:
+    """Whether ``error`` came out of a collective of a process group whose other process failed (its own message,
+    e.g. gloo's "Connection closed by peer", is then misleading): torch.distributed's errors, and the RuntimeErrors
+    gloo raises for a peer that went away, while a process group is set up (so ask before :func:`teardown`)."""
+    if isinstance(error, PeerFailedError):
+        return True
+    if not (dist.is_available() and dist.is_initialized()):
+        return False
+    if isinstance(error, (dist.DistError, PeerFailedError)):
+        return True
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and any(words in message for words in _PEER_GONE)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -31,10 +32,13 @@ class _CurrentStderr(logging.StreamHandler):
 
 
 def setup_logging(is_main: bool) -> None:
-    """Plain ``logging`` to stderr: INFO on the main process, warnings only on the others (skipped videos etc.)."""
+    """Plain ``logging`` to stderr: INFO on the main process, warnings only on the others (skipped videos etc.),
+    whose lines start with their rank (``RANK`` under torchrun), e.g. ``rank 1: 12:00:00 WARNING ...``."""
+    rank = os.environ.get("RANK", "0")
     logging.basicConfig(
         level=logging.INFO if is_main else logging.WARNING, handlers=[_CurrentStderr()],
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S", force=True,
+        format=("" if is_main or rank == "0" else f"rank {rank}: ") + "%(asctime)s %(levelname)s %(name)s: %(message)s",
+        datefmt="%H:%M:%S", force=True,
     )
 
 

@@ -134,6 +134,11 @@ def one_line(error: BaseException) -> str:
     return message
 
 
+def _rank() -> int:
+    """This process's rank under torchrun (0 without it)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command; returns the exit status (0, 2 on any error, 130 when interrupted, 141 when the reader of
     stdout went away)."""
@@ -164,9 +169,15 @@ def _run(argv: list[str] | None) -> int:
         if command not in COMMANDS:
             raise UsageError(f"unknown command {command!r}; commands: {', '.join(COMMANDS)} (see `adaptkit --help`)")
         COMMANDS[command][0](rest)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         if debug:
             raise
+        from recipes._interrupt import TrainingInterrupted
+
+        if isinstance(interrupt, TrainingInterrupted):  # stopped cleanly at a step, with a checkpoint
+            if _rank() == 0:
+                print(f"{prog}: {interrupt}", file=sys.stderr)
+            return interrupt.exit_status
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except SystemExit as exit_:  # --help, or a library's own SystemExit(message)
@@ -182,7 +193,13 @@ def _run(argv: list[str] | None) -> int:
         if debug:
             raise
         logging.shutdown()
-        print(f"{prog}: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+        from recipes._distributed import is_peer_failure
+
+        if is_peer_failure(error):  # the collective's own message (e.g. "Connection closed by peer") misleads
+            print(f"{prog}: rank {_rank()}: stopped because another process failed (its error says why; --debug "
+                  "shows this one's traceback)", file=sys.stderr)
+        else:
+            print(f"{prog}: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
         return EXIT_ERROR
     return 0
 

@@ -34,6 +34,7 @@ import logging
 import math
 import random
 import shutil
+import signal
 import sys
 import time
 from collections.abc import Iterator
@@ -65,6 +66,7 @@ from recipes._checkpoint import (
     IMAGE_WEIGHTS_FILE,
     image_weights_in,
     list_checkpoints,
+    load_checkpoint,
     model_config_differences,
     setting_differences,
     newest_intact_checkpoint,
@@ -78,9 +80,21 @@ from recipes._args import ArgumentParser
 from recipes._config import DEFAULT_CONFIG, ControlConfig, RecipeConfig, batch_size_fix, load_config, to_yaml
 from recipes._data import ResumableSampler, eval_dataset, has_eval_data, train_dataset
 from recipes._embedded import prepare_everywhere
-from recipes._distributed import World, all_gather_objects, barrier, setup, teardown
+from recipes._distributed import (
+    PeerFailedError,
+    World,
+    all_gather_objects,
+    any_rank,
+    barrier,
+    broadcast_object,
+    is_peer_failure,
+    setup,
+    sum_over_ranks,
+    teardown,
+)
 from recipes._evaluation import autocast, evaluate, format_result, format_skipped
 from recipes._files import atomic_write_text
+from recipes._interrupt import StopSignals, TrainingInterrupted
 from recipes._logging import MetricLogger, setup_logging
 
 log = logging.getLogger("recipes.train")
@@ -103,6 +117,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     world = setup(config.train.device)
     try:
         return run_with_controls(config, world)
+    except Exception as error:
+        if world.distributed and is_peer_failure(error) and not isinstance(error, PeerFailedError):
+            raise PeerFailedError(f"rank {world.rank}: a collective failed ({error})") from error
+        raise
     finally:
         teardown()
 
@@ -184,6 +202,7 @@ class TrainRecipe:
         precision = config.train.precision
         self.bf16 = precision == "bf16" or (precision == "auto" and world.device.type == "cuda")
         self.step = 0
+        self.saved_step: int | None = None  # the step of the last checkpoint this start wrote
         self.skipped_before: list[Skip] = []  # videos skipped before the checkpoint this run resumed from
         self.wall_time_before = 0.0  # seconds the run had taken up to the checkpoint it resumed from
 
@@ -259,7 +278,7 @@ class TrainRecipe:
                     "that run, train.overwrite=true to start it again, or another name=... / train.output_dir=..."
                 )
             return
-        found = newest_intact_checkpoint(self.run_dir)
+        found = self.agreed_checkpoint()
         if found is None:
             if self.world.is_main:
                 log.warning("train.resume: no checkpoint in %s, starting from scratch", self.run_dir)
@@ -284,6 +303,46 @@ class TrainRecipe:
         self.step = state["step"]
         self.skipped_before = [tuple(s) for s in state.get("skipped_train", [])]
         self.wall_time_before = float(state.get("wall_time_s", 0.0))  # checkpoints before this key: unknown, 0
+
+    def agreed_checkpoint(self) -> tuple[Path, dict[str, Any]] | None:
+        """The checkpoint every rank resumes from: rank 0 picks the newest intact one and sends its name and step;
+        every other rank loads that same checkpoint from its own run folder (collective).
+
+        Raises:
+            OSError: on every rank, when a rank cannot read the chosen checkpoint (a node that does not see the
+                run folder, or not yet its newest files) or finds another step in it; naming the rank and the path.
+        """
+        world = self.world
+        found, problem = None, None
+        if world.is_main:
+            try:
+                found = newest_intact_checkpoint(self.run_dir)
+            except Exception as error:
+                problem = error
+        # (checkpoint folder name, step), None for none, "failed" when rank 0 raised (its own error says why)
+        choice = broadcast_object(world, "failed" if problem else None if found is None else (found[0].name,
+                                                                                              found[1]["step"]))
+        if problem is not None:
+            raise problem
+        if choice == "failed":
+            raise PeerFailedError("rank 0 could not pick a checkpoint to resume from")
+        if choice is None:
+            return None
+        name, step = choice
+        error = None
+        if not world.is_main:
+            path = self.run_dir / "checkpoints" / name
+            try:
+                found = path, load_checkpoint(path)
+                if found[1]["step"] != step:
+                    raise ValueError(f"it holds step {found[1]['step']}, rank 0's holds step {step}")
+            except Exception as failure:
+                error = f"rank {world.rank} cannot read {path} ({failure})"
+        errors = [e for e in all_gather_objects(world, error) if e]  # every rank stops, none waits alone
+        if errors:
+            more = f" (and {len(errors) - 1} more ranks)" if len(errors) > 1 else ""
+            raise OSError(f"{errors[0]}{more}: the run folder must be on a file system every node shares")
+        return found
 
     # ------------------------------------------------------------------------------------------ 3. model
     def setup_model(self) -> None:
@@ -325,6 +384,10 @@ class TrainRecipe:
             self.scheduler.load_state_dict(state["scheduler"])
             if len(state["rng"]) == world.world_size:
                 set_rng_state(state["rng"][world.rank])
+            elif world.is_main:
+                log.warning("the checkpoint was written by %d processes, this run has %d: the random state of "
+                            "augmentation and drop path is not restored (it starts again from train.seed); the data "
+                            "order is unaffected", len(state["rng"]), world.world_size)
 
     # ------------------------------------------------------------------------------------------ 5. run folder
     def start_run(self) -> bool:
@@ -374,6 +437,7 @@ class TrainRecipe:
 
     def save(self, step: int) -> None:
         """Checkpoint ``step`` (collective: every rank's RNG state and skipped videos go in)."""
+        self.saved_step = step
         states = all_gather_objects(self.world, rng_state())
         skipped = self.skipped()
         if self.world.is_main:
@@ -407,8 +471,17 @@ class TrainRecipe:
         """Optimizer steps up to ``train.max_steps`` (or ``train.stop_at_step``), checkpointing and evaluating.
 
         The progress bar shows the loss, the learning rate, clips/s and ``data``: the share of the wall time spent
-        waiting for the loader, which is the bottleneck when it stays high.
+        waiting for the loader, which is the bottleneck when it stays high. Under torchrun the loss and ``data`` are
+        means over every rank's share of the log window (one all-reduce per ``train.log_every`` steps).
+
+        Raises:
+            TrainingInterrupted: after SIGTERM or SIGINT on any rank, at the next step boundary, once a checkpoint
+                of that step is written (see ``recipes._interrupt``).
         """
+        with StopSignals(announce=self.world.is_main) as stop:
+            self._train(stop)
+
+    def _train(self, stop: StopSignals) -> None:
         config, world, tc = self.config, self.world, self.config.train
         model, accumulation, batch_size = self.model, self.accumulation, config.data.batch_size
         train_model: torch.nn.Module = model
@@ -428,7 +501,9 @@ class TrainRecipe:
                    dynamic_ncols=True)
         model.train()
         # Log-window accumulators; `paused` (checkpointing, evaluation) is left out of the throughput and data share.
-        window_loss, window_steps, window_start, paused, waited = 0.0, 0, time.perf_counter(), 0.0, 0.0
+        # The loss sums on the device, in float64 as a Python float would: no GPU sync per micro-batch.
+        zero_loss = torch.zeros((), dtype=torch.float64, device=world.device)
+        window_loss, window_steps, window_start, paused, waited = zero_loss, 0, time.perf_counter(), 0.0, 0.0
         epoch = self.step // self.steps_per_epoch
         if self.evaluation_was_cut_short(epoch):
             paused += self._timed(self.run_evaluation, self.step, epoch)
@@ -448,7 +523,7 @@ class TrainRecipe:
                         logits = train_model(video)
                     loss = F.cross_entropy(logits.float(), targets) / accumulation
                     loss.backward()
-                window_loss += loss.item()
+                window_loss = window_loss + loss.detach().double()
                 if not sync:
                     continue
                 self.optimizer_step()
@@ -456,16 +531,26 @@ class TrainRecipe:
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == stop_at:
                     elapsed = time.perf_counter() - window_start - paused
-                    values = {"epoch": round(self.step / self.steps_per_epoch, 3), "loss": window_loss / window_steps,
+                    # (loss sum, wait share) summed over the ranks: every rank averaged its share of the batch.
+                    totals = sum_over_ranks(world, torch.stack([window_loss, zero_loss + min(waited / elapsed, 1.0)]))
+                    loss_sum, wait_sum = totals.tolist()
+                    values = {"epoch": round(self.step / self.steps_per_epoch, 3),
+                              "loss": loss_sum / world.world_size / window_steps,
                               "lr": self.optimizer.param_groups[0]["lr"],
                               "clips_per_s": window_steps * tc.global_batch_size / elapsed,
-                              "data_wait": min(waited / elapsed, 1.0)}
+                              "data_wait": wait_sum / world.world_size}
                     self.metrics.log("train", self.step, **values)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
                                     clips_s=f"{values['clips_per_s']:.1f}", data=f"{100 * values['data_wait']:.0f}%")
-                    window_loss, window_steps, window_start, paused, waited = 0.0, 0, time.perf_counter(), 0.0, 0.0
+                    window_loss, window_steps, window_start = zero_loss, 0, time.perf_counter()
+                    paused, waited = 0.0, 0.0
                 if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0) or self.step == stop_at:
                     paused += self._timed(self.save, self.step)
+                if any_rank(world, stop.requested):  # every rank asks, so none waits alone in the next collective
+                    if self.saved_step != self.step:
+                        self.save(self.step)
+                    bar.close()
+                    raise TrainingInterrupted(self.step, stop.signum or signal.SIGTERM)
                 if self.step == stop_at:
                     break
             if self.step % self.steps_per_epoch == 0:  # a whole epoch is done
@@ -569,6 +654,9 @@ class TrainRecipe:
         created = self.start_run()
         try:
             self.train()
+        except TrainingInterrupted:
+            self.metrics.close()
+            raise
         except BaseException:
             if self.step == first_step and self.world.is_main:
                 self.metrics.close()

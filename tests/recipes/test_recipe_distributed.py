@@ -64,3 +64,48 @@ def test_two_process_evaluation_lists_every_ranks_unreadable_videos(video_config
     result = json.loads(output.read_text())
     assert result["skipped_ids"] == ["broken", "missing"] and result["num_videos"] == 2
     assert result["extra"]["skipped"] == [[broken, "corrupt or truncated"], [missing, "missing"]]
+
+
+def test_each_process_takes_its_gpu_or_the_only_one_it_sees() -> None:
+    from recipes._distributed import device_index
+
+    assert [device_index(rank, 8) for rank in range(8)] == list(range(8))  # torchrun: every GPU of the node visible
+    assert [device_index(rank, 1) for rank in range(4)] == [0, 0, 0, 0]  # one visible GPU per task (SLURM)
+    assert device_index(0, 0) == 0
+
+
+def test_the_cuda_rng_state_is_the_own_devices_only(monkeypatch) -> None:
+    from recipes import _checkpoint
+
+    states = {0: torch.tensor([0], dtype=torch.uint8), 1: torch.tensor([1], dtype=torch.uint8)}
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": states[device])
+    monkeypatch.setattr(torch.cuda, "get_rng_state_all", lambda: list(states.values()))
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.update({device: state}))
+    monkeypatch.setattr(torch.cuda, "set_rng_state_all", lambda all_states: restored.update(enumerate(all_states)))
+    state = _checkpoint.rng_state()
+    assert [t.item() for t in state["cuda"]] == [1]  # the process on GPU 1 saves GPU 1's state, not GPU 0's
+    _checkpoint.set_rng_state(state)
+    assert {device: t.item() for device, t in restored.items()} == {1: 1}  # and restores only its own
+    restored.clear()
+    _checkpoint.set_rng_state({**state, "cuda": list(states.values())})  # a checkpoint holding every GPU's state
+    assert {device: t.item() for device, t in restored.items()} == {1: 1}
+
+
+def test_warnings_of_other_ranks_start_with_the_rank(monkeypatch, capsys) -> None:
+    import logging
+
+    from recipes._logging import setup_logging
+
+    monkeypatch.setenv("RANK", "1")
+    setup_logging(is_main=False)
+    logging.getLogger("recipes.train").warning("a video was skipped")
+    logging.getLogger("recipes.train").info("not shown on other ranks")
+    monkeypatch.setenv("RANK", "0")
+    setup_logging(is_main=True)
+    logging.getLogger("recipes.train").warning("said by rank 0")
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("rank 1: ") and lines[0].endswith("a video was skipped")
+    assert not lines[1].startswith("rank") and lines[1].endswith("said by rank 0")

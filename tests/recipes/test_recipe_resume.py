@@ -325,3 +325,31 @@ def test_a_training_state_that_would_run_code_is_refused_in_one_line(tmp_path: P
     assert message.count("training_state.pt") == 1  # named once, not "X is unreadable: X is not ..."
     assert "weights_only=False" not in message and "\n" not in message and len(message) < 600
     assert not marker.exists()
+
+
+def test_a_kill_while_a_step_is_checkpointed_again_keeps_its_checkpoint(tmp_path: Path, synthetic_args,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    from recipes import _checkpoint
+
+    run = tmp_path / "run"
+    train.main(synthetic_args(run, steps=2) + ["train.stop_at_step=1"])
+    config = load_config("synthetic_motion", synthetic_args(run, steps=2)[2:] + ["train.resume=true"])
+    recipe = train.TrainRecipe(config, setup("cpu"))
+    recipe.setup_data(), recipe.setup_checkpoint(), recipe.setup_model(), recipe.setup_optimizer(), recipe.start_run()
+    replace = os.replace
+
+    def killed_before_the_new_one_is_in_place(source, target):  # noqa: ANN001
+        if Path(source).name.startswith(".tmp_"):
+            raise KeyboardInterrupt
+        replace(source, target)
+
+    monkeypatch.setattr(_checkpoint.os, "replace", killed_before_the_new_one_is_in_place)
+    with pytest.raises(KeyboardInterrupt):
+        recipe.save(1)  # step 1 written again, as a resumed run interrupted at once does
+    monkeypatch.undo()
+    recipe.metrics.close()
+    (found,) = list_checkpoints(run)
+    assert load_checkpoint(found)["step"] == 1  # still a complete, intact checkpoint of step 1
+    train.main(synthetic_args(run, steps=2) + ["--resume"])  # resumes from it; its start puts it back in place
+    assert [p.name for p in list_checkpoints(run)] == ["step_00000001", "step_00000002"]
+    assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())

@@ -1,0 +1,70 @@
+"""Stop a training run cleanly on SIGTERM (a cluster preempting the job, torchrun passing it on) or SIGINT (Ctrl-C).
+
+While :class:`StopSignals` is active, the first signal only sets a flag; the training loop reads it at the next step
+boundary, where every rank agrees (:func:`recipes._distributed.any_rank`), writes a checkpoint together and stops with
+:class:`TrainingInterrupted`. A second signal more than a second later stops at once, as Ctrl-C did before (the
+copy torchrun forwards of the signal a terminal sent the whole process group is the same request, not a second one).
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+import time
+from types import FrameType
+from typing import Any
+
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+REPEAT_WINDOW_S = 1.0  # a signal this soon after the first is the same request (torchrun forwards the terminal's)
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """The run stopped at ``step`` on a signal, after writing a checkpoint there; the exit status is 128 + signal."""
+
+    def __init__(self, step: int, signum: int) -> None:
+        super().__init__(f"interrupted at step {step}; checkpoint written; continue with --resume")
+        self.step, self.signum = step, signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class StopSignals:
+    """Context manager catching SIGTERM and SIGINT in the main thread (elsewhere, and outside it, nothing changes).
+
+    Args:
+        announce: print one line on stderr when the first signal arrives (the main rank).
+    """
+
+    def __init__(self, announce: bool) -> None:
+        self.announce = announce
+        self.signum: int | None = None
+        self._at = 0.0
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        now = time.monotonic()
+        if self.signum is None:
+            self.signum, self._at = signum, now
+            if self.announce:
+                print(f"{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
+                      "(send it again to stop at once)", file=sys.stderr, flush=True)
+        elif now - self._at > REPEAT_WINDOW_S:
+            raise KeyboardInterrupt
+
+    def __enter__(self) -> StopSignals:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
