@@ -37,10 +37,10 @@ def check_family_hooks(family: BackboneFamily, in_channels: int) -> None:
     reference = next(model.parameters(), None)
     if reference is None or reference.device.type == "meta":
         return
-    try:
-        height, width = input_size(model)
-    except TypeError:
+    size = family.input_size()
+    if size is None:
         return
+    height, width = size
     modes = {module: module.training for module in model.modules()}
     model.eval()  # dropout and drop path off: both ways must then agree exactly, up to rounding
     try:
@@ -114,7 +114,7 @@ def check_wrapped_modules_matter(video_model: VideoModel, wrapped: dict[str, nn.
     called: set[str] = set()
     hooks = [m.register_forward_hook(lambda *_, name=name: called.add(name)) for name, m in wrapped.items()]
     reference = next(video_model.backbone.parameters())
-    height, width = input_size(video_model.backbone)
+    height, width = input_size(video_model.family)
     generator = torch.Generator().manual_seed(0)
     video = torch.randn(1, video_model.in_channels, min(video_model.num_frames, 2), height, width, generator=generator)
     was_training = video_model.training
@@ -174,7 +174,7 @@ def merge(video_model: VideoModel, probe: torch.Tensor | None = None, tolerance:
         video_model.backbone.requires_grad_(False)
         return video_model
     if probe is None:
-        height, width = input_size(video_model.backbone)
+        height, width = input_size(video_model.family)
         generator = torch.Generator().manual_seed(0)
         probe = torch.randn(2, video_model.in_channels, video_model.num_frames, height, width, generator=generator)
     probe = probe.to(device=reference.device, dtype=reference.dtype)
@@ -206,9 +206,14 @@ def _name_list(names: list[str], limit: int = 6) -> str:
     return ", ".join(names[:limit]) + (f" and {len(names) - limit} more" if len(names) > limit else "")
 
 
-def input_size(backbone: nn.Module) -> tuple[int, int]:
-    """The frame size the backbone was built for (timm ``patch_embed.img_size``, open_clip ``image_size``)."""
-    size = getattr(getattr(backbone, "patch_embed", None), "img_size", None) or getattr(backbone, "image_size", None)
+def input_size(family: BackboneFamily) -> tuple[int, int]:
+    """The frame size the backbone was built for (:meth:`BackboneFamily.input_size`).
+
+    Raises:
+        UnsupportedBackboneError: the family cannot tell it (a probe video must then be passed).
+    """
+    size = family.input_size()
     if size is None:
-        raise TypeError("cannot tell the backbone's input size; pass a probe video")
-    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+        raise UnsupportedBackboneError(f"backbone family {family.name!r} cannot tell the backbone's input size "
+                                       "(override BackboneFamily.input_size()); pass a probe video")
+    return size

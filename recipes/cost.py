@@ -23,6 +23,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 import adaptkit
+from adaptkit.backbones import find_family
 from recipes._args import ArgumentParser, UsageError
 from recipes._builders import check_model_name
 
@@ -82,11 +83,12 @@ def meta_image_model(name: str, source: str, kwargs: dict[str, Any] | None = Non
 
 
 def input_size(image_model: nn.Module) -> int:
-    cfg = getattr(image_model, "pretrained_cfg", None) or {}
-    if "input_size" in cfg:
-        return int(cfg["input_size"][-1])
-    size = getattr(image_model, "image_size", 224)  # open_clip's visual tower
-    return int(size[-1] if isinstance(size, (tuple, list)) else size)
+    """The frame side the model was built for (224 where no family takes it: inject then says why)."""
+    try:
+        size = find_family(image_model).input_size()
+    except TypeError:
+        return 224
+    return 224 if size is None else size[-1]
 
 
 def _row(name: str, video_model: nn.Module, size: int, views: int) -> dict[str, Any]:

@@ -213,6 +213,15 @@ class BackboneFamily(ABC):
         std = tuple(cfg.get("std", (0.229, 0.224, 0.225)))
         return mean, std
 
+    def input_size(self) -> tuple[int, int] | None:
+        """(H, W) of the frames the backbone was built for (timm ``patch_embed.img_size``, open_clip
+        ``image_size``), or None where the model does not say. Override for a family of one's own."""
+        size = getattr(getattr(self.model, "patch_embed", None), "img_size", None) or getattr(
+            self.model, "image_size", None)
+        if size is None:
+            return None
+        return (int(size), int(size)) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
     def identity(self) -> dict[str, Any]:
         """The architecture, as recorded in checkpoints so that a loader can refuse another one.
 
@@ -224,7 +233,7 @@ class BackboneFamily(ABC):
         cfg = getattr(self.model, "pretrained_cfg", None) or {}
         blocks = list(self.blocks())
         block = getattr(blocks[0], "block", blocks[0])  # unwrapped, also while injected
-        size = getattr(getattr(self.model, "patch_embed", None), "img_size", None) or getattr(self.model, "image_size", None)
+        size = self.input_size()
         return {
             "family": self.name,
             "class": type(self.model).__name__,
@@ -232,7 +241,7 @@ class BackboneFamily(ABC):
             "activation": _describe_activation(getattr(block, "mlp", block)),
             "norm": _describe_norm(block),
             "patch_size": list(self.patch_size) if self.patch_size is not None else None,
-            "image_size": list(size) if isinstance(size, (tuple, list)) else [size, size] if size else None,
+            "image_size": list(size) if size is not None else None,
             "embed_dim": self.embed_dim,
             "widths": sorted({self.block_dim(getattr(b, "block", b)) for b in blocks}),
             "num_heads": sorted({self.num_heads(getattr(b, "block", b)) for b in blocks}),
