@@ -8,6 +8,7 @@ each YAML file in ``recipes/configs/`` spells out everything that differs.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import importlib
 import importlib.util
@@ -317,12 +318,28 @@ def to_config(config: DictConfig) -> RecipeConfig:
     try:
         recipe = OmegaConf.to_object(config)
     except ValueError as error:  # a dataclass's own __post_init__ check, e.g. AugmentConfig's
-        raise ConfigError(f"invalid data.augment: {error}") from None
-    assert isinstance(recipe, RecipeConfig)
+        raise ConfigError(f"invalid {_section_of(error)}: {error}") from None
+    if not isinstance(recipe, RecipeConfig):
+        raise TypeError(f"the config schema converted to {type(recipe).__name__}, not RecipeConfig")
     recipe.imports = import_plugins(recipe.imports)
     validate(recipe)
     absolute_paths(recipe)
     return recipe
+
+
+_SECTIONS = {AugmentConfig: "data.augment"}  # schema dataclasses with a __post_init__ check of their own
+
+
+def _section_of(error: BaseException) -> str:
+    """The config section whose dataclass raised ``error`` in its ``__post_init__`` (from the traceback)."""
+    frame = error.__traceback__
+    section = "config value"
+    while frame is not None:
+        owner = frame.tb_frame.f_locals.get("self")
+        if dataclasses.is_dataclass(owner):
+            section = _SECTIONS.get(type(owner), type(owner).__name__)
+        frame = frame.tb_next
+    return section
 
 
 def absolute_path(path: str) -> str:

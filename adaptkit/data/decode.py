@@ -252,16 +252,22 @@ def _tiny_mp4() -> bytes:
 
 
 @functools.cache
-def _torchcodec_decoder_class() -> type | None:
+def _torchcodec_probe() -> tuple[type | None, str]:
+    """(torchcodec's VideoDecoder, "") where it works, else (None, why not)."""
     # Memoised capability probe. Importing torchcodec does not load its FFmpeg libraries (they load lazily and may
     # be missing or of an unsupported version), so decode a tiny video; any failure means "use PyAV".
     try:
         from torchcodec.decoders import VideoDecoder
 
         VideoDecoder(_tiny_mp4(), seek_mode="exact", num_ffmpeg_threads=1).get_frames_at(indices=[0])
-    except Exception:  # noqa: BLE001 - whatever breaks, torchcodec is unusable here
-        return None
-    return VideoDecoder
+    except Exception as error:  # noqa: BLE001 - whatever breaks, torchcodec is unusable here
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        return None, f"{type(error).__name__}: {reason}"[:300]
+    return VideoDecoder, ""
+
+
+def _torchcodec_decoder_class() -> type | None:
+    return _torchcodec_probe()[0]
 
 
 def torchcodec_available() -> bool:
@@ -313,7 +319,7 @@ def _torchcodec_frames(path: str, unique: np.ndarray, index: VideoIndex, short_s
                        seek: bool, device: str = "cpu") -> torch.Tensor:
     decoder_class = _torchcodec_decoder_class()
     if decoder_class is None:
-        raise RuntimeError("torchcodec is not installed or cannot load its FFmpeg libraries")
+        raise RuntimeError(f"torchcodec is not installed or cannot load its FFmpeg libraries ({_torchcodec_probe()[1]})")
     transforms = []
     # torchcodec rotates before its transforms: the size is the displayed one.
     displayed = (index.width, index.height) if index.rotation % 180 else (index.height, index.width)

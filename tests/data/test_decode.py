@@ -280,3 +280,18 @@ def test_a_cut_short_fragmented_mp4_is_truncated(tmp_path):
             assert 0 < count_frames(path, backend="pyav") <= NUM_FRAMES
         except VideoDecodeError:
             pass
+
+
+def test_an_unusable_torchcodec_keeps_its_reason(monkeypatch):
+    from adaptkit.data import decode
+
+    pytest.importorskip("torchcodec", reason="needs torchcodec")
+    monkeypatch.setattr(decode, "_tiny_mp4", lambda: b"not a video")
+    decode._torchcodec_probe.cache_clear()
+    try:
+        decoder, reason = decode._torchcodec_probe()
+        assert decoder is None and reason and ":" in reason  # "<ErrorType>: <first line>"
+        assert not decode.torchcodec_available()
+    finally:
+        monkeypatch.undo()
+        decode._torchcodec_probe.cache_clear()
