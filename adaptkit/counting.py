@@ -36,12 +36,14 @@ def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] = 224,
         for AIM ViT-B/16 at 8 frames and 3 views (AIM Table 2).
 
     Raises:
-        ValueError: if ``views`` or ``num_frames`` is not a positive integer.
+        ValueError: if ``views``, ``num_frames`` or ``image_size`` is not a positive integer (or pair).
     """
     for name, value in (("views", views), ("num_frames", 1 if num_frames is None else num_frames)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"count_flops {name} must be a positive integer, got {value!r}")
-    height, width = (image_size, image_size) if isinstance(image_size, int) else image_size
+    height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+    if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (height, width)):
+        raise ValueError(f"count_flops image_size must be a positive integer or (height, width), got {image_size!r}")
     frames = video_model.num_frames if num_frames is None else num_frames
     # Inference only: nothing requires grad, which also keeps the counter's module tracker from hooking autograd on
     # parameters used directly as inputs (a MAP head's latent query fails there under no_grad).

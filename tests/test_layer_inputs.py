@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import timm
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -104,3 +105,20 @@ def test_mean_class_accuracy_equals_the_per_class_loop_exactly(n, k, data):
 def test_mean_class_accuracy_refuses_negative_labels():
     with pytest.raises(ValueError, match="class indices >= 0"):
         mean_class_accuracy(torch.rand(3, 2), torch.tensor([0, -1, 1]))
+
+
+def test_more_sizes_that_cannot_work_are_refused():
+    from adaptkit.data import top_k_accuracy
+    from adaptkit.layers import RelativeTemporalBias, attend_frames
+
+    with pytest.raises(ValueError, match="num_frames must be > 0"):
+        RelativeTemporalBias(0, 2)
+    with pytest.raises(ValueError, match="num_frames must be a positive number of frames"):
+        attend_frames(torch.randn(4, 3, 3, 2, 8), 0, scale=0.3)
+    with pytest.raises(ValueError, match="STAdapter hidden must be > 0"):
+        STAdapter(8, 0)
+    with pytest.raises(ValueError, match="labels must be class indices >= 0"):
+        top_k_accuracy(torch.randn(2, 3), torch.tensor([0, -1]))
+    video_model = adaptkit.inject(timm.create_model("test_vit"), "aim", num_frames=2, num_classes=3)
+    with pytest.raises(ValueError, match="image_size must be a positive integer"):
+        adaptkit.count_flops(video_model, image_size=0)

@@ -20,6 +20,8 @@ def _check(scores: torch.Tensor, labels: torch.Tensor) -> None:
         raise ValueError(f"expected scores (N, K) and labels (N,), got {tuple(scores.shape)} and {tuple(labels.shape)}")
     if labels.numel() == 0:
         raise ValueError("no samples")
+    if bool((labels < 0).any()):
+        raise ValueError(f"labels must be class indices >= 0, got {int(labels.min())}")
 
 
 def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> float:
@@ -34,7 +36,7 @@ def top_k_accuracy(scores: torch.Tensor, labels: torch.Tensor, k: int = 1) -> fl
         A fraction in [0, 1] (0.93, not 93).
 
     Raises:
-        ValueError: if the shapes are not (N, K) and (N,), or N is 0.
+        ValueError: if the shapes are not (N, K) and (N,), N is 0, or a label is negative.
 
     Example:
         >>> top_k_accuracy(torch.tensor([[0.1, 0.9], [0.8, 0.2]]), torch.tensor([1, 1]))
@@ -63,8 +65,6 @@ def mean_class_accuracy(scores: torch.Tensor, labels: torch.Tensor) -> float:
         0.5
     """
     _check(scores, labels)
-    if labels.min() < 0:
-        raise ValueError(f"labels must be class indices >= 0, got {labels.min().item()}")
     labels = labels.to(scores.device).long()
     correct = scores.argmax(dim=1) == labels
     # Per-class sample and hit counts (integer bincounts: exact and deterministic on CUDA too); classes absent from

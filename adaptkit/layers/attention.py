@@ -30,6 +30,8 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from einops import rearrange
 
+from adaptkit.layers.frames import check_frame_folded
+
 try:  # Triton is optional: without it (or off CUDA) attention over frames takes the PyTorch path.
     from adaptkit.layers import frame_attention_triton as _kernel
 except ImportError:  # pragma: no cover - depends on the installation
@@ -192,10 +194,9 @@ def attend_frames(
         (B*T, *tokens, heads * d): token n of frame t attended over token n of every frame of its clip.
 
     Raises:
-        ValueError: if the leading dimension is not a multiple of ``num_frames``.
+        ValueError: if ``num_frames`` < 1 or the leading dimension is not a multiple of it.
     """
-    if qkv.shape[0] % num_frames:
-        raise ValueError(f"{qkv.shape[0]} frame-folded rows are not a whole number of {num_frames}-frame clips")
+    check_frame_folded(qkv.shape[0], num_frames)
     *lead, three, heads, dim = qkv.shape
     tokens = math.prod(lead[1:])
     # (B*T, *tokens, 3, heads, d) -> (B, T, N, 3, heads, d): a view of the projection's output.

@@ -6,7 +6,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from adaptkit.layers.frames import check_frame_folded
+from adaptkit.layers.frames import check_frame_folded, check_positive
 
 
 class STAdapter(nn.Module):
@@ -35,6 +35,7 @@ class STAdapter(nn.Module):
         if (not isinstance(kernel, (tuple, list)) or len(kernel) != 3
                 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel)):
             raise ValueError(f"STAdapter kernel must be 3 odd positive sizes (time, height, width), got {kernel!r}")
+        check_positive("STAdapter hidden", hidden)
         kernel = tuple(kernel)
         self.down = nn.Linear(dim, hidden)
         self.conv = nn.Conv3d(hidden, hidden, kernel, padding=tuple(k // 2 for k in kernel), groups=hidden)

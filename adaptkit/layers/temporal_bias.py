@@ -6,6 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from adaptkit.layers.frames import check_positive
+
 
 class RelativeTemporalBias(nn.Module):
     """A (2T-1, heads) table: the logit of query frame i attending to key frame j gets ``table[i - j + T - 1]``.
@@ -33,6 +35,8 @@ class RelativeTemporalBias(nn.Module):
 
     def __init__(self, num_frames: int, num_heads: int) -> None:
         super().__init__()
+        check_positive("RelativeTemporalBias num_frames", num_frames)
+        check_positive("RelativeTemporalBias num_heads", num_heads)
         self.weight = nn.Parameter(torch.zeros(2 * num_frames - 1, num_heads))
 
     @property
