@@ -23,7 +23,7 @@ import adaptkit
 import recipes
 
 REPO = Path(__file__).resolve().parents[1]
-READMES = [REPO / "README.md", REPO / "recipes" / "README.md"]
+READMES = [REPO / "README.md", REPO / "recipes" / "README.md", REPO / "benchmarks" / "README.md"]
 TINY = {"depth": 1, "embed_dim": 32, "num_heads": 2}  # same family, patch and input size; tiny width and depth
 
 
@@ -80,7 +80,13 @@ def command_lines() -> list[tuple[str, str]]:
     found = []
     for readme in READMES:
         for block in code_blocks(readme, "bash"):
-            found += [(str(readme.relative_to(REPO)), line) for line in block.splitlines()]
+            loop_values = {}  # for lr in 1e-4 2e-4; do ... $lr: checked with the loop's first value
+            for line in block.splitlines():
+                if loop := re.match(r"\s*for (\w+) in (\S+)", line):
+                    loop_values[loop[1]] = loop[2]
+                for name, value in loop_values.items():
+                    line = line.replace(f"${name}", value)
+                found.append((str(readme.relative_to(REPO)), re.sub(r"^\s*taskset -c \S+ ", "", line)))
     for name in modules(recipes):
         doc = importlib.import_module(name).__doc__ or ""
         found += [(name, line) for line in doc.splitlines() if line.startswith("    ")]
@@ -90,7 +96,7 @@ def command_lines() -> list[tuple[str, str]]:
     commands = []
     for where, line in found:
         line = line.split("  #")[0].strip()
-        if line.startswith(("adaptkit ", "python -m", "torchrun ", "pip install")):
+        if line.startswith(("adaptkit ", "python -m", "torchrun ", "pip install", "bash ")):
             commands.append((where, line))
     return commands
 
@@ -106,11 +112,16 @@ def check_command(line: str) -> None:
             for extra in re.findall(r"\[(.*?)\]", spec):
                 assert set(extra.split(",")) <= set(extras), line
         return
+    if words[0] == "bash":
+        assert (REPO / words[1]).is_file(), line
+        return
     if words[0] == "torchrun":
         words = ["python", *words[words.index("-m"):]]
     if words[:2] == ["python", "-m"]:
         module = words[2]
         assert importlib.util.find_spec(module) is not None, line
+        if module.startswith("benchmarks."):
+            check_benchmark_command(module, words[3:], line)
         if not module.startswith("recipes."):
             return
         words = ["adaptkit", "train" if module == "recipes.cli" else module.split(".")[1], *words[3:]]
@@ -129,6 +140,50 @@ def check_command(line: str) -> None:
             config = Path(config).name  # a file the example makes first (adaptkit cp ... my_k400.yaml)
             config = "k400_vitb16_8x16" if config == "my_k400.yaml" else config
         load_config(config, parsed.overrides)
+
+
+class _Parsed(Exception):
+    """Raised instead of running a benchmark once its command line has been parsed."""
+
+
+def check_benchmark_command(module: str, args: list[str], line: str) -> None:
+    """Parse ``python -m benchmarks.<module> ARGS`` with the benchmark's own parser, running nothing after it: every
+    option must exist and every value convert. ``train_cost --device cuda`` hands the rest to ``train_cost_gpu``'s
+    parser, which is checked too; ``paper_table1``'s config overrides must load."""
+    from benchmarks import _cli
+
+    real = _cli.ArgumentParser.parse_known_args
+
+    def parse_then_stop(parser, args=None, namespace=None):  # noqa: ANN001, ANN202
+        raise _Parsed(*real(parser, args, namespace))
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_cli.ArgumentParser, "parse_known_args", parse_then_stop)
+        patch.setattr("sys.argv", [module, *args])  # benchmarks.data_loading.main() reads sys.argv
+        try:
+            importlib.import_module(module).main()
+        except _Parsed as parsed:
+            namespace, rest = parsed.args
+        except SystemExit as error:
+            if error.code == 0 and "--help" in args:
+                return
+            pytest.fail(f"{line!r} does not parse (exit status {error.code})")
+        else:
+            pytest.fail(f"{module}.main() ran without parsing its arguments with benchmarks._cli.ArgumentParser")
+        if rest and module == "benchmarks.train_cost":
+            from benchmarks import train_cost_gpu
+
+            try:
+                train_cost_gpu.main(namespace, rest)
+            except _Parsed as parsed:
+                rest = parsed.args[1]
+            except SystemExit as error:
+                pytest.fail(f"{line!r} does not parse (exit status {error.code})")
+    assert not rest, f"{line!r}: unrecognized arguments {rest}"
+    if module == "benchmarks.paper_table1":
+        from recipes._config import load_config
+
+        load_config(namespace.config, namespace.overrides)
 
 
 @pytest.mark.parametrize(("where", "line"), COMMANDS, ids=[f"{w}: {c[:60]}" for w, c in COMMANDS])
@@ -159,3 +214,23 @@ def test_recipes_and_benchmarks_import_only_public_adaptkit_names():
                     if not public:
                         private.append(f"{folder}/{file.name}:{node.lineno} {node.module}.{alias.name}")
     assert not private, private
+
+
+def heading_anchors(path: Path) -> set[str]:
+    """GitHub's anchors for a Markdown file's headings: lower case, punctuation dropped, spaces as hyphens."""
+    text = re.sub(r"^```.*?^```", "", path.read_text(encoding="utf-8"), flags=re.DOTALL | re.MULTILINE)
+    headings = re.findall(r"^#+ (.+)$", text, re.MULTILINE)
+    return {re.sub(r"[^\w\- ]", "", heading.lower()).replace(" ", "-") for heading in headings}
+
+
+@pytest.mark.parametrize("readme", READMES, ids=lambda p: str(p.relative_to(REPO)))
+def test_readme_links_point_to_files_and_headings_that_exist(readme: Path) -> None:
+    broken = []
+    for target in re.findall(r"\]\(([^)\s]+)\)", readme.read_text(encoding="utf-8")):
+        if target.startswith(("http://", "https://")):
+            continue
+        file, _, anchor = target.partition("#")
+        path = (readme.parent / file).resolve() if file else readme
+        if not path.exists() or (anchor and anchor not in heading_anchors(path)):
+            broken.append(target)
+    assert not broken, broken
