@@ -61,7 +61,7 @@ class Row:
 
 # Finetuning every weight of the backbone fails at the adapters' lr (2e-3: space-only 20.5%, TimeSformer 9.7%, about
 # chance). The finetuned rows train at the best lr of a sweep over 1e-4, 2e-4 and 5e-4 (seed 0, --strategies / --lr,
-# README), as the paper gives its full-finetuning baselines their own recipe.
+# benchmarks/README.md), as the paper gives its full-finetuning baselines their own recipe.
 ROWS = (
     Row("Frozen space-only (linear probe)", "linear-probe"),
     Row("Finetuned space-only", "space-only", lr=5e-4),
@@ -70,8 +70,8 @@ ROWS = (
     Row("+ temporal adaptation", "aim", {"joint": False}),
     Row("+ joint adaptation (AIM)", "aim"),
 )
-# The other adapter methods also train at the best lr of their own sweep (seed 0; README): ST-Adapter over 5e-4 to
-# 2e-2 (best 5e-3; 84.2% at AIM's 2e-3), Zero-I2V over 5e-4 to 5e-3 (best 1e-3; 60.5% at 2e-3).
+# The other adapter methods also train at the best lr of their own sweep (seed 0; benchmarks/README.md): ST-Adapter
+# over 5e-4 to 2e-2 (best 5e-3; 84.2% at AIM's 2e-3), Zero-I2V over 5e-4 to 5e-3 (best 1e-3; 60.5% at 2e-3).
 EXTRA_ROWS = (Row("ST-Adapter", "st-adapter", lr=5e-3), Row("Zero-I2V", "zero-i2v", lr=1e-3))  # shown when registered
 FIGURE3_STRATEGIES = ("+ joint adaptation (AIM)", "Finetuned space-time (TimeSformer)")
 FRACTIONS = (0.1, 0.25, 0.5, 1.0)

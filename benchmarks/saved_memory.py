@@ -13,7 +13,7 @@ Two counts, both on tensors without data (nothing is computed, nothing allocated
   attention as the fused flash / memory-efficient kernels (q/k/v, output, log-sum-exp). On an
   H200 this count plus weights, gradients and AdamW state came 0.1-1.0 GiB below the measured peak
   (1.9 GiB with whole blocks checkpointed): the rest is the backward pass's transient buffers (see
-  README, "Training cost").
+  benchmarks/README.md, "Training cost").
 
 Views of one storage are counted once, and parameters (kept by linear layers for their input
 gradient) are left out: they are counted with the weights.
@@ -151,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--rows", default="aim,aim checkpointing=none,timesformer,space-only")
     parser.add_argument("--device", choices=["cpu", "gpu"], default="gpu")
     parser.add_argument("--batch", type=positive_int, default=None,
-                        help="clips (default 8 for cpu, 16 for gpu: the settings of the README's two tables)")
+                        help="clips (default 8 for cpu, 16 for gpu: the settings of benchmarks/README.md's two tables)")
     parser.add_argument("--top", type=non_negative_int, default=12, help="breakdown lines per row (0: none)")
     parser.add_argument("--model", default="vit_base_patch16_clip_224", help="timm model name (default ViT-B/16 CLIP)")
     parser.add_argument("--frames", type=positive_int, default=8)
