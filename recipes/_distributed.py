@@ -136,12 +136,12 @@ _PEER_GONE = ("connection closed by peer", "connection reset by peer", "gloo", "
 def is_peer_failure(error: BaseException) -> bool:
     """Whether ``error`` came out of a collective of a process group whose other process failed (its own message,
     e.g. gloo's "Connection closed by peer", is then misleading): torch.distributed's errors, and the RuntimeErrors
-    gloo raises for a peer that went away, while a process group is set up (so ask before :func:`teardown`)."""
+    gloo raises for a peer that went away, in a process started by torchrun (``WORLD_SIZE`` above 1)."""
     if isinstance(error, PeerFailedError):
         return True
-    if not (dist.is_available() and dist.is_initialized()):
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or not dist.is_available():
         return False
-    if isinstance(error, (dist.DistError, PeerFailedError)):
+    if isinstance(error, dist.DistError):
         return True
     message = str(error).lower()
     return isinstance(error, RuntimeError) and any(words in message for words in _PEER_GONE)

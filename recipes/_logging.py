@@ -33,13 +33,15 @@ class _CurrentStderr(logging.StreamHandler):
 
 def setup_logging(is_main: bool) -> None:
     """Plain ``logging`` to stderr: INFO on the main process, warnings only on the others (skipped videos etc.),
-    whose lines start with their rank (``RANK`` under torchrun), e.g. ``rank 1: 12:00:00 WARNING ...``."""
+    whose lines start with their rank (``RANK`` under torchrun), e.g. ``rank 1: 12:00:00 WARNING ...``, Python
+    warnings (``warnings.warn``) included."""
     rank = os.environ.get("RANK", "0")
     logging.basicConfig(
         level=logging.INFO if is_main else logging.WARNING, handlers=[_CurrentStderr()],
         format=("" if is_main or rank == "0" else f"rank {rank}: ") + "%(asctime)s %(levelname)s %(name)s: %(message)s",
         datefmt="%H:%M:%S", force=True,
     )
+    logging.captureWarnings(not is_main)  # Python warnings of the other ranks, too, say whose they are
 
 
 def _records(path: Path) -> list[dict[str, Any]]:

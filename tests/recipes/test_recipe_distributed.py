@@ -97,6 +97,7 @@ def test_the_cuda_rng_state_is_the_own_devices_only(monkeypatch) -> None:
 
 def test_warnings_of_other_ranks_start_with_the_rank(monkeypatch, capsys) -> None:
     import logging
+    import warnings
 
     from recipes._logging import setup_logging
 
@@ -104,9 +105,12 @@ def test_warnings_of_other_ranks_start_with_the_rank(monkeypatch, capsys) -> Non
     setup_logging(is_main=False)
     logging.getLogger("recipes.train").warning("a video was skipped")
     logging.getLogger("recipes.train").info("not shown on other ranks")
+    warnings.warn("a library's warning", UserWarning, stacklevel=1)
     monkeypatch.setenv("RANK", "0")
     setup_logging(is_main=True)
     logging.getLogger("recipes.train").warning("said by rank 0")
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 2 and lines[0].startswith("rank 1: ") and lines[0].endswith("a video was skipped")
-    assert not lines[1].startswith("rank") and lines[1].endswith("said by rank 0")
+    assert lines[0].startswith("rank 1: ") and lines[0].endswith("a video was skipped")
+    assert lines[1].startswith("rank 1: ") and "UserWarning: a library's warning" in lines[1]
+    assert not lines[-1].startswith("rank") and lines[-1].endswith("said by rank 0")
+    assert not any("not shown" in line for line in lines)
