@@ -304,6 +304,7 @@ def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]
 
 SETTINGS_FREE_ON_RESUME = {"train.resume", "train.overwrite", "train.stop_at_step", "train.device",
                            "train.output_dir", "train.num_threads", "train.log_every", "train.keep_checkpoints",
+                           "train.dist_timeout_min",
                            "data.num_workers", "data.generated.cache_dir", "eval.num_workers", "eval.batch_size",
                            "eval.chunk_size"}
 """Keys a resumed run may change without changing what it trains: how it runs, where it is (the output folder,

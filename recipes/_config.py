@@ -162,6 +162,7 @@ class TrainConfig:
     log_every: int = 20  # optimizer steps between metric log lines
     stop_at_step: int | None = None  # stop after this step with a checkpoint, as if interrupted (resume later)
     num_threads: int | None = None  # torch CPU threads; None = torch's default
+    dist_timeout_min: float = 30.0  # how long a collective waits for a missing process (torchrun) before failing
 
 
 @dataclass
@@ -522,6 +523,8 @@ def validate(config: RecipeConfig) -> None:
     _require(train.log_every >= 1, "train.log_every", "must be >= 1")
     _require(train.stop_at_step is None or train.stop_at_step >= 1, "train.stop_at_step", "must be >= 1")
     _require(train.num_threads is None or train.num_threads >= 1, "train.num_threads", "must be >= 1")
+    _require(math.isfinite(train.dist_timeout_min) and train.dist_timeout_min > 0, "train.dist_timeout_min",
+             f"must be > 0 minutes, got {train.dist_timeout_min}")
 
     for key in ("num_clips", "batch_size", "chunk_size"):
         _require(getattr(evaluation, key) >= 1, f"eval.{key}", f"must be >= 1, got {getattr(evaluation, key)}")

@@ -34,7 +34,8 @@ class World:
 
 
 PROCESS_GROUP_TIMEOUT = datetime.timedelta(minutes=30)
-"""How long a collective waits for a missing process before the run fails (e.g. a rank stuck on slow storage)."""
+"""How long a collective waits for a missing process before the run fails (e.g. a rank stuck on slow storage), by
+default; ``train.dist_timeout_min`` sets it."""
 
 _cpu_group: Any = None  # a gloo group next to NCCL, for flags that must not wait on the GPU stream
 
@@ -49,14 +50,14 @@ def device_index(local_rank: int, visible: int) -> int:
     return local_rank % max(visible, 1)
 
 
-def setup(device: str = "auto") -> World:
+def setup(device: str = "auto", timeout: datetime.timedelta = PROCESS_GROUP_TIMEOUT) -> World:
     """Pick the device and, under torchrun, join the process group (NCCL on CUDA, gloo on CPU).
 
-    The device is ``cuda:<LOCAL_RANK mod visible GPUs>`` (:func:`device_index`). Collectives time out after
-    :data:`PROCESS_GROUP_TIMEOUT`.
+    The device is ``cuda:<LOCAL_RANK mod visible GPUs>`` (:func:`device_index`).
 
     Args:
         device: "auto" (CUDA when available), "cuda" or "cpu".
+        timeout: How long a collective waits for a missing process (``train.dist_timeout_min``).
     """
     global _cpu_group
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
@@ -71,7 +72,7 @@ def setup(device: str = "auto") -> World:
         torch.cuda.set_device(torch_device)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo", timeout=PROCESS_GROUP_TIMEOUT,
+            backend="nccl" if use_cuda else "gloo", timeout=timeout,
             device_id=torch_device if use_cuda else None,
         )
         _cpu_group = dist.new_group(backend="gloo") if use_cuda else None

@@ -18,6 +18,7 @@ An earlier result there of other data or other views is kept: this one then gets
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import os
 import sys
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
     check_model_dir(args.checkpoint, config_given=args.config is not None)
     config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
     output = check_output(args.output, args.checkpoint)  # before minutes of evaluation, not after
-    world = setup(config.train.device)
+    world = setup(config.train.device, datetime.timedelta(minutes=config.train.dist_timeout_min))
     try:
         setup_logging(world.is_main)
         config = prepare_everywhere(config, world)  # a config of generated data / a pretrained embedded backbone

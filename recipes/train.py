@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
+import datetime
 import hashlib
 import json
 import logging
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     """Run the recipe; returns the training summary (also written to ``<run>/train_summary.json``)."""
     args = parse_args(argv)
     config = load_config(args.config, list(args.overrides) + (["train.resume=true"] if args.resume else []))
-    world = setup(config.train.device)
+    world = setup(config.train.device, datetime.timedelta(minutes=config.train.dist_timeout_min))
     try:
         return run_with_controls(config, world)
     except Exception as error:

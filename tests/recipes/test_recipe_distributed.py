@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 
@@ -114,3 +115,20 @@ def test_warnings_of_other_ranks_start_with_the_rank(monkeypatch, capsys) -> Non
     assert lines[1].startswith("rank 1: ") and "UserWarning: a library's warning" in lines[1]
     assert not lines[-1].startswith("rank") and lines[-1].endswith("said by rank 0")
     assert not any("not shown" in line for line in lines)
+
+
+def test_the_process_group_timeout_comes_from_the_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    import datetime
+
+    import torch.distributed as dist
+
+    from recipes import _distributed
+    from recipes._config import load_config
+
+    seen = {}
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setattr(dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(dist, "init_process_group", lambda **kwargs: seen.update(kwargs))
+    minutes = load_config("synthetic_motion", ["train.dist_timeout_min=5"]).train.dist_timeout_min
+    _distributed.setup("cpu", datetime.timedelta(minutes=minutes))
+    assert seen["timeout"] == datetime.timedelta(minutes=5) and seen["backend"] == "gloo"
