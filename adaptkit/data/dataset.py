@@ -238,11 +238,13 @@ class VideoClipDataset(Dataset):
     def _replacement(self, index: int, attempt: int) -> int | None:
         """A record not flagged, drawn uniformly over the whole list (not the neighbours: a class-sorted CSV puts a
         missing class in one run of rows); None when every record is flagged."""
-        readable = self.files.skips.unflagged()
-        if len(readable) == 0:
-            return None
         rng = np.random.default_rng(None if self.seed is None else [self.seed, int(self._epoch[0]), index, 2, attempt])
-        return int(readable[rng.integers(len(readable))])
+        for _ in range(32):  # a few uniform draws find an unflagged record unless nearly all are flagged
+            candidate = int(rng.integers(len(self)))
+            if not self.files.skips.is_skipped(candidate):
+                return candidate
+        readable = self.files.skips.unflagged()  # a scan of every flag: ~10 ms for 240k records
+        return int(readable[rng.integers(len(readable))]) if len(readable) else None
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, int]:
         self.files.check_index(index)
