@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -111,17 +111,19 @@ def _extension(extension: str) -> str:
 
 
 def _drop_duplicates(path: str | os.PathLike[str], records: list[VideoRecord], places: list[int], where: str,
-                     classes: Sequence[str]) -> list[VideoRecord]:
-    """``records`` without repeats of one video (same file and frame window), keeping the first. ``places`` are
-    the records' line numbers (``where="line"``) or entry indices (``where="entry"``).
+                     classes: Sequence[str], keys: Sequence[Hashable] | None = None) -> list[VideoRecord]:
+    """``records`` without repeats of one video, keeping the first. A video is ``keys[i]`` when given (Kinetics: the
+    YouTube id and time window, whatever class folder the label puts it in), else its file and frame window.
+    ``places`` are the records' line numbers (``where="line"``) or entry indices (``where="entry"``).
 
     Raises:
         AnnotationError: a video is listed with two different labels (both places and labels named).
     """
-    first: dict[tuple[str, int | None, int | None], int] = {}
+    if keys is None:
+        keys = [(record.path, record.start_frame, record.end_frame) for record in records]
+    first: dict[Hashable, int] = {}
     kept, dropped = [], []
-    for position, (record, place) in enumerate(zip(records, places)):
-        key = (record.path, record.start_frame, record.end_frame)
+    for position, (record, place, key) in enumerate(zip(records, places, keys)):
         if key not in first:
             first[key] = position
             kept.append(record)
@@ -290,7 +292,7 @@ def parse_kinetics_csv(
     class_names = sorted({row["label"] for _, row in rows}) if classes is None else list(classes)
     class_ids = {name: i for i, name in enumerate(class_names)}
     folders = _class_folders(root, class_names) if class_folders else {}
-    records = []
+    records, clips = [], []
     for line_number, row in rows:
         error = functools.partial(AnnotationError, path, line=line_number)
         if row["label"] not in class_ids:
@@ -300,7 +302,9 @@ def parse_kinetics_csv(
         file_name = f"{row['youtube_id']}_{start:06d}_{end:06d}{extension}"
         relative = os.path.join(folders[row["label"]], file_name) if class_folders else file_name
         records.append(VideoRecord(_join(root, relative), class_ids[row["label"]], row["youtube_id"]))
-    return Annotations(_drop_duplicates(path, records, [line for line, _ in rows], "line", class_names), class_names)
+        clips.append((row["youtube_id"], start, end))
+    lines = [line for line, _ in rows]
+    return Annotations(_drop_duplicates(path, records, lines, "line", class_names, clips), class_names)
 
 
 # Where parse_ssv2_json looks for the class list, in order: the short name, then the official download's name.

@@ -372,6 +372,9 @@ def test_one_video_with_two_labels_is_an_error_naming_both_places(tmp_path, ssv2
     with pytest.raises(AnnotationError, match="video 'x' is listed twice with different labels") as info:
         load_annotations(fmt, path)
     assert where in str(info.value) and str(path) in str(info.value)
+    if fmt == "kinetics_csv":  # in class folders the two labels make two paths: still one YouTube clip
+        with pytest.raises(AnnotationError, match="line 1 says 'a', line 3 says 'b'"):
+            load_annotations(fmt, path, class_folders=True)
 
 
 @pytest.mark.parametrize("label, shown", [(3.7, "3.7"), (True, "True"), ("3.7", "'3.7'"), (None, "None")])
