@@ -93,11 +93,15 @@ FINGERPRINT_TOLERANCE = 1e-2
 
 def frozen_weights_fingerprint(video_model: nn.Module) -> dict[str, float] | None:
     """Two numbers that tell the frozen image-model weights apart: the float64 norm and the alternating-sign sum of
-    every backbone parameter the adapter set does not hold. None on the meta device or when the set holds them all
-    (full finetuning)."""
-    saved = {id(tensor) for tensor in video_model.trainable_state_dict().values()}
-    original = video_model._restore.original_params
-    frozen = [p for p in video_model.backbone.parameters() if id(p) in original and id(p) not in saved]
+    every backbone parameter the adapter set does not hold, outside the modules the strategy wrapped. None on the
+    meta device or when the set holds them all (full finetuning)."""
+    restore = video_model._restore
+    skip = {id(tensor) for tensor in video_model.trainable_state_dict().values()}
+    # PEFT's LoRA on nn.MultiheadAttention swaps in new in_proj_weight objects (whose ids Python may reuse), so the
+    # wrapped modules' tensors are left out on both sides.
+    wrapped = tuple(f"{name}." for name in video_model.strategy.wrapped_modules(restore.strategy_state) or {})
+    frozen = [p for name, p in video_model.backbone.named_parameters()
+              if id(p) in restore.original_params and id(p) not in skip and not name.startswith(wrapped)]
     if not frozen or any(p.is_meta for p in frozen):
         return None
     square, signed = 0.0, 0.0

@@ -191,3 +191,18 @@ def test_the_fingerprint_covers_only_what_the_set_does_not_hold(tmp_path):
     _trained(tmp_path / "aim")
     assert set(json.loads((tmp_path / "aim" / "adapter_config.json").read_text())["frozen_weights"]) == {
         "norm", "signed_sum"}
+
+
+@pytest.mark.parametrize("backbone", ["open_clip_tower", "timm_swin"])
+def test_the_fingerprint_is_the_same_on_two_copies_under_lora(backbone):
+    # PEFT's LoRA on nn.MultiheadAttention swaps parameter objects, whose ids Python reuses: the wrapped modules'
+    # tensors are left out, so two injections into copies of one image model agree exactly.
+    import copy
+
+    from conftest import BACKBONES
+
+    torch.manual_seed(0)
+    pristine = BACKBONES[backbone][0]()
+    prints = [checkpoint.frozen_weights_fingerprint(adaptkit.inject(copy.deepcopy(pristine), "lora", num_frames=3,
+                                                                     num_classes=5)) for _ in range(3)]
+    assert prints[0] is not None and prints[0] == prints[1] == prints[2]

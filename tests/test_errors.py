@@ -15,6 +15,7 @@ from conftest import BACKBONES
 
 
 def _vit():
+    torch.manual_seed(0)  # the same frozen weights every time: checkpoints load without a BackboneWeightsWarning
     return BACKBONES["timm_vit"][0]()
 
 
