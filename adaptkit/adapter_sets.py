@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
+from adaptkit.errors import UnsupportedBackboneError, retyped
 from adaptkit.strategies.base import StrategyConfig, VideoBlock
 
 if TYPE_CHECKING:
@@ -130,7 +131,8 @@ def add_adapter(
     active, info = detach(video_model)
     try:
         video_model._restore.applied, video_model._restore.strategy_state = False, None
-        config.check_backbone(video_model.family)  # on the plain blocks, not the active set's wrappers
+        with retyped(UnsupportedBackboneError):
+            config.check_backbone(video_model.family)  # on the plain blocks, not the active set's wrappers
         video_model._build_set(config, num_classes)
         check_shareable(video_model)
     except BaseException:

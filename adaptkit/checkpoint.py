@@ -8,7 +8,6 @@ instead of mixing new weights with an old config.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import warnings
 from pathlib import Path
@@ -20,7 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from adaptkit.errors import AdaptkitError, CheckpointMismatchError
-from adaptkit.io import atomic_write, atomic_write_text
+from adaptkit.io import atomic_write, atomic_write_text, sha256_file
 
 __all__ = [
     "CONFIG_NAME",
@@ -97,8 +96,8 @@ def frozen_weights_fingerprint(video_model: nn.Module) -> dict[str, float] | Non
     meta device or when the set holds them all (full finetuning)."""
     restore = video_model._restore
     skip = {id(tensor) for tensor in video_model.trainable_state_dict().values()}
-    # PEFT's LoRA on nn.MultiheadAttention swaps in new in_proj_weight objects (whose ids Python may reuse), so the
-    # wrapped modules' tensors are left out on both sides.
+    # The wrapped modules' frozen tensors are left out on both sides: PEFT's LoRA on nn.MultiheadAttention swaps in
+    # new in_proj_weight objects and leaves float round-off in them while training.
     wrapped = tuple(f"{name}." for name in video_model.strategy.wrapped_modules(restore.strategy_state) or {})
     frozen = [p for name, p in video_model.backbone.named_parameters()
               if id(p) in restore.original_params and id(p) not in skip and not name.startswith(wrapped)]
@@ -127,12 +126,6 @@ def compare_frozen_weights(saved: Any, found: dict[str, float] | None, path: str
         f"{found['signed_sum']:.6g}): another pretrained tag or checkpoint, or a random init. It loads, but its outputs "
         "are not the trained model's: build the image model with the weights it was trained on",
         BackboneWeightsWarning, stacklevel=3)
-
-
-def sha256_file(file: Path) -> str:
-    """The hex SHA-256 of a file's bytes."""
-    with open(file, "rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 class CorruptCheckpointError(AdaptkitError, ValueError):

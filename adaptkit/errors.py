@@ -8,6 +8,9 @@ in :mod:`adaptkit.checkpoint` and derive from :class:`AdaptkitError` too.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
+
 
 class AdaptkitError(Exception):
     """Base class of every error adaptkit raises on purpose."""
@@ -36,3 +39,16 @@ class CheckpointMismatchError(AdaptkitError, KeyError, ValueError):
 class MergeError(AdaptkitError, RuntimeError, TypeError):
     """A refused merge: the strategy cannot be merged, the model is already merged, unloaded or shares its
     backbone with other adapter sets, or merging changed the outputs beyond tolerance (the model is left unmerged)."""
+
+
+@contextlib.contextmanager
+def retyped(error_class: type[AdaptkitError]) -> Iterator[None]:
+    """Raise a ``TypeError`` / ``ValueError`` from inside the block as ``error_class`` (same message, the original
+    chained); an :class:`AdaptkitError` passes through as it is. For checks a user's own family or strategy writes
+    with builtin exceptions."""
+    try:
+        yield
+    except AdaptkitError:
+        raise
+    except (TypeError, ValueError) as error:
+        raise error_class(str(error)) from error

@@ -8,18 +8,28 @@ The temporary file (mode 0600 from ``mkstemp``) gets the mode a plain ``open()``
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-__all__ = ["atomic_directory", "atomic_write", "atomic_write_text", "exclusive_lock", "file_mode"]
+__all__ = ["atomic_directory", "atomic_write", "atomic_write_text", "exclusive_lock", "file_mode", "sha256_file"]
 
 try:
     import fcntl
 except ImportError:  # Windows
     fcntl = None  # type: ignore[assignment]
+
+
+def sha256_file(path: str | Path) -> str:
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

@@ -18,7 +18,7 @@ from torch import nn
 from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialContext
 from adaptkit import adapter_sets, self_checks
 from adaptkit import param_groups as groups
-from adaptkit.errors import MergeError, UnsupportedBackboneError, VideoInputError  # noqa: F401  MergeError re-exported
+from adaptkit.errors import MergeError, UnsupportedBackboneError, VideoInputError, retyped  # noqa: F401  MergeError re-exported
 from adaptkit.layers import TemporalEmbedding
 from adaptkit.self_checks import MERGE_TOLERANCE  # noqa: F401  re-exported
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, VideoBlock
@@ -33,6 +33,7 @@ class _Restore:
     modules: dict[str, nn.Module]  # module name -> the module itself (one a strategy replaced is put back)
     buffers: set[str]  # the backbone's own buffer names
     original_params: set[int]  # ids of the backbone's own parameters (trained in place by full finetuning)
+    original_refs: list[nn.Parameter]  # keeps those parameters alive, so no new object is given one of their ids
     no_decay_params: set[int]  # ids of those the backbone itself exempts from weight decay (timm/open_clip)
     stashed: dict[str, Any] = dataclasses.field(default_factory=dict)  # path -> original module/parameter
     trainable_copies: list[str] = dataclasses.field(default_factory=list)  # paths given to train_copy_of
@@ -72,12 +73,8 @@ class VideoModel(nn.Module):
             raise ValueError(f"num_frames must be a positive integer, got {num_frames!r}")
         if num_classes is not None and (isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1):
             raise ValueError(f"num_classes must be a positive integer or None, got {num_classes!r}")
-        try:
+        with retyped(UnsupportedBackboneError):
             strategy.check_backbone(family)  # before any surgery, so a refusal leaves the image model untouched
-        except (TypeError, ValueError) as error:
-            if isinstance(error, UnsupportedBackboneError):
-                raise
-            raise UnsupportedBackboneError(str(error)) from error
         self.family = family
         self.strategy = strategy
         self.num_frames = num_frames
@@ -102,6 +99,7 @@ class VideoModel(nn.Module):
             modules=dict(self.backbone.named_modules()),
             buffers={n for n, _ in self.backbone.named_buffers()},
             original_params={id(p) for p in backbone_params.values()},
+            original_refs=list(backbone_params.values()),
             no_decay_params={id(p) for n, p in backbone_params.items() if n in no_decay_names},
         )
         self.backbone.requires_grad_(False)

@@ -420,16 +420,12 @@ def check_crop_size(video_model: adaptkit.VideoModel, crop_size: int) -> None:
 def describe_backbone(video_model: adaptkit.VideoModel) -> str:
     """The architecture actually built, e.g. ``VisionTransformer (depth 2, width 64, patch 8, 32x32 input)``: the
     config's model name alone can mislead once ``model.kwargs`` change depth or width."""
-    identity = video_model.family.identity()
+    identity = video_model.family.identity()  # patch_size and image_size: [h, w] or None
     parts = [f"depth {identity['depth']}", f"width {identity['embed_dim']}"]
-    patch_embed = getattr(video_model.family.model, "patch_embed", None)
-    patch = getattr(patch_embed, "patch_size", None)
-    size = getattr(patch_embed, "img_size", None)
-    if patch is not None:
-        parts.append(f"patch {patch[0] if isinstance(patch, (tuple, list)) else patch}")
-    if size is not None:
-        height, width = (size, size) if isinstance(size, int) else size
-        parts.append(f"{height}x{width} input")
+    if identity.get("patch_size"):
+        parts.append(f"patch {identity['patch_size'][0]}")
+    if identity.get("image_size"):
+        parts.append("{}x{} input".format(*identity["image_size"]))
     name = identity.get("architecture") or identity["class"]
     return f"{name} ({', '.join(parts)})"
 

@@ -33,7 +33,7 @@ from omegaconf import OmegaConf
 
 import adaptkit
 from adaptkit import ArchitectureMismatchError, VideoModel
-from adaptkit.checkpoint import describe_differences
+from adaptkit.checkpoint import CONFIG_NAME, IMAGE_WEIGHTS_NAME, describe_differences, read_config
 from recipes._builders import RANDOM_INIT
 from recipes._config import RecipeConfig, absolute_path
 from recipes._files import CorruptFileError, atomic_write, atomic_write_text, verify_digests, write_digests
@@ -43,7 +43,7 @@ log = logging.getLogger("recipes")
 STATE_FILE = "training_state.pt"
 CONFIG_FILE = "config.yaml"
 CLASSES_FILE = "classes.json"
-IMAGE_WEIGHTS_FILE = "image_model.safetensors"
+IMAGE_WEIGHTS_FILE = IMAGE_WEIGHTS_NAME  # a random backbone here; a merged model's backbone in the library's folders
 CHECKPOINT_PREFIX = "step_"
 TMP_PREFIX = f".tmp_{CHECKPOINT_PREFIX}"
 ASIDE_PREFIX = f".old_{CHECKPOINT_PREFIX}"  # a complete checkpoint set aside while its step is written again
@@ -86,7 +86,7 @@ def check_model_dir(path: Path, config_given: bool) -> None:
         raise FileNotFoundError(f"--checkpoint {path} does not exist (expected {expected})")
     if not path.is_dir():
         raise NotADirectoryError(f"--checkpoint {path} is a file, not a model folder (expected {expected})")
-    if not (path / "adapter_config.json").is_file():
+    if not (path / CONFIG_NAME).is_file():
         hint = ""
         if (path / "final").is_dir():
             hint = f"; it looks like a run folder: pass {path / 'final'}"
@@ -113,7 +113,7 @@ def load_model_dir(image_model: torch.nn.Module, path: Path, config_given: bool,
         ValueError: the config describes another image model than the checkpoint records (the keys are named), or
             builds a randomly initialised one that the folder has no saved copy of (its outputs would be noise).
     """
-    merged = bool(adaptkit_config(path).get("merged"))
+    merged = bool(read_config(path).get("merged"))
     if weights == RANDOM_INIT and not merged:
         config = "--config" if config_given else f"its {CONFIG_FILE}"
         raise ValueError(f"--checkpoint {path} has no saved image model ({IMAGE_WEIGHTS_FILE}) and {config} builds a "
@@ -134,15 +134,6 @@ def read_classes(path: Path) -> list[str] | None:
     return json.loads(file.read_text(encoding="utf-8")) if file.is_file() else None
 
 
-def adaptkit_config(path: Path) -> dict[str, Any]:
-    """A model folder's ``adapter_config.json`` as a mapping ({} when unreadable: ``from_pretrained`` says why)."""
-    try:
-        config = json.loads((Path(path) / "adapter_config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return config if isinstance(config, dict) else {}
-
-
 def image_weights_in(path: Path) -> Path | None:
     """The saved random backbone of a model folder, if it has one.
 
@@ -151,7 +142,7 @@ def image_weights_in(path: Path) -> Path | None:
     backbone to build the image model from.
     """
     file = Path(path) / IMAGE_WEIGHTS_FILE
-    return file if file.is_file() and not adaptkit_config(path).get("merged") else None
+    return file if file.is_file() and not read_config(path).get("merged") else None
 
 
 def save_checkpoint(

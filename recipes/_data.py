@@ -220,6 +220,7 @@ def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[D
         annotations, sampler, crop_size=augment.crop_size, num_crops=augment.test_crops,
         resize_size=augment.test_resize_size, backend=data.decode_backend, frame_cache=_cache_of(data),
         decode_device=data.decode_device,
+        check_files=False,  # load_split looked for every file and said which are missing
     )
     return dataset, f"{data.num_frames}x{config.eval.num_clips}x{augment.test_crops}", annotations.num_classes
 

@@ -131,7 +131,9 @@ class PeerFailedError(RuntimeError):
     """This process stops because another one failed (that one reports why)."""
 
 
-_PEER_GONE = ("connection closed by peer", "connection reset by peer", "gloo", "nccl")
+# What gloo and NCCL say when the other end went away; a rank's own NCCL error (a version mismatch, a CUDA error)
+# mentions NCCL too, and must keep its message.
+_PEER_GONE = ("closed by peer", "reset by peer", "closed by remote", "broken pipe", "communicator was aborted")
 
 
 def is_peer_failure(error: BaseException) -> bool:

@@ -9,25 +9,16 @@ lists the SHA-256 of each of its files in ``digests.json`` (written last), and l
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
-from adaptkit.io import atomic_write, atomic_write_text, file_mode  # noqa: F401  (re-exported for the recipes)
+from adaptkit.io import atomic_write, atomic_write_text, file_mode, sha256_file  # noqa: F401  (re-exported)
 
 DIGESTS_FILE = "digests.json"
 
 
 class CorruptFileError(RuntimeError):
     """A file of a model folder does not match the digest recorded when it was written, or is missing."""
-
-
-def sha256_file(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def write_digests(folder: str | Path) -> None:

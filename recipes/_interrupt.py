@@ -8,8 +8,8 @@ copy torchrun forwards of the signal a terminal sent the whole process group is 
 
 from __future__ import annotations
 
+import os
 import signal
-import sys
 import threading
 import time
 from types import FrameType
@@ -29,6 +29,14 @@ class TrainingInterrupted(KeyboardInterrupt):
     @property
     def exit_status(self) -> int:
         return 128 + self.signum
+
+
+def ignore_stop_signals(worker_id: int = 0) -> None:
+    """DataLoader ``worker_init_fn``: workers ignore SIGTERM and SIGINT, so a signal sent to every process of the job
+    (SLURM's scancel, a terminal's Ctrl-C) reaches the main process alone and the run can checkpoint before it stops;
+    the workers end with their DataLoader."""
+    for signum in SIGNALS:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class StopSignals:
@@ -52,9 +60,9 @@ class StopSignals:
         now = time.monotonic()
         if self.signum is None:
             self.signum, self._at = signum, now
-            if self.announce:
-                print(f"{signal.Signals(signum).name}: stopping after this step to write a checkpoint "
-                      "(send it again to stop at once)", file=sys.stderr, flush=True)
+            if self.announce:  # os.write: print() into a stderr write the signal interrupted raises "reentrant call"
+                os.write(2, f"{signal.Signals(signum).name}: stopping after this step to write a checkpoint (send it "
+                            "again to stop at once)\n".encode())
         elif now - self._at > REPEAT_WINDOW_S:
             raise KeyboardInterrupt
 

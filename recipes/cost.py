@@ -34,19 +34,25 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.
     parser.add_argument("options", nargs="*", help="strategy options key=value (with --strategy), e.g. ratio=0.125")
     parser.add_argument("--config", help="a config name or YAML: its model, strategy and options, frames, classes, "
                         "test crop size and views (frames x clips x crops); the other flags are then not taken")
-    parser.add_argument("--source", choices=["timm", "open_clip"], default="timm")
+    parser.add_argument("--source", choices=["timm", "open_clip"], help="the model name's library (default timm)")
     parser.add_argument("--strategy", help="one strategy (default: every registered strategy)")
-    parser.add_argument("--frames", type=int, default=8, help="frames per clip T (default 8)")
-    parser.add_argument("--classes", type=int, default=400, help="classes of the new head (default 400)")
-    parser.add_argument("--views", type=int, default=3, help="test views per video (default 3)")
+    parser.add_argument("--frames", type=int, help="frames per clip T (default 8)")
+    parser.add_argument("--classes", type=int, help="classes of the new head (default 400)")
+    parser.add_argument("--views", type=int, help="test views per video (default 3)")
     parser.add_argument("--image-size", type=int, help="frame side (default: the model's input size)")
     args = parser.parse_intermixed_args(argv)
     given = [flag for flag, value in (("a model name", args.model), ("strategy options", args.options),
-                                      ("--strategy", args.strategy), ("--image-size", args.image_size)) if value]
+                                      ("--strategy", args.strategy), ("--image-size", args.image_size),
+                                      ("--source", args.source), ("--frames", args.frames),
+                                      ("--classes", args.classes), ("--views", args.views)) if value is not None
+             and value != []]
     if args.config is not None:
         if given:
             raise UsageError(f"--config names the model, strategy and sizes: drop {', '.join(given)} (or the config)")
         return args
+    for key, default in (("source", "timm"), ("frames", 8), ("classes", 400), ("views", 3)):
+        if getattr(args, key) is None:
+            setattr(args, key, default)
     if args.model is None:
         raise UsageError("name an image model (e.g. vit_base_patch16_clip_224) or give --config")
     if args.options and not args.strategy:

@@ -88,14 +88,13 @@ from recipes._distributed import (
     any_rank,
     barrier,
     broadcast_object,
-    is_peer_failure,
     setup,
     sum_over_ranks,
     teardown,
 )
 from recipes._evaluation import autocast, evaluate, format_result, format_skipped
 from recipes._files import atomic_write_text
-from recipes._interrupt import StopSignals, TrainingInterrupted
+from recipes._interrupt import StopSignals, TrainingInterrupted, ignore_stop_signals
 from recipes._logging import MetricLogger, setup_logging
 
 log = logging.getLogger("recipes.train")
@@ -116,12 +115,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     args = parse_args(argv)
     config = load_config(args.config, list(args.overrides) + (["train.resume=true"] if args.resume else []))
     world = setup(config.train.device, datetime.timedelta(minutes=config.train.dist_timeout_min))
-    try:
+    try:  # a rank stopped by another's failure says so in the CLI (recipes._distributed.is_peer_failure)
         return run_with_controls(config, world)
-    except Exception as error:
-        if world.distributed and is_peer_failure(error) and not isinstance(error, PeerFailedError):
-            raise PeerFailedError(f"rank {world.rank}: a collective failed ({error})") from error
-        raise
     finally:
         teardown()
 
@@ -241,6 +236,7 @@ class TrainRecipe:
             pin_memory=world.device.type == "cuda" and config.data.decode_device == "cpu",
             persistent_workers=workers > 0,
             generator=torch.Generator().manual_seed(config.train.seed + world.rank),  # leaves the global RNG alone
+            worker_init_fn=ignore_stop_signals if workers > 0 else None,
         )
 
     # ------------------------------------------------------------------------------------------ 2. checkpoint

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from adaptkit.errors import UnsupportedBackboneError
+from adaptkit.errors import UnsupportedBackboneError, retyped
 from adaptkit.layers.attention import AttentionProjections, frame_self_attention
 
 INJECTED_MARKER = "_adaptkit_injected"
@@ -532,12 +532,8 @@ def find_family(image_model: nn.Module) -> BackboneFamily:
     """
     for family in reversed(_FAMILIES):  # newest first: a user's family overrides a built-in one it overlaps
         if family.matches(image_model):
-            try:
+            with retyped(UnsupportedBackboneError):
                 return family(image_model)  # validate() refuses features it cannot adapt
-            except (TypeError, ValueError) as error:
-                if isinstance(error, UnsupportedBackboneError):
-                    raise
-                raise UnsupportedBackboneError(str(error)) from error
     raise UnsupportedBackboneError(
         f"adaptkit cannot adapt a {type(image_model).__module__}.{type(image_model).__name__}"
         f"{_wrapper_hint(image_model)}; supported backbone families: {', '.join(list_backbones())} "

@@ -15,7 +15,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily
-from adaptkit.errors import StrategyOptionError
+from adaptkit.errors import StrategyOptionError, retyped
 
 
 @dataclasses.dataclass(frozen=True)
@@ -221,12 +221,8 @@ def make_strategy(name: str, options: dict[str, Any]) -> StrategyConfig:
     if unknown:
         raise StrategyOptionError(f"unknown option(s) {unknown} for strategy {name!r}; valid options: "
                                   f"{', '.join(valid)}")
-    try:
+    with retyped(StrategyOptionError):
         return cls(**options)  # validate() checks the values
-    except (TypeError, ValueError) as error:
-        if isinstance(error, StrategyOptionError):
-            raise
-        raise StrategyOptionError(str(error)) from error
 
 
 class VideoBlock(nn.Module):

@@ -398,6 +398,8 @@ def test_cost_of_a_config_uses_its_model_strategy_and_views(capsys: pytest.Captu
     assert tunable == pytest.approx(50.668, abs=1e-3) and gmacs == pytest.approx(11541.3, abs=0.1)  # Table 3: 50M, 11508
     status, _, err = run_cli(["cost", "--config", "ssv2_vitl14_32f", "--strategy", "lora"], capsys)
     assert status == 2 and "drop --strategy" in err and "Traceback" not in err
+    status, _, err = run_cli(["cost", "--config", "ssv2_vitl14_32f", "--frames", "16"], capsys)
+    assert status == 2 and "drop --frames" in err
     status, _, err = run_cli(["cost"], capsys)
     assert status == 2 and "name an image model" in err
 

@@ -102,3 +102,25 @@ def test_ctrl_c_in_one_process_finishes_the_step_and_writes_a_checkpoint(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     monkeypatch.undo()
     assert train.main(small_run(tmp_path / "run", steps=3) + ["--resume"])["step"] == 3
+
+
+def test_dataloader_workers_ignore_the_stop_signals() -> None:
+    # scancel / a terminal signal every process of the job: the workers must not die before the main process
+    # checkpoints, so they ignore SIGTERM and SIGINT (recipes/train.py passes this as worker_init_fn).
+    import multiprocessing
+    import signal
+
+    from recipes._interrupt import ignore_stop_signals
+
+    def child(queue) -> None:  # noqa: ANN001
+        ignore_stop_signals(0)
+        os.kill(os.getpid(), signal.SIGTERM)
+        os.kill(os.getpid(), signal.SIGINT)
+        queue.put("alive")
+
+    context = multiprocessing.get_context("fork")
+    queue = context.Queue()
+    process = context.Process(target=child, args=(queue,))
+    process.start()
+    process.join(20)
+    assert process.exitcode == 0 and queue.get(timeout=5) == "alive"
