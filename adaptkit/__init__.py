@@ -16,6 +16,7 @@ from adaptkit.errors import (
     CheckpointMismatchError,
     MergeError,
     StrategyOptionError,
+    UnloadedModelError,
     UnsupportedBackboneError,
     VideoInputError,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "MergeError",
     "StrategyConfig",
     "StrategyOptionError",
+    "UnloadedModelError",
     "UnsupportedBackboneError",
     "VideoInputError",
     "VideoModel",

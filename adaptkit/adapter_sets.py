@@ -118,8 +118,7 @@ def add_adapter(
     """See :meth:`VideoModel.add_adapter <adaptkit.VideoModel.add_adapter>`."""
     from adaptkit.strategies import make_strategy
 
-    if video_model._restore is None:
-        raise RuntimeError("this VideoModel was unloaded")
+    video_model._require_loaded("add an adapter set")
     if not isinstance(name, str) or not name or "." in name or name in video_model.adapter_names:
         raise ValueError(f"adapter name {name!r} is taken or invalid; sets: {video_model.adapter_names}")
     config = make_strategy(strategy, options)
@@ -187,6 +186,7 @@ def load_adapter(
         read_config,
     )
 
+    video_model._require_loaded("load an adapter set")
     config = read_config(path)
     compare_architecture(config["backbone"], video_model.architecture, path, ignore_architecture_mismatch)
     if config["num_frames"] != video_model.num_frames:

@@ -36,8 +36,12 @@ class CheckpointMismatchError(AdaptkitError, KeyError, ValueError):
         return str(self.args[0]) if self.args else ""
 
 
+class UnloadedModelError(AdaptkitError, RuntimeError):
+    """A call on a video model after ``unload()`` gave its backbone back as the image model."""
+
+
 class MergeError(AdaptkitError, RuntimeError, TypeError):
-    """A refused merge: the strategy cannot be merged, the model is already merged, unloaded or shares its
+    """A refused merge: the strategy cannot be merged, the model is already merged or shares its
     backbone with other adapter sets, or merging changed the outputs beyond tolerance (the model is left unmerged)."""
 
 

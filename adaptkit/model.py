@@ -18,7 +18,7 @@ from torch import nn
 from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialContext
 from adaptkit import adapter_sets, self_checks
 from adaptkit import param_groups as groups
-from adaptkit.errors import MergeError, UnsupportedBackboneError, VideoInputError, retyped  # noqa: F401  MergeError re-exported
+from adaptkit.errors import MergeError, UnloadedModelError, UnsupportedBackboneError, VideoInputError, retyped  # noqa: F401  MergeError re-exported
 from adaptkit.layers import TemporalEmbedding
 from adaptkit.self_checks import MERGE_TOLERANCE  # noqa: F401  re-exported
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, VideoBlock
@@ -157,7 +157,7 @@ class VideoModel(nn.Module):
             VideoInputError: (a ValueError and TypeError) not a non-empty 5-D float tensor of the model's dtype
                 (under autocast, float32 too), other channels than the patch embedding's, or a frame size the
                 backbone cannot embed (the message names the valid sizes).
-            RuntimeError: the model was unloaded.
+            UnloadedModelError: (a RuntimeError) the model was unloaded.
         """
         batch, _, num_frames, height, width = self._check_video(video)
         frames = rearrange(video, "b c t h w -> (b t) c h w")
@@ -177,7 +177,7 @@ class VideoModel(nn.Module):
         """Video (B, C, T, H, W) -> logits (B, num_classes), or features (B, D) without a head.
 
         Raises:
-            VideoInputError, RuntimeError: as :meth:`forward_features`.
+            VideoInputError, UnloadedModelError: as :meth:`forward_features`.
         """
         return self.head(self.head_drop(self.forward_features(video)))
 
@@ -196,9 +196,14 @@ class VideoModel(nn.Module):
         # The family decides the order and what runs between blocks (Swin: downsampling between stages).
         return self.family.forward_blocks(x, spatial, run_block)
 
-    def _check_video(self, video: torch.Tensor) -> tuple[int, int, int, int, int]:
+    def _require_loaded(self, action: str) -> None:
+        """Refuse ``action`` once ``unload()`` has given the backbone back (one message for every entry point)."""
         if self._restore is None:
-            raise RuntimeError("this VideoModel was unloaded; its backbone was given back as an image model")
+            raise UnloadedModelError(
+                f"this VideoModel was unloaded (its backbone was given back as an image model); cannot {action}")
+
+    def _check_video(self, video: torch.Tensor) -> tuple[int, int, int, int, int]:
+        self._require_loaded("run a video")
         if not isinstance(video, torch.Tensor) or video.dim() != 5:
             shape = tuple(video.shape) if isinstance(video, torch.Tensor) else type(video).__name__
             raise VideoInputError(f"expected a video tensor of shape (B, C, T, H, W), got {shape}")
@@ -332,12 +337,11 @@ class VideoModel(nn.Module):
 
         Raises:
             FileExistsError: ``path`` is an existing file.
-            RuntimeError: the model was unloaded.
+            UnloadedModelError: (a RuntimeError) the model was unloaded.
         """
         from adaptkit.checkpoint import save_pretrained
 
-        if self._restore is None:
-            raise RuntimeError("this VideoModel was unloaded: it holds no adapter to save")
+        self._require_loaded("save an adapter")
         save_pretrained(self, path)
 
     # ------------------------------------------------------------------ optimisation
@@ -384,8 +388,9 @@ class VideoModel(nn.Module):
 
         Raises:
             MergeError: (a RuntimeError and TypeError) the strategy cannot be merged, the model is already
-                merged or unloaded, other adapter sets share the backbone, or the merged model differs beyond
+                merged, other adapter sets share the backbone, or the merged model differs beyond
                 tolerance (the message gives the difference; the model is left unmerged).
+            UnloadedModelError: (a RuntimeError) the model was unloaded.
         """
         return self_checks.merge(self, probe, tolerance)
 
@@ -473,9 +478,8 @@ class VideoModel(nn.Module):
         fully finetuned strategies (``space-only``, ``timesformer``) the backbone weights are the
         finetuned ones, as finetuning changed them in place. The video model is unusable afterwards.
         """
+        self._require_loaded("unload again")
         restore = self._restore
-        if restore is None:
-            raise RuntimeError("unload() was already called on this VideoModel")
         self.adapter_sets = nn.ModuleDict()  # inactive sets hold no frozen module; dropping them is enough
         self._set_info = {}
         if restore.applied:

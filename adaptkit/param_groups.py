@@ -24,8 +24,7 @@ def no_weight_decay(video_model: VideoModel) -> set[str]:
 
 def param_groups(video_model: VideoModel, weight_decay: float = 0.0) -> list[dict[str, Any]]:
     """See :meth:`VideoModel.param_groups <adaptkit.VideoModel.param_groups>`."""
-    if video_model._restore is None:
-        raise RuntimeError("this VideoModel was unloaded; it has no trainable parameters left")
+    video_model._require_loaded("build parameter groups")
     exempt = video_model.no_weight_decay()
     head = {id(p) for p in video_model.head.parameters()}
     copies = {id(p) for path in video_model._restore.trainable_copies

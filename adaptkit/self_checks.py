@@ -150,8 +150,7 @@ def check_wrapped_modules_matter(video_model: VideoModel, wrapped: dict[str, nn.
 
 def merge(video_model: VideoModel, probe: torch.Tensor | None = None, tolerance: float | None = None) -> VideoModel:
     """See :meth:`VideoModel.merge <adaptkit.VideoModel.merge>`."""
-    if video_model._restore is None:
-        raise MergeError("this VideoModel was unloaded; there is nothing to merge")
+    video_model._require_loaded("merge")
     if video_model.merged:
         raise MergeError("this VideoModel is already merged")
     if video_model.adapter_sets:

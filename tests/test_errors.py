@@ -209,6 +209,26 @@ def test_merging_a_strategy_that_cannot_merge_is_refused_naming_the_mergeable_on
         vm.merge()
 
 
+def test_every_use_after_unload_raises_one_typed_error(tmp_path):
+    vm = adaptkit.inject(_vit(), "zero-i2v", num_frames=2, num_classes=3)
+    vm.save_pretrained(tmp_path / "set")
+    vm.unload()
+    calls = {
+        "run a video": lambda: vm(torch.randn(1, 3, 2, 32, 32)),
+        "save an adapter": lambda: vm.save_pretrained(tmp_path / "again"),
+        "merge": vm.merge,
+        "build parameter groups": vm.param_groups,
+        "add an adapter set": lambda: vm.add_adapter("other", "aim"),
+        "load an adapter set": lambda: vm.load_adapter(tmp_path / "set", "other"),
+        "unload again": vm.unload,
+    }
+    for action, call in calls.items():
+        with pytest.raises(adaptkit.UnloadedModelError, match=f"was unloaded .*; cannot {action}$"):
+            call()
+    assert issubclass(adaptkit.UnloadedModelError, RuntimeError)
+    assert not (tmp_path / "again").exists()
+
+
 def test_save_pretrained_onto_a_file_is_refused_and_leaves_it(tmp_path):
     target = tmp_path / "adapter"
     target.write_text("mine")
