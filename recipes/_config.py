@@ -121,8 +121,9 @@ class DataConfig:
     decode_device: str = "cpu"
     frame_cache: str | None = None  # folder built by `adaptkit cache`: read pre-decoded frames instead of videos
     train_fraction: float = 1.0  # train on this share of the training videos (a fixed random subset; Figure 3)
-    # Refuse a split whose listed videos are missing from disk above this share (0.1: copies of Kinetics miss 1-5%
-    # as YouTube videos disappear, a wrong root or a half-copied dataset misses far more); 1 trains on what exists.
+    # Refuse a split whose listed videos are missing from disk (or from data.frame_cache) above this share (0.1:
+    # copies of Kinetics miss 1-5% as YouTube videos disappear, a wrong root or a half-copied dataset misses far
+    # more); 1 trains on what exists.
     max_missing_fraction: float = 0.1
     augment: AugmentConfig = field(default_factory=AugmentConfig)  # see adaptkit.data.AugmentConfig
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)

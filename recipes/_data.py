@@ -12,6 +12,7 @@ import itertools
 import logging
 import math
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ from adaptkit.data import (
     SegmentSampler,
     SyntheticMotionDataset,
     VideoClipDataset,
+    VideoFileCheck,
     VideoRecord,
     VideoTrainTransform,
     check_video_files,
@@ -38,6 +40,14 @@ from recipes._distributed import World
 log = logging.getLogger("recipes")
 
 
+@dataclass
+class SplitAnnotations(Annotations):
+    """A split's annotations after :func:`check_available`. ``left_out``: (path, reason) of the listed videos the
+    training split dropped before any training (the validation split keeps them; evaluation reports them)."""
+
+    left_out: list[tuple[str, str]] = field(default_factory=list)
+
+
 def frame_sampler(data: DataConfig, num_clips: int = 1, test_mode: bool = False) -> DenseSampler | SegmentSampler:
     """Dense (``num_frames`` x ``frame_interval``) or segment sampling, as ``data.sampling`` says."""
     if data.sampling == "dense":
@@ -46,12 +56,13 @@ def frame_sampler(data: DataConfig, num_clips: int = 1, test_mode: bool = False)
     return SegmentSampler(data.num_frames, num_clips=num_clips, test_mode=test_mode)
 
 
-def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequence[str] | None = None) -> Annotations:
+def load_split(data: DataConfig, split: SplitConfig, name: str,
+               classes: Sequence[str] | None = None) -> SplitAnnotations:
     """Parse one split's annotations. ``classes`` (the training classes) fixes the label ids where the format
     takes them (Kinetics validation CSVs must use the train CSV's classes) and is checked otherwise.
 
-    Without a frame cache every listed file is looked for first (:func:`check_missing_videos`): the training split
-    comes back without its missing videos, the validation split with them (evaluation reports them as skipped).
+    Every listed video is looked for first (:func:`check_available`): the training split comes back without the
+    missing ones (listed in ``left_out``), the validation split with them (evaluation reports them as skipped).
     """
     if split.annotations is None:
         raise ValueError(f"data.{name}.annotations is not set: set it to the annotation file (and data.{name}.root to "
@@ -82,10 +93,7 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
         if empty:
             log.warning("data.train: %d class(es) without a video in %s: %s%s", len(empty), split.annotations,
                         ", ".join(map(repr, empty[:5])), " ..." if len(empty) > 5 else "")
-    if data.frame_cache is None:
-        annotations = check_missing_videos(data, annotations, name, split.annotations)
-    if data.frame_cache is not None and records:
-        check_frame_cache(open_frame_cache(data.frame_cache), records, f"data.{name}", split.annotations)
+    annotations = check_available(data, annotations, name, split.annotations)
     if classes is not None and list(annotations.classes) != list(classes):
         raise ValueError(
             f"data.{name} has {annotations.num_classes} classes that differ from the model's {len(classes)} "
@@ -99,37 +107,55 @@ def load_split(data: DataConfig, split: SplitConfig, name: str, classes: Sequenc
     return annotations
 
 
-def check_missing_videos(data: DataConfig, annotations: Annotations, name: str, source: str) -> Annotations:
-    """Look for every listed video file before any training (a stat each: 0.6 s for Kinetics-400's 240k rows on a
-    local disk, ``python -m benchmarks.missing_files``), also under the other video extensions; report the missing
-    share and the classes left without a video, and refuse above ``data.max_missing_fraction``.
+def check_available(data: DataConfig, annotations: Annotations, name: str, source: str) -> SplitAnnotations:
+    """Find the listed videos a run could not read before it starts: without a frame cache, files missing on disk
+    (also looked for under the other video extensions; a stat each, 0.6 s for Kinetics-400's 240k rows on a local
+    disk, ``python -m benchmarks.missing_files``); with one, videos it lacks (reads no video file). Report their
+    share and the classes left without a video, and refuse above ``data.max_missing_fraction``. Videos the cache
+    recorded as unreadable are not counted: they are skipped, with their reason, when drawn.
 
     Returns:
-        ``annotations`` with each path as found; for ``name == "train"`` without the missing videos (the validation
-        split keeps them, so that the evaluation result lists them as skipped).
+        ``annotations`` with each path as found; for ``name == "train"`` without the missing videos, which are in
+        ``left_out`` (the validation split keeps them, so that the evaluation result lists them as skipped).
 
     Raises:
         FileNotFoundError: none of the listed files exists (a wrong root).
-        ValueError: the missing share is above ``data.max_missing_fraction`` (one line: count, examples, the key).
+        ValueError: the frame cache holds none of the listed videos (built from another list or root), or the
+            missing share is above ``data.max_missing_fraction`` (one line: count, examples, the key).
     """
-    check = check_video_files(annotations.records)
     records = annotations.records
-    if check.other_extension:
-        log.info("data.%s: %d of %d videos found under another extension than the listed one", name,
-                 check.other_extension, len(records))
-    if len(check.missing) == len(records):
-        # Before any training: a wrong root would otherwise surface only when every video has been skipped.
-        raise FileNotFoundError(f"data.{name}: none of the {len(records)} videos listed in {source} exists "
-                                f"(the first: {records[0].path}); is data.{name}.root right?")
+    if data.frame_cache is None:
+        check, reason, absent, fix = check_video_files(records), "missing", "video files are missing", (
+            f"is data.{name}.root right?")
+        if check.other_extension:
+            log.info("data.%s: %d of %d videos found under another extension than the listed one", name,
+                     check.other_extension, len(records))
+        if len(check.missing) == len(records):
+            # Before any training: a wrong root would otherwise surface only when every video has been skipped.
+            raise FileNotFoundError(f"data.{name}: none of the {len(records)} videos listed in {source} exists "
+                                    f"(the first: {records[0].path}); {fix}")
+    else:
+        cache = open_frame_cache(data.frame_cache)
+        check = VideoFileCheck(list(records), [i for i, r in enumerate(records)
+                                               if r.path not in cache and cache.unreadable_reason(r.path) is None])
+        reason, absent, fix = "not in the frame cache", f"videos are not in the frame cache {cache.folder}", (
+            "`adaptkit cache --update` adds them.")
+        if not any(r.path in cache for r in records):
+            raise ValueError(f"data.{name}: none of the {len(records)} videos listed in {source} is in the frame "
+                             f"cache {cache.folder} (the first: {records[0].path}); was it built from another "
+                             f"annotation file or root, or for the other split only (--split)? {fix}")
     if check.missing:
-        line = f"data.{name}: {check.summary(annotations.classes)}, listed in {source}"
+        line = f"data.{name}: {check.summary(annotations.classes, absent=absent)}, listed in {source}"
         if check.missing_fraction > data.max_missing_fraction:
             allowed = math.ceil(check.missing_fraction * 100) / 100
-            raise ValueError(f"{line}: more than data.max_missing_fraction={data.max_missing_fraction}; is "
-                             f"data.{name}.root right? To {'train' if name == 'train' else 'evaluate'} on the rest, "
-                             f"set data.max_missing_fraction={allowed}")
+            raise ValueError(f"{line}: more than data.max_missing_fraction={data.max_missing_fraction}; {fix} To "
+                             f"{'train' if name == 'train' else 'evaluate'} on the rest, set "
+                             f"data.max_missing_fraction={allowed}")
         log.warning("%s; %s", line, "left out of training" if name == "train" else "evaluation skips them")
-    return Annotations(check.found if name == "train" else check.records, list(annotations.classes))
+    if name != "train":
+        return SplitAnnotations(check.records, list(annotations.classes))
+    left_out = [(check.records[i].path, reason) for i in check.missing]
+    return SplitAnnotations(check.found, list(annotations.classes), left_out)
 
 
 @functools.lru_cache(maxsize=2)
@@ -142,20 +168,6 @@ def open_frame_cache(folder: str) -> FrameCache:
     takes about a second to parse, and the checks and both datasets of a run read it."""
     index = Path(folder) / "index.json"
     return _frame_cache(folder, index.stat().st_mtime_ns if index.is_file() else -1)
-
-
-def check_frame_cache(cache: FrameCache, records: Sequence[VideoRecord], what: str, source: str) -> None:
-    """Refuse a frame cache that holds none of ``records`` (built from another list or root), and warn about the
-    listed videos it lacks, which would otherwise be skipped one by one during the run. Reads no video file."""
-    if not any(r.path in cache for r in records):
-        raise ValueError(f"{what}: none of the {len(records)} videos listed in {source} is in the frame cache "
-                         f"{cache.folder} (the first: {records[0].path}); was it built from another annotation file "
-                         "or root, or for the other split only (--split)? `adaptkit cache --update` adds them")
-    absent = [r.path for r in records if r.path not in cache and cache.unreadable_reason(r.path) is None]
-    if absent:
-        log.warning("%s: %d of the %d videos listed in %s are not in the frame cache %s and will be skipped (the "
-                    "first: %s); `adaptkit cache --update` adds them", what, len(absent), len(records),
-                    source, cache.folder, absent[0])
 
 
 def _cache_of(data: DataConfig) -> FrameCache | None:
@@ -172,20 +184,22 @@ def training_subset(annotations: Annotations, fraction: float) -> Annotations:
     return Annotations([annotations.records[i] for i in keep], list(annotations.classes))
 
 
-def train_dataset(config: RecipeConfig) -> tuple[Dataset, list[str]]:
-    """The training dataset and the class names (which fix the model's head)."""
+def train_dataset(config: RecipeConfig) -> tuple[Dataset, list[str], list[tuple[str, str]]]:
+    """The training dataset, the class names (which fix the model's head) and the (path, reason) of the listed
+    videos left out before training (:func:`check_available`)."""
     data = config.data
     if data.source == "synthetic":
         s = data.synthetic
         dataset = SyntheticMotionDataset(s.train_videos, data.num_frames, s.size, s.num_classes, seed=s.seed)
-        return dataset, list(dataset.classes)
-    annotations = training_subset(load_split(data, data.train, "train"), data.train_fraction)
+        return dataset, list(dataset.classes), []
+    split = load_split(data, data.train, "train")
+    annotations = training_subset(split, data.train_fraction)
     dataset = VideoClipDataset(
         annotations, frame_sampler(data), VideoTrainTransform(data.augment), seed=config.train.seed,
         backend=data.decode_backend, frame_cache=_cache_of(data), decode_device=data.decode_device,
         check_files=False,  # load_split left the missing files out
     )
-    return dataset, list(annotations.classes)
+    return dataset, list(annotations.classes), split.left_out
 
 
 class SingleViewDataset(Dataset):

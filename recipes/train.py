@@ -211,7 +211,7 @@ class TrainRecipe:
                 one optimizer step.
         """
         config, world, tc = self.config, self.world, self.config.train
-        self.train_set, self.classes = train_dataset(config)
+        self.train_set, self.classes, self.left_out = train_dataset(config)
         self.eval_set, self.views, _ = eval_dataset(config, self.classes) if has_eval_data(config) else (None, "", 0)
         per_step = config.data.batch_size * world.world_size
         self.accumulation = tc.global_batch_size // per_step
@@ -428,9 +428,10 @@ class TrainRecipe:
 
     # ------------------------------------------------------------------------------------------ helpers
     def skipped(self) -> list[Skip]:
-        """Every training video skipped so far by any rank, including before the resumed checkpoint (collective)."""
+        """Every training video skipped so far by any rank, including before the resumed checkpoint and those left
+        out before training as missing (collective)."""
         ranks = all_gather_objects(self.world, list(self.train_set.skipped()))
-        return sorted({*self.skipped_before, *(tuple(s) for rank in ranks for s in rank)})
+        return sorted({*self.skipped_before, *self.left_out, *(tuple(s) for rank in ranks for s in rank)})
 
     def save(self, step: int) -> None:
         """Checkpoint ``step`` (collective: every rank's RNG state and skipped videos go in)."""
@@ -601,6 +602,8 @@ class TrainRecipe:
                                    "weights": self.weights,
                                    "image_weights": None if self.image_weights is None else str(self.image_weights),
                                    **self.wall_times()}
+        skipped = self.skipped()
+        summary["skipped_train"] = [list(s) for s in skipped]
         if self.step < self.total_steps:
             summary["stopped"] = True
             if world.is_main:
@@ -618,16 +621,14 @@ class TrainRecipe:
         barrier(world)
         epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         result = self.run_evaluation(self.step, epochs) if self.eval_set is not None and config.eval.at_end else None
-        skipped = self.skipped()
-        summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, skipped_train=[list(s) for s in skipped],
-                       **self.wall_times())
+        summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, **self.wall_times())
         if world.is_main:
             if result is not None:
                 result.to_json(self.run_dir / "eval_result.json")
                 summary["eval"] = {k: v for k, v in result.to_dict().items()
                                    if k not in ("video_ids", "labels", "predictions")}
             lines = [f"  {path} ({reason})" for path, reason in skipped]
-            print("training data: " + (f"skipped {len(skipped)} unreadable videos:\n" + "\n".join(lines) if skipped
+            print("training data: " + (f"skipped {len(skipped)} videos:\n" + "\n".join(lines) if skipped
                                        else "no videos skipped"))
             if result is not None:  # gathered from every rank's shard
                 print(f"evaluation data: {format_skipped(result)}")

@@ -49,9 +49,11 @@ class VideoFileCheck:
         present = {record.label for record in self.found}
         return [classes[label] for label in sorted(listed - present)]
 
-    def summary(self, classes: Sequence[str] | None = None, examples: int = 3) -> str:
+    def summary(self, classes: Sequence[str] | None = None, examples: int = 3,
+                absent: str = "video files are missing") -> str:
         """One line: how many files are missing (share and a few paths) and, given ``classes``, the classes left
-        without a video; ``"all N video files exist"`` when none is missing."""
+        without a video; ``"all N video files exist"`` when none is missing. ``absent`` words the count (e.g.
+        ``"videos are not in the frame cache ..."`` for a check against a cache)."""
         total = len(self.records)
         moved = f" ({self.other_extension} under another extension)" if self.other_extension else ""
         if not self.missing:
@@ -59,7 +61,7 @@ class VideoFileCheck:
         shown = ", ".join(self.records[i].path for i in self.missing[:examples])
         more = ", ..." if len(self.missing) > examples else ""
         share = f"{self.missing_fraction:.1%}"
-        line = f"{len(self.missing)} of {total} video files are missing ({share}; e.g. {shown}{more})"
+        line = f"{len(self.missing)} of {total} {absent} ({share}; e.g. {shown}{more})"
         empty = self.classes_without_video(classes) if classes is not None else []
         if empty:
             line += f"; {len(empty)} class(es) left without a video: " + ", ".join(map(repr, empty[:5])) + (

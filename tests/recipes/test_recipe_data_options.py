@@ -109,14 +109,23 @@ def test_a_frame_cache_of_other_videos_is_refused_and_a_partial_one_warned_about
     assert not (tmp_path / "run").exists()
 
     build_frame_cache([*val.records, *train_records[:2]], tmp_path / "some_frames", short_side=36)
-    summary = train.main(["--config", str(video_config), "train.max_steps=2",
-                          f"data.frame_cache={tmp_path / 'some_frames'}"])
+    capsys.readouterr()
+    # 6 of the 9 are not in the cache: above data.max_missing_fraction, refused as missing files are
+    cached = f"data.frame_cache={tmp_path / 'some_frames'}"
+    assert cli.main(["train", "--config", str(video_config), cached]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and (f"data.train: 6 of 9 videos are not in the frame cache {tmp_path / 'some_frames'}"
+                                     " (66.7%; e.g. ") in err
+    assert "`adaptkit cache --update` adds them. To train on the rest, set data.max_missing_fraction=0.67" in err
+    summary = train.main(["--config", str(video_config), "train.max_steps=2", cached, "data.max_missing_fraction=0.7",
+                          "train.global_batch_size=2", "data.batch_size=2"])
     err = capsys.readouterr().err  # the recipe's own logging (it replaces pytest's handlers)
     # broken.mp4 was unreadable when the cache was built: skipped, but not counted as missing from the cache
-    assert "WARNING recipes: data.train: 6 of the 9 videos listed in" in err and "will be skipped" in err
+    assert "WARNING recipes: data.train: 6 of 9 videos are not in the frame cache" in err
+    assert "left out of training" in err
     reasons = dict((Path(path).name, reason) for path, reason in summary["skipped_train"])
     assert reasons.pop("broken.mp4") == "corrupt or truncated"
-    assert reasons and set(reasons.values()) == {"not in the frame cache"}
+    assert len(reasons) == 6 and set(reasons.values()) == {"not in the frame cache"}
 
 
 def test_the_cache_command_updates_a_cache_after_a_video_changed(

@@ -60,7 +60,7 @@ def test_real_videos_with_a_corrupt_file(
     assert summary["step"] == 3
     broken = str(video_dataset / "broken.mp4")
     assert [path for path, _ in summary["skipped_train"]] == [broken]
-    assert "skipped 1 unreadable videos" in out and broken in out
+    assert "skipped 1 videos" in out and broken in out
     assert f"evaluation data: 1 unreadable videos left out:\n  {broken} (corrupt or truncated)" in out
     result = json.loads((Path(summary["run_dir"]) / "eval_result.json").read_text())
     assert result["skipped_ids"] == ["broken"] and result["num_videos"] == 4 and "broken" not in result["video_ids"]
@@ -76,6 +76,22 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path: Path, synthetic_
     assert summary["total_steps"] == summary["step"] == 2
     state = load_state(list_checkpoints(tmp_path / "run")[-1])
     assert state["steps_per_epoch"] == 2 and state["global_batch_size"] == 4
+
+
+def test_a_missing_training_video_is_left_out_and_listed_in_the_summary_across_resume(
+    video_config: Path, video_dataset: Path, capsys: pytest.CaptureFixture
+) -> None:
+    gone = video_dataset / (video_dataset / "train.txt").read_text().split()[0]
+    gone.unlink()
+    args = ["--config", str(video_config), "data.max_missing_fraction=0.2", "train.global_batch_size=2",
+            "data.batch_size=2", "eval.at_end=false", "train.checkpoint_every=1"]
+    stopped = train.main([*args, "train.max_steps=2", "train.stop_at_step=1"])
+    assert stopped["stopped"] and stopped["skipped_train"][0] == [str(gone), "missing"]
+    summary = train.main([*args, "train.max_steps=2", "--resume"])
+    broken = str(video_dataset / "broken.mp4")
+    assert sorted(map(tuple, summary["skipped_train"])) == sorted([(str(gone), "missing"),
+                                                                   (broken, "corrupt or truncated")])
+    assert f"  {gone} (missing)" in capsys.readouterr().out
 
 
 def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, synthetic_args) -> None:
