@@ -8,6 +8,7 @@ The temporary file (mode 0600 from ``mkstemp``) gets the mode a plain ``open()``
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import os
 import shutil
@@ -24,7 +25,18 @@ except ImportError:  # Windows
 
 
 def sha256_file(path: str | Path) -> str:
-    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
+    """The hex SHA-256 of a file's bytes, read in 1 MiB blocks.
+
+    The digest is remembered for this process while the file keeps its inode, size, modification and change times
+    (the change time cannot be set back from user space, so any rewrite is seen): a checkpoint hashed when written
+    and again by the recipes' digest list, or verified before loading and again by the loader, is read once.
+    """
+    info = os.stat(path)
+    return _sha256_of(os.fspath(path), info.st_dev, info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+
+
+@functools.lru_cache(maxsize=256)
+def _sha256_of(path: str, *identity: int) -> str:  # identity: the stat fields that key the cache
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for block in iter(lambda: file.read(1 << 20), b""):

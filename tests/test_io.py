@@ -1,14 +1,16 @@
-"""adaptkit.io: folders appear whole or not at all."""
+"""adaptkit.io: folders appear whole or not at all; file digests are read once and never stale."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import stat
 from pathlib import Path
 
 import pytest
 
-from adaptkit.io import atomic_directory
+from adaptkit import io
+from adaptkit.io import atomic_directory, sha256_file
 
 
 def test_atomic_directory_appears_complete_with_the_umask_mode(tmp_path: Path) -> None:
@@ -55,3 +57,20 @@ def test_staging_left_by_a_killed_build_is_removed_and_a_live_one_kept(tmp_path:
         assert sorted(p.name for p in tmp_path.iterdir()) == [".out-live", ".out-live.lock", "out"]
     atomic_directory(tmp_path / "other", lambda d: None)  # another name's staging is not touched
     assert sorted(p.name for p in tmp_path.iterdir()) == [".out-live", ".out-live.lock", "other", "out"]
+
+
+def test_a_file_digest_is_read_once_and_a_rewrite_is_seen_even_with_its_times_put_back(tmp_path: Path) -> None:
+    file = tmp_path / "weights.safetensors"
+    file.write_bytes(b"a" * 4096)
+    first = sha256_file(file)
+    assert first == hashlib.sha256(b"a" * 4096).hexdigest()
+    hits = io._sha256_of.cache_info().hits
+    assert sha256_file(file) == first and io._sha256_of.cache_info().hits == hits + 1  # not read again
+    before = file.stat()
+    with open(file, "r+b") as handle:  # a flipped byte in place: same inode and size
+        handle.write(b"b")
+    os.utime(file, ns=(before.st_atime_ns, before.st_mtime_ns))  # modification time put back
+    assert sha256_file(file) == hashlib.sha256(b"b" + b"a" * 4095).hexdigest()
+    file.unlink()
+    file.write_bytes(b"a" * 4096)  # a new file under the same name
+    assert sha256_file(file) == first
