@@ -150,6 +150,7 @@ def frame_self_attention(
         tokens = rearrange(tokens, "(b t) n d -> (b n) t d", t=num_frames).contiguous()
     qkv = projections.qkv(tokens)  # kernel: (B*T, N, 3, heads, d), per token; else (B*N, T, 3, heads, d)
     gate_input = tokens if projections.out_reads_tokens else None
+    out_shape = x.shape  # the closure must not hold x: under recompute it lives until the backward pass
 
     def attend_and_project(qkv: torch.Tensor, bias: torch.Tensor | None, gate_input: torch.Tensor | None) -> torch.Tensor:
         if kernel:
@@ -158,7 +159,7 @@ def frame_self_attention(
             q, k, v = qkv.unbind(-3)  # bias (heads, T, T) broadcasts over B*N
             out = attend_sequences(q, k, v, scale=projections.scale, bias=bias, dropout_p=projections.dropout)
             y = rearrange(projections.out(out, gate_input), "(b n) t d -> (b t) n d", n=positions)
-        y = y.reshape(x.shape)
+        y = y.reshape(out_shape)
         return y if tail is None else tail(y)
 
     if recompute and torch.is_grad_enabled():
