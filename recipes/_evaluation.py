@@ -49,8 +49,11 @@ def evaluate(
     model.eval()
     mean, std = normalization
     shard = Subset(dataset, range(world.rank, len(dataset), world.world_size))
+    # Its own generator: a DataLoader otherwise draws its workers' base seed from the global RNG, which training's
+    # dropout and drop path draw from, so an evaluation would change the training that follows it (and a resume
+    # after an epoch's evaluation would not repeat the uninterrupted run).
     loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=pin_memory and world.device.type == "cuda")
+                        pin_memory=pin_memory and world.device.type == "cuda", generator=torch.Generator().manual_seed(0))
 
     def forward(video: torch.Tensor) -> torch.Tensor:  # normalised (N, C, T, H, W) -> logits (N, K)
         with autocast(world.device, bf16):

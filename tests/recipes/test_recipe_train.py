@@ -239,3 +239,34 @@ def test_overwriting_a_finished_run_says_so(tmp_path: Path, synthetic_args, caps
     saved = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert saved == stopped and saved["stopped"] is True and saved["step"] == 1
     assert not (tmp_path / "run" / "final").exists() and not (tmp_path / "run" / "eval_result.json").exists()
+
+
+class _TwoClips(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
+        return torch.zeros(1, 2, 3, 4, 4, dtype=torch.uint8), index % 2, f"v{index}"  # (V, T, C, H, W)
+
+
+class _NoLogits(torch.nn.Module):
+    def forward(self, video: torch.Tensor) -> torch.Tensor:  # (N, C, T, H, W) -> (N, 2)
+        return torch.zeros(video.shape[0], 2)
+
+
+@pytest.mark.parametrize("workers", [0, 1])
+def test_an_evaluation_leaves_the_global_rng_to_training(workers: int) -> None:
+    """Training's dropout and drop path draw from the global RNG: an epoch's evaluation must not move it, or
+    eval.every_epochs changes the weights and a resume after that evaluation is not exact."""
+    import datetime
+
+    from recipes._distributed import setup
+    from recipes._evaluation import evaluate
+
+    world = setup("cpu", datetime.timedelta(minutes=1))
+    torch.manual_seed(0)
+    expected = torch.rand(1)
+    torch.manual_seed(0)
+    evaluate(_NoLogits(), _TwoClips(), world, ((0.5,) * 3, (0.5,) * 3), "2x1x1",
+             batch_size=2, chunk_size=2, num_workers=workers)
+    assert torch.equal(torch.rand(1), expected)
