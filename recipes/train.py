@@ -102,6 +102,10 @@ log = logging.getLogger("recipes.train")
 Skip = tuple[str, str]  # (video path, reason)
 
 
+class TrainingDiverged(RuntimeError):
+    """The loss or the trainable weights stopped being finite: the run stops before it logs or saves them."""
+
+
 def parse_args(argv: list[str] | None, prog: str = "adaptkit train") -> argparse.Namespace:
     parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("--config", help=f"config name (`adaptkit ls`) or YAML path (default: {DEFAULT_CONFIG})")
@@ -199,6 +203,9 @@ class TrainRecipe:
         self.bf16 = precision == "bf16" or (precision == "auto" and world.device.type == "cuda")
         self.step = 0
         self.saved_step: int | None = None  # the step of the last checkpoint this start wrote
+        self.step_lr = 0.0  # the learning rate the last optimizer step used (the schedule has moved on since)
+        self.checked_step = 0  # the last step known to have finite losses and weights
+        self.nonfinite = torch.zeros((), dtype=torch.bool, device=world.device)  # a loss since then was not finite
         self.skipped_before: list[Skip] = []  # videos skipped before the checkpoint this run resumed from
         self.wall_time_before = 0.0  # seconds the run had taken up to the checkpoint it resumed from
 
@@ -433,8 +440,32 @@ class TrainRecipe:
         ranks = all_gather_objects(self.world, list(self.train_set.skipped()))
         return sorted({*self.skipped_before, *self.left_out, *(tuple(s) for rank in ranks for s in rank)})
 
+    def check_finite(self) -> None:
+        """Stop a diverged run before it logs or checkpoints non-finite numbers (collective; one device sync).
+
+        Raises:
+            TrainingDiverged: a loss since the last check, or a trainable tensor, is NaN or infinite on any rank.
+        """
+        if self.checked_step == self.step:
+            return
+        weights = torch.stack([p.detach().isfinite().all() for p in self.model.parameters() if p.requires_grad])
+        if any_rank(self.world, bool(self.nonfinite) or not bool(weights.all())):
+            newest = self.saved_step if self.saved_step is not None else (
+                self.resume_state["step"] if self.checkpoint is not None else None)
+            kept = f"the newest checkpoint is step {newest}" if newest else "no checkpoint was written"
+            raise TrainingDiverged(
+                f"training diverged: the loss or the trained weights became NaN or infinite between step "
+                f"{self.checked_step} and step {self.step}; stopped without logging or saving them ({kept}). Lower "
+                f"optim.lr (now {self.config.optim.lr:g}) or set optim.clip_grad_norm and start again")
+        self.checked_step = self.step
+
     def save(self, step: int) -> None:
-        """Checkpoint ``step`` (collective: every rank's RNG state and skipped videos go in)."""
+        """Checkpoint ``step`` (collective: every rank's RNG state and skipped videos go in).
+
+        Raises:
+            TrainingDiverged: see :meth:`check_finite`; nothing is written.
+        """
+        self.check_finite()
         self.saved_step = step
         states = all_gather_objects(self.world, rng_state())
         skipped = self.skipped()
@@ -476,10 +507,12 @@ class TrainRecipe:
             TrainingInterrupted: after SIGTERM or SIGINT on any rank, at the next step boundary, once a checkpoint
                 of that step is written (see ``recipes._interrupt``).
         """
-        with StopSignals(announce=self.world.is_main) as stop:
-            self._train(stop)
+        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.world.is_main,
+                   dynamic_ncols=True)
+        with StopSignals(announce=self.world.is_main) as stop, bar:  # the bar closes however the loop ends
+            self._train(stop, bar)
 
-    def _train(self, stop: StopSignals) -> None:
+    def _train(self, stop: StopSignals, bar: tqdm) -> None:
         config, world, tc = self.config, self.world, self.config.train
         model, accumulation, batch_size = self.model, self.accumulation, config.data.batch_size
         train_model: torch.nn.Module = model
@@ -495,12 +528,11 @@ class TrainRecipe:
         loader = self.make_loader()
 
         stop_at = min(self.total_steps, tc.stop_at_step or self.total_steps)
-        bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not world.is_main,
-                   dynamic_ncols=True)
         model.train()
         # Log-window accumulators; `paused` (checkpointing, evaluation) is left out of the throughput and data share.
         # The loss sums on the device, in float64 as a Python float would: no GPU sync per micro-batch.
         zero_loss = torch.zeros((), dtype=torch.float64, device=world.device)
+        self.checked_step = self.step
         window_loss, window_steps, window_start, paused, waited = zero_loss, 0, time.perf_counter(), 0.0, 0.0
         epoch = self.step // self.steps_per_epoch
         if self.evaluation_was_cut_short(epoch):
@@ -522,19 +554,21 @@ class TrainRecipe:
                     loss = F.cross_entropy(logits.float(), targets) / accumulation
                     loss.backward()
                 window_loss = window_loss + loss.detach().double()
+                self.nonfinite |= ~torch.isfinite(loss.detach())
                 if not sync:
                     continue
                 self.optimizer_step()
                 window_steps += 1
                 bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == stop_at:
+                    self.check_finite()
                     elapsed = time.perf_counter() - window_start - paused
                     # (loss sum, wait share) summed over the ranks: every rank averaged its share of the batch.
                     totals = sum_over_ranks(world, torch.stack([window_loss, zero_loss + min(waited / elapsed, 1.0)]))
                     loss_sum, wait_sum = totals.tolist()
                     values = {"epoch": round(self.step / self.steps_per_epoch, 3),
                               "loss": loss_sum / world.world_size / window_steps,
-                              "lr": self.optimizer.param_groups[0]["lr"],
+                              "lr": self.step_lr,
                               "clips_per_s": window_steps * tc.global_batch_size / elapsed,
                               "data_wait": wait_sum / world.world_size}
                     self.metrics.log("train", self.step, **values)
@@ -547,7 +581,6 @@ class TrainRecipe:
                 if any_rank(world, stop.requested):  # every rank asks, so none waits alone in the next collective
                     if self.saved_step != self.step:
                         self.save(self.step)
-                    bar.close()
                     raise TrainingInterrupted(self.step, stop.signum or signal.SIGTERM)
                 if self.step == stop_at:
                     break
@@ -558,7 +591,6 @@ class TrainRecipe:
                 if every and self.eval_set is not None and (epoch + 1) % every == 0 and self.step < self.total_steps:
                     paused += self._timed(self.run_evaluation, self.step, epoch + 1)
                 epoch += 1
-        bar.close()
 
     def evaluation_was_cut_short(self, epochs_done: int) -> bool:
         """Whether the run resumes at an epoch end whose evaluation is due but not in the logs: the checkpoint is
@@ -574,6 +606,7 @@ class TrainRecipe:
         if clip is not None:
             torch.nn.utils.clip_grad_norm_([p for p in self.model.parameters() if p.requires_grad], clip)
         self.optimizer.step()
+        self.step_lr = self.optimizer.param_groups[0]["lr"]
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1

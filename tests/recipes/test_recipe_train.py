@@ -270,3 +270,32 @@ def test_an_evaluation_leaves_the_global_rng_to_training(workers: int) -> None:
     evaluate(_NoLogits(), _TwoClips(), world, ((0.5,) * 3, (0.5,) * 3), "2x1x1",
              batch_size=2, chunk_size=2, num_workers=workers)
     assert torch.equal(torch.rand(1), expected)
+
+
+def test_each_logged_lr_is_the_one_its_step_used(tmp_path: Path, synthetic_args) -> None:
+    from recipes._builders import warmup_cosine
+
+    summary = train.main(synthetic_args(tmp_path / "run", steps=6) + [
+        "train.log_every=1", "optim.warmup_epochs=0.5", "optim.lr=0.01", "optim.min_lr=0.001"])
+    rows = [json.loads(line) for line in (Path(summary["run_dir"]) / "metrics.jsonl").read_text().splitlines()]
+    logged = [r["lr"] for r in rows if r["kind"] == "train"]
+    factor = warmup_cosine(3, 6, 0.1)  # 3 warmup steps of the 6; min_lr / lr = 0.1
+    assert logged == pytest.approx([0.01 * factor(step) for step in range(6)], rel=1e-12)
+    assert logged[0] == pytest.approx(0.01 / 3) and logged[-1] > 0.001  # the first step's, not the next one's
+
+
+def test_a_diverged_run_stops_before_logging_or_saving_nan(tmp_path: Path, synthetic_args,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    from recipes import cli
+
+    args = synthetic_args(tmp_path / "run", steps=6) + ["train.log_every=3", "train.checkpoint_every=1",
+                                                           "data.synthetic.num_classes=4"]
+    assert cli.main(["train", *args, "optim.lr=1e12", "optim.warmup_epochs=0"]) == 2
+    err = capsys.readouterr().err
+    assert len([line for line in err.splitlines() if "error" in line]) == 1
+    assert "adaptkit train: error: training diverged: the loss or the trained weights became NaN or infinite " \
+        "between step 1 and step 2; stopped without logging or saving them (the newest checkpoint is step 1). " \
+        "Lower optim.lr (now 1e+12) or set optim.clip_grad_norm and start again" in err
+    run = tmp_path / "run"
+    assert not (run / "final").exists() and [p.name for p in list_checkpoints(run)] == ["step_00000001"]
+    assert not [line for line in (run / "metrics.jsonl").read_text().splitlines() if '"train"' in line]
