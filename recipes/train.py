@@ -206,6 +206,10 @@ class TrainRecipe:
         self.step_lr = 0.0  # the learning rate the last optimizer step used (the schedule has moved on since)
         self.checked_step = 0  # the last step known to have finite losses and weights
         self.nonfinite = torch.zeros((), dtype=torch.bool, device=world.device)  # a loss since then was not finite
+        # The open log window: the sum of its losses (a rank's; the mean over ranks once resumed) and its optimizer
+        # steps. Checkpoints carry it, so a resumed run logs the same rows as an uninterrupted one.
+        self.window_loss = torch.zeros((), dtype=torch.float64, device=world.device)
+        self.window_steps = 0
         self.skipped_before: list[Skip] = []  # videos skipped before the checkpoint this run resumed from
         self.wall_time_before = 0.0  # seconds the run had taken up to the checkpoint it resumed from
 
@@ -386,6 +390,8 @@ class TrainRecipe:
             state = self.resume_state
             self.optimizer.load_state_dict(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
+            loss_sum, steps = state.get("log_window", (0.0, 0))  # checkpoints before the key: an empty window
+            self.window_loss, self.window_steps = self.window_loss + loss_sum, steps
             if len(state["rng"]) == world.world_size:
                 set_rng_state(state["rng"][world.rank])
             elif world.is_main:
@@ -469,12 +475,14 @@ class TrainRecipe:
         self.saved_step = step
         states = all_gather_objects(self.world, rng_state())
         skipped = self.skipped()
+        window_mean = sum_over_ranks(self.world, self.window_loss).item() / self.world.world_size
         if self.world.is_main:
             training_state = {
                 "step": step, "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                 "rng": states, "steps_per_epoch": self.steps_per_epoch, "total_steps": self.total_steps,
                 "global_batch_size": self.config.train.global_batch_size, "world_size": self.world.world_size,
                 "skipped_train": [list(s) for s in skipped], "wall_time_s": self.wall_time_before + self.elapsed(),
+                "log_window": [window_mean, self.window_steps],
             }
             path = save_checkpoint(self.run_dir, step, self.model, training_state, self.config_yaml, self.classes,
                                    self.image_weights, self.config.train.keep_checkpoints)
@@ -533,7 +541,8 @@ class TrainRecipe:
         # The loss sums on the device, in float64 as a Python float would: no GPU sync per micro-batch.
         zero_loss = torch.zeros((), dtype=torch.float64, device=world.device)
         self.checked_step = self.step
-        window_loss, window_steps, window_start, paused, waited = zero_loss, 0, time.perf_counter(), 0.0, 0.0
+        # Throughput counts this start's steps only (a resumed window began before it).
+        window_start, timed_steps, paused, waited = time.perf_counter(), 0, 0.0, 0.0
         epoch = self.step // self.steps_per_epoch
         if self.evaluation_was_cut_short(epoch):
             paused += self._timed(self.run_evaluation, self.step, epoch)
@@ -553,28 +562,30 @@ class TrainRecipe:
                         logits = train_model(video)
                     loss = F.cross_entropy(logits.float(), targets) / accumulation
                     loss.backward()
-                window_loss = window_loss + loss.detach().double()
+                self.window_loss = self.window_loss + loss.detach().double()
                 self.nonfinite |= ~torch.isfinite(loss.detach())
                 if not sync:
                     continue
                 self.optimizer_step()
-                window_steps += 1
+                self.window_steps += 1
+                timed_steps += 1
                 bar.update(1)
-                if self.step % tc.log_every == 0 or self.step == stop_at:
+                if self.step % tc.log_every == 0 or self.step == self.total_steps:
                     self.check_finite()
                     elapsed = time.perf_counter() - window_start - paused
                     # (loss sum, wait share) summed over the ranks: every rank averaged its share of the batch.
-                    totals = sum_over_ranks(world, torch.stack([window_loss, zero_loss + min(waited / elapsed, 1.0)]))
+                    wait_share = zero_loss + min(waited / elapsed, 1.0)
+                    totals = sum_over_ranks(world, torch.stack([self.window_loss, wait_share]))
                     loss_sum, wait_sum = totals.tolist()
                     values = {"epoch": round(self.step / self.steps_per_epoch, 3),
-                              "loss": loss_sum / world.world_size / window_steps,
+                              "loss": loss_sum / world.world_size / self.window_steps,
                               "lr": self.step_lr,
-                              "clips_per_s": window_steps * tc.global_batch_size / elapsed,
+                              "clips_per_s": timed_steps * tc.global_batch_size / elapsed,
                               "data_wait": wait_sum / world.world_size}
                     self.metrics.log("train", self.step, **values)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
                                     clips_s=f"{values['clips_per_s']:.1f}", data=f"{100 * values['data_wait']:.0f}%")
-                    window_loss, window_steps, window_start = zero_loss, 0, time.perf_counter()
+                    self.window_loss, self.window_steps, timed_steps, window_start = zero_loss, 0, 0, time.perf_counter()
                     paused, waited = 0.0, 0.0
                 if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0) or self.step == stop_at:
                     paused += self._timed(self.save, self.step)

@@ -124,6 +124,20 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
     assert log == [1, 2, 3, 4, 5, 6]
 
 
+def test_a_log_window_cut_by_a_stop_is_logged_whole_after_the_resume(tmp_path: Path, synthetic_args) -> None:
+    """The checkpoint at step 3 carries the open window (steps 1-3): the resumed run logs step 4 over steps 1-4, as
+    the uninterrupted run does, and no extra row at the stop."""
+    def rows(run: str, *extra: str) -> list[tuple[int, float, float]]:
+        train.main(synthetic_args(tmp_path / run, steps=6) + ["train.log_every=4", "eval.at_end=false", *extra])
+        lines = (tmp_path / run / "metrics.jsonl").read_text().splitlines()
+        return [(r["step"], r["loss"], r["lr"]) for r in map(json.loads, lines) if r["kind"] == "train"]
+
+    straight = rows("straight")
+    assert [step for step, _, _ in straight] == [4, 6]
+    assert rows("resumed", "train.stop_at_step=3") == []
+    assert rows("resumed", "--resume") == straight
+
+
 def test_resume_with_a_dataloader_worker_matches_an_uninterrupted_run(tmp_path: Path, video_config: Path) -> None:
     # Real videos through VideoClipDataset with random crops and flips drawn in a worker process: each clip's
     # randomness must be a function of (seed, epoch, index), not of the worker's RNG history.
