@@ -36,6 +36,18 @@ class WeightsError(RuntimeError):
     """Pretrained weights were not requested (and random init not allowed), or could not be loaded."""
 
 
+class SavedBackboneMismatchError(ValueError):
+    """A run's saved random backbone does not fit the image model the config builds (another architecture).
+
+    Attributes:
+        image_model: the model the config built (without weights), to name how it differs.
+    """
+
+    def __init__(self, message: str, image_model: nn.Module) -> None:
+        super().__init__(message)
+        self.image_model = image_model
+
+
 RANDOM_INIT = "random init"  # the weights description of a backbone created without weights
 
 RANDOM_INIT_HELP = (
@@ -354,6 +366,7 @@ def create_image_model(
 
     Raises:
         WeightsError: no weights requested without ``allow_random_init``, or requested weights failed to load.
+        SavedBackboneMismatchError: ``weights_file`` holds another architecture's tensors.
         FileNotFoundError: ``model.checkpoint`` does not exist.
     """
     check_model_name(config.name, config.source)
@@ -361,7 +374,11 @@ def create_image_model(
         architecture = ModelConfig(name=config.name.partition(".")[0] if config.source == "timm" else config.name,
                                    source=config.source, kwargs=dict(config.kwargs), allow_random_init=True)
         model, _ = create_image_model(architecture, load_weights=False)
-        load_image_weights(model, weights_file)
+        try:
+            load_image_weights(model, weights_file)
+        except RuntimeError as error:  # missing, unexpected or reshaped tensors: the config builds another model
+            raise SavedBackboneMismatchError(f"the saved image model {weights_file} does not fit {config.name} as "
+                                             f"configured: {shorten_load_error(str(error))}", model) from None
         return model, f"file {weights_file}"
     if load_weights:
         checkpoint = checkpoint_file(config)

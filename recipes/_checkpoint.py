@@ -29,13 +29,16 @@ from typing import Any
 
 import numpy as np
 import torch
+import yaml
 from omegaconf import OmegaConf
 
 import adaptkit
-from adaptkit import ArchitectureMismatchError, VideoModel
+from adaptkit import ArchitectureMismatchError, UnsupportedBackboneError, VideoModel
+from adaptkit.backbones import find_family
 from adaptkit.checkpoint import CONFIG_NAME, IMAGE_WEIGHTS_NAME, describe_differences, read_config
-from recipes._builders import RANDOM_INIT
-from recipes._config import RecipeConfig, absolute_path
+from adaptkit.strategies import make_strategy
+from recipes._builders import RANDOM_INIT, SavedBackboneMismatchError, create_image_model
+from recipes._config import ModelConfig, RecipeConfig, absolute_path, strategy_options
 from recipes._files import CorruptFileError, atomic_write, atomic_write_text, verify_digests, write_digests
 
 log = logging.getLogger("recipes")
@@ -122,10 +125,119 @@ def load_model_dir(image_model: torch.nn.Module, path: Path, config_given: bool,
     try:
         return adaptkit.from_pretrained(image_model, path)
     except ArchitectureMismatchError as error:
-        config = "--config" if config_given else f"its {CONFIG_FILE}"
-        raise ValueError(f"--checkpoint {path} was trained on another image model than {config} and the overrides "
-                         f"describe ({describe_differences(error.differences)}): give the config it was trained "
-                         "with") from None
+        raise ValueError(_another_image_model(path, config_given, describe_differences(error.differences))) from None
+
+
+def _another_image_model(path: Path, config_given: bool, differences: str) -> str:
+    config = "--config" if config_given else f"its {CONFIG_FILE}"
+    return (f"--checkpoint {path} was trained on another image model than {config} and the overrides describe "
+            f"({differences}): give the config it was trained with")
+
+
+def load_image_model(model: ModelConfig, path: Path, config_given: bool) -> tuple[torch.nn.Module, str]:
+    """The image model for the adapter in model folder ``path``: ``create_image_model(model)``, with the folder's
+    saved random backbone (:func:`image_weights_in`) loaded into it when it has one.
+
+    Raises:
+        ValueError: the config builds another architecture than the saved backbone's, in
+            :func:`load_model_dir`'s terms (the differing keys of the recorded backbone named).
+    """
+    try:
+        return create_image_model(model, weights_file=image_weights_in(path))
+    except SavedBackboneMismatchError as error:
+        saved = read_config(path).get("backbone") or {}
+        try:
+            found = find_family(error.image_model).identity()
+        except UnsupportedBackboneError:
+            found = {}
+        differences = {key: (saved[key], found[key]) for key in saved.keys() & found.keys() if saved[key] != found[key]}
+        if len(differences) > 1:
+            differences.pop("tensors", None)  # the named keys explain it (as the library's own check says it)
+        described = describe_differences(differences) if differences else str(error)
+        raise ValueError(_another_image_model(path, config_given, described)) from None
+
+
+STRATEGY_KEYS = ("model", "model.strategy", "model.options")
+FROM_THE_FOLDER = "the strategy and its options come from the checkpoint folder ({}), not from the config; drop the " \
+                  "override"
+
+
+def options_in_force(strategy: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Every option of ``strategy`` built from ``options`` (defaults filled in), as JSON records it (tuples as
+    lists), so that a config and an ``adapter_config.json`` compare equal when they build the same model.
+
+    Raises:
+        adaptkit.StrategyOptionError: an unknown strategy or option, or an invalid value.
+    """
+    return json.loads(json.dumps(make_strategy(strategy, options).options()))
+
+
+def _strategy_override_keys(overrides: Sequence[str]) -> list[tuple[str, str]]:
+    """(key, value as written) of the overrides that set ``model``, ``model.strategy`` or ``model.options[.*]``."""
+    pairs = [(key.strip(), value.strip()) for key, _, value in (item.partition("=") for item in overrides)]
+    return [(key, value) for key, value in pairs if key in STRATEGY_KEYS or key.startswith("model.options.")]
+
+
+def refuse_strategy_overrides(path: Path, overrides: Sequence[str]) -> None:
+    """Refuse, before the config is loaded, ``model.strategy=<another>`` and ``model.options.<name>=<value>`` whose
+    value differs from what the model folder's ``adapter_config.json`` records: ``evaluate`` / ``predict`` load the
+    strategy and its options from there, so the override would change nothing, silently (or first fail the config's
+    own checks against the trained strategy's other options). A null and whole mappings are compared once the
+    config is loaded (:func:`refuse_option_overrides`); what the config file itself says is the folder's to decide.
+
+    Raises:
+        ValueError: naming the override, the checkpoint's value and where the strategy comes from.
+    """
+    saved = read_config(path)
+    saved_options = json.loads(json.dumps(saved.get("options") or {}))
+    for key, written in _strategy_override_keys(overrides):
+        try:
+            value = yaml.safe_load(written)
+        except yaml.YAMLError:
+            continue  # load_config says what is wrong with it
+        if key == "model.strategy" and value != saved["strategy"]:
+            raise ValueError(f"{key}={written} (the checkpoint's is {saved['strategy']}): "
+                             + FROM_THE_FOLDER.format(path / CONFIG_NAME))
+        name = key.split(".")[2] if key.startswith("model.options.") else None
+        if name is not None and key == f"model.options.{name}" and value is not None:
+            value = json.loads(json.dumps(value))
+            if name not in saved_options:
+                raise ValueError(f"{key}={written} (the checkpoint's strategy {saved['strategy']} has no option "
+                                 f"{name}): " + FROM_THE_FOLDER.format(path / CONFIG_NAME))
+            if value != saved_options[name]:
+                raise ValueError(f"{key}={written} (the checkpoint's is {saved_options[name]!r}): "
+                                 + FROM_THE_FOLDER.format(path / CONFIG_NAME))
+
+
+def refuse_option_overrides(path: Path, config: RecipeConfig, overrides: Sequence[str]) -> None:
+    """After :func:`refuse_strategy_overrides`: refuse the overridden options that, as built (defaults filled in,
+    a null back to the default, a whole ``model.options`` mapping), differ from the model folder's.
+
+    Only what is overridden is compared: ``model.options.scale=null`` that brings a config's option back to the
+    default the checkpoint was trained with is fine, whatever the config file's other options say.
+
+    Raises:
+        ValueError: naming each differing option with the checkpoint's value and where the options come from.
+    """
+    keys = [key for key, _ in _strategy_override_keys(overrides)]
+    if not keys:
+        return
+    saved = read_config(path)
+    saved_options = json.loads(json.dumps(saved.get("options") or {}))
+    strategy = config.model.strategy
+    options = options_in_force(strategy, strategy_options(config.model))
+    differing: list[str] = []
+    for key in keys:
+        if key in ("model", "model.strategy") and strategy != saved["strategy"]:
+            differing.append(f"model.strategy={strategy} (the checkpoint's is {saved['strategy']})")
+        if key in ("model", "model.options"):
+            names = sorted(set(options) | set(saved_options))
+        else:
+            names = [key.split(".")[2]] if key.startswith("model.options.") else []
+        differing += [f"model.options.{name}={options.get(name)!r} (the checkpoint's is {saved_options.get(name)!r})"
+                      for name in names if options.get(name) != saved_options.get(name)]
+    if differing:
+        raise ValueError(f"{', '.join(dict.fromkeys(differing))}: " + FROM_THE_FOLDER.format(path / CONFIG_NAME))
 
 
 def read_classes(path: Path) -> list[str] | None:
@@ -273,7 +385,8 @@ def _flatten(tree: Any, prefix: str) -> dict[str, Any]:
 
 
 def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]:
-    """``key: checkpoint X, this config Y`` for every ``model.*`` key (and ``data.num_frames``) that differs."""
+    """``key: checkpoint X, this config Y`` for every ``model.*`` key (and ``data.num_frames``) that differs; the
+    strategy options compared as built (:func:`options_in_force`), not as written."""
     saved = OmegaConf.to_container(OmegaConf.create(saved_yaml))
     current = OmegaConf.to_container(OmegaConf.structured(config))
     if not isinstance(saved, dict):  # its digest matched, so written so by hand
@@ -282,7 +395,15 @@ def model_config_differences(saved_yaml: str, config: RecipeConfig) -> list[str]
         raise TypeError(f"a recipe config converts to a mapping, got {type(current).__name__}")
 
     def relevant(tree: dict[str, Any]) -> dict[str, Any]:
-        flat = _flatten(tree.get("model", {}), "model")
+        model = tree.get("model", {})
+        flat = _flatten({key: value for key, value in model.items() if key != "options"}, "model")
+        # The options as built, defaults filled in: ratio=0.25 written out or left to aim's default is one model.
+        options = {key: value for key, value in (model.get("options") or {}).items() if value is not None}
+        try:
+            options = options_in_force(model.get("strategy"), options)
+        except (TypeError, ValueError):  # e.g. a strategy of a module not imported now: compared as written
+            pass
+        flat.update(_flatten(options, "model.options"))
         if flat.get("model.checkpoint"):  # runs recorded before paths were stored absolute
             flat["model.checkpoint"] = absolute_path(flat["model.checkpoint"])
         flat["data.num_frames"] = tree.get("data", {}).get("num_frames")

@@ -26,8 +26,16 @@ from pathlib import Path
 
 from adaptkit.data import EvaluationResult
 from recipes._args import ArgumentParser
-from recipes._builders import check_crop_size, create_image_model, describe_backbone
-from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
+from recipes._builders import check_crop_size, describe_backbone
+from recipes._checkpoint import (
+    CONFIG_FILE,
+    check_model_dir,
+    load_image_model,
+    load_model_dir,
+    read_classes,
+    refuse_option_overrides,
+    refuse_strategy_overrides,
+)
 from recipes._config import load_config
 from recipes._data import eval_dataset
 from recipes._distributed import setup, teardown
@@ -82,7 +90,9 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
     """Evaluate; returns the result on the main process (None on the others)."""
     args = parse_args(argv)
     check_model_dir(args.checkpoint, config_given=args.config is not None)
+    refuse_strategy_overrides(args.checkpoint, args.overrides)  # the model folder's, not the config's
     config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
+    refuse_option_overrides(args.checkpoint, config, args.overrides)
     output = check_output(args.output, args.checkpoint)  # before minutes of evaluation, not after
     world = setup(config.train.device, datetime.timedelta(minutes=config.train.dist_timeout_min))
     try:
@@ -93,7 +103,7 @@ def main(argv: list[str] | None = None) -> EvaluationResult | None:
 
         # The backbone comes from the config's weights (or the run's saved random backbone), the adapter from the
         # checkpoint; from_pretrained checks that both match.
-        image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
+        image_model, weights = load_image_model(config.model, args.checkpoint, args.config is not None)
         model = load_model_dir(image_model, args.checkpoint, args.config is not None, weights).to(world.device)
         check_crop_size(model, config.data.augment.crop_size)
         num_classes = model.num_classes

@@ -29,8 +29,16 @@ from adaptkit.data import (
     prepare_batch,
 )
 from recipes._args import ArgumentParser, UsageError
-from recipes._builders import check_crop_size, create_image_model
-from recipes._checkpoint import CONFIG_FILE, check_model_dir, image_weights_in, load_model_dir, read_classes
+from recipes._builders import check_crop_size
+from recipes._checkpoint import (
+    CONFIG_FILE,
+    check_model_dir,
+    load_image_model,
+    load_model_dir,
+    read_classes,
+    refuse_option_overrides,
+    refuse_strategy_overrides,
+)
 from recipes._config import DataConfig, load_config
 from recipes._data import frame_sampler
 from recipes._distributed import setup
@@ -117,11 +125,13 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     if video_path.is_dir():
         raise IsADirectoryError(f"{video_path} is a folder, not a video file: predict reads one file "
                                 "(`adaptkit evaluate` scores a whole annotated dataset)")
+    refuse_strategy_overrides(args.checkpoint, args.overrides)  # the model folder's, not the config's
     config = load_config(args.config or args.checkpoint / CONFIG_FILE, list(args.overrides))
+    refuse_option_overrides(args.checkpoint, config, args.overrides)
     world = setup(config.train.device)  # picks the device; a single process
     config, _ = prepare(config, world.device, announce=False)  # generated data / an embedded backbone, if asked for
 
-    image_model, weights = create_image_model(config.model, weights_file=image_weights_in(args.checkpoint))
+    image_model, weights = load_image_model(config.model, args.checkpoint, args.config is not None)
     model = load_model_dir(image_model, args.checkpoint, args.config is not None, weights).to(world.device)
     check_crop_size(model, config.data.augment.crop_size)
     classes = names if names is not None else read_classes(args.checkpoint)

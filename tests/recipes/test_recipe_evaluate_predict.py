@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from adaptkit.data import motion_class_names, write_corrupt_video, write_synthetic_videos
-from recipes import evaluate, predict, train
+from recipes import cli, evaluate, predict, train
 
 
 @pytest.fixture(scope="module")
@@ -116,3 +116,38 @@ def test_an_adapter_without_its_random_backbone_is_refused(trained: Path, tmp_pa
         predict.main(["--checkpoint", str(folder), "--config", str(trained / "config.yaml"), str(video)])
     shutil.copy(trained / "image_model.safetensors", folder / "image_model.safetensors")
     assert predict.main(["--checkpoint", str(folder), "--config", str(trained / "config.yaml"), str(video)])
+
+
+def test_an_override_of_the_trained_strategy_or_its_options_is_refused(trained: Path, tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture) -> None:
+    """The strategy and its options come from the folder's adapter_config.json: an override that differs would be
+    dropped silently, so it is refused in one line; one that builds the same model (the strategy's default written
+    out, a layers spec as recorded) evaluates."""
+    write_synthetic_videos(tmp_path / "videos", 1, num_frames=8, size=32, num_classes=6)
+    video = tmp_path / "videos" / motion_class_names(6)[0] / "video_00000.mp4"
+    refused = {"model.strategy=st-adapter": "model.strategy=st-adapter (the checkpoint's is aim)",
+               "model.options.ratio=0.5": "model.options.ratio=0.5 (the checkpoint's is 0.25)",
+               "model.options.temporal=false": "model.options.temporal=false (the checkpoint's is True)",
+               "model.options.kernel=[3,1,1]": "the checkpoint's strategy aim has no option kernel",
+               "model.options.scale=null": "model.options.scale=0.5 (the checkpoint's is 1.0)",  # aim's default
+               "model.options={}": "model.options.temporal_in=False (the checkpoint's is True)"}
+    for override, said in refused.items():
+        for command in (["evaluate", "--checkpoint", str(trained)], ["predict", str(video), "--checkpoint", str(trained)]):
+            assert cli.main([*command, override]) == 2
+            err = capsys.readouterr().err
+            assert said in err and "the strategy and its options come from the checkpoint folder" in err, err
+            assert len(err.strip().splitlines()) == 1
+    same = ["model.strategy=aim", "model.options.ratio=0.25", "model.options.layers=all"]
+    assert cli.main(["evaluate", "--checkpoint", str(trained), "--output", str(tmp_path / "r.json"), *same]) == 0
+
+
+def test_a_saved_random_backbone_under_another_architecture_is_named(trained: Path) -> None:
+    # The run's own random backbone is loaded first: another depth or model is said in the config's terms, not as
+    # load_state_dict's list of missing keys.
+    for override, said in (("model.kwargs.depth=2", "depth: 1 in the checkpoint, 2 here"),
+                           ("model.name=vit_small_patch16_224", "architecture: 'vit_tiny_patch16_224' in the "
+                                                                "checkpoint, 'vit_small_patch16_224' here")):
+        with pytest.raises(ValueError, match="trained on another image model than its config.yaml") as error:
+            evaluate.main(["--checkpoint", str(trained), override])
+        assert said in str(error.value) and "give the config it was trained with" in str(error.value)
+        assert "state_dict" not in str(error.value)

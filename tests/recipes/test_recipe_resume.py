@@ -353,3 +353,13 @@ def test_a_kill_while_a_step_is_checkpointed_again_keeps_its_checkpoint(tmp_path
     train.main(synthetic_args(run, steps=2) + ["--resume"])  # resumes from it; its start puts it back in place
     assert [p.name for p in list_checkpoints(run)] == ["step_00000001", "step_00000002"]
     assert not any(p.name.startswith(".") for p in (run / "checkpoints").iterdir())
+
+
+def test_resume_compares_the_strategy_options_as_built() -> None:
+    # aim's ratio defaults to 0.25: written out or left to the default, it is the same model, and resumes.
+    recorded = to_yaml(load_config("synthetic_motion"))
+    assert "ratio" not in load_config("synthetic_motion").model.options
+    spelled = load_config("synthetic_motion", ["model.options.ratio=0.25", "model.options.layers=all"])
+    assert model_config_differences(recorded, spelled) == []
+    assert model_config_differences(recorded, load_config("synthetic_motion", ["model.options.ratio=0.5"])) == [
+        "model.options.ratio: checkpoint 0.25, this config 0.5"]
