@@ -31,6 +31,18 @@ class TrainingInterrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
+class StoppedAtOnce(KeyboardInterrupt):
+    """A second stop signal: the run stops where it is, without a checkpoint; the exit status is 128 + signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"{signal.Signals(signum).name} again: stopped at once, without a checkpoint")
+        self.signum = signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: workers ignore SIGTERM and SIGINT, so a signal sent to every process of the job
     (SLURM's scancel, a terminal's Ctrl-C) reaches the main process alone and the run can checkpoint before it stops;
@@ -64,7 +76,7 @@ class StopSignals:
                 os.write(2, f"{signal.Signals(signum).name}: stopping after this step to write a checkpoint (send it "
                             "again to stop at once)\n".encode())
         elif now - self._at > REPEAT_WINDOW_S:
-            raise KeyboardInterrupt
+            raise StoppedAtOnce(signum)
 
     def __enter__(self) -> StopSignals:
         if threading.current_thread() is threading.main_thread():

@@ -172,11 +172,14 @@ def _run(argv: list[str] | None) -> int:
     except KeyboardInterrupt as interrupt:
         if debug:
             raise
-        from recipes._interrupt import TrainingInterrupted
+        from recipes._interrupt import StoppedAtOnce, TrainingInterrupted
 
         if isinstance(interrupt, TrainingInterrupted):  # stopped cleanly at a step, with a checkpoint
             if _rank() == 0:
                 print(f"{prog}: {interrupt}", file=sys.stderr)
+            return interrupt.exit_status
+        if isinstance(interrupt, StoppedAtOnce):  # the signal's own status: 143 for SIGTERM, as the first gives
+            print(f"{prog}: {interrupt}", file=sys.stderr)
             return interrupt.exit_status
         print(f"{prog}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

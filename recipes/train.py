@@ -638,24 +638,32 @@ class TrainRecipe:
         this one resumed from (the time an interrupted start spent after its last checkpoint is lost with it)."""
         elapsed = self.elapsed()
         return {"wall_time_s": round(elapsed, 1), "wall_time_total_s": round(self.wall_time_before + elapsed, 1)}
+    def summary(self, stopped: bool) -> dict[str, Any]:
+        """What ``train_summary.json`` says of every run, finished or not (collective: the skipped videos)."""
+        return {"run_dir": str(self.run_dir.resolve()), "step": self.step, "total_steps": self.total_steps,
+                "world_size": self.world.world_size, "weights": self.weights,
+                "image_weights": None if self.image_weights is None else str(self.image_weights),
+                **self.wall_times(), "skipped_train": [list(s) for s in self.skipped()], "stopped": stopped}
+
+    def write_stopped_summary(self) -> dict[str, Any]:
+        """``train_summary.json`` of a run stopped before its last step (``stop_at_step`` or a signal), so it never
+        describes an earlier start; returns the summary (collective)."""
+        summary = self.summary(stopped=True)
+        if self.world.is_main:
+            atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
+        self.metrics.close()
+        return summary
+
     def finish(self) -> dict[str, Any]:
         """Save ``final/``, evaluate it and write ``train_summary.json``; returns the summary."""
         config, world = self.config, self.world
-        summary: dict[str, Any] = {"run_dir": str(self.run_dir.resolve()), "step": self.step,
-                                   "total_steps": self.total_steps, "world_size": world.world_size,
-                                   "weights": self.weights,
-                                   "image_weights": None if self.image_weights is None else str(self.image_weights),
-                                   **self.wall_times()}
-        skipped = self.skipped()
-        summary["skipped_train"] = [list(s) for s in skipped]
         if self.step < self.total_steps:
-            summary["stopped"] = True
+            summary = self.write_stopped_summary()
             if world.is_main:
-                atomic_write_text(self.run_dir / "train_summary.json", json.dumps(summary, indent=2) + "\n")
                 print(f"stopped at step {self.step}/{self.total_steps} (train.stop_at_step); continue with --resume")
-            self.metrics.close()
             return summary
-
+        summary = self.summary(stopped=False)
+        skipped = summary["skipped_train"]
         fingerprints = all_gather_objects(world, adapter_fingerprint(self.model))
         if len(set(fingerprints)) != 1:
             raise RuntimeError(f"ranks ended with different adapters: {fingerprints}")
@@ -665,7 +673,7 @@ class TrainRecipe:
         barrier(world)
         epochs = math.ceil(self.total_steps / self.steps_per_epoch)
         result = self.run_evaluation(self.step, epochs) if self.eval_set is not None and config.eval.at_end else None
-        summary.update(stopped=False, adapter_sha256_per_rank=fingerprints, **self.wall_times())
+        summary.update(adapter_sha256_per_rank=fingerprints, **self.wall_times())
         if world.is_main:
             if result is not None:
                 result.to_json(self.run_dir / "eval_result.json")
@@ -696,8 +704,8 @@ class TrainRecipe:
         created = self.start_run()
         try:
             self.train()
-        except TrainingInterrupted:
-            self.metrics.close()
+        except TrainingInterrupted:  # every rank stops at the same step, checkpoint written
+            self.write_stopped_summary()
             raise
         except BaseException:
             if self.step == first_step and self.world.is_main:

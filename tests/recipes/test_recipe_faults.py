@@ -4,6 +4,7 @@ SIGTERM reaching one rank, one rank failing; and the single-process interrupt. F
 from __future__ import annotations
 
 import csv
+import json
 import os
 import signal
 import subprocess
@@ -99,6 +100,8 @@ def test_ctrl_c_in_one_process_finishes_the_step_and_writes_a_checkpoint(
     assert "adaptkit train: interrupted at step 2; checkpoint written; continue with --resume" \
         in capsys.readouterr().err
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000002"]
+    summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
+    assert summary["stopped"] and summary["step"] == 2  # not a summary of an earlier start
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     monkeypatch.undo()
     assert train.main(small_run(tmp_path / "run", steps=3) + ["--resume"])["step"] == 3
@@ -124,3 +127,21 @@ def test_dataloader_workers_ignore_the_stop_signals() -> None:
     process.start()
     process.join(20)
     assert process.exitcode == 0 and queue.get(timeout=5) == "alive"
+
+
+def test_a_second_sigterm_stops_at_once_with_sigterms_exit_status(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from recipes import _interrupt
+
+    monkeypatch.setattr(_interrupt, "REPEAT_WINDOW_S", 0.0)  # the second signal counts however soon it comes
+    step_once = train.TrainRecipe.optimizer_step
+
+    def optimizer_step(self: train.TrainRecipe) -> None:
+        step_once(self)
+        if self.step == 1:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    monkeypatch.setattr(train.TrainRecipe, "optimizer_step", optimizer_step)
+    assert cli.main(["train", *small_run(tmp_path / "run", steps=3)]) == 143
+    assert "adaptkit train: SIGTERM again: stopped at once, without a checkpoint" in capsys.readouterr().err
