@@ -59,7 +59,8 @@ class ModelConfig:
     strategy: str = "aim"  # a name from adaptkit.list_strategies() (yours too, through `imports`)
     # Strategy options. A config file's mapping replaces this default; command-line overrides merge into it, and an
     # option set to null is dropped (back to the strategy's default), e.g. model.strategy=linear-probe
-    # model.options.temporal_in=null when switching strategy.
+    # model.options.temporal_in=null when switching strategy. This default drop_path (the paper's stochastic depth)
+    # applies only to strategies that have the option: a config without options runs model.strategy=lora too.
     options: dict[str, Any] = field(default_factory=lambda: {"drop_path": 0.2})
     # Pretrain the image model first on generated still images (recipes._pretrain) and use the result as
     # model.checkpoint; only when model.checkpoint is unset. The embedded stand-in for ImageNet / CLIP weights.
@@ -293,6 +294,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         value = OmegaConf.select(loaded, key, default=None)
         if isinstance(value, DictConfig):
             OmegaConf.update(config, key, value, merge=False)
+    # The schema's default options still in place (the file has no model.options), until an override names them.
+    unsaid = set() if isinstance(OmegaConf.select(loaded, "model.options", default=None), DictConfig) else set(
+        ModelConfig().options)
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} is not of the form key=value")
@@ -310,13 +314,20 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"override {item!r}: {glued[0]!r} is a key without a value; write a mapping with a "
                               "space after each colon, e.g. {depth: 2}")
         config = _merge(config, parsed, "the command-line overrides", key)
+        said = OmegaConf.select(parsed, "model.options", default=None)
+        unsaid -= set(said) if isinstance(said, DictConfig) else set()
         if value.strip() == "{}":  # merging an empty mapping would change nothing: it empties one (model.kwargs={})
             OmegaConf.update(config, key, {}, merge=False)
-    return to_config(config)
+    return to_config(config, unsaid)
 
 
-def to_config(config: DictConfig) -> RecipeConfig:
-    """Convert a merged DictConfig to the dataclasses, import its ``imports`` and validate it."""
+def to_config(config: DictConfig, default_options: set[str] | frozenset[str] = frozenset()) -> RecipeConfig:
+    """Convert a merged DictConfig to the dataclasses, import its ``imports`` and validate it.
+
+    Args:
+        default_options: the ``model.options`` keys that are the schema's defaults, not the user's: each is left out
+            for a strategy that has no such option (``drop_path``: aim's stochastic depth; lora has none).
+    """
     try:
         recipe = OmegaConf.to_object(config)
     except ValueError as error:  # a dataclass's own __post_init__ check, e.g. AugmentConfig's
@@ -324,9 +335,20 @@ def to_config(config: DictConfig) -> RecipeConfig:
     if not isinstance(recipe, RecipeConfig):
         raise TypeError(f"the config schema converted to {type(recipe).__name__}, not RecipeConfig")
     recipe.imports = import_plugins(recipe.imports)
+    for name in default_options:
+        if name in recipe.model.options and not _takes_option(recipe.model.strategy, name):
+            del recipe.model.options[name]
     validate(recipe)
     absolute_paths(recipe)
     return recipe
+
+
+def _takes_option(strategy: str, name: str) -> bool:
+    """Whether ``strategy`` has option ``name`` (True for a strategy that cannot be built here: validate says why)."""
+    try:
+        return name in make_strategy(strategy, {}).options()
+    except (TypeError, ValueError):
+        return True
 
 
 _SECTIONS = {AugmentConfig: "data.augment"}  # schema dataclasses with a __post_init__ check of their own

@@ -235,3 +235,21 @@ def test_a_config_files_strategy_options_replace_the_schemas_default(tmp_path) -
     path.write_text("model:\n  strategy: linear-probe\n  options: {head_dropout: 0.0}\n")
     assert load_config(path).model.options == {"head_dropout": 0.0}
     assert load_config(path, ["model.options={head_dropout: 0.5}"]).model.options == {"head_dropout": 0.5}
+
+
+def test_the_schemas_default_drop_path_applies_only_to_strategies_that_have_it(tmp_path) -> None:
+    """A config without model.options gets drop_path 0.2 (the paper's) for aim only: switching it to another strategy
+    must not fail on an option the user never wrote; one the user does write is still checked."""
+    from adaptkit.strategies import make_strategy
+
+    path = tmp_path / "no_options.yaml"
+    path.write_text("model:\n  strategy: aim\n")
+    assert load_config(path).model.options == {"drop_path": 0.2}
+    for strategy in ("lora", "st-adapter", "zero-i2v", "linear-probe", "space-only"):
+        assert "drop_path" not in make_strategy(strategy, {}).options()
+        assert load_config(path, [f"model.strategy={strategy}"]).model.options == {}
+        assert load_config(path, [f"model.strategy={strategy}", "model.options.head_dropout=0.1"]).model.options == {
+            "head_dropout": 0.1}
+        for said in ("model.options.drop_path=0.1", "model.options={drop_path: 0.2}"):
+            with pytest.raises(ConfigError, match=rf"unknown option\(s\) \['drop_path'\] for strategy '{strategy}'"):
+                load_config(path, [f"model.strategy={strategy}", said])
