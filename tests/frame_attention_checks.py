@@ -89,6 +89,54 @@ def check_saved_for_backward(device, kernel="per-frame") -> None:
     assert sorted(tuple(t.shape) for t in saved) == sorted([tuple(packed.shape), tuple(bias.shape), (2, 4, 3, 2)])
 
 
+def check_a_bias_that_broadcasts(kernel, bias_shape) -> None:
+    """A bias that broadcasts to (heads, T, T), e.g. (1, T, T) or (T, T), is used as the PyTorch path uses it, and its
+    gradient has its own shape (the ops expand it to stride-0 views, which the kernels read as they are)."""
+    packed, _ = make_inputs(1, 4, 3, 2, 8, False, False, torch.float32, "cpu")
+    bias = torch.randn(bias_shape, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    weights = torch.randn(1, 4, 3, 2, 8)
+    out, grads = _outputs_and_gradients(lambda p, b: frame_attention_triton.frame_attention(p, b, 0.3, kernel),
+                                        packed, bias, weights)
+    packed64, bias64 = (t.detach().double().requires_grad_(True) for t in (packed, bias))
+    expected, expected_grads = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, b, 0.3),
+                                                      packed64, bias64, weights.double())
+    torch.testing.assert_close(out.double(), expected, **TOLERANCE[torch.float32])
+    assert grads[1].shape == bias.shape
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad.double(), expected_grad, **TOLERANCE[torch.float32])
+
+
+def check_a_bias_masking_a_rows_first_keys(kernel) -> None:
+    """-inf before a row's first allowed key (row i attends to keys j >= i): no NaN from the online softmax."""
+    frames = 4
+    mask = torch.zeros(frames, frames).masked_fill(torch.ones(frames, frames).tril(-1).bool(), float("-inf"))
+    packed, _ = make_inputs(1, frames, 3, 2, 8, False, True, torch.float32, "cpu")
+    weights = torch.randn(1, frames, 3, 2, 8)
+    out, (grad,) = _outputs_and_gradients(
+        lambda p, b: frame_attention_triton.frame_attention(p, mask.expand(2, frames, frames).contiguous(), 0.3,
+                                                            kernel), packed, None, weights)
+    packed64 = packed.detach().double().requires_grad_(True)
+    expected, (expected_grad,) = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, mask.double(), 0.3),
+                                                        packed64, None, weights.double())
+    torch.testing.assert_close(out.double(), expected, **TOLERANCE[torch.float32])
+    torch.testing.assert_close(grad.double(), expected_grad, **TOLERANCE[torch.float32])
+
+
+def check_a_large_bias_with_a_partial_block(kernel) -> None:
+    """Bias 100 and 3 token positions in a block of more: padded rows must not overflow exp into NaN gradients."""
+    packed, _ = make_inputs(1, 4, 3, 2, 8, False, False, torch.float32, "cpu")
+    bias = torch.full((2, 4, 4), 100.0).add_(torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(2)))
+    bias.requires_grad_(True)
+    weights = torch.randn(1, 4, 3, 2, 8)
+    _, grads = _outputs_and_gradients(lambda p, b: frame_attention_triton.frame_attention(p, b, 0.3, kernel),
+                                      packed, bias, weights)
+    packed64, bias64 = (t.detach().double().requires_grad_(True) for t in (packed, bias))
+    _, expected_grads = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, b, 0.3),
+                                               packed64, bias64, weights.double())
+    for grad, expected_grad in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(grad.double(), expected_grad, **TOLERANCE[torch.float32])
+
+
 @settings(max_examples=16, deadline=None)
 @given(
     batch=st.integers(1, 2), frames=st.integers(1, 6), tokens=st.integers(1, 5), heads=st.integers(1, 2),
@@ -118,6 +166,10 @@ def main() -> None:
         check_against_reference(1, 1, 3, 1, 8, True, True, torch.float32, "cpu", kernel, 16)
         check_against_reference(2, 6, 5, 2, 12, True, True, torch.float32, "cpu", kernel, 16)
         check_against_reference(2, 8, 9, 2, 64, True, True, torch.float16, "cpu", kernel)  # AIM's T and d
+        for bias_shape in [(1, 4, 4), (4, 4), (4,), (2, 1, 4)]:
+            check_a_bias_that_broadcasts(kernel, bias_shape)
+        check_a_bias_masking_a_rows_first_keys(kernel)
+        check_a_large_bias_with_a_partial_block(kernel)
     print("interpreted kernels: all checks passed")
 
 

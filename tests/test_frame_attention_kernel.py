@@ -7,6 +7,7 @@ marked ``cuda``) they run compiled, in float32 and bfloat16, eager and under ``t
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,58 @@ def test_an_unknown_kernel_or_tile_size_is_refused_in_one_line():
         frame_attention_triton.frame_attention(packed, None, 0.3, "tiled", block_rows=48)
     with pytest.raises(ValueError, match="expected one of per-frame, tiled, pytorch"):
         set_frame_attention_kernel("tiled ")
+
+
+# Each refused before any launch (no interpreter needed), by the kernels' op and the PyTorch path alike.
+_BAD_PACKED = [
+    (torch.randn(1, 4, 2, 4, 2, 8), r"packed q/k/v must be \(B, T, N, 3, heads, d\), got shape \(1, 4, 2, 4, 2, 8\)"),
+    (torch.randn(4, 2, 3, 2, 8), r"packed q/k/v must be \(B, T, N, 3, heads, d\), got shape \(4, 2, 3, 2, 8\)"),
+    (torch.randint(0, 9, (1, 4, 2, 3, 2, 8), dtype=torch.int32), "packed q/k/v must be .*, got torch.int32"),
+]
+_BAD_BIASES = [(2, 5, 5), (3, 4, 4), (1, 2, 4, 4), (2, 4, 3)]  # for heads = 2, T = 4
+
+
+@pytest.mark.parametrize("run", ["per-frame", "tiled", "reference"])
+def test_packed_qkv_that_is_not_b_t_n_3_heads_d_in_a_float_type_is_refused_in_one_line(run):
+    for packed, message in _BAD_PACKED:
+        with pytest.raises(ValueError, match=message):
+            if run == "reference":
+                frame_attention_reference(packed, None, 0.3)
+            else:
+                frame_attention_triton.frame_attention(packed, None, 0.3, run)
+    with pytest.raises(ValueError, match="packed q/k/v must be torch.float16 or torch.bfloat16 or torch.float32, got "
+                                         "torch.float64"):
+        frame_attention_triton.frame_attention(torch.randn(1, 4, 2, 3, 2, 8, dtype=torch.float64), None, 0.3)
+    with pytest.raises(ValueError, match=r"must be \(B\*T, \*tokens, 3, heads, d\), got shape \(8, 2, 4, 2, 8\)"):
+        attend_frames(torch.randn(8, 2, 4, 2, 8), 4, scale=0.3)
+
+
+@pytest.mark.parametrize("run", ["per-frame", "tiled", "reference", "attend_frames"])
+@pytest.mark.parametrize("bias_shape", _BAD_BIASES)
+def test_a_bias_that_does_not_broadcast_to_heads_t_t_is_refused_naming_that_shape(run, bias_shape):
+    packed, bias = torch.randn(1, 4, 2, 3, 2, 8), torch.randn(bias_shape)
+    message = f"shape (heads, T, T) = (2, 4, 4), or one that broadcasts to it; got torch.float32 {tuple(bias_shape)}"
+    with pytest.raises(ValueError, match=re.escape(message)):
+        if run == "reference":
+            frame_attention_reference(packed, bias, 0.3)
+        elif run == "attend_frames":
+            attend_frames(packed.flatten(0, 1), 4, scale=0.3, bias=bias)
+        else:
+            frame_attention_triton.frame_attention(packed, bias, 0.3, run)
+
+
+def test_both_paths_broadcast_a_bias_to_heads_t_t_with_its_gradient():
+    """(T, T) and (1, T, T) act as the (heads, T, T) bias they expand to; the gradient keeps the bias's own shape.
+    (The kernels' outputs for such biases are checked under the interpreter in ``frame_attention_checks``.)"""
+    qkv = torch.randn(2 * 4, 3, 3, 2, 8, dtype=torch.float64)
+    for shape in [(4, 4), (1, 4, 4), (2, 1, 4)]:
+        bias = torch.randn(shape, dtype=torch.float64, requires_grad=True)
+        full = bias.detach().expand(2, 4, 4).clone().requires_grad_(True)
+        out = attend_frames(qkv, 4, scale=0.3, bias=bias)
+        torch.testing.assert_close(out, attend_frames(qkv, 4, scale=0.3, bias=full), rtol=0, atol=0)
+        (grad,) = torch.autograd.grad(out.square().sum(), bias)
+        (full_grad,) = torch.autograd.grad(attend_frames(qkv, 4, scale=0.3, bias=full).square().sum(), full)
+        torch.testing.assert_close(grad, full_grad.sum_to_size(shape))
 
 
 def test_the_kernel_choice_is_global_and_returns_the_previous_one():

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 import torch.utils.checkpoint
 from einops import rearrange
 
-from adaptkit.layers.frames import check_frame_folded
+from adaptkit.layers.frames import check_frame_folded, check_packed_qkv, frame_bias
 
 try:  # Triton is optional: without it (or off CUDA) attention over frames takes the PyTorch path.
     from adaptkit.layers import frame_attention_triton as _kernel
@@ -129,7 +129,7 @@ def frame_self_attention(
         x: Frame-folded tokens (B*T, *tokens, D).
         num_frames: T.
         bias: Optional additive bias (heads, T, T) over (query frame, key frame), e.g. a
-            :class:`~adaptkit.layers.RelativeTemporalBias`'s output.
+            :class:`~adaptkit.layers.RelativeTemporalBias`'s output, or one that broadcasts to it.
         tail: Optional per-token map applied to the result (a layer scale and an adapter), so that
             ``recompute`` covers it too.
         recompute: Keep only q/k/v (which the attention's backward needs anyway) for the backward
@@ -149,6 +149,7 @@ def frame_self_attention(
         # (B*T, N, D) -> (B*N, T, D), dense rows: the projections run as plain GEMMs.
         tokens = rearrange(tokens, "(b t) n d -> (b n) t d", t=num_frames).contiguous()
     qkv = projections.qkv(tokens)  # kernel: (B*T, N, 3, heads, d), per token; else (B*N, T, 3, heads, d)
+    bias = frame_bias(bias, qkv.shape[-2], num_frames, qkv.device)  # both paths refuse or broadcast alike
     gate_input = tokens if projections.out_reads_tokens else None
     out_shape = x.shape  # the closure must not hold x: under recompute it lives until the backward pass
 
@@ -188,15 +189,20 @@ def attend_frames(
         qkv: (B*T, *tokens, 3, heads, d), e.g. the fused qkv projection's output viewed per head.
         num_frames: T.
         scale: Softmax scale.
-        bias: Optional additive bias (heads, T, T) (query frame, key frame); gets a gradient.
+        bias: Optional additive bias (heads, T, T) (query frame, key frame), or one that broadcasts to it; gets a
+            gradient.
         dropout_p: Attention-weight dropout (forces the PyTorch path).
 
     Returns:
         (B*T, *tokens, heads * d): token n of frame t attended over token n of every frame of its clip.
 
     Raises:
-        ValueError: if ``num_frames`` < 1 or the leading dimension is not a multiple of it.
+        ValueError: if ``num_frames`` < 1 or the leading dimension is not a multiple of it, if ``qkv`` is not
+            (B*T, *tokens, 3, heads, d) in a float type, or if the bias does not broadcast to (heads, T, T). Both
+            paths (kernel and PyTorch) accept and refuse the same inputs.
     """
+    if qkv.dim() < 4 or qkv.shape[-3] != 3:
+        raise ValueError(f"packed q/k/v must be (B*T, *tokens, 3, heads, d), got shape {tuple(qkv.shape)}")
     check_frame_folded(qkv.shape[0], num_frames)
     *lead, three, heads, dim = qkv.shape
     tokens = math.prod(lead[1:])
@@ -216,8 +222,14 @@ def frame_attention_reference(
     """The PyTorch path: packed q/k/v (B, T, N, 3, heads, d) -> (B, T, N, heads, d).
 
     ``scaled_dot_product_attention`` reads q/k/v through strided (B, N, heads, T, d) views; only
-    the output is copied back to the frame-folded layout.
+    the output is copied back to the frame-folded layout. ``bias`` is (heads, T, T) or broadcasts to it.
+
+    Raises:
+        ValueError: as :func:`adaptkit.layers.frame_attention_triton.frame_attention` does, for ``packed`` that is
+            not (B, T, N, 3, heads, d) in a float type or a bias that does not broadcast to (heads, T, T).
     """
+    check_packed_qkv(packed)
+    bias = frame_bias(bias, packed.shape[4], packed.shape[1], packed.device)
     q, k, v = packed.permute(3, 0, 2, 4, 1, 5).unbind(0)  # 3 x (B, N, heads, T, d), views
     mask = None if bias is None else bias.to(q.dtype)  # (heads, T, T), broadcast over B and N
     out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, scale=scale)

@@ -51,8 +51,11 @@ def per_frame_forward_kernel(
         if HAS_BIAS:
             s += tl.load(bias_ptr + h * sb_h + t * sb_i + j * sb_j, mask=t_ok, other=0.0).to(tl.float32)[None, :]
         m_new = tl.maximum(m, s)
-        alpha = tl.exp(m - m_new)
-        p = tl.exp(s - m_new)
+        # While a row has seen only -inf logits (a bias masking its first keys), m_new is -inf and
+        # exp(-inf - -inf) would be NaN: subtract 0 instead, so alpha and p are exactly 0 (as flash attention does).
+        m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+        alpha = tl.exp(m - m_safe)
+        p = tl.exp(s - m_safe)
         denominator = denominator * alpha + p
         acc = acc * alpha[:, :, None] + p[:, :, None] * v[:, None, :]
         m = m_new
@@ -225,7 +228,9 @@ def tiled_backward_kernel(
                        mask=tile_mask, other=0.0)
     lse = tl.load(lse_ptr + b * sl_b + h + n * sl_n + t * sl_t, mask=rows_ok, other=0.0)
     s = _tile_scores(q, k, bias_ptr, h, t, keys_ok, num_frames, sb_h, sb_i, sb_j, scale, HAS_BIAS, PRECISION)
-    p = tl.exp(s - lse[:, None])  # the forward's weights; exactly 0 off the block diagonal
+    # The forward's weights; exactly 0 off the block diagonal. Rows that are not real load lse = 0, where exp(s) may
+    # overflow (a large bias) and inf * 0 would spread NaN through the dots into real keys: their weights are 0.
+    p = tl.where(rows_ok[:, None], tl.exp(s - lse[:, None]), 0.0)
     grad_p = tl.dot(grad_out, tl.trans(v), input_precision=PRECISION)
     # sum_j p_ij dp_ij equals rowsum(dO * O), so the output need not be saved. Rows without a gradient
     # (past the last position, padded frames) have dO = 0, hence grad_s = 0.

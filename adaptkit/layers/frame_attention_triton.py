@@ -39,6 +39,7 @@ from torch.utils.flop_counter import register_flop_formula
 from triton.runtime.jit import JITFunction
 
 from adaptkit.layers import frame_attention_kernels as kernels
+from adaptkit.layers.frames import check_packed_qkv, frame_bias
 
 __all__ = ["KERNELS", "MAX_FRAMES", "MAX_HEAD_DIM", "Launch", "backward_launch", "forward_launch", "frame_attention",
            "supports"]
@@ -68,15 +69,20 @@ def frame_attention(
 
     Args:
         packed: q/k/v of every frame, e.g. a fused projection's output viewed (B, T, N, 3, heads, d).
-        bias: Optional (heads, T, T) additive bias, indexed (query frame, key frame); gets a gradient.
+        bias: Optional (heads, T, T) additive bias, indexed (query frame, key frame), or one that broadcasts to it
+            (e.g. (T, T)); gets a gradient.
         scale: Softmax scale.
         kernel: One of :data:`KERNELS`.
         block_rows: Tuning: token positions x frames per program (a power of two; 0 chooses).
         num_warps: Tuning: warps per program (0 chooses).
 
     Raises:
-        ValueError: for an unknown ``kernel`` or a ``block_rows`` that is not a power of two.
+        ValueError: for an unknown ``kernel``, a ``block_rows`` that is not a power of two, ``packed`` that is not
+            (B, T, N, 3, heads, d) in float16, bfloat16 or float32, or a bias that does not broadcast to (heads, T, T)
+            (as :func:`~adaptkit.layers.frame_attention_reference`).
     """
+    check_packed_qkv(packed, _DTYPES)
+    bias = frame_bias(bias, packed.shape[4], packed.shape[1], packed.device)  # (heads, T, T); stride 0 where it broadcasts, which the kernels read as is
     if kernel not in KERNELS:
         raise ValueError(f"unknown frame-attention kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
     if block_rows & (block_rows - 1):
