@@ -1,7 +1,7 @@
 """Step-time ratio of two training rows, for two checkouts of adaptkit, measured interleaved.
 
     git worktree add /tmp/before 90f81cf^        # adaptkit before the fast temporal path (issue 7)
-    taskset -c 1 python -m benchmarks.checkout_ratio /tmp/before .
+    taskset -c 1 python -m benchmarks.checkout_ratio /tmp/before .   # writes benchmarks/results/checkout_ratio.json
 
 One worker process per checkout imports that checkout's adaptkit (its folder first on sys.path),
 builds ``aim`` and ``aim temporal=False`` (ViT-B/16 CLIP architecture, random weights, 112x112, 8
@@ -19,8 +19,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from benchmarks._cli import ArgumentParser
-from benchmarks._results import describe_device, write_json
+from benchmarks._cli import ArgumentParser, positive_int
+from benchmarks._results import RESULTS, describe_device, write_json
 
 ROWS = {"aim": {}, "aim temporal=False": {"temporal": False}}
 
@@ -64,9 +64,9 @@ for line in sys.stdin:
 def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("checkouts", nargs=2, type=Path, help="two adaptkit checkouts (repository roots)")
-    parser.add_argument("--image-size", type=int, default=112)
-    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (after one warm-up round)")
-    parser.add_argument("--out", type=Path, default=None, help="JSON file to write")
+    parser.add_argument("--image-size", type=positive_int, default=112)
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed rounds (after one warm-up round)")
+    parser.add_argument("--out", type=Path, default=RESULTS / "checkout_ratio.json", help="JSON file to write")
     parser.add_argument("--flush-denormal", action="store_true", help="treat denormal floats as zero (CPU)")
     args = parser.parse_args(argv)
     workers = {}
@@ -103,9 +103,8 @@ def main(argv: list[str] | None = None) -> dict:
                                      "flop_ratio": round(flop_ratio, 3)}
         print(f"{root} ({commit}): aim {medians['aim']:.3f} s, aim temporal=False "
               f"{medians['aim temporal=False']:.3f} s, ratio {ratio:.3f} (FLOP ratio {flop_ratio:.3f})")
-    if args.out:
-        cpu = describe_device("cpu").split(",")[0]
-        write_json({"environment": {"device": f"{cpu}, one thread per worker"}, **result}, args.out)
+    cpu = describe_device("cpu").split(",")[0]
+    write_json({"environment": {"device": f"{cpu}, one thread per worker"}, **result}, args.out)
     return result
 
 

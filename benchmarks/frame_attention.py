@@ -37,8 +37,8 @@ import torch.nn.functional as F
 from einops import rearrange
 
 from adaptkit.layers import frame_attention_reference
-from benchmarks._cli import ArgumentParser
-from benchmarks._results import RESULTS, write_json
+from benchmarks._cli import ArgumentParser, non_negative_int, positive_int
+from benchmarks._results import RESULTS, describe_device, write_json
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
 TOLERANCE = {torch.bfloat16: 3e-2, torch.float16: 3e-3, torch.float32: 1e-4}
@@ -171,9 +171,8 @@ def measure(args: argparse.Namespace) -> dict:
         row["wall_s"] = round(time.perf_counter() - start, 1)
         rows[label] = row
         print(f"{label}: {json.dumps(row)}", flush=True)
-    device_name = torch.cuda.get_device_name(device) if device.startswith("cuda") else device
     return {
-        "environment": {"device": device_name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "environment": {"device": describe_device(device), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "torch": torch.__version__},
         "setting": {"packed_shape": list(shape), "dtype": args.dtype, "bias": args.bias,
                     "repeats": args.repeats, "timing": "median, CUDA events" if device.startswith("cuda") else
@@ -202,16 +201,16 @@ def print_table(result: dict) -> None:
 def main(argv: list[str] | None = None) -> dict:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda")
-    parser.add_argument("--batch", type=int, default=None, help="clips (CUDA default 16, CPU 2)")
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--tokens", type=int, default=None, help="token positions per frame (CUDA default 197, CPU 50)")
-    parser.add_argument("--heads", type=int, default=12)
-    parser.add_argument("--head-dim", type=int, default=64)
+    parser.add_argument("--batch", type=positive_int, default=None, help="clips (CUDA default 16, CPU 2)")
+    parser.add_argument("--frames", type=positive_int, default=8)
+    parser.add_argument("--tokens", type=positive_int, default=None, help="token positions per frame (CUDA default 197, CPU 50)")
+    parser.add_argument("--heads", type=positive_int, default=12)
+    parser.add_argument("--head-dim", type=positive_int, default=64)
     parser.add_argument("--dtype", choices=list(DTYPES), default=None, help="CUDA default bf16, CPU fp32")
     parser.add_argument("--bias", action="store_true", help="a (heads, T, T) bias with a gradient, as Swin's")
-    parser.add_argument("--repeats", type=int, default=50)
-    parser.add_argument("--warmup", type=int, default=5)
-    parser.add_argument("--copy-mib", type=int, default=None, help="size of the bandwidth copy (CUDA 1024, CPU 64)")
+    parser.add_argument("--repeats", type=positive_int, default=50)
+    parser.add_argument("--warmup", type=non_negative_int, default=5)
+    parser.add_argument("--copy-mib", type=positive_int, default=None, help="size of the bandwidth copy (CUDA 1024, CPU 64)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default results/frame_attention_<device>.json)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")

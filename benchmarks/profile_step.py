@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile
 
-from benchmarks._cli import ArgumentParser
+from benchmarks._cli import ArgumentParser, non_negative_int, positive_int
 from benchmarks.train_cost import RESULTS, SETTINGS, build
 
 
@@ -24,12 +24,12 @@ def main(argv: list[str] | None = None) -> str:
     parser = ArgumentParser(description=__doc__)
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--row", default="aim", choices=list(SETTINGS))
-    parser.add_argument("--image-size", type=int, default=224)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=3)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--top", type=int, default=15)
+    parser.add_argument("--image-size", type=positive_int, default=224)
+    parser.add_argument("--frames", type=positive_int, default=8)
+    parser.add_argument("--batch", type=positive_int, default=16)
+    parser.add_argument("--steps", type=positive_int, default=3)
+    parser.add_argument("--warmup", type=non_negative_int, default=3)
+    parser.add_argument("--top", type=non_negative_int, default=15)
     parser.add_argument("--no-compile", action="store_true")
     parser.add_argument("--out", type=Path, default=RESULTS / "profile_step.txt")
     args = parser.parse_args(argv)

@@ -36,7 +36,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from benchmarks._cli import ArgumentParser, non_negative_int, positive_int
 from benchmarks.train_cost import GIB, RESULTS, SETTINGS, build
-from benchmarks._results import write_json
+from benchmarks._results import describe_device, write_json
 
 TRAIN_ROWS = ["aim", "aim temporal=False", "aim kernel=tiled", "timesformer", "aim checkpointing=none", "space-only",
               "linear-probe", "aim kernel=pytorch", "aim checkpointing=temporal", "aim checkpointing=True"]
@@ -214,12 +214,11 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
     args.inference_batch = args.inference_batch or 32  # these two options are train_cost's
     args.rows = args.rows or ",".join(TRAIN_ROWS)
     out: Path = args.out or RESULTS / f"train_cost_{args.device.split(':')[0]}.json"
-    device_name = torch.cuda.get_device_name(args.device) if args.device.startswith("cuda") else args.device
     compiled_rows = set(filter(None, args.compile.split(",")))
 
     rate = matmul_rate(args.device, args.matmul_size)
     result = {
-        "environment": {"device": device_name, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "environment": {"device": describe_device(args.device), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "torch": torch.__version__, "timm": timm.__version__},
         "setting": {"model": args.model, "frames": args.frames, "image_size": args.image_size, "batch": args.batch,
                     "inference_batch": args.inference_batch, "steps": args.steps, "warmup": args.warmup,

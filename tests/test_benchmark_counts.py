@@ -15,7 +15,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
 import adaptkit
-from benchmarks import saved_memory, train_cost
+from benchmarks import checkout_ratio, frame_attention, profile_step, saved_memory, train_cost
 
 MODEL = "vit_tiny_patch16_224"
 
@@ -109,6 +109,18 @@ def test_the_cli_counts_the_model_frames_and_size_it_is_given(capsys, tmp_path):
     (train_cost, ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
     (train_cost, ["--device", "bogus"], "--device 'bogus' is not a device"),
     (train_cost, ["--bogus"], "unrecognized arguments: --bogus"),
+    (frame_attention, ["--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    (frame_attention, ["--frames", "0"], "argument --frames: must be at least 1, got 0"),
+    (frame_attention, ["--head-dim", "0"], "argument --head-dim: must be at least 1, got 0"),
+    (frame_attention, ["--tokens", "-3"], "argument --tokens: must be at least 1, got -3"),
+    (frame_attention, ["--warmup", "-1"], "argument --warmup: must be at least 0, got -1"),
+    (frame_attention, ["--copy-mib", "1.5"], "argument --copy-mib: expected a whole number, got '1.5'"),
+    (profile_step, ["--frames", "0"], "argument --frames: must be at least 1, got 0"),
+    (profile_step, ["--steps", "0"], "argument --steps: must be at least 1, got 0"),
+    (profile_step, ["--batch", "-1"], "argument --batch: must be at least 1, got -1"),
+    (profile_step, ["--top", "-1"], "argument --top: must be at least 0, got -1"),
+    (checkout_ratio, [".", ".", "--repeats", "0"], "argument --repeats: must be at least 1, got 0"),
+    (checkout_ratio, [".", ".", "--image-size", "0"], "argument --image-size: must be at least 1, got 0"),
 ])
 def test_bad_arguments_are_a_usage_error(module, argv, message, capsys):
     with pytest.raises(SystemExit) as stop:
