@@ -122,6 +122,23 @@ def test_compiles_as_one_graph_with_temporal_checkpointing():
     torch.testing.assert_close(compiled(video), vm(video), atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize("dynamic", [None, True])
+def test_a_compiled_training_step_follows_new_batch_sizes(dynamic):
+    """Automatic dynamic shapes (the default) work as they are. dynamic=True also makes module floats (norm eps)
+    symbolic, which PyTorch cannot yet pass into the checkpointed regions of the default mode ('does not belong to
+    this Graph'); the README's workaround, specialize_float, is what this checks."""
+    vm, size = _model()
+    vm.eval()
+    compiled = torch.compile(vm, backend="aot_eager", dynamic=dynamic)
+    with torch._dynamo.config.patch(specialize_float=True):
+        for batch in (2, 3):
+            video = torch.randn(batch, 3, 3, size, size)
+            _, eager = _loss_and_grads(vm, vm, video)
+            _, traced = _loss_and_grads(compiled, vm, video)
+            for name, grad in eager.items():
+                torch.testing.assert_close(traced[name], grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
 def _loss_and_grads(model, vm, video):
     loss = model(video).float().logsumexp(-1).mean()
     trainable = [(n, p) for n, p in vm.named_parameters() if p.requires_grad]
