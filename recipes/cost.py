@@ -31,9 +31,11 @@ from recipes._builders import check_model_name
 def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.Namespace:
     parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     parser.add_argument("model", nargs="?", help="timm model name (e.g. vit_base_patch16_clip_224) or open_clip name")
-    parser.add_argument("options", nargs="*", help="strategy options key=value (with --strategy), e.g. ratio=0.125")
+    parser.add_argument("options", nargs="*", help="strategy options key=value (with --strategy), e.g. ratio=0.125; "
+                        "with --config, config overrides, e.g. model.strategy=st-adapter data.num_frames=16")
     parser.add_argument("--config", help="a config name or YAML: its model, strategy and options, frames, classes, "
-                        "test crop size and views (frames x clips x crops); the other flags are then not taken")
+                        "test crop size and views (frames x clips x crops), with overrides; the flags are then not "
+                        "taken")
     parser.add_argument("--source", choices=["timm", "open_clip"], help="the model name's library (default timm)")
     parser.add_argument("--strategy", help="one strategy (default: every registered strategy)")
     parser.add_argument("--frames", type=int, help="frames per clip T (default 8)")
@@ -41,6 +43,9 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.
     parser.add_argument("--views", type=int, help="test views per video (default 3)")
     parser.add_argument("--image-size", type=int, help="frame side (default: the model's input size)")
     args = parser.parse_intermixed_args(argv)
+    if args.config is not None:  # the positionals are the config's overrides (key=value)
+        args.overrides = [*([args.model] if args.model is not None else []), *args.options]
+        args.model, args.options = None, []
     given = [flag for flag, value in (("a model name", args.model), ("strategy options", args.options),
                                       ("--strategy", args.strategy), ("--image-size", args.image_size),
                                       ("--source", args.source), ("--frames", args.frames),
@@ -48,7 +53,8 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.
              and value != []]
     if args.config is not None:
         if given:
-            raise UsageError(f"--config names the model, strategy and sizes: drop {', '.join(given)} (or the config)")
+            raise UsageError(f"--config names the model, strategy and sizes: drop {', '.join(given)} (or the config; "
+                             "change them with overrides such as model.strategy=lora data.num_frames=16)")
         return args
     for key, default in (("source", "timm"), ("frames", 8), ("classes", 400), ("views", 3)):
         if getattr(args, key) is None:
@@ -64,7 +70,7 @@ def from_config(args: argparse.Namespace) -> argparse.Namespace:
     """The arguments a config stands for: its model, strategy and options, frames, classes, crop and test views."""
     from recipes._config import load_config, strategy_options
 
-    config = load_config(args.config, [])
+    config = load_config(args.config, args.overrides)
     views = config.eval.num_clips * config.data.augment.test_crops
     return argparse.Namespace(
         model=config.model.name, source=config.model.source, kwargs=dict(config.model.kwargs),

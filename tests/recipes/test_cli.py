@@ -402,6 +402,13 @@ def test_cost_of_a_config_uses_its_model_strategy_and_views(capsys: pytest.Captu
     assert status == 2 and "drop --frames" in err
     status, _, err = run_cli(["cost"], capsys)
     assert status == 2 and "name an image model" in err
+    # Overrides change the config's model as they would for train: ST-Adapter on the same ViT-L at 16 frames.
+    status, out, _ = run_cli(["cost", "--config", "ssv2_vitl14_32f", "model.strategy=st-adapter", "model.options={}",
+                              "data.num_frames=16"], capsys)
+    rows = {line.split("|")[1].strip(): line for line in out.splitlines() if line.startswith("| ")}
+    assert status == 0 and "16x1x3 views" in out and set(rows) == {"strategy", "st-adapter"}
+    status, _, err = run_cli(["cost", "--config", "ssv2_vitl14_32f", "vit_base_patch16_224"], capsys)
+    assert status == 2 and "'vit_base_patch16_224' is not of the form key=value" in err
 
 
 def test_cost_lists_the_merged_deployment_and_open_clip_models(capsys: pytest.CaptureFixture) -> None:
