@@ -79,15 +79,19 @@ def test_packed_qkv_that_is_not_b_t_n_3_heads_d_in_a_float_type_is_refused_in_on
         attend_frames(torch.randn(8, 2, 4, 2, 8), 4, scale=0.3)
 
 
-@pytest.mark.parametrize("run", ["per-frame", "tiled", "reference", "attend_frames"])
+@pytest.mark.parametrize("run", ["per-frame", "tiled", "reference", "attend_frames", "attend_frames via a kernel"])
 @pytest.mark.parametrize("bias_shape", _BAD_BIASES)
-def test_a_bias_that_does_not_broadcast_to_heads_t_t_is_refused_naming_that_shape(run, bias_shape):
+def test_a_bias_that_does_not_broadcast_to_heads_t_t_is_refused_naming_that_shape(run, bias_shape, monkeypatch):
+    if run == "attend_frames via a kernel":  # as on CUDA: attend_frames hands the bias to the kernel's op
+        monkeypatch.setattr(attention, "_kernel_for", lambda device, dropout: "per-frame")
+        monkeypatch.setattr(attention._kernel, "supports", lambda packed: True)
+        monkeypatch.setattr(attention, "frame_attention_reference", None)  # not the PyTorch path
     packed, bias = torch.randn(1, 4, 2, 3, 2, 8), torch.randn(bias_shape)
     message = f"shape (heads, T, T) = (2, 4, 4), or one that broadcasts to it; got torch.float32 {tuple(bias_shape)}"
     with pytest.raises(ValueError, match=re.escape(message)):
         if run == "reference":
             frame_attention_reference(packed, bias, 0.3)
-        elif run == "attend_frames":
+        elif run.startswith("attend_frames"):
             attend_frames(packed.flatten(0, 1), 4, scale=0.3, bias=bias)
         else:
             frame_attention_triton.frame_attention(packed, bias, 0.3, run)
