@@ -221,9 +221,19 @@ class SingleViewDataset(Dataset):
 
 def eval_dataset(config: RecipeConfig, classes: Sequence[str] | None) -> tuple[Dataset, str, int]:
     """The validation dataset with every test view of a video per item, its view notation (e.g. ``8x3x1``) and its
-    number of classes. ``classes`` (the model's, when known) fixes or checks the label ids, see :func:`load_split`."""
+    number of classes. ``classes`` (the model's, when known) fixes or checks the label ids, see :func:`load_split`.
+
+    Raises:
+        ValueError: more than one view asked of synthetic data, which has one per video.
+    """
     data = config.data
     if data.source == "synthetic":
+        views = {"eval.num_clips": config.eval.num_clips, "data.augment.test_crops": data.augment.test_crops}
+        asked = [f"{key}={value}" for key, value in views.items() if value != 1]
+        if asked:  # else evaluated as 1x1 while the command said otherwise
+            raise ValueError(f"{' and '.join(asked)}: synthetic data (data.source=synthetic) has one view per video, "
+                             "a clip generated at the model's length and size: set eval.num_clips=1 "
+                             "data.augment.test_crops=1, or evaluate on videos (data.source=video)")
         s = data.synthetic
         clips = SyntheticMotionDataset(s.val_videos, data.num_frames, s.size, s.num_classes, seed=s.seed + 1)
         return SingleViewDataset(clips), f"{data.num_frames}x1x1", s.num_classes

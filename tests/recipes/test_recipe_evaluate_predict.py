@@ -132,7 +132,8 @@ def test_an_override_of_the_trained_strategy_or_its_options_is_refused(trained: 
                "model.options.scale=null": "model.options.scale=0.5 (the checkpoint's is 1.0)",  # aim's default
                "model.options={}": "model.options.temporal_in=False (the checkpoint's is True)"}
     for override, said in refused.items():
-        for command in (["evaluate", "--checkpoint", str(trained)], ["predict", str(video), "--checkpoint", str(trained)]):
+        for command in (["evaluate", "--checkpoint", str(trained)],
+                        ["predict", str(video), "--checkpoint", str(trained)]):
             assert cli.main([*command, override]) == 2
             err = capsys.readouterr().err
             assert said in err and "the strategy and its options come from the checkpoint folder" in err, err
@@ -151,3 +152,19 @@ def test_a_saved_random_backbone_under_another_architecture_is_named(trained: Pa
             evaluate.main(["--checkpoint", str(trained), override])
         assert said in str(error.value) and "give the config it was trained with" in str(error.value)
         assert "state_dict" not in str(error.value)
+
+
+def test_views_that_synthetic_data_cannot_give_are_refused(trained: Path, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture) -> None:
+    # A synthetic video is one clip at the model's length and size: 3 clips or 3 crops would be evaluated as 1x1.
+    for views, said in ((["eval.num_clips=3"], "eval.num_clips=3: "),
+                        (["data.augment.test_crops=3"], "data.augment.test_crops=3: "),
+                        (["eval.num_clips=2", "data.augment.test_crops=3"],
+                         "eval.num_clips=2 and data.augment.test_crops=3")):
+        assert cli.main(["evaluate", "--checkpoint", str(trained), *views]) == 2
+        err = capsys.readouterr().err
+        assert said in err and "synthetic data (data.source=synthetic) has one view per video" in err, err
+    run_dir = tmp_path / "run"  # training says it before it trains, and writes nothing
+    assert cli.main(["train", "--config", str(trained / "config.yaml"), f"train.output_dir={run_dir}",
+                     "eval.num_clips=3"]) == 2
+    assert "eval.num_clips=3: synthetic data" in capsys.readouterr().err and not run_dir.exists()
