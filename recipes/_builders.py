@@ -9,6 +9,7 @@ into an error that says so.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import math
@@ -17,6 +18,7 @@ import pickle
 import re
 import socket
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -269,6 +271,26 @@ def _create_timm(config: ModelConfig, checkpoint: Path | None, load_weights: boo
     return model, f"timm {architecture}.{tag}"
 
 
+OPEN_CLIP_RANDOM = "No pretrained weights loaded for model"  # open_clip's root-logger warning, once per create_model
+
+
+def _not_open_clip_random(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(OPEN_CLIP_RANDOM)
+
+
+@contextlib.contextmanager
+def _open_clip_weights_follow() -> Iterator[None]:
+    """Silence open_clip's "No pretrained weights loaded ... Model initialized randomly" while building a model whose
+    weights come from a file right after (or that no weights are wanted for: a shape-only build); a model that does
+    stay random (``allow_random_init``) keeps the warning."""
+    root = logging.getLogger()
+    root.addFilter(_not_open_clip_random)
+    try:
+        yield
+    finally:
+        root.removeFilter(_not_open_clip_random)
+
+
 def _visual_tower_only(config: ModelConfig, checkpoint: Path) -> nn.Module | None:
     """The CLIP model with ``checkpoint`` loaded into its image tower, when the file holds exactly that tower's tensors
     (``model.visual.state_dict()``, with or without the ``visual.`` prefix); None for any other file.
@@ -279,7 +301,8 @@ def _visual_tower_only(config: ModelConfig, checkpoint: Path) -> nn.Module | Non
     import open_clip
 
     shapes = _read_tensor_shapes(checkpoint)
-    model = open_clip.create_model(config.name, **config.kwargs)
+    with _open_clip_weights_follow():  # loaded from the file below
+        model = open_clip.create_model(config.name, **config.kwargs)
     expected = set(model.visual.state_dict())
     if shapes is None or {key.removeprefix("visual.") for key in shapes} != expected:
         return None
@@ -302,14 +325,16 @@ def _create_open_clip(config: ModelConfig, checkpoint: Path | None, load_weights
         if not config.allow_random_init:
             raise WeightsError(f"open_clip model {config.name!r}: no model.pretrained tag and no model.checkpoint. "
                                + RANDOM_INIT_HELP)
-        model, source = open_clip.create_model(config.name, **config.kwargs), RANDOM_INIT
+        with _open_clip_weights_follow() if not load_weights else contextlib.nullcontext():
+            model, source = open_clip.create_model(config.name, **config.kwargs), RANDOM_INIT
     else:
         if checkpoint is None and load_weights:
             cfg = open_clip.get_pretrained_cfg(config.name, pretrained) or {}
             _check_downloadable(f"{config.name} / {pretrained}", cfg.get("hf_hub"), cfg.get("url"))
         try:  # open_clip loads files weights_only and, with require_pretrained, fails instead of going random
-            model = open_clip.create_model(config.name, pretrained=pretrained if load_weights else None,
-                                           require_pretrained=load_weights, **config.kwargs)
+            with _open_clip_weights_follow():  # a shape-only build, or the weights load (or it raises)
+                model = open_clip.create_model(config.name, pretrained=pretrained if load_weights else None,
+                                               require_pretrained=load_weights, **config.kwargs)
         except Exception as error:  # noqa: BLE001
             model = _visual_tower_only(config, checkpoint) if checkpoint is not None and load_weights else None
             if model is None:

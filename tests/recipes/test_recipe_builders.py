@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 import timm
@@ -16,11 +18,13 @@ from recipes import train
 from recipes._builders import (
     RANDOM_INIT,
     WeightsError,
+    backbone_tensors,
     build_optimizer,
     build_scheduler,
     build_video_model,
     create_image_model,
     is_torchscript,
+    save_image_weights,
     warmup_cosine,
 )
 from recipes._config import ConfigError, ModelConfig, OptimConfig, load_config
@@ -226,6 +230,32 @@ def test_an_open_clip_image_tower_alone_loads(tiny_open_clip: str, tmp_path: Pat
     torch.save({k: v[..., :1] if k.endswith("proj") else v for k, v in reference.state_dict().items()}, path)
     with pytest.raises(WeightsError, match="image tower: .*size mismatch for proj"):
         create_image_model(ModelConfig(name=tiny_open_clip, source="open_clip", checkpoint=str(path)))
+
+
+def test_open_clip_says_random_init_only_for_a_backbone_that_stays_random(
+        tiny_open_clip: str, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # open_clip logs "No pretrained weights loaded ... initialized randomly" for every model built without weights:
+    # true for a random run, wrong where a saved backbone or a file's image tower is loaded right after.
+    import open_clip
+
+    def warned(**kwargs: Any) -> bool:
+        caplog.clear()
+        with caplog.at_level(logging.WARNING):
+            create_image_model(ModelConfig(name=tiny_open_clip, source="open_clip", **kwargs.pop("model", {})),
+                               **kwargs)
+        return any("No pretrained weights loaded" in record.getMessage() for record in caplog.records)
+
+    assert warned(model={"allow_random_init": True})  # the run's backbone stays random: said
+    saved = tmp_path / "image_model.safetensors"
+    save_image_weights(backbone_tensors(create_image_model(
+        ModelConfig(name=tiny_open_clip, source="open_clip", allow_random_init=True))[0]), saved)
+    assert not warned(model={"allow_random_init": True}, weights_file=saved)  # its saved copy is loaded
+    tower = tmp_path / "tower.safetensors"
+    save_file({k: v.contiguous() for k, v in open_clip.create_model(tiny_open_clip).visual.state_dict().items()},
+              str(tower))
+    assert not warned(model={"checkpoint": str(tower)})  # a file holding the image tower only
+    assert not warned(model={"pretrained": "openai"}, load_weights=False)  # a shape-only build
+    assert warned(model={"allow_random_init": True})  # the filter is gone afterwards
 
 
 def test_train_on_an_open_clip_backbone(tiny_open_clip: str, tmp_path: Path) -> None:
