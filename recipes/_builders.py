@@ -28,7 +28,9 @@ from safetensors.torch import load_file
 from torch import nn
 
 import adaptkit
-from recipes._config import ModelConfig, OptimConfig, RecipeConfig, strategy_options
+from adaptkit.backbones import find_family
+from adaptkit.strategies import parse_layers
+from recipes._config import ConfigError, ModelConfig, OptimConfig, RecipeConfig, strategy_options
 
 
 log = logging.getLogger(__name__)
@@ -439,10 +441,20 @@ def load_image_weights(model: nn.Module, path: str | Path) -> None:
 
 
 def build_video_model(config: RecipeConfig, image_model: nn.Module, num_classes: int) -> adaptkit.VideoModel:
-    """Inject the configured strategy into ``image_model``, for ``config.data.num_frames`` frames."""
+    """Inject the configured strategy into ``image_model``, for ``config.data.num_frames`` frames.
+
+    Raises:
+        ConfigError: ``model.options.layers`` selects blocks the backbone does not have (said, like the option errors
+            the config's checks find, with the ``model.options:`` prefix; the depth is known only here).
+    """
+    options = strategy_options(config.model)
+    if "layers" in options:
+        try:
+            parse_layers(options["layers"], len(find_family(image_model).blocks()))
+        except ValueError as error:
+            raise ConfigError(f"model.options: {error}") from None
     video_model = adaptkit.inject(
-        image_model, config.model.strategy, num_frames=config.data.num_frames, num_classes=num_classes,
-        **strategy_options(config.model),
+        image_model, config.model.strategy, num_frames=config.data.num_frames, num_classes=num_classes, **options,
     )
     video_model.set_grad_checkpointing(config.model.grad_checkpointing)
     return video_model

@@ -63,9 +63,7 @@ class AIMConfig(StrategyConfig):
 
     def validate(self) -> None:
         check_bool(self, "spatial", "temporal", "joint", "temporal_in")
-        check_range(self, "ratio", 0.0, 1.0)
-        if self.ratio == 0:
-            raise ValueError("aim option ratio=0 is out of range (0, 1]: an adapter needs at least one hidden unit")
+        check_range(self, "ratio", 0.0, 1.0, low_inclusive=False)  # an adapter needs at least one hidden unit
         check_range(self, "scale", 0.0, 100.0)
         check_range(self, "drop_path", 0.0, 1.0, high_inclusive=False)
         if self.temporal_in and not self.temporal:

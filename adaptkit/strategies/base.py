@@ -133,8 +133,11 @@ class StrategyConfig(ABC):
         return dataclasses.asdict(self)
 
 
-def check_range(config: object, field: str, low: float, high: float, *, high_inclusive: bool = True) -> None:
-    """Refuse option ``field`` of a strategy config unless it is a finite number in [low, high] (or [low, high)).
+def check_range(
+    config: object, field: str, low: float, high: float, *, high_inclusive: bool = True, low_inclusive: bool = True
+) -> None:
+    """Refuse option ``field`` of a strategy config unless it is a finite number in [low, high] (``low_inclusive`` /
+    ``high_inclusive`` False: open at that end, e.g. (0, 1] for a ratio that needs at least one hidden unit).
 
     Raises:
         StrategyOptionError: (a ValueError) naming the strategy, the option, its value and the range.
@@ -143,9 +146,10 @@ def check_range(config: object, field: str, low: float, high: float, *, high_inc
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise StrategyOptionError(f"{type(config).name} option {field!r} must be a number, got {value!r}")
     upper_ok = value <= high if high_inclusive else value < high
-    if not (low <= value and upper_ok):
-        bracket = "]" if high_inclusive else ")"
-        raise StrategyOptionError(f"{type(config).name} option {field}={value!r} is out of range [{low}, {high}{bracket}")
+    lower_ok = low <= value if low_inclusive else low < value
+    if not (lower_ok and upper_ok):
+        interval = f"{'[' if low_inclusive else '('}{low:g}, {high:g}{']' if high_inclusive else ')'}"
+        raise StrategyOptionError(f"{type(config).name} option {field}={value!r} is out of range {interval}")
 
 
 def check_bool(config: object, *fields: str) -> None:

@@ -52,9 +52,7 @@ class STAdapterConfig(StrategyConfig):
     """Blocks to adapt: 'all', 'top:N', 'bottom:N', 'every:N' or a list of indices."""
 
     def validate(self) -> None:
-        check_range(self, "ratio", 0.0, 1.0)
-        if self.ratio == 0:
-            raise ValueError("st-adapter option ratio=0 is out of range (0, 1]: an adapter needs at least one channel")
+        check_range(self, "ratio", 0.0, 1.0, low_inclusive=False)  # an adapter needs at least one hidden unit
         kernel = self.kernel
         if (not isinstance(kernel, (tuple, list)) or len(kernel) != 3
                 or any(isinstance(k, bool) or not isinstance(k, int) or k < 1 or k % 2 == 0 for k in kernel)):

@@ -73,9 +73,7 @@ class ZeroI2VConfig(StrategyConfig):
     """Blocks to adapt: 'all', 'top:N', 'bottom:N', 'every:N' or a list of indices."""
 
     def validate(self) -> None:
-        check_range(self, "ratio", 0.0, 1.0)
-        if self.ratio == 0:
-            raise ValueError("zero-i2v option ratio=0 is out of range (0, 1]: an adapter needs at least one unit")
+        check_range(self, "ratio", 0.0, 1.0, low_inclusive=False)  # an adapter needs at least one hidden unit
         check_range(self, "scale", 0.0, 100.0)
         offsets = self.temporal_offsets
         if not isinstance(offsets, (tuple, list)) or any(isinstance(o, bool) or not isinstance(o, int) for o in offsets):

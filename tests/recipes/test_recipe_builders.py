@@ -298,3 +298,20 @@ def test_temporal_embedding_lr_multiplier(synthetic_args, tmp_path: Path, strate
                for g in optimizer.param_groups if g["name"] != "temporal_embedding")
     with pytest.raises(Exception, match="optim.temporal_embed_lr_mult"):
         load_config("synthetic_motion", synthetic_args(tmp_path)[2:] + ["optim.temporal_embed_lr_mult=-1"])
+
+
+def test_layers_the_backbone_lacks_are_named_as_a_model_option() -> None:
+    # The depth is known only once the image model is built: the refusal still reads like the config's other option
+    # errors ("model.options: ..."), for every strategy with a layers option.
+    for strategy, layers, said in (("aim", "top:5", "layers='top:5' asks for 5 blocks but the backbone has 2"),
+                                   ("st-adapter", "[0,7]", "layers [7] are out of range for a backbone with 2 blocks"),
+                                   ("zero-i2v", "every:1", None)):
+        config = load_config("synthetic_motion", [f"model.strategy={strategy}", "model.options={}",
+                                                  f"model.options.layers={layers}"])
+        image_model, _ = create_image_model(config.model)
+        if said is None:  # a selection the backbone has builds as before
+            assert build_video_model(config, image_model, num_classes=4).strategy_name == strategy
+            continue
+        with pytest.raises(ConfigError) as error:
+            build_video_model(config, image_model, num_classes=4)
+        assert str(error.value) == f"model.options: {said}"

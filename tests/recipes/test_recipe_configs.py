@@ -253,3 +253,14 @@ def test_the_schemas_default_drop_path_applies_only_to_strategies_that_have_it(t
         for said in ("model.options.drop_path=0.1", "model.options={drop_path: 0.2}"):
             with pytest.raises(ConfigError, match=rf"unknown option\(s\) \['drop_path'\] for strategy '{strategy}'"):
                 load_config(path, [f"model.strategy={strategy}", said])
+
+
+def test_an_adapter_ratio_is_refused_with_the_range_it_takes() -> None:
+    # 0 is refused (an adapter needs at least one hidden unit): the range said is (0, 1], not [0.0, 1.0].
+    for strategy in ("aim", "st-adapter", "zero-i2v"):
+        for ratio in ("0", "-0.5", "1.5"):
+            overrides = [f"model.strategy={strategy}", "model.options={}", f"model.options.ratio={ratio}"]
+            with pytest.raises(ConfigError) as error:
+                load_config("synthetic_motion", overrides)
+            assert str(error.value) == f"model.options: {strategy} option ratio={ratio} is out of range (0, 1]"
+    assert load_config("synthetic_motion", ["model.options.ratio=1.0"]).model.options["ratio"] == 1.0
