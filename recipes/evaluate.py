@@ -9,6 +9,8 @@
 The checkpoint folder is a run's ``final/`` or ``checkpoints/step_<N>/``: it holds the adapter, the config the model
 was trained with (used unless ``--config`` is given; overrides apply on top) and the class names (a plain
 ``save_pretrained`` folder has neither: ``--config`` is then required and the classes come from the annotations).
+The strategy and its options are the folder's own (its ``adapter_config.json``): an override of ``model.strategy`` or
+``model.options`` that differs from them is refused.
 A video's score is the mean of the softmax over its views. The result, with the list of evaluated video ids
 (validation sets differ between dataset copies), is written to ``<checkpoint>/eval_result.json`` unless ``--output`` says otherwise.
 An earlier result there of other data or other views is kept: this one then gets a name of its own,

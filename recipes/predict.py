@@ -7,7 +7,8 @@
 The video is read with the sampling the model was trained with and the test views of evaluation (the checkpoint's
 config: frames, dense or segment sampling, temporal clips, crops), and the command says which frames it read. The
 scores are the mean softmax over the views. A plain ``save_pretrained`` folder (no run config) works when
-``--config`` names the image model and the sampling; ``--classes`` then gives the class names.
+``--config`` names the image model and the sampling; ``--classes`` then gives the class names. The strategy and its
+options are the folder's own (its ``adapter_config.json``): an override of them that differs is refused.
 """
 
 from __future__ import annotations
