@@ -18,7 +18,13 @@ from torch import nn
 from adaptkit.backbones.base import INJECTED_MARKER, BackboneFamily, SpatialContext
 from adaptkit import adapter_sets, self_checks
 from adaptkit import param_groups as groups
-from adaptkit.errors import MergeError, UnloadedModelError, UnsupportedBackboneError, VideoInputError, retyped  # noqa: F401  MergeError re-exported
+from adaptkit.errors import (  # noqa: F401  MergeError re-exported
+    MergeError,
+    UnloadedModelError,
+    UnsupportedBackboneError,
+    VideoInputError,
+    retyped,
+)
 from adaptkit.layers import TemporalEmbedding
 from adaptkit.self_checks import MERGE_TOLERANCE  # noqa: F401  re-exported
 from adaptkit.strategies.base import StrategyConfig, StrategyContext, VideoBlock

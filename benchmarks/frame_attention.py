@@ -203,14 +203,16 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cuda")
     parser.add_argument("--batch", type=positive_int, default=None, help="clips (CUDA default 16, CPU 2)")
     parser.add_argument("--frames", type=positive_int, default=8)
-    parser.add_argument("--tokens", type=positive_int, default=None, help="token positions per frame (CUDA default 197, CPU 50)")
+    parser.add_argument("--tokens", type=positive_int, default=None,
+                        help="token positions per frame (CUDA default 197, CPU 50)")
     parser.add_argument("--heads", type=positive_int, default=12)
     parser.add_argument("--head-dim", type=positive_int, default=64)
     parser.add_argument("--dtype", choices=list(DTYPES), default=None, help="CUDA default bf16, CPU fp32")
     parser.add_argument("--bias", action="store_true", help="a (heads, T, T) bias with a gradient, as Swin's")
     parser.add_argument("--repeats", type=positive_int, default=50)
     parser.add_argument("--warmup", type=non_negative_int, default=5)
-    parser.add_argument("--copy-mib", type=positive_int, default=None, help="size of the bandwidth copy (CUDA 1024, CPU 64)")
+    parser.add_argument("--copy-mib", type=positive_int, default=None,
+                        help="size of the bandwidth copy (CUDA 1024, CPU 64)")
     parser.add_argument("--out", type=Path, default=None, help="JSON file (default results/frame_attention_<device>.json)")
     args = parser.parse_args(argv)
     cuda = args.device.startswith("cuda")

@@ -1,7 +1,8 @@
 """What autograd keeps for the backward pass, counted exactly at paper scale without running anything.
 
-    python -m benchmarks.saved_memory                       # AIM, TimeSformer, space-only: totals and where AIM's bytes go
-                                                            # (printed; benchmarks/results/saved_memory.json, --out elsewhere)
+    # AIM, TimeSformer, space-only: totals and where AIM's bytes go (printed, and written to
+    # benchmarks/results/saved_memory.json; --out elsewhere)
+    python -m benchmarks.saved_memory
     python -m benchmarks.saved_memory --rows aim --top 30   # one row, longer breakdown
     python -m benchmarks.saved_memory --model vit_large_patch14_clip_224 --frames 16   # another timm model
 

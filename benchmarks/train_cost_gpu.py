@@ -218,7 +218,8 @@ def main(args: argparse.Namespace, rest: list[str]) -> dict:
 
     rate = matmul_rate(args.device, args.matmul_size)
     result = {
-        "environment": {"device": describe_device(args.device), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+        "environment": {"device": describe_device(args.device),
+                        "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                         "torch": torch.__version__, "timm": timm.__version__},
         "setting": {"model": args.model, "frames": args.frames, "image_size": args.image_size, "batch": args.batch,
                     "inference_batch": args.inference_batch, "steps": args.steps, "warmup": args.warmup,

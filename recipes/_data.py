@@ -29,7 +29,6 @@ from adaptkit.data import (
     SyntheticMotionDataset,
     VideoClipDataset,
     VideoFileCheck,
-    VideoRecord,
     VideoTrainTransform,
     check_video_files,
     load_annotations,

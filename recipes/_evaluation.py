@@ -53,7 +53,8 @@ def evaluate(
     # dropout and drop path draw from, so an evaluation would change the training that follows it (and a resume
     # after an epoch's evaluation would not repeat the uninterrupted run).
     loader = DataLoader(shard, batch_size=batch_size, num_workers=num_workers,
-                        pin_memory=pin_memory and world.device.type == "cuda", generator=torch.Generator().manual_seed(0))
+                        pin_memory=pin_memory and world.device.type == "cuda",
+                        generator=torch.Generator().manual_seed(0))
 
     def forward(video: torch.Tensor) -> torch.Tensor:  # normalised (N, C, T, H, W) -> logits (N, K)
         with autocast(world.device, bf16):

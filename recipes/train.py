@@ -585,7 +585,8 @@ class TrainRecipe:
                     self.metrics.log("train", self.step, **values)
                     bar.set_postfix(loss=f"{values['loss']:.4f}", lr=f"{values['lr']:.2e}",
                                     clips_s=f"{values['clips_per_s']:.1f}", data=f"{100 * values['data_wait']:.0f}%")
-                    self.window_loss, self.window_steps, timed_steps, window_start = zero_loss, 0, 0, time.perf_counter()
+                    self.window_loss, self.window_steps, timed_steps = zero_loss, 0, 0
+                    window_start = time.perf_counter()
                     paused, waited = 0.0, 0.0
                 if (tc.checkpoint_every and self.step % tc.checkpoint_every == 0) or self.step == stop_at:
                     paused += self._timed(self.save, self.step)

@@ -82,7 +82,8 @@ def frame_attention(
             (as :func:`~adaptkit.layers.frame_attention_reference`).
     """
     check_packed_qkv(packed, _DTYPES)
-    bias = frame_bias(bias, packed.shape[4], packed.shape[1], packed.device)  # (heads, T, T); stride 0 where it broadcasts, which the kernels read as is
+    # (heads, T, T); stride 0 where it broadcasts, which the kernels read as is
+    bias = frame_bias(bias, packed.shape[4], packed.shape[1], packed.device)
     if kernel not in KERNELS:
         raise ValueError(f"unknown frame-attention kernel {kernel!r}; expected one of {', '.join(KERNELS)}")
     if block_rows & (block_rows - 1):
