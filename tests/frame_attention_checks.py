@@ -89,21 +89,27 @@ def check_saved_for_backward(device, kernel="per-frame") -> None:
     assert sorted(tuple(t.shape) for t in saved) == sorted([tuple(packed.shape), tuple(bias.shape), (2, 4, 3, 2)])
 
 
-def check_a_bias_that_broadcasts(kernel, bias_shape) -> None:
-    """A bias that broadcasts to (heads, T, T), e.g. (1, T, T) or (T, T), is used as the PyTorch path uses it, and its
-    gradient has its own shape (the ops expand it to stride-0 views, which the kernels read as they are)."""
-    packed, _ = make_inputs(1, 4, 3, 2, 8, False, False, torch.float32, "cpu")
-    bias = torch.randn(bias_shape, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
-    weights = torch.randn(1, 4, 3, 2, 8)
+def _matches_the_reference(kernel, packed, bias, weights) -> tuple[torch.Tensor, ...]:
+    """The kernel's output and gradients of packed q/k/v and ``bias`` against the float64 reference; returns the
+    kernel's gradients."""
     out, grads = _outputs_and_gradients(lambda p, b: frame_attention_triton.frame_attention(p, b, 0.3, kernel),
                                         packed, bias, weights)
     packed64, bias64 = (t.detach().double().requires_grad_(True) for t in (packed, bias))
     expected, expected_grads = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, b, 0.3),
                                                       packed64, bias64, weights.double())
     torch.testing.assert_close(out.double(), expected, **TOLERANCE[torch.float32])
-    assert grads[1].shape == bias.shape
     for grad, expected_grad in zip(grads, expected_grads, strict=True):
         torch.testing.assert_close(grad.double(), expected_grad, **TOLERANCE[torch.float32])
+    return grads
+
+
+def check_a_bias_that_broadcasts(kernel, bias_shape) -> None:
+    """A bias that broadcasts to (heads, T, T), e.g. (1, T, T) or (T, T), is used as the PyTorch path uses it, and its
+    gradient has its own shape (the ops expand it to stride-0 views, which the kernels read as they are)."""
+    packed, _ = make_inputs(1, 4, 3, 2, 8, False, False, torch.float32, "cpu")
+    bias = torch.randn(bias_shape, generator=torch.Generator().manual_seed(1)).requires_grad_(True)
+    grads = _matches_the_reference(kernel, packed, bias, torch.randn(1, 4, 3, 2, 8))
+    assert grads[1].shape == bias.shape
 
 
 def check_a_bias_masking_a_rows_first_keys(kernel) -> None:
@@ -126,15 +132,7 @@ def check_a_large_bias_with_a_partial_block(kernel) -> None:
     """Bias 100 and 3 token positions in a block of more: padded rows must not overflow exp into NaN gradients."""
     packed, _ = make_inputs(1, 4, 3, 2, 8, False, False, torch.float32, "cpu")
     bias = torch.full((2, 4, 4), 100.0).add_(torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(2)))
-    bias.requires_grad_(True)
-    weights = torch.randn(1, 4, 3, 2, 8)
-    _, grads = _outputs_and_gradients(lambda p, b: frame_attention_triton.frame_attention(p, b, 0.3, kernel),
-                                      packed, bias, weights)
-    packed64, bias64 = (t.detach().double().requires_grad_(True) for t in (packed, bias))
-    _, expected_grads = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, b, 0.3),
-                                               packed64, bias64, weights.double())
-    for grad, expected_grad in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(grad.double(), expected_grad, **TOLERANCE[torch.float32])
+    _matches_the_reference(kernel, packed, bias.requires_grad_(True), torch.randn(1, 4, 3, 2, 8))
 
 
 @settings(max_examples=16, deadline=None)
