@@ -22,6 +22,7 @@ from adaptkit.errors import (
 )
 from adaptkit.inject import from_pretrained, inject
 from adaptkit.model import VideoModel
+from adaptkit.self_checks import MERGE_TOLERANCE
 from adaptkit.strategies import StrategyConfig, list_strategies, register_strategy
 
 __all__ = [
@@ -30,6 +31,7 @@ __all__ = [
     "BackboneWeightsWarning",
     "CheckpointMismatchError",
     "CorruptCheckpointError",
+    "MERGE_TOLERANCE",
     "BackboneFamily",
     "MergeError",
     "StrategyConfig",

@@ -17,7 +17,7 @@ def count_parameters(model: nn.Module) -> tuple[int, int]:
     return total, trainable
 
 
-def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] = 224, views: int = 1,
+def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] | None = None, views: int = 1,
                 num_frames: int | None = None) -> float:
     """Inference cost in GMACs for ``views`` clips, the unit the AIM paper calls "GFLOPs".
 
@@ -27,7 +27,8 @@ def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] = 224,
 
     Args:
         video_model: A :class:`~adaptkit.VideoModel`.
-        image_size: Frame height and width in pixels (one int for square frames).
+        image_size: Frame height and width in pixels (one int for square frames); None (the default) takes the
+            backbone's input size (224 where the model does not record one).
         views: Number of views (temporal clips x spatial crops) per video, >= 1.
         num_frames: Clip length T, >= 1; None (the default) takes the model's ``num_frames``.
 
@@ -41,6 +42,8 @@ def count_flops(video_model: nn.Module, image_size: int | tuple[int, int] = 224,
     for name, value in (("views", views), ("num_frames", 1 if num_frames is None else num_frames)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"count_flops {name} must be a positive integer, got {value!r}")
+    if image_size is None:
+        image_size = video_model.family.input_size() or 224
     height, width = (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
     if any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in (height, width)):
         raise ValueError(f"count_flops image_size must be a positive integer or (height, width), got {image_size!r}")

@@ -64,7 +64,7 @@ def inject(
 
     Example:
         >>> import adaptkit, timm, torch
-        >>> model = timm.create_model("vit_base_patch16_clip_224.openai", pretrained=True)
+        >>> model = timm.create_model("vit_base_patch16_clip_quickgelu_224.openai", pretrained=True)
         >>> video_model = adaptkit.inject(model, strategy="aim", num_frames=8, num_classes=400)
         >>> video_model(torch.randn(2, 3, 8, 224, 224)).shape
         torch.Size([2, 400])

@@ -523,6 +523,11 @@ def validate(config: RecipeConfig) -> None:
                  "train_videos and val_videos must be >= 1")
         _require(data.augment.crop_size == synthetic.size, "data.augment.crop_size",
                  f"must equal data.synthetic.size={synthetic.size} (the model input; predict crops real videos to it)")
+        for name in ("train", "val"):  # generated in memory: a file named here would be silently ignored
+            for key in ("annotations", "root"):
+                _require(getattr(getattr(data, name), key) is None, f"data.{name}.{key}",
+                         "is not read with data.source=synthetic (clips made in memory); set data.source=video to "
+                         "use annotation files")
 
     _require(optim.lr > 0 and math.isfinite(optim.lr), "optim.lr", f"must be > 0, got {optim.lr}")
     _require(all(0 <= b < 1 for b in optim.betas), "optim.betas", f"must be in [0, 1), got {optim.betas}")

@@ -129,3 +129,9 @@ def test_meta_flop_count_equals_a_real_forward_on_a_map_pooling_vit(strategy):
     with torch.no_grad(), counter, torch.nn.attention.sdpa_kernel(torch.nn.attention.SDPBackend.MATH):
         vm.eval().requires_grad_(False)(torch.randn(1, 3, 3, 32, 32))
     assert counted == counter.get_total_flops() / 2 / 1e9 > 0
+
+
+def test_count_flops_takes_the_backbones_input_size_by_default():
+    image_model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, depth=1)
+    video_model = adaptkit.inject(image_model, "aim", num_frames=2, num_classes=3)
+    assert adaptkit.count_flops(video_model) == adaptkit.count_flops(video_model, image_size=32) > 0

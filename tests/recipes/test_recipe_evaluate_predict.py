@@ -168,3 +168,8 @@ def test_views_that_synthetic_data_cannot_give_are_refused(trained: Path, tmp_pa
     assert cli.main(["train", "--config", str(trained / "config.yaml"), f"train.output_dir={run_dir}",
                      "eval.num_clips=3"]) == 2
     assert "eval.num_clips=3: synthetic data" in capsys.readouterr().err and not run_dir.exists()
+    # Annotation files are not read either: evaluating "other.csv" must not evaluate the synthetic clips instead.
+    assert cli.main(["evaluate", "--checkpoint", str(trained), "data.val.annotations=other.csv"]) == 2
+    err = capsys.readouterr().err
+    assert "data.val.annotations: is not read with data.source=synthetic" in err and err.count("\n") == 1
+    assert not list(trained.glob("eval_result_other*"))
