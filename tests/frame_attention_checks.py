@@ -89,7 +89,8 @@ def check_saved_for_backward(device, kernel="per-frame") -> None:
     assert sorted(tuple(t.shape) for t in saved) == sorted([tuple(packed.shape), tuple(bias.shape), (2, 4, 3, 2)])
 
 
-def _matches_the_reference(kernel, packed, bias, weights) -> tuple[torch.Tensor, ...]:
+def _matches_the_reference(kernel, packed, bias, weights,
+                           tolerance=TOLERANCE[torch.float32]) -> tuple[torch.Tensor, ...]:
     """The kernel's output and gradients of packed q/k/v and ``bias`` against the float64 reference; returns the
     kernel's gradients."""
     out, grads = _outputs_and_gradients(lambda p, b: frame_attention_triton.frame_attention(p, b, 0.3, kernel),
@@ -97,9 +98,9 @@ def _matches_the_reference(kernel, packed, bias, weights) -> tuple[torch.Tensor,
     packed64, bias64 = (t.detach().double().requires_grad_(True) for t in (packed, bias))
     expected, expected_grads = _outputs_and_gradients(lambda p, b: frame_attention_reference(p, b, 0.3),
                                                       packed64, bias64, weights.double())
-    torch.testing.assert_close(out.double(), expected, **TOLERANCE[torch.float32])
+    torch.testing.assert_close(out.double(), expected, **tolerance)
     for grad, expected_grad in zip(grads, expected_grads, strict=True):
-        torch.testing.assert_close(grad.double(), expected_grad, **TOLERANCE[torch.float32])
+        torch.testing.assert_close(grad.double(), expected_grad, **tolerance)
     return grads
 
 
@@ -132,7 +133,9 @@ def check_a_large_bias_with_a_partial_block(kernel) -> None:
     """Bias 100 and 3 token positions in a block of more: padded rows must not overflow exp into NaN gradients."""
     packed, _ = make_inputs(1, 4, 3, 2, 8, False, False, torch.float32, "cpu")
     bias = torch.full((2, 4, 4), 100.0).add_(torch.randn(2, 4, 4, generator=torch.Generator().manual_seed(2)))
-    _matches_the_reference(kernel, packed, bias.requires_grad_(True), torch.randn(1, 4, 3, 2, 8))
+    weights = torch.randn(1, 4, 3, 2, 8, generator=torch.Generator().manual_seed(3))
+    # Logits near 100 keep float32's ~1e-7 relative precision of 100, about 1e-5 absolute: 4e-5 seen in gradients.
+    _matches_the_reference(kernel, packed, bias.requires_grad_(True), weights, tolerance=dict(rtol=1e-4, atol=1e-4))
 
 
 @settings(max_examples=16, deadline=None)

@@ -193,7 +193,7 @@ def test_paths_are_made_absolute_against_the_current_folder(tmp_path: Path, monk
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     config = load_config("synthetic_motion", [
-        "model.checkpoint=weights/image.safetensors", "data.train.annotations=k400/train.csv",
+        "data.source=video", "model.checkpoint=weights/image.safetensors", "data.train.annotations=k400/train.csv",
         "data.train.root=k400/videos", "data.val.annotations=~/k400/val.csv", "data.frame_cache=../frames",
         "data.generated.cache_dir=.cache/adaptkit", "train.output_dir=runs/mine",
     ])
@@ -203,7 +203,8 @@ def test_paths_are_made_absolute_against_the_current_folder(tmp_path: Path, monk
     # Listed paths without a root are relative to the current folder: it becomes their root.
     assert (config.data.val.annotations, config.data.val.root) == (str(tmp_path / "home" / "k400" / "val.csv"),
                                                                    str(tmp_path))
-    tree = load_config("synthetic_motion", ["data.format=folder_tree", "data.train.annotations=videos/train"])
+    tree = load_config("synthetic_motion", ["data.source=video", "data.format=folder_tree",
+                                            "data.train.annotations=videos/train"])
     assert (tree.data.train.annotations, tree.data.train.root) == (str(tmp_path / "videos" / "train"), None)
     assert config.data.frame_cache == str(tmp_path.parent / "frames")
     assert config.data.generated.cache_dir == str(tmp_path / ".cache" / "adaptkit")
