@@ -4,6 +4,7 @@
     adaptkit cost vit_large_patch14_clip_224 --frames 16 --classes 174 --views 6
     adaptkit cost ViT-B-16 --source open_clip
     adaptkit cost swin_base_patch4_window7_224 --strategy aim ratio=0.125
+    adaptkit cost vit_large_patch14_clip_224 --image-size 336   # the model built for 336 px frames
     adaptkit cost --config ssv2_vitl14_32f            # a config's model, strategy, frames, classes and test views
 
 No weights are downloaded and no memory is used: shapes only. A strategy that merges into the frozen weights
@@ -25,7 +26,7 @@ from torch import nn
 import adaptkit
 from adaptkit.backbones import find_family
 from recipes._args import ArgumentParser, UsageError
-from recipes._builders import check_model_name
+from recipes._builders import _open_clip_weights_follow, check_model_name
 
 
 def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.Namespace:
@@ -41,7 +42,8 @@ def parse_args(argv: list[str] | None, prog: str = "adaptkit cost") -> argparse.
     parser.add_argument("--frames", type=int, help="frames per clip T (default 8)")
     parser.add_argument("--classes", type=int, help="classes of the new head (default 400)")
     parser.add_argument("--views", type=int, help="test views per video (default 3)")
-    parser.add_argument("--image-size", type=int, help="frame side (default: the model's input size)")
+    parser.add_argument("--image-size", type=int, help="frame side; the model is built for it (timm img_size=, "
+                        "open_clip force_image_size=; default: the model's own input size)")
     args = parser.parse_intermixed_args(argv)
     if args.config is not None:  # the positionals are the config's overrides (key=value)
         args.overrides = [*([args.model] if args.model is not None else []), *args.options]
@@ -80,18 +82,29 @@ def from_config(args: argparse.Namespace) -> argparse.Namespace:
               f"{config.data.augment.test_crops} views")
 
 
-def meta_image_model(name: str, source: str, kwargs: dict[str, Any] | None = None) -> nn.Module:
-    """The named image model with every tensor on the meta device (no weights, no memory)."""
+def meta_image_model(name: str, source: str, kwargs: dict[str, Any] | None = None,
+                     image_size: int | None = None) -> nn.Module:
+    """The named image model with every tensor on the meta device (no weights, no memory).
+
+    ``image_size``: build it for frames of that side (as the paper's 336 px models are: a longer position embedding),
+    through timm's ``img_size`` or open_clip's ``force_image_size``; None keeps the model's own.
+    """
     check_model_name(name, source)
+    kwargs = dict(kwargs or {})
     if source == "open_clip":
         import open_clip
 
-        with torch.device("meta"):  # device= too: open_clip moves the model to it, which a meta tensor cannot leave
-            return open_clip.create_model(name, device="meta", **(kwargs or {})).visual
+        if image_size is not None:
+            kwargs["force_image_size"] = image_size
+        # device= too: open_clip moves the model to it, which a meta tensor cannot leave
+        with torch.device("meta"), _open_clip_weights_follow():
+            return open_clip.create_model(name, device="meta", **kwargs).visual
     import timm
 
+    if image_size is not None:
+        kwargs["img_size"] = image_size
     with torch.device("meta"):
-        return timm.create_model(name.partition(".")[0], pretrained=False, **(kwargs or {}))
+        return timm.create_model(name.partition(".")[0], pretrained=False, **kwargs)
 
 
 def input_size(image_model: nn.Module) -> int:
@@ -131,7 +144,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     strategies = [args.strategy] if args.strategy else adaptkit.list_strategies()
     if args.strategy and args.strategy not in adaptkit.list_strategies():
         raise ValueError(f"unknown strategy {args.strategy!r}; registered: {adaptkit.list_strategies()}")
-    meta_model = meta_image_model(args.model, args.source, getattr(args, "kwargs", None))
+    from_flags = getattr(args, "title", None) is None  # a config's model is built as training builds it
+    meta_model = meta_image_model(args.model, args.source, getattr(args, "kwargs", None),
+                                  args.image_size if from_flags else None)
     size = args.image_size if args.image_size is not None else input_size(meta_model)
     rows: list[dict[str, Any]] = []
     lines: list[str] = []

@@ -389,6 +389,18 @@ def test_cost_prints_every_strategy(capsys: pytest.CaptureFixture) -> None:
     assert rows["aim"] == f"| aim | {total / 1e6:.2f} | {tunable / 1e6:.3f} | {gmacs:.1f} | {2 * gmacs:.1f} |"
 
 
+def test_cost_builds_the_model_for_the_image_size_asked(capsys: pytest.CaptureFixture) -> None:
+    """--image-size on a fixed-size model (test_vit: 160 px) counts that model built for the size, not a refusal."""
+    status, out, err = run_cli(["cost", "test_vit", "--strategy", "aim", "--frames", "4", "--image-size", "96"], capsys)
+    assert status == 0, err
+    video_model = adaptkit.inject(timm.create_model("test_vit", img_size=96), "aim", num_frames=4, num_classes=400)
+    total, _ = adaptkit.count_parameters(video_model)
+    gmacs = adaptkit.count_flops(video_model, image_size=96)
+    row = next(line for line in out.splitlines() if line.startswith("| aim "))
+    assert row.split("|")[2].strip() == f"{total / 1e6:.2f}" and row.split("|")[4].strip() == f"{gmacs:.1f}"
+    assert "frames of 96x96" in out
+
+
 def test_cost_of_a_config_uses_its_model_strategy_and_views(capsys: pytest.CaptureFixture) -> None:
     status, out, _ = run_cli(["cost", "--config", "ssv2_vitl14_32f"], capsys)
     assert status == 0 and "32x1x3 views" in out
