@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,7 +130,8 @@ def compare_frozen_weights(saved: Any, found: dict[str, float] | None, path: str
 
 
 class CorruptCheckpointError(AdaptkitError, ValueError):
-    """A checkpoint file exists but cannot be read as safetensors (truncated, overwritten, not safetensors)."""
+    """A checkpoint file exists but cannot be read: weights truncated, overwritten or not safetensors, or a config
+    that is malformed or of another format version."""
 
 
 def read_safetensors(file: Path, sha256: str | None = None) -> dict[str, torch.Tensor]:
@@ -201,6 +203,30 @@ def compare_architecture(saved: dict[str, Any], found: dict[str, Any], path: str
 
 
 REQUIRED_KEYS = ("strategy", "options", "num_frames", "num_classes", "backbone")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+_VALUE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "strategy": (lambda v: isinstance(v, str), "a strategy name"),
+    "options": (lambda v: isinstance(v, dict), "an object of strategy options"),
+    "num_frames": (_positive_int, "a positive integer"),
+    "num_classes": (lambda v: v is None or _positive_int(v), "a positive integer or null"),
+    "backbone": (lambda v: isinstance(v, dict), "an object: the backbone's identity"),
+    "merged": (lambda v: isinstance(v, bool), "true or false"),
+    # Present since digests were recorded (older folders lack the key): each weights file's SHA-256, the adapter's
+    # always. A value that is there but unusable must not switch the integrity check off.
+    "sha256": (lambda v: isinstance(v, dict) and WEIGHTS_NAME in v and all(
+        isinstance(d, str) and len(d) == 64 for d in v.values()), f"file name -> SHA-256 hex, {WEIGHTS_NAME}'s included"),
+    "frozen_weights": (lambda v: isinstance(v, dict) and all(_number(v.get(k)) for k in ("norm", "signed_sum")),
+                       "an object with numbers norm and signed_sum"),
+}
 KNOWN_KEYS = {"format_version", "adaptkit_version", "merged", "sha256", "frozen_weights", *REQUIRED_KEYS}
 
 
@@ -209,8 +235,9 @@ def read_config(path: str | Path) -> dict[str, Any]:
 
     Raises:
         FileNotFoundError: no config in ``path``.
-        CorruptCheckpointError: the file is not a JSON object, lacks a required key, or is a PEFT adapter's config.
-        ValueError: another ``format_version``.
+        CorruptCheckpointError: the file is not a JSON object, lacks a required key, holds a value of the wrong type
+            (e.g. ``sha256`` that is not the file-to-digest object save_pretrained writes), is of another
+            ``format_version``, or is a PEFT adapter's config.
     """
     file = Path(path) / CONFIG_NAME
     if not file.is_file():
@@ -227,11 +254,19 @@ def read_config(path: str | Path) -> dict[str, Any]:
             f"{file} is a PEFT adapter ({config['peft_type']}), not an adaptkit one: load it with "
             "peft.PeftModel.from_pretrained on the image model. adaptkit's folders use the same file names but record "
             "the video model (strategy, frames, backbone identity) and key tensors as the video model does")
-    if config.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{file}: unsupported format_version {config.get('format_version')!r} (expected {FORMAT_VERSION})")
-    missing = [key for key in REQUIRED_KEYS if key not in config]
+    missing = [key for key in ("format_version", *REQUIRED_KEYS) if key not in config]
     if missing:
         raise CorruptCheckpointError(f"{file} lacks {', '.join(missing)}; save the model again")
+    if config["format_version"] != FORMAT_VERSION:
+        raise CorruptCheckpointError(f"{file}: unsupported format_version {config['format_version']!r} (this adaptkit "
+                                     f"reads {FORMAT_VERSION}; saved by adaptkit {config.get('adaptkit_version')})")
+    wrong = [f"{key} ({rule})" for key, (check, rule) in _VALUE_CHECKS.items()
+             if key in config and not check(config[key])]
+    digests = config.get("sha256")
+    if config.get("merged") is True and isinstance(digests, dict) and IMAGE_WEIGHTS_NAME not in digests:
+        wrong.append(f"sha256 (a merged model's config records {IMAGE_WEIGHTS_NAME}'s)")
+    if wrong:  # a hand-edited or damaged config: refuse it rather than load past its checks (e.g. digests)
+        raise CorruptCheckpointError(f"{file} has malformed values: {'; '.join(wrong)}; save the model again")
     unknown = sorted(set(config) - KNOWN_KEYS)
     if unknown:
         warnings.warn(f"{file}: ignoring keys this adaptkit does not know: {unknown} (saved by adaptkit "

@@ -10,7 +10,15 @@ from torch.utils.flop_counter import FlopCounterMode
 
 
 def count_parameters(model: nn.Module) -> tuple[int, int]:
-    """(total, trainable) parameter counts; shared parameters are counted once."""
+    """(total, trainable) parameter counts; shared parameters are counted once.
+
+    Raises:
+        UnloadedModelError: ``model`` is a :class:`~adaptkit.VideoModel` after ``unload()``.
+    """
+    from adaptkit.model import VideoModel
+
+    if isinstance(model, VideoModel):
+        model._require_loaded("count its parameters")
     params = list(model.parameters())  # nn.Module.parameters() already de-duplicates
     total = sum(p.numel() for p in params)
     trainable = sum(p.numel() for p in params if p.requires_grad)

@@ -161,7 +161,7 @@ class VideoModel(nn.Module):
 
         Raises:
             VideoInputError: (a ValueError and TypeError) not a non-empty 5-D float tensor of the model's dtype
-                (under autocast, float32 too), other channels than the patch embedding's, or a frame size the
+                (under autocast, float32 too) on the model's device, other channels than the patch embedding's, or a frame size the
                 backbone cannot embed (the message names the valid sizes).
             UnloadedModelError: (a RuntimeError) the model was unloaded.
         """
@@ -215,7 +215,10 @@ class VideoModel(nn.Module):
             raise VideoInputError(f"expected a video tensor of shape (B, C, T, H, W), got {shape}")
         if not video.is_floating_point():
             raise VideoInputError(f"expected a float video (normalised pixels), got dtype {video.dtype}")
-        weight_dtype = next(self.family.model.parameters()).dtype
+        weight = next(self.family.model.parameters())
+        if video.device != weight.device:  # torch's own message names neither tensor
+            raise VideoInputError(f"expected a video on the model's device {weight.device}, got one on {video.device}")
+        weight_dtype = weight.dtype
         # Autocast casts float32 inputs to the model's compute dtype, but never float64.
         if video.dtype != weight_dtype and (video.dtype == torch.float64
                                             or not torch.is_autocast_enabled(video.device.type)):
@@ -295,6 +298,24 @@ class VideoModel(nn.Module):
         """Print ``trainable params: X || all params: Y || trainable%: Z`` (PEFT's format)."""
         trainable, total = self.get_nb_trainable_parameters()
         print(f"trainable params: {trainable:,d} || all params: {total:,d} || trainable%: {100 * trainable / total:.4f}")
+
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, Any]:
+        """``nn.Module.state_dict``, refused after ``unload()`` (the backbone is the image model's again).
+
+        Raises:
+            UnloadedModelError: after ``unload()``.
+        """
+        self._require_loaded("take its state_dict")
+        return super().state_dict(*args, **kwargs)
+
+    def load_state_dict(self, *args: Any, **kwargs: Any) -> Any:
+        """``nn.Module.load_state_dict``, refused after ``unload()``.
+
+        Raises:
+            UnloadedModelError: after ``unload()``.
+        """
+        self._require_loaded("load a state_dict")
+        return super().load_state_dict(*args, **kwargs)
 
     def trainable_state_dict(self) -> dict[str, torch.Tensor]:
         """The active adapter set's own tensors, keyed as in ``state_dict()``: what checkpoints hold.

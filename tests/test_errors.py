@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 
 import pytest
 import timm
@@ -154,6 +155,58 @@ def test_a_corrupt_adapter_file_is_named(tmp_path):
         adaptkit.from_pretrained(_vit(), tmp_path)
 
 
+@pytest.mark.parametrize("edit, named", [
+    ({"sha256": []}, "sha256"),
+    ({"sha256": {"other.safetensors": "0" * 64}}, "sha256"),
+    ({"sha256": {"adapter_model.safetensors": 7}}, "sha256"),
+    ({"backbone": "x"}, "backbone"),
+    ({"options": [1]}, "options"),
+    ({"num_frames": "8"}, "num_frames"),
+    ({"num_frames": True}, "num_frames"),
+    ({"num_classes": 0}, "num_classes"),
+    ({"merged": "no"}, "merged"),
+    ({"frozen_weights": "x"}, "frozen_weights"),
+    ({"format_version": 99}, "unsupported format_version 99"),
+    ({"format_version": None}, "format_version"),
+], ids=lambda v: str(v) if isinstance(v, str) else None)
+def test_a_malformed_adapter_config_is_refused_naming_the_key(tmp_path, edit, named):
+    """A hand-edited config must not load past its checks: a sha256 that is not the file-to-digest object would
+    switch the integrity check off, and a flipped weights byte would then load."""
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=5)
+    vm.save_pretrained(tmp_path)
+    weights = tmp_path / "adapter_model.safetensors"
+    data = bytearray(weights.read_bytes())
+    data[-1] ^= 1  # inside the last tensor: still readable safetensors, other values
+    weights.write_bytes(bytes(data))
+    config_file = tmp_path / "adapter_config.json"
+    config = {**json.loads(config_file.read_text()), **edit}
+    config_file.write_text(json.dumps({k: v for k, v in config.items() if v is not None}))
+    with pytest.raises(adaptkit.CorruptCheckpointError, match=re.escape(named)) as raised:
+        adaptkit.from_pretrained(_vit(), tmp_path)
+    assert str(config_file) in str(raised.value)
+
+
+def test_a_merged_config_without_its_image_weights_digest_is_refused(tmp_path):
+    vm = adaptkit.inject(_vit(), "zero-i2v", num_frames=2, num_classes=5)
+    vm.merge()
+    vm.save_pretrained(tmp_path)
+    adaptkit.from_pretrained(_vit(), tmp_path)  # as saved: loads
+    config_file = tmp_path / "adapter_config.json"
+    config = json.loads(config_file.read_text())
+    del config["sha256"]["image_model.safetensors"]
+    config_file.write_text(json.dumps(config))
+    with pytest.raises(adaptkit.CorruptCheckpointError, match="image_model.safetensors's"):
+        adaptkit.from_pretrained(_vit(), tmp_path)
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "eva02_tiny_patch14_224", "beitv2_base_patch16_224"])
+def test_a_timm_model_without_pooling_is_refused_at_inject(name):
+    """global_pool='' (timm's feature-extraction setting) returns every token: refused up front, not at forward."""
+    model = timm.create_model(name, img_size=28, patch_size=14, embed_dim=32, depth=1, num_heads=2, global_pool="")
+    with pytest.raises(adaptkit.UnsupportedBackboneError, match="with global_pool='' is not supported"):
+        adaptkit.inject(model, "aim")
+
+
 def test_patch_dropout_is_refused():
     model = timm.create_model("vit_tiny_patch16_224", img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=2,
                               patch_drop_rate=0.5)
@@ -221,6 +274,9 @@ def test_every_use_after_unload_raises_one_typed_error(tmp_path):
         "add an adapter set": lambda: vm.add_adapter("other", "aim"),
         "load an adapter set": lambda: vm.load_adapter(tmp_path / "set", "other"),
         "unload again": vm.unload,
+        "count its parameters": lambda: adaptkit.count_parameters(vm),
+        "take its state_dict": vm.state_dict,
+        "load a state_dict": lambda: vm.load_state_dict({}),
     }
     for action, call in calls.items():
         with pytest.raises(adaptkit.UnloadedModelError, match=f"was unloaded .*; cannot {action}$"):
@@ -263,6 +319,12 @@ def test_an_empty_video_is_refused_in_one_line(shape):
     vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=3)
     with pytest.raises(ValueError, match=r"expected a non-empty \(B, C, T, H, W\) video"):
         vm(torch.zeros(shape))
+
+
+def test_a_video_on_another_device_is_refused_naming_both():
+    vm = adaptkit.inject(_vit(), "aim", num_frames=2, num_classes=3)
+    with pytest.raises(adaptkit.VideoInputError, match="expected a video on the model's device cpu, got one on meta"):
+        vm(torch.empty(1, 3, 2, 32, 32, device="meta"))
 
 
 def test_zero_i2v_offsets_past_the_clip_are_refused():

@@ -153,9 +153,10 @@ def test_unload_after_merge_gives_the_image_model_with_the_merged_weights():
 
 
 @pytest.mark.parametrize("options, error, message", [
-    ({"temporal_offsets": [1, -1, 1]}, ValueError, "has 2 heads"),
-    ({"temporal_offsets": "1"}, ValueError, "list of frame offsets"),
-    ({"ratio": 0}, ValueError, "ratio"),
+    ({"temporal_offsets": [1, -1, 1]}, adaptkit.StrategyOptionError, "has 2 heads"),
+    ({"temporal_offsets": "1"}, adaptkit.StrategyOptionError, "list of frame offsets"),
+    ({"temporal_offsets": [-4, 1], "num_frames": 4}, adaptkit.StrategyOptionError, "reaches past a clip of 4"),
+    ({"ratio": 0}, adaptkit.StrategyOptionError, "ratio"),
 ])
 def test_invalid_options(options, error, message):
     with pytest.raises(error, match=message):

@@ -26,6 +26,7 @@ class TimmBeit(GammaLayerScale, TimmFamily):
         return isinstance(image_model, Beit)
 
     def validate(self) -> None:
+        super().validate()
         self.require_attention(BeitAttention)
 
     def embed(self, frames: torch.Tensor) -> tuple[torch.Tensor, SpatialContext]:

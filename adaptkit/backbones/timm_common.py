@@ -20,6 +20,15 @@ class TimmFamily(BackboneFamily):
     own ``forward_head(norm(x), pre_logits=True)``, which covers token / avg / map pooling.
     """
 
+    def validate(self) -> None:
+        """Refuse a model built without pooling (``global_pool=''``, timm's feature-extraction setting): a video
+        model pools every frame to one vector. Families call this before their own checks."""
+        if not self.model.global_pool:
+            raise ValueError(
+                f"timm {type(self.model).__name__} with global_pool={self.model.global_pool!r} is not supported: a "
+                "video model pools every frame to one vector; build it with a pooling, e.g. global_pool='token' or 'avg'"
+            )
+
     @property
     def embed_dim(self) -> int:
         return self.model.embed_dim

@@ -24,6 +24,7 @@ class TimmEva(GammaLayerScale, TimmFamily):
         return isinstance(image_model, Eva)
 
     def validate(self) -> None:
+        super().validate()
         unsupported = {type(b).__name__ for b in self.model.blocks if not isinstance(b, EvaBlock)}
         if unsupported:
             raise TypeError(f"timm Eva with block type(s) {sorted(unsupported)} is not supported (pre-norm EvaBlock only)")

@@ -20,6 +20,7 @@ class TimmViT(TimmFamily):
         return isinstance(image_model, VisionTransformer)
 
     def validate(self) -> None:
+        super().validate()
         unsupported = {type(b).__name__ for b in self.model.blocks if not isinstance(b, Block)}
         if unsupported:
             raise TypeError(

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from adaptkit.backbones.base import BackboneFamily, BlockLinears, LinearSite, SpatialContext
+from adaptkit.errors import StrategyOptionError
 from adaptkit.layers import LinearAdapter, fold_after, fold_before, shift_heads
 from adaptkit.layers.attention import attend_sequences
 from adaptkit.strategies.base import (
@@ -51,9 +52,9 @@ class ZeroI2VConfig(StrategyConfig):
     open_clip), with biases on them and no layer scale between them and the residual.
 
     Raises:
-        ValueError: from :func:`adaptkit.inject`, for ``ratio`` outside (0, 1], ``scale`` outside [0, 100],
-            ``temporal_offsets`` that are not integers, more offsets than attention heads, or an offset that
-            reaches past the clip (|offset| >= T, T > 1); a malformed ``layers``.
+        StrategyOptionError: (a ValueError) from :func:`adaptkit.inject`, for ``ratio`` outside (0, 1], ``scale``
+            outside [0, 100], ``temporal_offsets`` that are not integers, more offsets than attention heads, or an
+            offset that reaches past the clip (|offset| >= T, T > 1); a malformed ``layers``.
         TypeError: from :func:`adaptkit.inject`, on a family without linear-layer descriptions, without biases
             on those layers, or with a layer scale.
     """
@@ -67,8 +68,8 @@ class ZeroI2VConfig(StrategyConfig):
     """Weight of each adapter's bottleneck branch."""
     temporal_offsets: tuple[int, ...] | list[int] = (-1, 1)
     """Frame offset of each temporal head, from head 0 on (the reference's shift_div=12 on ViT-B/16:
-    head 0 looks one frame back, head 1 one frame ahead). Each must be shorter than the clip the model is
-    built for (a ValueError at inject otherwise), except in a one-frame model."""
+    head 0 looks one frame back, head 1 one frame ahead; none: the spatial-only ablation). Each must be shorter
+    than the clip the model is built for (a StrategyOptionError at inject otherwise), except in a one-frame model."""
     layers: str | list[int] = "all"
     """Blocks to adapt: 'all', 'top:N', 'bottom:N', 'every:N' or a list of indices."""
 
@@ -108,8 +109,8 @@ class ZeroI2VConfig(StrategyConfig):
                 f"one; build it without init_values / ls_init_value"
             )
         heads = getattr(family.attention(block), "num_heads", 0)
-        if len(self.temporal_offsets) > heads:
-            raise ValueError(
+        if len(self.temporal_offsets) > heads:  # the option's value, checked against this model
+            raise StrategyOptionError(
                 f"zero-i2v option temporal_offsets has {len(self.temporal_offsets)} offsets but {family.name}'s "
                 f"attention has {heads} heads"
             )
@@ -118,7 +119,7 @@ class ZeroI2VConfig(StrategyConfig):
         # An offset as long as the clip never shifts anything: a typo there silently removes a temporal head. A
         # one-frame model has no neighbour for any offset and is the image model by design (heads fall back).
         if context.num_frames > 1 and any(abs(offset) >= context.num_frames for offset in self.temporal_offsets):
-            raise ValueError(
+            raise StrategyOptionError(
                 f"zero-i2v option temporal_offsets={list(self.temporal_offsets)} reaches past a clip of "
                 f"{context.num_frames} frames: every offset must be within ±{context.num_frames - 1}"
             )
