@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
-from adaptkit.errors import UnsupportedBackboneError, retyped
+from adaptkit.errors import StrategyOptionError, UnsupportedBackboneError, retyped
 from adaptkit.strategies.base import StrategyConfig, VideoBlock
 
 if TYPE_CHECKING:
@@ -121,6 +121,9 @@ def add_adapter(
     video_model._require_loaded("add an adapter set")
     if not isinstance(name, str) or not name or "." in name or name in video_model.adapter_names:
         raise ValueError(f"adapter name {name!r} is taken or invalid; sets: {video_model.adapter_names}")
+    if "num_frames" in options:  # not a strategy option: the clip length belongs to the backbone all sets share
+        raise StrategyOptionError(f"adapter sets share the model's num_frames={video_model.num_frames}; add_adapter "
+                                  "takes no num_frames (inject the image model again for another clip length)")
     config = make_strategy(strategy, options)
     check_shareable(video_model)
     num_classes = video_model.num_classes if num_classes is None else num_classes

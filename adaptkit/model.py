@@ -445,7 +445,8 @@ class VideoModel(nn.Module):
             **options: The strategy's options.
 
         Raises:
-            ValueError: a name in use or with a dot; bad options. TypeError: a strategy that cannot share.
+            ValueError: a name in use or with a dot; bad options (StrategyOptionError, also for ``num_frames``,
+                which every set shares). TypeError: a strategy that cannot share.
         """
         adapter_sets.add_adapter(self, name, strategy, num_classes, **options)
 

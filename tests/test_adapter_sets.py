@@ -128,6 +128,9 @@ def test_names_deletion_merge_and_unload():
     for bad in ("b", "default", "a.b", ""):
         with pytest.raises(ValueError, match="taken or invalid"):
             vm.add_adapter(bad, "aim")
+    with pytest.raises(adaptkit.StrategyOptionError, match="adapter sets share the model's num_frames=3"):
+        vm.add_adapter("c", "aim", num_frames=8)
+    assert vm.adapter_names == ["default", "b"]
     with pytest.raises(KeyError, match="no adapter set 'c'"):
         vm.set_adapter("c")
     with pytest.raises(ValueError, match="is active"):
