@@ -8,7 +8,8 @@ Both backends seek. A :class:`~adaptkit.data.probe.VideoIndex` (one demuxing pas
 each frame sits, so PyAV seeks to the keyframe before each group of wanted frames, decodes only the packets the
 wanted frames need (non-reference pictures nobody asked for, and the ends of GOPs after their last wanted frame, are
 dropped), identifies every decoded picture by its timestamp and converts to RGB only the kept ones. torchcodec gets
-its scan-free approximate seek mode when the file's header timing is exact, its exact mode otherwise; it decodes
+its scan-free approximate seek mode when the file's header timing is exact and its GOPs closed, its exact mode
+otherwise; it decodes
 every picture from the keyframe on (it has no way to skip one).
 """
 
@@ -328,9 +329,12 @@ def _torchcodec_frames(path: str, unique: np.ndarray, index: VideoIndex, short_s
         from torchcodec.transforms import Resize
 
         transforms = [Resize(size=shape)]
-    # Approximate mode skips the scan of the whole file, exact where the header's timing is exact.
+    # Approximate mode skips the scan of the whole file. It is right where the header's timing is exact and every GOP
+    # is closed: it seeks to the keyframe before a frame's pts, and an open GOP's leading pictures, shown before their
+    # keyframe, need the one before it (approximate mode then returned the next frame instead, with no error).
+    approximate = seek and index.exact_header and index.closed_gops
     options = dict(stream_index=index.stream_index, num_ffmpeg_threads=threads, device=device,
-                   seek_mode="approximate" if index.exact_header and seek else "exact")
+                   seek_mode="approximate" if approximate else "exact")
     try:
         try:
             decoder = decoder_class(path, **options, transforms=transforms or None)

@@ -83,7 +83,7 @@ class VideoIndex:
             by decode time, lands on a keyframe at or before it.
         rotation: display rotation in degrees, counter-clockwise (FFmpeg's convention), a multiple of 90.
         exact_header: the header's timing is exact (constant frame rate from pts 0, nothing discarded), so
-            torchcodec's approximate seek mode is frame-exact for this file.
+            torchcodec's approximate seek mode finds each frame's time (frame-exact with closed GOPs too).
         closed_gops: no packet that follows a keyframe in decoding order is shown before it (no open-GOP leading
             pictures, which refer back across the keyframe), so the packets between a GOP's last needed one and the
             next keyframe need not be decoded.

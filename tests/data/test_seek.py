@@ -221,6 +221,16 @@ def test_torchcodec_is_frame_exact_on_seekable_files(videos, name):
     assert torch.equal(frames, decode_frames(videos[name], indices, backend="pyav"))
 
 
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.integers(0, NUM_FRAMES - 1), min_size=1, max_size=8), st.sampled_from(["closed", "open"]))
+def test_torchcodec_equals_pyav_on_open_gops(textured, indices, name):
+    """Open GOPs' leading pictures are shown before the keyframe that follows them in decoding order: torchcodec's
+    approximate seek landed on that keyframe and returned the next frame instead, with no error."""
+    torchcodec_or_skip()
+    assert torch.equal(decode_frames(textured[name], indices, backend="torchcodec"),
+                       decode_frames(textured[name], indices, backend="pyav"))
+
+
 def test_approximate_seek_mode_only_where_the_header_is_exact(videos):
     assert probe_video(videos["mp4"]).exact_header
     assert not probe_video(videos["edit_list"]).exact_header  # torchcodec's approximate mode fails on edit lists
