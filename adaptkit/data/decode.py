@@ -9,8 +9,7 @@ each frame sits, so PyAV seeks to the keyframe before each group of wanted frame
 wanted frames need (non-reference pictures nobody asked for, and the ends of GOPs after their last wanted frame, are
 dropped), identifies every decoded picture by its timestamp and converts to RGB only the kept ones. torchcodec gets
 its scan-free approximate seek mode when the file's header timing is exact and its GOPs closed, its exact mode
-otherwise; it decodes
-every picture from the keyframe on (it has no way to skip one).
+otherwise; it decodes every picture from the keyframe on (it has no way to skip one).
 """
 
 from __future__ import annotations
