@@ -223,7 +223,8 @@ _VALUE_CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     # Present since digests were recorded (older folders lack the key): each weights file's SHA-256, the adapter's
     # always. A value that is there but unusable must not switch the integrity check off.
     "sha256": (lambda v: isinstance(v, dict) and WEIGHTS_NAME in v and all(
-        isinstance(d, str) and len(d) == 64 for d in v.values()), f"file name -> SHA-256 hex, {WEIGHTS_NAME}'s included"),
+        isinstance(d, str) and len(d) == 64 for d in v.values()),
+        f"file name -> SHA-256 hex, {WEIGHTS_NAME}'s included"),
     "frozen_weights": (lambda v: isinstance(v, dict) and all(_number(v.get(k)) for k in ("norm", "signed_sum")),
                        "an object with numbers norm and signed_sum"),
 }

@@ -161,8 +161,8 @@ class VideoModel(nn.Module):
 
         Raises:
             VideoInputError: (a ValueError and TypeError) not a non-empty 5-D float tensor of the model's dtype
-                (under autocast, float32 too) on the model's device, other channels than the patch embedding's, or a frame size the
-                backbone cannot embed (the message names the valid sizes).
+                (under autocast, float32 too) on the model's device, other channels than the patch embedding's, or a
+                frame size the backbone cannot embed (the message names the valid sizes).
             UnloadedModelError: (a RuntimeError) the model was unloaded.
         """
         batch, _, num_frames, height, width = self._check_video(video)

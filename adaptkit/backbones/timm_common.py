@@ -26,7 +26,8 @@ class TimmFamily(BackboneFamily):
         if not self.model.global_pool:
             raise ValueError(
                 f"timm {type(self.model).__name__} with global_pool={self.model.global_pool!r} is not supported: a "
-                "video model pools every frame to one vector; build it with a pooling, e.g. global_pool='token' or 'avg'"
+                "video model pools every frame to one vector; build it with a pooling, e.g. global_pool='token' or "
+                "'avg'"
             )
 
     @property
