@@ -114,7 +114,8 @@ class MetricLogger:
         path = self.run_dir / f"{kind}.csv"
         if not path.is_file():
             return
-        head, *rows = path.read_text(encoding="utf-8").splitlines(keepends=True) or [""]
+        with open(path, encoding="utf-8", newline="") as file:  # newline="": keep the csv module's \r\n as written
+            head, *rows = file.read().splitlines(keepends=True) or [""]
         kept = []
         for row in rows:
             try:

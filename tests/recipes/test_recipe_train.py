@@ -122,6 +122,9 @@ def test_resume_after_interruption_matches_an_uninterrupted_run(tmp_path: Path, 
         torch.testing.assert_close(got[name], expected[name], rtol=0, atol=0, msg=name)
     log = [json.loads(line)["step"] for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     assert log == [1, 2, 3, 4, 5, 6]
+    # The kept rows keep the csv module's line endings: one style in the file, as in the uninterrupted run's.
+    table = (tmp_path / "resumed" / "train.csv").read_bytes()
+    assert table.count(b"\n") == table.count(b"\r\n") == 7
 
 
 def test_a_log_window_cut_by_a_stop_is_logged_whole_after_the_resume(tmp_path: Path, synthetic_args) -> None:
