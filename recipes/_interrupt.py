@@ -43,6 +43,45 @@ class StoppedAtOnce(KeyboardInterrupt):
         return 128 + self.signum
 
 
+class FinalEvaluationInterrupted(KeyboardInterrupt):
+    """A stop signal during the final evaluation: ``final/`` is already written, so the run stops at once (nothing is
+    lost: the evaluation only reads it); the exit status is 128 + signal."""
+
+    def __init__(self, step: int, signum: int, final: str) -> None:
+        super().__init__(f"{signal.Signals(signum).name} during the final evaluation at step {step}: stopped; the "
+                         f"final model {final} is written: continue with --resume to evaluate it (or adaptkit "
+                         f"evaluate --checkpoint {final})")
+        self.step, self.signum = step, signum
+
+    @property
+    def exit_status(self) -> int:
+        return 128 + self.signum
+
+
+class StopAtOnce:
+    """Context manager: SIGTERM or SIGINT raises :class:`FinalEvaluationInterrupted` at once, in the main thread
+    (elsewhere nothing changes). For work after the last checkpoint, where waiting for a step boundary saves nothing.
+    """
+
+    def __init__(self, step: int, final: str) -> None:
+        self.step, self.final = step, final
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        raise FinalEvaluationInterrupted(self.step, signum, self.final)
+
+    def __enter__(self) -> StopAtOnce:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
 def ignore_stop_signals(worker_id: int = 0) -> None:
     """DataLoader ``worker_init_fn``: workers ignore SIGTERM and SIGINT, so a signal sent to every process of the job
     (SLURM's scancel, a terminal's Ctrl-C) reaches the main process alone and the run can checkpoint before it stops;

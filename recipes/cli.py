@@ -172,9 +172,10 @@ def _run(argv: list[str] | None) -> int:
     except KeyboardInterrupt as interrupt:
         if debug:
             raise
-        from recipes._interrupt import StoppedAtOnce, TrainingInterrupted
+        from recipes._interrupt import FinalEvaluationInterrupted, StoppedAtOnce, TrainingInterrupted
 
-        if isinstance(interrupt, TrainingInterrupted):  # stopped cleanly at a step, with a checkpoint
+        # Stopped cleanly: at a step with a checkpoint, or in the final evaluation with final/ written
+        if isinstance(interrupt, (TrainingInterrupted, FinalEvaluationInterrupted)):
             if _rank() == 0:
                 print(f"{prog}: {interrupt}", file=sys.stderr)
             return interrupt.exit_status

@@ -94,7 +94,13 @@ from recipes._distributed import (
 )
 from recipes._evaluation import autocast, evaluate, format_result, format_skipped
 from recipes._files import atomic_write_text
-from recipes._interrupt import StopSignals, TrainingInterrupted, ignore_stop_signals
+from recipes._interrupt import (
+    FinalEvaluationInterrupted,
+    StopAtOnce,
+    StopSignals,
+    TrainingInterrupted,
+    ignore_stop_signals,
+)
 from recipes._logging import MetricLogger, setup_logging
 
 log = logging.getLogger("recipes.train")
@@ -673,7 +679,16 @@ class TrainRecipe:
             print(f"final model: {self.run_dir / 'final'}")
         barrier(world)
         epochs = math.ceil(self.total_steps / self.steps_per_epoch)
-        result = self.run_evaluation(self.step, epochs) if self.eval_set is not None and config.eval.at_end else None
+        try:
+            with StopAtOnce(self.step, str(self.run_dir / "final")):
+                result = (self.run_evaluation(self.step, epochs) if self.eval_set is not None and config.eval.at_end
+                          else None)
+        except FinalEvaluationInterrupted:  # no collective here: the ranks are at different points of the evaluation
+            if world.is_main:
+                stopped = {**summary, **self.wall_times(), "stopped": True, "stopped_in": "final evaluation"}
+                atomic_write_text(self.run_dir / "train_summary.json", json.dumps(stopped, indent=2) + "\n")
+            self.metrics.close()
+            raise
         summary.update(adapter_sha256_per_rank=fingerprints, **self.wall_times())
         if world.is_main:
             if result is not None:

@@ -107,6 +107,31 @@ def test_ctrl_c_in_one_process_finishes_the_step_and_writes_a_checkpoint(
     assert train.main(small_run(tmp_path / "run", steps=3) + ["--resume"])["step"] == 3
 
 
+def test_sigterm_in_the_final_evaluation_stops_at_once_and_resume_evaluates(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """After final/ is saved, a signal stops the evaluation at once with one line and a stopped summary (before, the
+    default handler killed the process: no line, no summary); --resume evaluates final/."""
+    evaluate = train.evaluate
+
+    def evaluate_then_signal(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        os.kill(os.getpid(), signal.SIGTERM)
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(train, "evaluate", evaluate_then_signal)
+    run = tmp_path / "run"
+    assert cli.main(["train", *small_run(run, steps=2), "eval.at_end=true"]) == 143
+    final = run / "final"
+    assert (f"adaptkit train: SIGTERM during the final evaluation at step 2: stopped; the final model {final} is "
+            "written") in capsys.readouterr().err
+    summary = json.loads((run / "train_summary.json").read_text())
+    assert summary["stopped"] and summary["stopped_in"] == "final evaluation" and summary["step"] == 2
+    assert (final / "adapter_model.safetensors").is_file() and not (run / "eval_result.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handler is put back
+    monkeypatch.undo()
+    resumed = train.main(small_run(run, steps=2) + ["eval.at_end=true", "--resume"])
+    assert not resumed["stopped"] and "eval" in resumed and (run / "eval_result.json").is_file()
+
+
 def test_dataloader_workers_ignore_the_stop_signals() -> None:
     # scancel / a terminal signal every process of the job: the workers must not die before the main process
     # checkpoints, so they ignore SIGTERM and SIGINT (recipes/train.py passes this as worker_init_fn).
