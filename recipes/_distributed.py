@@ -136,6 +136,17 @@ class PeerFailedError(RuntimeError):
 _PEER_GONE = ("closed by peer", "reset by peer", "closed by remote", "broken pipe", "communicator was aborted")
 
 
+def is_collective_timeout(error: BaseException) -> bool:
+    """Whether ``error`` is a collective that waited longer than the process group's timeout
+    (``train.dist_timeout_min``) for another process, in a process started by torchrun: gloo's "Timed out waiting
+    ...ms for recv", NCCL's watchdog "collective operation timeout". Their messages name neither the setting nor a
+    rank."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return False
+    message = str(error).lower()
+    return isinstance(error, RuntimeError) and ("timed out waiting" in message or "operation timeout" in message)
+
+
 def is_peer_failure(error: BaseException) -> bool:
     """Whether ``error`` came out of a collective of a process group whose other process failed (its own message,
     e.g. gloo's "Connection closed by peer", is then misleading): torch.distributed's errors, and the RuntimeErrors

@@ -197,9 +197,13 @@ def _run(argv: list[str] | None) -> int:
         if debug:
             raise
         logging.shutdown()
-        from recipes._distributed import is_peer_failure
+        from recipes._distributed import is_collective_timeout, is_peer_failure
 
-        if is_peer_failure(error):  # the collective's own message (e.g. "Connection closed by peer") misleads
+        if is_collective_timeout(error):  # gloo's message names a C++ file, not the setting or what to check
+            print(f"{prog}: rank {_rank()}: timed out waiting for another process (train.dist_timeout_min): one "
+                  "stopped answering or is far slower (stuck on storage, paused); raise train.dist_timeout_min if "
+                  "that is expected (--debug shows the traceback)", file=sys.stderr)
+        elif is_peer_failure(error):  # the collective's own message (e.g. "Connection closed by peer") misleads
             print(f"{prog}: rank {_rank()}: stopped because another process failed (its error says why; --debug "
                   "shows this one's traceback)", file=sys.stderr)
         else:

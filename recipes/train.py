@@ -401,7 +401,7 @@ class TrainRecipe:
             if len(state["rng"]) == world.world_size:
                 set_rng_state(state["rng"][world.rank])
             elif world.is_main:
-                log.warning("the checkpoint was written by %d processes, this run has %d: the random state of "
+                log.warning("the checkpoint was written by %d process(es), this run has %d: the random state of "
                             "augmentation and drop path is not restored (it starts again from train.seed); the data "
                             "order is unaffected", len(state["rng"]), world.world_size)
 

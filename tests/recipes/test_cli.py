@@ -620,3 +620,26 @@ def test_a_control_run_can_be_evaluated_and_predicted_from_its_own_folder(tmp_pa
     assert cli.main(["evaluate", "--checkpoint", str(control), "--output", str(tmp_path / "c.json")]) == 0
     summary = json.loads((run_dir / "controls" / "linear-probe" / "train_summary.json").read_text())
     assert json.loads((tmp_path / "c.json").read_text())["top1"] == summary["eval"]["top1"]
+
+
+@pytest.mark.parametrize("message", [
+    "[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/unbound_buffer.cc:78] Timed out waiting 15000ms for "
+    "recv operation to complete",
+    "[Rank 1] Watchdog caught collective operation timeout: WorkNCCL(SeqNum=7, OpType=ALLREDUCE) ran for 900000 ms",
+])
+def test_a_collective_timeout_names_the_setting_not_a_cpp_file(message: str, monkeypatch: pytest.MonkeyPatch,
+                                                                capsys: pytest.CaptureFixture) -> None:
+    def timing_out(argv: list[str]) -> None:
+        raise RuntimeError(message)
+
+    monkeypatch.setitem(cli.COMMANDS, "train", (timing_out, "train"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    status, _, err = run_cli(["train"], capsys)
+    assert status == 2
+    assert err == ("adaptkit train: rank 1: timed out waiting for another process (train.dist_timeout_min): one "
+                   "stopped answering or is far slower (stuck on storage, paused); raise train.dist_timeout_min if "
+                   "that is expected (--debug shows the traceback)\n")
+    monkeypatch.setenv("WORLD_SIZE", "1")  # one process: no other process to wait for, the error as it is
+    status, _, err = run_cli(["train"], capsys)
+    assert status == 2 and err.startswith("adaptkit train: error: ") and "dist_timeout_min" not in err

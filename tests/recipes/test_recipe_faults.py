@@ -57,7 +57,7 @@ def test_resuming_on_another_number_of_processes_says_what_is_not_restored(tmp_p
     train.main(small_run(tmp_path / "run") + ["train.stop_at_step=1"])  # one process
     done = torchrun(small_run(tmp_path / "run") + ["--resume"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
-    assert "written by 1 processes, this run has 2" in done.stderr
+    assert "written by 1 process(es), this run has 2" in done.stderr
     assert "data order is unaffected" in done.stderr
     assert done.stderr.count("is not restored") == 1  # said once, by rank 0
 
