@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -115,6 +116,8 @@ def describe_sampling(data: DataConfig, indices: np.ndarray, length: int) -> str
 def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
     """Print and return the ``top_k`` (class name, probability) pairs, most likely first."""
     args = parse_args(argv)
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # every process would print the same prediction
+        raise UsageError("predict reads one video in one process: run it without torchrun")
     check_model_dir(args.checkpoint, config_given=args.config is not None)
     if args.classes is not None and not args.classes.is_file():
         raise FileNotFoundError(f"--classes {args.classes} is not a file (expected a JSON list or one class name "

@@ -643,3 +643,11 @@ def test_a_collective_timeout_names_the_setting_not_a_cpp_file(message: str, mon
     monkeypatch.setenv("WORLD_SIZE", "1")  # one process: no other process to wait for, the error as it is
     status, _, err = run_cli(["train"], capsys)
     assert status == 2 and err.startswith("adaptkit train: error: ") and "dist_timeout_min" not in err
+
+
+def test_predict_refuses_to_run_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    status, out, err = run_cli(["predict", "video.mp4", "--checkpoint", "runs/x/final"], capsys)
+    assert (status, out) == (2, "")
+    assert err == ("adaptkit predict: error: predict reads one video in one process: run it without torchrun "
+                   "(--debug shows the traceback)\n")
