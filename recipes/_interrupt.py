@@ -12,8 +12,9 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Self
 
 SIGNALS = (signal.SIGTERM, signal.SIGINT)
 REPEAT_WINDOW_S = 1.0  # a signal this soon after the first is the same request (torchrun forwards the terminal's)
@@ -43,6 +44,25 @@ class StoppedAtOnce(KeyboardInterrupt):
         return 128 + self.signum
 
 
+class _SignalHandlers:
+    """Context manager installing ``self._handle`` for SIGTERM and SIGINT in the main thread (elsewhere nothing
+    changes), and putting the previous handlers back on exit."""
+
+    _previous: dict[int, Any]
+    _handle: Callable[[int, FrameType | None], None]  # what a signal does: each subclass's own
+
+    def __enter__(self) -> Self:
+        if threading.current_thread() is threading.main_thread():
+            for signum in SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+
+
 class FinalEvaluationInterrupted(KeyboardInterrupt):
     """A stop signal during the final evaluation: ``final/`` is already written, so the run stops at once (nothing is
     lost: the evaluation only reads it); the exit status is 128 + signal."""
@@ -58,7 +78,7 @@ class FinalEvaluationInterrupted(KeyboardInterrupt):
         return 128 + self.signum
 
 
-class StopAtOnce:
+class StopAtOnce(_SignalHandlers):
     """Context manager: SIGTERM or SIGINT raises :class:`FinalEvaluationInterrupted` at once, in the main thread
     (elsewhere nothing changes). For work after the last checkpoint, where waiting for a step boundary saves nothing.
     """
@@ -70,16 +90,6 @@ class StopAtOnce:
     def _handle(self, signum: int, frame: FrameType | None) -> None:
         raise FinalEvaluationInterrupted(self.step, signum, self.final)
 
-    def __enter__(self) -> StopAtOnce:
-        if threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
 
 
 def ignore_stop_signals(worker_id: int = 0) -> None:
@@ -90,7 +100,7 @@ def ignore_stop_signals(worker_id: int = 0) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
-class StopSignals:
+class StopSignals(_SignalHandlers):
     """Context manager catching SIGTERM and SIGINT in the main thread (elsewhere, and outside it, nothing changes).
 
     Args:
@@ -117,13 +127,3 @@ class StopSignals:
         elif now - self._at > REPEAT_WINDOW_S:
             raise StoppedAtOnce(signum)
 
-    def __enter__(self) -> StopSignals:
-        if threading.current_thread() is threading.main_thread():
-            for signum in SIGNALS:
-                self._previous[signum] = signal.signal(signum, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for signum, handler in self._previous.items():
-            signal.signal(signum, handler)
-        self._previous.clear()
