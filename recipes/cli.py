@@ -207,7 +207,10 @@ def _run(argv: list[str] | None) -> int:
             print(f"{prog}: rank {_rank()}: stopped because another process failed (its error says why; --debug "
                   "shows this one's traceback)", file=sys.stderr)
         else:
-            print(f"{prog}: error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
+            # Under torchrun every process may print its own line, interleaved: the others name their rank, as their
+            # warnings do (rank 0's line stays as in a single process).
+            rank = f"rank {_rank()}: " if _rank() != 0 and int(os.environ.get("WORLD_SIZE", "1")) > 1 else ""
+            print(f"{prog}: {rank}error: {one_line(error)} (--debug shows the traceback)", file=sys.stderr)
         return EXIT_ERROR
     return 0
 

@@ -645,6 +645,19 @@ def test_a_collective_timeout_names_the_setting_not_a_cpp_file(message: str, mon
     assert status == 2 and err.startswith("adaptkit train: error: ") and "dist_timeout_min" not in err
 
 
+def test_error_lines_of_other_ranks_name_the_rank(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+    def failing(argv: list[str]) -> None:
+        raise ValueError("data.batch_size must be at least 1")
+
+    monkeypatch.setitem(cli.COMMANDS, "train", (failing, "train"))
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    for rank, prefix in (("1", "rank 1: "), ("0", "")):
+        monkeypatch.setenv("RANK", rank)
+        status, _, err = run_cli(["train"], capsys)
+        assert (status, err) == (2, f"adaptkit train: {prefix}error: data.batch_size must be at least 1 "
+                                    "(--debug shows the traceback)\n")
+
+
 def test_predict_refuses_to_run_under_torchrun(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setenv("WORLD_SIZE", "2")
     status, out, err = run_cli(["predict", "video.mp4", "--checkpoint", "runs/x/final"], capsys)
