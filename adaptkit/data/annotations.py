@@ -113,14 +113,15 @@ def _extension(extension: str) -> str:
 def _drop_duplicates(path: str | os.PathLike[str], records: list[VideoRecord], places: list[int], where: str,
                      classes: Sequence[str], keys: Sequence[Hashable] | None = None) -> list[VideoRecord]:
     """``records`` without repeats of one video, keeping the first. A video is ``keys[i]`` when given (Kinetics: the
-    YouTube id and time window, whatever class folder the label puts it in), else its file and frame window.
-    ``places`` are the records' line numbers (``where="line"``) or entry indices (``where="entry"``).
+    YouTube id and time window, whatever class folder the label puts it in), else its file (the path normalised:
+    ``a/./x.mp4`` and ``a//x.mp4`` are ``a/x.mp4``) and frame window. ``places`` are the records' line numbers
+    (``where="line"``) or entry indices (``where="entry"``).
 
     Raises:
         AnnotationError: a video is listed with two different labels (both places and labels named).
     """
     if keys is None:
-        keys = [(record.path, record.start_frame, record.end_frame) for record in records]
+        keys = [(os.path.normpath(record.path), record.start_frame, record.end_frame) for record in records]
     first: dict[Hashable, int] = {}
     kept, dropped = [], []
     for position, (record, place, key) in enumerate(zip(records, places, keys)):

@@ -387,3 +387,16 @@ def test_diving48_non_integer_label_is_refused_not_truncated(tmp_path, label, sh
     assert info.value.entry == 1 and f"{path}, entry 1 (0-based)" in str(info.value)
     entries[1]["label"] = 3.0  # an integral float (some JSON writers) is the integer it spells
     assert load_annotations("diving48_json", write_json(path, entries)).records[1].label == 3
+
+
+def test_duplicates_are_found_whatever_way_the_path_is_spelled(tmp_path, caplog):
+    """``v/./a.mp4``, ``v//a.mp4`` and ``v/a.mp4`` name one file: listed under two spellings it is one video (kept
+    once, or refused with two labels), as it would be listed twice under one."""
+    listed = write(tmp_path / "list.txt", "v/a.mp4 0\nv/./a.mp4 0\nv//a.mp4 0\nv/b.mp4 1\n")
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        ann = load_annotations("video_list", listed, root=str(tmp_path))
+    assert [r.video_id for r in ann.records] == ["v/a", "v/b"]
+    assert "2 duplicate lines dropped" in caplog.text and "line 2 repeats line 1" in caplog.text
+    relabelled = write(tmp_path / "two_labels.txt", "v/a.mp4 0\nv/b.mp4 1\n./v/a.mp4 1\n")
+    with pytest.raises(AnnotationError, match="listed twice with different labels: line 1 says '0', line 3 says '1'"):
+        load_annotations("video_list", relabelled)
