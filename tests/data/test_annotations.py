@@ -276,7 +276,8 @@ def test_registering_a_new_format(tmp_path):
 
     @register_annotation_format("one_per_line_test_only")
     def parse(path, root=None):
-        names = open(path).read().split()
+        with open(path) as file:
+            names = file.read().split()
         return Annotations([VideoRecord(n, 0, n) for n in names], ["only"])
 
     try:
