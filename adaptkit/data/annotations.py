@@ -416,6 +416,24 @@ def parse_diving48_json(
     return Annotations(_drop_duplicates(path, records, list(range(len(records))), "entry", classes), classes)
 
 
+def _videos_under(folder: Path, suffixes: set[str]) -> list[Path]:
+    """Sorted files under ``folder`` with one of ``suffixes``. Symlinked folders are followed (datasets are often
+    assembled from links), each real folder once: a link cycle or a second link to a folder already read adds
+    nothing."""
+    seen: set[tuple[int, int]] = set()
+    videos = []
+    for top, folders, files in os.walk(folder, followlinks=True):
+        stat = os.stat(top)
+        if (stat.st_dev, stat.st_ino) in seen:
+            folders.clear()  # read already, through another link (or this is a cycle): do not descend again
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        folders.sort()  # the first link to a folder is the one its videos are listed under
+        videos += [path for path in (Path(top, name) for name in files)
+                   if path.suffix.lower() in suffixes and path.is_file()]
+    return sorted(videos)
+
+
 @register_annotation_format("folder_tree")
 def parse_folder_tree(
     path: str | os.PathLike[str], root: str | None = None, extensions: Sequence[str] = VIDEO_EXTENSIONS
@@ -423,7 +441,7 @@ def parse_folder_tree(
     """One sub-folder per class (``path/<class>/**/<video>``); classes = sorted sub-folder names.
 
     Video paths are joined with ``root`` when given, else with ``path``; ``video_id`` is the path relative to
-    ``path`` without the extension.
+    ``path`` without the extension. Symlinked folders are followed, each real folder once (a cycle ends there).
 
     Raises:
         AnnotationError: ``path`` is not a folder, or no class sub-folder holds a file with one of ``extensions``.
@@ -435,8 +453,7 @@ def parse_folder_tree(
     classes = sorted(child.name for child in folder.iterdir() if child.is_dir() and not child.name.startswith("."))
     records = []
     for label, name in enumerate(classes):
-        videos = sorted(p for p in (folder / name).rglob("*") if p.is_file() and p.suffix.lower() in suffixes)
-        for video in videos:
+        for video in _videos_under(folder / name, suffixes):
             relative = video.relative_to(folder).as_posix()
             base = folder if root is None else root
             records.append(VideoRecord(os.path.join(os.fspath(base), relative), label, relative.rsplit(".", 1)[0]))

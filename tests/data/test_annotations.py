@@ -252,6 +252,28 @@ def test_folder_tree(tmp_path):
     assert load_annotations("folder_tree", tmp_path, root="/elsewhere").records[0].path == "/elsewhere/run/x/c.webm"
 
 
+def test_folder_tree_follows_symlinked_folders_once(tmp_path):
+    """Datasets assembled with symlinks: a class folder, or a folder inside one, that is a link is read through; a
+    link back up the tree (a cycle) or a second link to a folder already read adds nothing and does not loop."""
+    store, tree = tmp_path / "store", tmp_path / "tree"
+    for relative in ["jump/a.mp4", "run_part/b.mp4", "walk/c.mp4"]:
+        (store / relative).parent.mkdir(parents=True, exist_ok=True)
+        (store / relative).write_bytes(b"")
+    (tree / "run").mkdir(parents=True)
+    (tree / "walk").mkdir()
+    (tree / "walk" / "d.mp4").write_bytes(b"")
+    os.symlink(store / "jump", tree / "jump")  # a whole class linked in
+    os.symlink(store / "run_part", tree / "run" / "part")  # part of a class linked in
+    os.symlink(tree / "walk", tree / "walk" / "again")  # a cycle
+    os.symlink(store / "walk", tree / "walk" / "more")
+    os.symlink(store / "walk", tree / "walk" / "more_again")  # the same folder twice in one class
+    ann = load_annotations("folder_tree", tree)
+    assert ann.classes == ["jump", "run", "walk"]
+    assert [(r.label, r.video_id) for r in ann.records] == [(0, "jump/a"), (1, "run/part/b"), (2, "walk/d"),
+                                                            (2, "walk/more/c")]
+    assert ann.records[1].path == os.path.join(str(tree), "run/part/b.mp4")
+
+
 def test_folder_tree_without_videos(tmp_path):
     (tmp_path / "class_a").mkdir()
     with pytest.raises(AnnotationError, match="no videos"):
