@@ -10,8 +10,9 @@ Layout of a cache folder::
 
 Chunks are plain byte files of bounded size, read through ``numpy.memmap``: a clip reads only its own frames' pages,
 the operating system's page cache is shared by all DataLoader workers, and nothing is unpickled. Videos are keyed by
-their absolute path, so the datasets that read the cache (training clips and multi-view evaluation alike) find a
-record's frames from the same annotation file and root the cache was built from.
+the absolute path of the file decoded, so the datasets that read the cache (training clips and multi-view evaluation
+alike) find a record's frames from the same annotation file and root the cache was built from; a record whose file
+was found under another video extension (``x.webm`` for a listed ``x.mp4``) is found under the path recorded.
 
 Each video's size and modification time are recorded when it is cached. A video whose file has since changed (a
 re-encode or re-download, as ``make`` and ``rsync`` judge it: size or mtime) is not read from the cache: it raises
@@ -36,6 +37,7 @@ from adaptkit.io import exclusive_lock
 from .decode import decode_frames
 from .probe import VideoDecodeError, probe_video
 from .records import Annotations, VideoRecord
+from .video_files import other_extension_paths
 
 __all__ = ["FrameCache", "build_frame_cache"]
 
@@ -107,7 +109,8 @@ class FrameCache:
         return {**self.__dict__, "_chunks": {}}  # memory maps are reopened in each worker
 
     def __contains__(self, path: str | os.PathLike[str]) -> bool:
-        return _key(path) in self.videos
+        key = self.recorded_path(path)
+        return key is not None and key in self.videos
 
     def __len__(self) -> int:
         return len(self.videos)
@@ -118,23 +121,37 @@ class FrameCache:
         on_disk = sum(chunk.stat().st_size for chunk in self.folder.glob("chunk_*.u8"))
         return on_disk - sum(_video_bytes(entry) for entry in self.videos.values())
 
+    def recorded_path(self, path: str | os.PathLike[str]) -> str | None:
+        """The absolute path the cache recorded ``path``'s video under when it was built: ``path`` itself, else the
+        same path under another video extension (the file the build's file check found in its place, e.g.
+        ``x.webm`` for a listed ``x.mp4`` or ``x``); a cached file before one left out as unreadable. None when the
+        cache has neither."""
+        key = _key(path)
+        candidates = [key, *other_extension_paths(key)]
+        for recorded in (self.videos, self._skipped):
+            found = next((candidate for candidate in candidates if candidate in recorded), None)
+            if found is not None:
+                return found
+        return None
+
     def unreadable_reason(self, path: str | os.PathLike[str]) -> str | None:
         """Why ``path`` was left out when the cache was built (it was unreadable), or None."""
-        entry = self._skipped.get(_key(path))
+        key = self.recorded_path(path)
+        entry = None if key is None else self._skipped.get(key)
         return None if entry is None else entry[1]
 
     def changed(self, path: str | os.PathLike[str]) -> str | None:
         """How the file of cached video ``path`` differs from the one cached (size or modification time), or None
         when it does not, when it no longer exists, when ``path`` is not cached, or for a version-1 cache."""
-        key = _key(path)
-        entry = self.videos.get(key)
+        key = self.recorded_path(path)
+        entry = None if key is None else self.videos.get(key)
         return None if entry is None else _difference(key, entry[5:7])
 
     def _entry(self, path: str | os.PathLike[str]) -> list[int]:
-        key = _key(path)
-        entry = self.videos.get(key)
+        key = self.recorded_path(path)
+        entry = None if key is None else self.videos.get(key)
         if entry is None:
-            if key in self._skipped:
+            if key is not None:  # left out as unreadable
                 _, reason, *rest = self._skipped[key]  # version 1 recorded no kind and no file stamp
                 if _difference(key, rest[1:3]) is not None:  # e.g. a download finished since
                     raise VideoDecodeError(path, f"changed since the frame cache {self.folder} was built, when it was "

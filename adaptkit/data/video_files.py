@@ -69,6 +69,13 @@ class VideoFileCheck:
         return line + moved
 
 
+def other_extension_paths(path: str, extensions: Sequence[str] = VIDEO_EXTENSIONS) -> list[str]:
+    """``path`` with each of ``extensions`` in place of its own (or added, when it has none), in order, skipping its
+    own: where :func:`check_video_files` looks for a file that is not at ``path``."""
+    stem, listed = os.path.splitext(path)
+    return [stem + extension for extension in extensions if extension.lower() != listed.lower()]
+
+
 def check_video_files(records: Sequence[VideoRecord], extensions: Sequence[str] = VIDEO_EXTENSIONS) -> VideoFileCheck:
     """Stat every record's file; for one that does not exist, try the same path with each of ``extensions``
     (e.g. ``.mp4`` for an SSv2 copy re-encoded from ``.webm``, ``.mkv`` for a Kinetics download) and keep the first
@@ -85,9 +92,8 @@ def check_video_files(records: Sequence[VideoRecord], extensions: Sequence[str] 
     for position, record in enumerate(records):
         path = record.path
         if not os.path.exists(path):
-            stem, listed = os.path.splitext(path)
-            alternative = next((stem + ext for ext in extensions if ext.lower() != listed.lower()
-                                and os.path.exists(stem + ext)), None)
+            alternative = next((other for other in other_extension_paths(path, extensions) if os.path.exists(other)),
+                               None)
             if alternative is None:
                 missing.append(position)
             else:

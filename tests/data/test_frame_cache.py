@@ -248,3 +248,31 @@ def test_one_build_at_a_time_per_folder(own_videos, tmp_path):
                 build_frame_cache(own_videos, folder, short_side=32, update=update)
     assert (folder / "index.json").read_text() == before
     assert len(build_frame_cache(own_videos[:3], folder, short_side=32, update=True)) == 3  # free again
+
+
+def test_a_video_cached_under_another_extension_is_found_by_the_path_it_was_recorded_under(records, tmp_path):
+    """The build caches the file it decoded (e.g. ``x.webm``, found by the file check for a listed ``x.mp4`` or an
+    ``x`` without extension); lookups by the listed path find it, as a dataset reading the annotations needs."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    webm = str(shutil.copy(records[0].path, folder / "x.webm"))  # an mp4 inside; FFmpeg reads it by content
+    broken = str(shutil.copy(records[3].path, folder / "broken.mkv"))
+    cache = build_frame_cache([webm, broken], tmp_path / "cache", short_side=32)
+    for listed in (str(folder / "x.mp4"), str(folder / "x")):
+        assert listed in cache and cache.recorded_path(listed) == webm
+        assert cache.num_frames(listed) == cache.num_frames(webm) == 20
+        torch.testing.assert_close(cache.frames(listed, [0, 5]), cache.frames(webm, [0, 5]), rtol=0, atol=0)
+    assert cache.recorded_path(str(folder / "y.mp4")) is None and str(folder / "y.mp4") not in cache
+    assert cache.unreadable_reason(str(folder / "broken.mp4")) == cache.unreadable_reason(broken) is not None
+    stat = os.stat(webm)
+    os.utime(webm, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))
+    assert FrameCache(tmp_path / "cache").changed(str(folder / "x.mp4")) == "modified after it was cached"
+
+    os.utime(webm, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    listed = [VideoRecord(str(folder / "x.mp4"), 0, "x"), VideoRecord(str(folder / "x"), 1, "x")]
+    sampler = DenseSampler(2, 1, test_mode=True)
+    cached = MultiViewDataset(listed, sampler, crop_size=24, resize_size=32, frame_cache=tmp_path / "cache")
+    decoded = MultiViewDataset([VideoRecord(webm, 0, "x")], sampler, crop_size=24, resize_size=32)
+    for i in range(2):
+        torch.testing.assert_close(cached[i][0], decoded[0][0], rtol=0, atol=0)
+    assert cached.skipped() == []

@@ -144,3 +144,22 @@ def test_the_cache_command_updates_a_cache_after_a_video_changed(
     assert "decoding 2 of the 13 listed videos (new, changed or unreadable before), keeping 11 cached videos" in err
     assert "cached 12 videos" in out and "MiB of old frames of re-cached videos stay" in out
     assert FrameCache(cache).changed(video) is None and FrameCache(cache).num_frames(video) > 0
+
+
+def test_a_run_finds_the_videos_the_cache_command_found_under_another_extension(
+    video_config: Path, video_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """The lists name the videos without their extension: the cache command finds (and records) the .mp4 files,
+    and a run from the cache finds them again by the listed names, the files gone."""
+    for split in ("train.txt", "val.txt"):
+        listed = video_dataset / split
+        listed.write_text(listed.read_text().replace(".mp4 ", " "))
+    cache = tmp_path / "frames"
+    assert cli.main(["cache", "--config", str(video_config), "--out", str(cache)]) == 0
+    assert "cached 12 videos" in capsys.readouterr().out
+    for video in video_dataset.glob("**/*.mp4"):
+        video.unlink()
+    summary = train.main(["--config", str(video_config), "train.max_steps=2", f"data.frame_cache={cache}"])
+    assert summary["step"] == 2 and [Path(path).name for path, _ in summary["skipped_train"]] == ["broken"]
+    result = json.loads((Path(summary["run_dir"]) / "eval_result.json").read_text())
+    assert result["num_videos"] == 4 and result["skipped_ids"] == ["broken"]
