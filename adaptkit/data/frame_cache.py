@@ -346,16 +346,15 @@ def _build(folder: Path, paths: list[str], backend: str | None, short_side: int,
                 out.close()
                 chunk, offset = chunk + 1, 0
                 out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115
-            for part in parts:
-                out.write(part.permute(0, 2, 3, 1).contiguous().numpy().tobytes())  # (n, H, W, 3)
+            out.writelines(part.permute(0, 2, 3, 1).contiguous().numpy().tobytes() for part in parts)  # (n, H, W, 3)
             entries[path] = [chunk, offset, num_frames, int(height), int(width), *(stamp or (-1, -1))]
             offset += size
     finally:
         out.close()
     if offset == 0:
         (folder / f"chunk_{chunk:05d}.u8").unlink()  # nothing was written to it (e.g. an update with nothing new)
-    index_data = dict(version=_VERSION, short_side=short_side, chunk_bytes=chunk_bytes, videos=entries,
-                      skipped=skipped)
+    index_data = {"version": _VERSION, "short_side": short_side, "chunk_bytes": chunk_bytes, "videos": entries,
+                  "skipped": skipped}
     tmp = folder / f"{_INDEX}.tmp"
     tmp.write_text(json.dumps(index_data))
     os.replace(tmp, folder / _INDEX)  # the index appears only once every chunk is complete
