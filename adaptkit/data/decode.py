@@ -443,12 +443,17 @@ def decode_frames(
         check_gpu_decoding(device)
     index = probe_video(path) if index is None else index
     unique, inverse = np.unique(np.minimum(requested, index.num_frames - 1), return_inverse=True)
-    if index.decode_order_pts:  # pictures cannot be told apart by timestamp: count them from the start, with PyAV
-        batch = _pyav_frames(path, unique, index, short_side, max(int(threads), 1), False).to(device)
-    elif device.type != "cpu":
-        batch = _torchcodec_frames(path, unique, index, short_side, 1, seek, device=str(device))
-    else:
-        batch = decode(path, unique, index, short_side, max(int(threads), 1), seek)  # (U, C, H, W)
+    try:
+        if index.decode_order_pts:  # pictures cannot be told apart by timestamp: count them from the start, with PyAV
+            batch = _pyav_frames(path, unique, index, short_side, max(int(threads), 1), False).to(device)
+        elif device.type != "cpu":
+            batch = _torchcodec_frames(path, unique, index, short_side, 1, seek, device=str(device))
+        else:
+            batch = decode(path, unique, index, short_side, max(int(threads), 1), seek)  # (U, C, H, W)
+    except VideoDecodeError as error:
+        if error.kind == "corrupt" and not os.path.exists(path):  # deleted since it was probed (a given index)
+            raise VideoDecodeError(path, error.reason, kind="missing") from error  # the decoder only says "cannot open"
+        raise
     if len(unique) == len(requested) and (unique == requested).all():
         return batch  # sorted without repeats, as samplers mostly ask: no gather copy
     return batch[torch.from_numpy(inverse.reshape(-1)).to(batch.device)]  # (T, C, H, W), the memory layout kept

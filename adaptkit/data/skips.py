@@ -8,7 +8,6 @@ This works with the fork, spawn and forkserver start methods (torch shares the s
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Sequence
 
 import torch
@@ -33,12 +32,11 @@ class SkipTracker:
         return bool(self.codes[index] != 0)
 
     def mark(self, index: int, error: VideoDecodeError) -> None:
-        """Flag record ``index`` with the error's kind and log the path and the detailed reason."""
-        kind = error.kind
-        if kind == "corrupt" and not os.path.exists(self.paths[index]):
-            kind = "missing"  # deleted after it was probed: the decoder only says it cannot open it
-        self.codes[index] = 1 + _KINDS.index(kind)
-        logger.warning("skipping unreadable video %s: %s", self.paths[index], error.reason)
+        """Flag record ``index`` with the error's kind (as its raiser judged it: a frame cache by what it recorded,
+        not by whether the file exists now) and log the path and the detailed reason."""
+        self.codes[index] = 1 + _KINDS.index(error.kind)
+        state = "missing" if error.kind == "missing" else "unreadable"
+        logger.warning("skipping %s video %s: %s", state, self.paths[index], error.reason)
 
     def mark_missing(self, indices: Sequence[int]) -> None:
         """Flag the records at ``indices`` as missing files without a log line each (the caller logs one summary:

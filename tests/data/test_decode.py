@@ -120,6 +120,21 @@ def test_missing_file_raises_video_decode_error(tmp_path):
         count_frames(path)
 
 
+@pytest.mark.parametrize("backend", ["pyav", "torchcodec"])
+def test_a_file_deleted_after_it_was_probed_is_missing_not_corrupt(gray_mp4, tmp_path, backend):
+    """Datasets probe a file once and decode it later; torchcodec only says it cannot open a file deleted meanwhile.
+    (The decoder says so, not the skip tracker: a frame cache's recorded kind must not be re-judged by the disk.)"""
+    if backend == "torchcodec" and not torchcodec_available():
+        pytest.skip("torchcodec is not installed or cannot load its FFmpeg libraries")
+    path = tmp_path / "deleted.mp4"
+    path.write_bytes(gray_mp4.read_bytes())
+    index = probe_video(path)
+    path.unlink()
+    with pytest.raises(VideoDecodeError, match=str(path)) as info:
+        decode_frames(path, [0, 3], backend, index=index)
+    assert info.value.kind == "missing"
+
+
 def test_truncated_file_with_index_up_front_is_detected(tmp_path):
     # "faststart" puts the sample table first, so the file still opens; the table promises more than the data holds.
     path = tmp_path / "faststart.mp4"
