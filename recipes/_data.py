@@ -109,9 +109,10 @@ def load_split(data: DataConfig, split: SplitConfig, name: str,
 def check_available(data: DataConfig, annotations: Annotations, name: str, source: str) -> SplitAnnotations:
     """Find the listed videos a run could not read before it starts: without a frame cache, files missing on disk
     (also looked for under the other video extensions; a stat each, 0.6 s for Kinetics-400's 240k rows on a local
-    disk, ``python -m benchmarks.missing_files``); with one, videos it lacks (reads no video file). Report their
-    share and the classes left without a video, and refuse above ``data.max_missing_fraction``. Videos the cache
-    recorded as unreadable are not counted: they are skipped, with their reason, when drawn.
+    disk, ``python -m benchmarks.missing_files``); with one, videos it lacks, and those whose file it recorded as
+    missing and that still is (a stat each of those only). Report their share and the classes left without a video,
+    and refuse above ``data.max_missing_fraction``. Videos the cache recorded as unreadable are not counted: they are
+    skipped, with their reason, when drawn.
 
     Returns:
         ``annotations`` with each path as found; for ``name == "train"`` without the missing videos, which are in
@@ -123,6 +124,7 @@ def check_available(data: DataConfig, annotations: Annotations, name: str, sourc
             missing share is above ``data.max_missing_fraction`` (one line: count, examples, the key).
     """
     records = annotations.records
+    gone: set[int] = set()  # missing files, when the reason of the others is another
     if data.frame_cache is None:
         check, reason, absent, fix = check_video_files(records), "missing", "video files are missing", (
             f"is data.{name}.root right?")
@@ -135,10 +137,13 @@ def check_available(data: DataConfig, annotations: Annotations, name: str, sourc
                                     f"(the first: {records[0].path}); {fix}")
     else:
         cache = open_frame_cache(data.frame_cache)
-        check = VideoFileCheck(list(records), [i for i, r in enumerate(records)
-                                               if r.path not in cache and cache.unreadable_reason(r.path) is None])
+        gone = {i for i, r in enumerate(records) if cache.missing_when_built(r.path)}
+        check = VideoFileCheck(list(records), [i for i, r in enumerate(records) if i in gone or (
+            r.path not in cache and cache.unreadable_reason(r.path) is None)])
         reason, absent, fix = "not in the frame cache", f"videos are not in the frame cache {cache.folder}", (
             "`adaptkit cache --update` adds them.")
+        if gone:
+            absent += f" ({len(gone)} of them missing files when it was built)"
         if not any(r.path in cache for r in records):
             raise ValueError(f"data.{name}: none of the {len(records)} videos listed in {source} is in the frame "
                              f"cache {cache.folder} (the first: {records[0].path}); was it built from another "
@@ -153,7 +158,7 @@ def check_available(data: DataConfig, annotations: Annotations, name: str, sourc
         log.warning("%s; %s", line, "left out of training" if name == "train" else "evaluation skips them")
     if name != "train":
         return SplitAnnotations(check.records, list(annotations.classes))
-    left_out = [(check.records[i].path, reason) for i in check.missing]
+    left_out = [(check.records[i].path, "missing" if i in gone else reason) for i in check.missing]
     return SplitAnnotations(check.found, list(annotations.classes), left_out)
 
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from adaptkit.data import FrameCache, build_frame_cache
+from adaptkit.data import FrameCache, VideoRecord, build_frame_cache
 from recipes._args import ArgumentParser, UsageError
 from recipes._config import load_config
 from recipes._data import load_split
@@ -59,20 +59,27 @@ def main(argv: list[str] | None = None) -> FrameCache:
     data.frame_cache = None  # this command reads the videos themselves, whatever cache the config names
     if data.source != "video":
         raise ValueError(f"data.source is {data.source!r}: only video files can be cached")
-    records = []
+    records: list[VideoRecord | str] = []
     for name in (["train", "val"] if args.split == "both" else [args.split]):
         split = getattr(data, name)
         if split.annotations is not None:
-            records += load_split(data, split, name).records
+            annotations = load_split(data, split, name)
+            # The training split's missing files too: the cache records them as missing, so a run from it says so
+            records += [*annotations.records, *(path for path, _ in annotations.left_out)]
     if not records:
         raise ValueError("no annotations to cache: set data.train.annotations and/or data.val.annotations")
     short_side = args.short_side or data.augment.resize_size
     cache = build_frame_cache(records, args.out, short_side=short_side, chunk_bytes=int(args.chunk_gib * 2**30),
                               backend=data.decode_backend, progress=True,
                               workers=data.num_workers if args.workers is None else args.workers, update=args.update)
-    print(f"cached {len(cache)} videos at short side {short_side} in {args.out}; {len(cache.skipped)} unreadable")
-    for path, reason, *_ in cache.skipped:
+    missing = [entry[0] for entry in cache.skipped if entry[2:3] == ["missing"]]
+    unreadable = [entry[:2] for entry in cache.skipped if entry[2:3] != ["missing"]]
+    counts = f"{len(missing)} missing, " * bool(missing) + f"{len(unreadable)} unreadable"
+    print(f"cached {len(cache)} videos at short side {short_side} in {args.out}; {counts}")
+    for path, reason in unreadable:
         print(f"  {path} ({reason})")
+    for path in missing:
+        print(f"  {path} (missing)")
     if cache.unreferenced_bytes:
         print(f"{cache.unreferenced_bytes / 2**20:.1f} MiB of old frames of re-cached videos stay in the chunk files; "
               "building without --update reclaims them")

@@ -140,6 +140,13 @@ class FrameCache:
         entry = None if key is None else self._skipped.get(key)
         return None if entry is None else entry[1]
 
+    def missing_when_built(self, path: str | os.PathLike[str]) -> bool:
+        """Whether ``path``'s file did not exist when the cache was built, and still does not (one that appeared since
+        reads as changed); False for a version-1 cache, which recorded no kind."""
+        key = self.recorded_path(path)
+        entry = None if key is None else self._skipped.get(key)
+        return entry is not None and entry[2:3] == ["missing"] and _file_stamp(key) is None
+
     def changed(self, path: str | os.PathLike[str]) -> str | None:
         """How the file of cached video ``path`` differs from the one cached (size or modification time), or None
         when it does not, when it no longer exists, when ``path`` is not cached, or for a version-1 cache."""
@@ -157,8 +164,9 @@ class FrameCache:
                     raise VideoDecodeError(path, f"changed since the frame cache {self.folder} was built, when it was "
                                                  f"unreadable ({reason}); update it with `adaptkit cache --update`",
                                            kind="stale")
-                raise VideoDecodeError(path, f"unreadable when the frame cache {self.folder} was built: {reason}",
-                                       kind=rest[0] if rest else "corrupt")
+                kind = rest[0] if rest else "corrupt"
+                state = "missing" if kind == "missing" else "unreadable"
+                raise VideoDecodeError(path, f"{state} when the frame cache {self.folder} was built: {reason}", kind=kind)
             raise VideoDecodeError(path, f"not in the frame cache {self.folder} (added since it was built, or another "
                                          "annotation file or root: update it with `adaptkit cache --update`)",
                                    kind="not_cached")
@@ -271,8 +279,9 @@ def build_frame_cache(
 ) -> FrameCache:
     """Decode every frame of ``videos`` at ``short_side`` (never enlarged) into a new cache in ``folder``.
 
-    Unreadable videos are logged and listed in the index's ``skipped``; a dataset reading the cache skips them as it
-    would the video files. Disk use: frames x H x W x 3 bytes per video (a 10 s, 25 fps clip at 256x340 is 65 MB).
+    Unreadable and missing videos are logged (the missing ones in one line) and listed in the index's ``skipped``
+    with their kind; a dataset reading the cache skips them as it would the video files. Disk use: frames x H x W x 3
+    bytes per video (a 10 s, 25 fps clip at 256x340 is 65 MB).
 
     With ``update``, an existing cache in ``folder`` is brought up to date instead of rebuilt: videos whose file is
     unchanged (size and mtime) or gone keep their frames; new, changed and previously unreadable videos are decoded
@@ -329,14 +338,17 @@ def _build(folder: Path, paths: list[str], backend: str | None, short_side: int,
     else:
         for old in [folder / _INDEX, *folder.glob("chunk_*.u8")]:
             old.unlink(missing_ok=True)
-    offset = 0
+    offset, missing = 0, []
     out = open(folder / f"chunk_{chunk:05d}.u8", "wb")  # noqa: SIM115 - rotated below
     try:
         for path, parts, num_frames, stamp, error in tqdm(
                 _decoded_videos(paths, backend, short_side, window, workers), total=len(paths), desc="cache frames",
                 disable=not progress):
             if error is not None:
-                logger.warning("not caching unreadable video %s: %s", path, error.reason)
+                if error.kind == "missing":
+                    missing.append(path)  # one line for all, below: a class absent on disk is hundreds of files
+                else:
+                    logger.warning("not caching unreadable video %s: %s", path, error.reason)
                 entries.pop(path, None)  # a changed video that no longer decodes
                 skipped.append([path, error.reason, error.kind, *(stamp or (-1, -1))])
                 continue
@@ -351,6 +363,9 @@ def _build(folder: Path, paths: list[str], backend: str | None, short_side: int,
             offset += size
     finally:
         out.close()
+    if missing:
+        logger.warning("not caching %d missing video file(s), recorded as missing (e.g. %s)", len(missing),
+                       missing[0])
     if offset == 0:
         (folder / f"chunk_{chunk:05d}.u8").unlink()  # nothing was written to it (e.g. an update with nothing new)
     index_data = {"version": _VERSION, "short_side": short_side, "chunk_bytes": chunk_bytes, "videos": entries,

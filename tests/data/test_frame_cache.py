@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import shutil
 
@@ -276,3 +277,33 @@ def test_a_video_cached_under_another_extension_is_found_by_the_path_it_was_reco
     for i in range(2):
         torch.testing.assert_close(cached[i][0], decoded[0][0], rtol=0, atol=0)
     assert cached.skipped() == []
+
+
+def test_a_video_missing_when_the_cache_was_built_is_skipped_as_missing(records, tmp_path, caplog):
+    """A listed file that did not exist is recorded as missing and reported so when drawn, not as unreadable; a video
+    the cache recorded as corrupt stays corrupt after its file is deleted (the cache stands in for the files)."""
+    folder = tmp_path / "videos"
+    folder.mkdir()
+    good, broken = (str(shutil.copy(records[i].path, folder / f"{name}.mp4")) for i, name in ((0, "a"), (3, "broken")))
+    gone = str(folder / "gone.mp4")
+    with caplog.at_level(logging.INFO, logger="adaptkit.data"):
+        cache = build_frame_cache([good, broken, gone], tmp_path / "cache", short_side=32)
+    assert f"not caching 1 missing video file(s), recorded as missing (e.g. {gone})" in caplog.text
+    assert "not caching unreadable video " + gone not in caplog.text
+    assert [kind for _, _, kind, *_ in cache.skipped] == ["corrupt", "missing"]
+    assert cache.missing_when_built(gone) and not cache.missing_when_built(broken)
+    assert not cache.missing_when_built(good) and not cache.missing_when_built(folder / "never_listed.mp4")
+    with pytest.raises(VideoDecodeError, match="missing when the frame cache .* was built") as caught:
+        cache.num_frames(gone)
+    assert caught.value.kind == "missing"
+    os.remove(broken)
+    listed = [VideoRecord(path, 0, os.path.basename(path)) for path in (good, broken, gone)]
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        dataset = VideoClipDataset(listed, DenseSampler(2, 1), seed=0, frame_cache=cache)
+        assert [dataset[i][2] for i in range(3)] == [0, 0, 0]
+    assert dataset.skipped() == [(broken, "corrupt or truncated"), (gone, "missing")]
+    assert f"skipping missing video {gone}" in caplog.text and f"skipping unreadable video {broken}" in caplog.text
+    with open(gone, "wb"):  # appeared since: read as changed, no longer as missing
+        pass
+    assert not FrameCache(tmp_path / "cache").missing_when_built(gone)

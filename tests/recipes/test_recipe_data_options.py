@@ -163,3 +163,25 @@ def test_a_run_finds_the_videos_the_cache_command_found_under_another_extension(
     assert summary["step"] == 2 and [Path(path).name for path, _ in summary["skipped_train"]] == ["broken"]
     result = json.loads((Path(summary["run_dir"]) / "eval_result.json").read_text())
     assert result["num_videos"] == 4 and result["skipped_ids"] == ["broken"]
+
+
+def test_videos_missing_when_the_cache_was_built_are_reported_missing_by_a_run_from_it(
+    video_config: Path, video_dataset: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """A listed file absent when `adaptkit cache` ran is recorded as missing (in either split), counted apart from
+    the unreadable ones, and a run from the cache reports it as missing, as a run from the videos would."""
+    train_video, val_video = (video_dataset / (video_dataset / name).read_text().split()[0]
+                              for name in ("train.txt", "val.txt"))
+    train_video.unlink()
+    val_video.unlink()
+    cache = tmp_path / "frames"
+    assert cli.main(["cache", "--config", str(video_config), "--out", str(cache), "data.max_missing_fraction=0.5"]) == 0
+    out = capsys.readouterr().out
+    assert "cached 10 videos at short side 36" in out and "; 2 missing, 1 unreadable" in out
+    assert f"  {train_video} (missing)" in out and f"  {val_video} (missing)" in out
+    summary = train.main(["--config", str(video_config), "train.max_steps=2", f"data.frame_cache={cache}",
+                          "data.max_missing_fraction=0.5"])
+    broken = (str(video_dataset / "broken.mp4"), "corrupt or truncated")
+    assert [tuple(item) for item in summary["skipped_train"]] == [broken, (str(train_video), "missing")]
+    result = json.loads((Path(summary["run_dir"]) / "eval_result.json").read_text())
+    assert sorted(map(tuple, result["extra"]["skipped"])) == [broken, (str(val_video), "missing")]
