@@ -2,8 +2,9 @@
 
 Both decode a video once per item. Missing files are found up front (one ``os.path.exists`` per record when the
 dataset is built) and flagged with one summary line; a corrupt or truncated video is logged and flagged when it fails
-to decode. Flags live in a shared :class:`SkipTracker` (readable from the main process even with DataLoader
-workers). Training replaces a flagged record by one drawn at random from the records not flagged, evaluation marks
+to decode. A record whose frame window (Diving-48's start/end frame) starts past its video's last frame is flagged
+the same way (kind ``"window"``); a window ending past it is cut to the video's end, with one warning per dataset.
+Flags live in a shared :class:`SkipTracker` (readable from the main process even with DataLoader workers). Training replaces a flagged record by one drawn at random from the records not flagged, evaluation marks
 the item with ``SKIPPED_LABEL`` so the evaluator leaves it out.
 """
 
@@ -78,6 +79,8 @@ class _VideoFiles:
         # Column 0 is written last: a non-negative count marks a complete row.
         self.index_table = torch.full((len(records), ROW_WIDTH), -1, dtype=torch.int64).share_memory_()
         self.variable_rate: dict[int, VideoIndex] = {}  # per process
+        # Shared so that one warning covers every epoch and DataLoader worker: a whole list can end past its videos.
+        self.window_cut_warned = torch.zeros(1, dtype=torch.bool).share_memory_()
 
     def flag_missing_files(self) -> None:
         """Flag every record whose file does not exist, with one warning for all of them. A stat per record is cheap
@@ -109,15 +112,30 @@ class _VideoFiles:
         return probed
 
     def window(self, index: int) -> tuple[int, int]:
-        """(first frame, number of frames) usable for record ``index``, clamped to the real length."""
+        """(first frame, number of frames) usable for record ``index``. A window ending past the video's last frame
+        is cut to it (one warning per dataset).
+
+        Raises:
+            VideoDecodeError: of kind ``"window"``, the window starts past the last frame (nothing to sample).
+        """
         if self.frame_cache is not None:
             total = self.frame_cache.num_frames(self.paths[index])
         else:
             total = self.video_index(index).num_frames
         record = self.records[index]
-        start = min(record.start_frame or 0, total - 1)
-        end = total if record.end_frame is None else min(record.end_frame, total)
-        return start, max(end - start, 1)
+        start = record.start_frame or 0
+        end = total if record.end_frame is None else record.end_frame
+        if start >= total:
+            raise VideoDecodeError(self.paths[index], f"frame window {start}..{end} starts past the last frame of "
+                                   f"the video ({total} frames)", kind="window")
+        if end > total:
+            if not self.window_cut_warned[0]:
+                self.window_cut_warned[0] = True
+                logger.warning("frame windows ending past their video's last frame are cut to it (the first: %s, "
+                               "window %d..%d, %d frames); the others are not reported", self.paths[index], start,
+                               end, total)
+            end = total
+        return start, max(end - start, 1)  # a hand-made record may end where it starts
 
     def decode(self, index: int, indices: np.ndarray) -> torch.Tensor:
         if self.frame_cache is not None:

@@ -39,11 +39,13 @@ DECODE_ERROR_KINDS = {
     "corrupt": "corrupt or truncated",
     "not_cached": "not in the frame cache",
     "stale": "changed since the frame cache was built",
+    "window": "frame window starts past the video's last frame",  # an annotation's window (Diving-48) vs the file
 }
 
 
 class VideoDecodeError(RuntimeError):
-    """A video file is missing, unreadable, corrupt or truncated. The message starts with the path.
+    """A video file is missing, unreadable, corrupt or truncated, or shorter than its record's frame window says. The
+    message starts with the path.
 
     Attributes:
         path: the video file.

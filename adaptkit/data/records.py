@@ -17,7 +17,8 @@ class VideoRecord:
         label: class id in ``[0, num_classes)``.
         video_id: stable identifier (YouTube id, SSv2 id, file stem ...) recorded with evaluation results.
         start_frame: first usable frame, or None for the whole video.
-        end_frame: frames ``start_frame <= i < end_frame`` are used (clamped to the decoded length), or None.
+        end_frame: frames ``start_frame <= i < end_frame`` are used (cut to the decoded length), or None. The
+            datasets skip a record whose ``start_frame`` is past the video's last frame.
     """
 
     path: str

@@ -35,8 +35,9 @@ class SkipTracker:
         """Flag record ``index`` with the error's kind (as its raiser judged it: a frame cache by what it recorded,
         not by whether the file exists now) and log the path and the detailed reason."""
         self.codes[index] = 1 + _KINDS.index(error.kind)
-        state = "missing" if error.kind == "missing" else "unreadable"
-        logger.warning("skipping %s video %s: %s", state, self.paths[index], error.reason)
+        # A window past the video's end: the file itself reads fine.
+        state = {"missing": "missing video", "window": "video"}.get(error.kind, "unreadable video")
+        logger.warning("skipping %s %s: %s", state, self.paths[index], error.reason)
 
     def mark_missing(self, indices: Sequence[int]) -> None:
         """Flag the records at ``indices`` as missing files without a log line each (the caller logs one summary:

@@ -7,6 +7,7 @@ import logging
 import os
 import pickle
 import shutil
+import sys
 
 import av
 
@@ -96,6 +97,57 @@ def test_frame_window_of_a_record(videos):
     clip, _, _ = VideoClipDataset([VideoRecord(videos["gray"], 0, "g", 30, 1000)], sampler)[0]
     assert_frames_are(clip, [31, 33, 34, 36, 38])
 
+
+
+def test_a_frame_window_starting_past_the_video_is_skipped_as_a_window_skip(videos, caplog):
+    gray = videos["gray"]  # 40 frames: the window 45..60 holds none of them
+    records = [VideoRecord(gray, 0, "past", 45, 60), VideoRecord(gray, 1, "inside", 0, 10)]
+    sampler = SegmentSampler(4, test_mode=True)
+    clips = VideoClipDataset(records, sampler)
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        clip, label, index = clips[0]
+    assert (label, index) == (1, 1)  # replaced by the record whose window exists
+    assert_frames_are(clip, [1, 3, 5, 8])
+    reason = "frame window starts past the video's last frame"
+    assert clips.skipped() == [(gray, reason)]
+    assert clips.skipped_summary() == f"skipped 1 of 2 videos:\n  {gray} ({reason})"
+    assert "window 45..60" in caplog.text and "40 frames" in caplog.text
+    views = MultiViewDataset(records, sampler, crop_size=16)
+    assert views[0][1] == SKIPPED_LABEL and views[1][1] == 1
+    assert views.skipped() == [(gray, reason)]
+
+
+def test_frame_windows_ending_past_the_video_are_cut_with_one_warning(videos, caplog):
+    gray = videos["gray"]  # 40 frames
+    records = [VideoRecord(gray, 0, f"w{start}", start, 1000) for start in (30, 20, 35)]
+    sampler = SegmentSampler(5, test_mode=True)
+    with caplog.at_level(logging.WARNING, logger="adaptkit.data"):
+        clips = VideoClipDataset(records, sampler)
+        for _ in range(2):  # two epochs
+            for i in range(len(clips)):
+                clips[i]
+        views = MultiViewDataset(records, sampler, crop_size=16)
+        for i in range(len(views)):
+            views[i]
+    assert_frames_are(clips[0][0], [31, 33, 34, 36, 38])  # cut to 30..39
+    cut = [r.getMessage() for r in caplog.records if "cut to" in r.getMessage()]
+    assert len(cut) == 2, cut  # one per dataset, not one per clip
+    assert all(gray in message and "window 30..1000" in message for message in cut)
+    assert clips.skipped() == [] and views.skipped() == []
+
+
+def test_the_window_cut_warning_is_given_once_across_dataloader_workers(videos, capfd):
+    records = [VideoRecord(videos["gray"], 0, f"w{start}", start, 1000) for start in range(20, 32)]
+    handler = logging.StreamHandler(sys.stderr)  # forked workers write to the captured fd 2
+    logger = logging.getLogger("adaptkit.data")
+    logger.addHandler(handler)
+    try:
+        loader = DataLoader(VideoClipDataset(records, SegmentSampler(4, test_mode=True)), batch_size=2,
+                            num_workers=2, multiprocessing_context="fork")
+        assert sum(len(labels) for _, labels, _ in loader) == 12
+    finally:
+        logger.removeHandler(handler)
+    assert capfd.readouterr().err.count("cut to") == 1
 
 def test_seeded_sampling_is_reproducible_and_changes_with_the_epoch(videos):
     records = [VideoRecord(videos["gray"], 0, f"g{i}") for i in range(6)]
