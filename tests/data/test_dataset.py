@@ -10,7 +10,6 @@ import shutil
 import sys
 
 import av
-
 import numpy as np
 import pytest
 import torch
@@ -41,13 +40,13 @@ def videos(tmp_path_factory):
     """Synthetic tree (4 videos), a 40-frame gray video, a truncated and a missing file."""
     folder = tmp_path_factory.mktemp("videos")
     list_file = write_synthetic_videos(folder / "tree", 4, num_frames=12, size=32, num_classes=2)
-    return dict(
-        tree=folder / "tree",
-        annotations=load_annotations("video_list", list_file, root=folder / "tree"),
-        gray=str(write_gray_video(folder / "gray.mp4", 40)),
-        truncated=str(write_corrupt_video(folder / "truncated.mp4", "truncated")),
-        missing=str(folder / "missing.mp4"),
-    )
+    return {
+        "tree": folder / "tree",
+        "annotations": load_annotations("video_list", list_file, root=folder / "tree"),
+        "gray": str(write_gray_video(folder / "gray.mp4", 40)),
+        "truncated": str(write_corrupt_video(folder / "truncated.mp4", "truncated")),
+        "missing": str(folder / "missing.mp4"),
+    }
 
 
 @pytest.fixture
@@ -223,7 +222,7 @@ def test_skip_reasons_say_what_is_wrong_with_each_file(videos, tmp_path):
     assert [reason for _, reason in ds.skipped()] == [
         "empty file (0 bytes)", "a folder, not a video file", "no video stream or frames", "missing",
         "corrupt or truncated", "missing"]
-    assert set(reason for _, reason in ds.skipped()) <= set(DECODE_ERROR_KINDS.values())
+    assert {reason for _, reason in ds.skipped()} <= set(DECODE_ERROR_KINDS.values())
 
 
 def test_decode_errors_survive_pickling_with_their_kind():
