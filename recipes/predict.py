@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from adaptkit.data import (
-    SKIPPED_LABEL,
     MultiViewDataset,
     VideoDecodeError,
     VideoRecord,
@@ -156,10 +155,10 @@ def main(argv: list[str] | None = None) -> list[tuple[str, float]]:
         [VideoRecord(str(video_path), 0, video_path.stem)], sampler, crop_size=augment.crop_size,
         num_crops=augment.test_crops, resize_size=augment.test_resize_size, backend=config.data.decode_backend,
     )
-    views, label, _ = video[0]  # uint8 (V, T, C, H, W)
-    if label == SKIPPED_LABEL:
-        path, reason = video.skipped()[0]
-        raise ValueError(f"cannot read {path}: {reason}")
+    try:  # not video[0]: it would log the failure as a skipped video, a second line about the same file
+        views = video.views(0)  # uint8 (V, T, C, H, W)
+    except VideoDecodeError as error:  # e.g. a file whose frames were counted but fail to decode part-way
+        raise ValueError(f"cannot read {video_path}: {error.reason}") from None
 
     mean, std = model.normalization
     bf16 = config.train.precision == "bf16" or (config.train.precision == "auto" and world.device.type == "cuda")

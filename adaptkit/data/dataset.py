@@ -359,6 +359,18 @@ class MultiViewDataset(Dataset):
         crops = crops.unflatten(1, (num_clips, clip_len))  # (N, K, T, C, S, S)
         return crops.transpose(0, 1).flatten(0, 1).contiguous()  # (K*N, T, C, S, S)
 
+    def views(self, index: int) -> torch.Tensor:
+        """All test views of record ``index``, uint8 (V, T, C, S, S), clip-major. Unlike ``ds[index]``, an
+        unreadable video is neither logged nor flagged: the error is the caller's (e.g. one video to predict on).
+
+        Raises:
+            IndexError: if ``index`` is not in [0, len(ds)).
+            VideoDecodeError: the video is missing, corrupt or truncated (also when that shows only part-way through
+                decoding), or its frame window starts past its last frame.
+        """
+        self.files.check_index(index)
+        return self._load(index)
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, int, str]:
         self.files.check_index(index)
         record = self.files.records[index]

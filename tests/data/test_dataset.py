@@ -303,6 +303,17 @@ def test_multi_view_marks_unreadable_videos(videos, caplog):
     assert ds.skipped() == [(videos["truncated"], "corrupt or truncated")]
 
 
+
+def test_multi_view_views_of_one_record_raise_instead_of_flagging(videos):
+    records = [VideoRecord(videos["truncated"], 1, "bad"), VideoRecord(videos["gray"], 0, "good")]
+    ds = MultiViewDataset(records, SegmentSampler(4, test_mode=True), crop_size=16)
+    with pytest.raises(VideoDecodeError, match="truncated.mp4: cannot open"):
+        ds.views(0)
+    assert ds.skipped() == []  # the caller got the error: nothing logged or flagged
+    assert torch.equal(ds.views(1), ds[1][0]) and ds.views(1).shape == (1, 4, 3, 16, 16)
+    with pytest.raises(IndexError):
+        ds.views(2)
+
 def test_constructor_checks(videos):
     ann = videos["annotations"]
     with pytest.raises(ValueError, match="MultiViewDataset"):

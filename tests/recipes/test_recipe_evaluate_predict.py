@@ -4,12 +4,21 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from adaptkit.data import motion_class_names, write_corrupt_video, write_synthetic_videos
+from adaptkit.data import (
+    count_frames,
+    encode_video,
+    motion_class_names,
+    motion_clip,
+    write_corrupt_video,
+    write_synthetic_videos,
+)
 from recipes import cli, evaluate, predict, train
 
 
@@ -103,6 +112,29 @@ def test_predict_unreadable_file_is_a_clear_error(trained: Path, tmp_path: Path)
     with pytest.raises(ValueError, match="cannot read .*broken.mp4"):
         predict.main(["--checkpoint", str(trained), str(broken)])
 
+
+
+def _fails_mid_decode(path: Path) -> Path:
+    """A valid mp4 whose later packets are overwritten: it opens and its frames are counted (header and index are
+    whole), decoding fails part-way. (A truncated file is caught earlier, when its frames are counted.)"""
+    encode_video(path, motion_clip(0, num_frames=32, size=32)[0])
+    data = bytearray(path.read_bytes())
+    body = data.index(b"mdat") + 4  # the packets: [body, body + size - 8)
+    size = int.from_bytes(data[body - 8:body - 4], "big")
+    later = body + 3 * (size - 8) // 4  # past the first pictures, which counting the frames decodes
+    data[later:later + size // 10] = b"\xff" * (size // 10)
+    path.write_bytes(data)
+    return path
+
+
+def test_predict_on_a_video_failing_mid_decode_says_so_in_one_line(trained: Path, tmp_path: Path) -> None:
+    video = _fails_mid_decode(tmp_path / "cut.mp4")
+    assert count_frames(video) == 32  # the failure comes from decoding, not from opening or counting
+    done = subprocess.run([sys.executable, "-m", "recipes.cli", "predict", "--checkpoint", str(trained), str(video)],
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 2 and done.stdout == "", done
+    assert done.stderr.startswith(f"adaptkit predict: error: cannot read {video}: decoding failed"), done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
 
 def test_an_adapter_without_its_random_backbone_is_refused(trained: Path, tmp_path: Path) -> None:
     # A plain save_pretrained folder of a run on a random backbone: the run's config would build new random weights.
