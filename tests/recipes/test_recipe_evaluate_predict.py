@@ -95,7 +95,7 @@ def test_predict_prints_the_top5_classes(trained: Path, tmp_path: Path, capsys: 
     assert probabilities == sorted(probabilities, reverse=True) and 0 < sum(probabilities) <= 1 + 1e-6
     for rank, (name, probability) in enumerate(predictions, start=1):
         assert f"{rank}. {name}" in out and f"{100 * probability:6.2f}%" in out
-    assert set(name for name, _ in predictions) <= set(motion_class_names(6))
+    assert {name for name, _ in predictions} <= set(motion_class_names(6))
 
 
 def test_predict_probabilities_over_all_classes_sum_to_one(trained: Path, tmp_path: Path) -> None:
@@ -178,8 +178,8 @@ def test_a_saved_random_backbone_under_another_architecture_is_named(trained: Pa
     # The run's own random backbone is loaded first: another depth or model is said in the config's terms, not as
     # load_state_dict's list of missing keys.
     for override, said in (("model.kwargs.depth=2", "depth: 1 in the checkpoint, 2 here"),
-                           ("model.name=vit_small_patch16_224", "architecture: 'vit_tiny_patch16_224' in the "
-                                                                "checkpoint, 'vit_small_patch16_224' here")):
+                           ("model.name=vit_small_patch16_224", ("architecture: 'vit_tiny_patch16_224' in the "
+                                                                 "checkpoint, 'vit_small_patch16_224' here"))):
         with pytest.raises(ValueError, match="trained on another image model than its config.yaml") as error:
             evaluate.main(["--checkpoint", str(trained), override])
         assert said in str(error.value) and "give the config it was trained with" in str(error.value)
