@@ -40,6 +40,11 @@ class UnloadedModelError(AdaptkitError, RuntimeError):
     """A call on a video model after ``unload()`` gave its backbone back as the image model."""
 
 
+class NoReadableVideoError(AdaptkitError, RuntimeError):
+    """Not one video of a dataset can be read: every training record is flagged (missing, corrupt, a frame window
+    past its video; the message lists them), or every video of an evaluation was skipped (the message counts them)."""
+
+
 class MergeError(AdaptkitError, RuntimeError, TypeError):
     """A refused merge: the strategy cannot be merged, the model is already merged or shares its
     backbone with other adapter sets, or merging changed the outputs beyond tolerance (the model is left unmerged)."""

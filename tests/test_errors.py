@@ -525,3 +525,10 @@ def test_a_checkpoint_mismatch_is_typed_and_reads_as_its_message(tmp_path):
         adaptkit.from_pretrained(_vit(), tmp_path)
     assert isinstance(info.value, KeyError) and isinstance(info.value, ValueError)
     assert str(info.value).startswith("checkpoint ") and "missing ['head.bias']" in str(info.value)
+
+
+def test_no_readable_video_is_an_adaptkit_error_and_still_a_runtime_error():
+    from adaptkit.errors import NoReadableVideoError
+
+    assert adaptkit.NoReadableVideoError is NoReadableVideoError and "NoReadableVideoError" in adaptkit.__all__
+    assert issubclass(NoReadableVideoError, adaptkit.AdaptkitError) and issubclass(NoReadableVideoError, RuntimeError)

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, get_worker_info
 
+from ..errors import NoReadableVideoError
 from .decode import VideoDecodeError, check_gpu_decoding, decode_frames
 from .frame_cache import FrameCache
 from .probe import ROW_WIDTH, VideoIndex, probe_video
@@ -188,8 +189,9 @@ class VideoClipDataset(Dataset):
             ``decode_device`` is a GPU with a backend other than torchcodec.
         GPUDecodingUnavailable: ``decode_device`` is a GPU where GPU decoding cannot run (one-line reason).
         IndexError: from ``ds[i]``, if ``i`` is not in [0, len(ds)).
-        RuntimeError: from ``ds[i]``, if ``max_attempts`` videos in a row fail to decode, or no record is left
-            unflagged (the message holds the skip summary).
+        NoReadableVideoError: (a RuntimeError) from ``ds[i]``, if no record is left unflagged (the message holds the
+            skip summary).
+        RuntimeError: from ``ds[i]``, if ``max_attempts`` videos in a row fail to decode (the skip summary too).
 
     Example:
         >>> ds = VideoClipDataset(load_annotations("video_list", "train.txt", root="videos"),
@@ -275,7 +277,7 @@ class VideoClipDataset(Dataset):
                     self.files.skips.mark(candidate, error)
             candidate = self._replacement(index, attempt)
             if candidate is None:
-                raise RuntimeError(f"no readable video left: all {len(self)} records are flagged\n"
+                raise NoReadableVideoError(f"no readable video left: all {len(self)} records are flagged\n"
                                    f"{self.skipped_summary()}")
         raise RuntimeError(
             f"{self.max_attempts} videos in a row could not be decoded for index {index}\n{self.skipped_summary()}"

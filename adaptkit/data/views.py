@@ -10,6 +10,7 @@ import torch
 import torch.distributed
 from tqdm import tqdm
 
+from ..errors import NoReadableVideoError
 from .dataset import SKIPPED_LABEL
 from .metrics import EvaluationResult
 
@@ -89,7 +90,7 @@ def evaluate_multi_view(
     Raises:
         ValueError: if ``shard`` is not (rank, world_size) with 0 <= rank < world_size, or a batch's views are
             not 6-D or ``chunk_size`` < 1 (:func:`multi_view_scores`).
-        RuntimeError: no readable video at all.
+        NoReadableVideoError: (a RuntimeError) no readable video at all.
     """
     rank, world_size = shard
     if not 0 <= rank < world_size:
@@ -116,7 +117,7 @@ def evaluate_multi_view(
     rows.sort(key=lambda row: row[0])
     skipped.sort()
     if not rows:
-        raise RuntimeError(f"no readable videos to evaluate ({len(skipped)} skipped)")
+        raise NoReadableVideoError(f"no readable videos to evaluate ({len(skipped)} skipped)")
     return EvaluationResult.from_scores(
         torch.stack([row[2] for row in rows]), torch.stack([row[3] for row in rows]), [row[1] for row in rows],
         views, [video_id for _, video_id in skipped],

@@ -15,6 +15,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+import adaptkit
 import adaptkit.data.dataset as dataset_module
 from adaptkit.data import (
     DECODE_ERROR_KINDS,
@@ -242,7 +243,7 @@ def test_nothing_skipped_summary(videos):
 
 def test_no_readable_video_raises(videos):
     records = [VideoRecord(videos["missing"], 0, "m"), VideoRecord(videos["truncated"], 0, "t")]
-    with pytest.raises(RuntimeError, match="no readable video left: all 2 records are flagged"):
+    with pytest.raises(adaptkit.NoReadableVideoError, match="no readable video left: all 2 records are flagged"):
         VideoClipDataset(records, DenseSampler(2))[0]
     with pytest.raises(RuntimeError, match="1 videos in a row could not be decoded"):
         VideoClipDataset([records[1], *videos["annotations"].records], DenseSampler(2), max_attempts=1)[0]

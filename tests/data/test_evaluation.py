@@ -10,7 +10,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
+from adaptkit import NoReadableVideoError
 from adaptkit.data import (
+    SKIPPED_LABEL,
     DenseSampler,
     EvaluationResult,
     MultiViewDataset,
@@ -115,3 +117,9 @@ def test_evaluate_multi_view_end_to_end_leaves_out_unreadable_videos(tmp_path):
     # the model's class 0 wins for any non-black video: label 0 right, label 1 wrong
     assert result.top1 == 0.5 and result.mean_class_accuracy == 0.5 and result.top5 == 1.0
     assert max(seen) <= 4 and sum(seen) == 2 * 6
+
+
+def test_an_evaluation_without_one_readable_video_raises_a_typed_error():
+    skipped_only = [(torch.zeros(2, 1, 2, 3, 8, 8, dtype=torch.uint8), torch.tensor([SKIPPED_LABEL] * 2), ["a", "b"])]
+    with pytest.raises(NoReadableVideoError, match=r"no readable videos to evaluate \(2 skipped\)"):
+        evaluate_multi_view(lambda clips: torch.zeros(len(clips), 3), skipped_only, lambda views: views.float())
