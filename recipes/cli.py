@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -125,10 +126,25 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
+# A DataLoader re-raises a worker's error with the worker's whole traceback as its message.
+_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
+
+
+def _own_message(error: BaseException) -> str:
+    """The error's message; for one a DataLoader worker raised, the message it had there (the traceback's end)."""
+    text = str(error)
+    caught = _WORKER_ERROR.match(text)
+    if caught is None:
+        return text
+    ends = list(re.finditer(rf"^(?:[\w.]+\.)?{caught[1]}(?:: |$)", text, flags=re.MULTILINE))  # "module.Name: ..."
+    return text[ends[-1].end():] if ends else text
+
+
 def one_line(error: BaseException) -> str:
-    """An exception as one line: its message with line breaks folded. Built-in errors other than ValueError and
-    OSError (whose messages say what is wrong) keep their type name, e.g. ``KeyError: 'step'``."""
-    message = " ".join(str(error).split())
+    """An exception as one line: its message with line breaks folded (one a DataLoader worker raised without the
+    worker's traceback). Built-in errors other than ValueError and OSError (whose messages say what is wrong) keep
+    their type name, e.g. ``KeyError: 'step'``."""
+    message = " ".join(_own_message(error).split())
     if not message or (type(error).__module__ == "builtins" and not isinstance(error, (ValueError, OSError))):
         message = f"{type(error).__name__}: {message}" if message else type(error).__name__
     return message

@@ -18,8 +18,8 @@ import timm
 import torch
 
 import adaptkit
-from adaptkit.data import motion_class_names, write_synthetic_videos
-from recipe_fixtures import TINY_MODEL
+from adaptkit.data import motion_class_names, write_corrupt_video, write_synthetic_videos
+from recipe_fixtures import TINY_MODEL, VIDEO_CONFIG
 from recipes import cli
 from recipes._config import CONFIG_DIR, DEFAULT_CONFIG, list_configs, load_config
 from recipes._data import frame_sampler
@@ -664,3 +664,29 @@ def test_predict_refuses_to_run_under_torchrun(monkeypatch: pytest.MonkeyPatch, 
     assert (status, out) == (2, "")
     assert err == ("adaptkit predict: error: predict reads one video in one process: run it without torchrun "
                    "(--debug shows the traceback)\n")
+
+
+def test_no_readable_training_video_is_one_line_also_when_a_dataloader_worker_finds_it(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for i in range(4):
+        write_corrupt_video(tmp_path / f"broken_{i}.mp4", kind="truncated")
+    (tmp_path / "list.txt").write_text("".join(f"broken_{i}.mp4 {i % 2}\n" for i in range(4)))
+    config = tmp_path / "broken.yaml"
+    config.write_text(VIDEO_CONFIG.format(path=config, train=tmp_path / "list.txt", val=tmp_path / "list.txt",
+                                          root=tmp_path, run_dir=tmp_path / "run", workers=1))
+    status, _, err = run_cli(["train", "--config", str(config), "train.max_steps=1", "eval.at_end=false"], capsys)
+    assert status == 2
+    last = err.splitlines()[-1]  # log lines come first (the run removed its folder)
+    assert last.startswith("adaptkit train: error: no readable video left: all 4 records are flagged skipped 4 of 4 "
+                           f"videos: {tmp_path / 'broken_0.mp4'} (corrupt or truncated)"), last
+    assert "Traceback" not in err and "DataLoader worker" not in err and "RuntimeError" not in err
+
+
+def test_one_line_gives_a_dataloader_workers_error_without_the_workers_traceback() -> None:
+    worker = ("Caught ValueError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
+              '  File "x.py", line 3, in load\n    raise ValueError("bad frame\\nsee above")\nValueError: bad frame\n'
+              "see above\n")
+    assert cli.one_line(ValueError(worker)) == "bad frame see above"
+    empty = worker.replace("ValueError: bad frame\nsee above\n", "adaptkit.errors.NoReadableVideoError\n").replace(
+        "Caught ValueError", "Caught NoReadableVideoError")
+    assert cli.one_line(adaptkit.NoReadableVideoError(empty)) == "NoReadableVideoError"
