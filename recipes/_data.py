@@ -56,12 +56,13 @@ def frame_sampler(data: DataConfig, num_clips: int = 1, test_mode: bool = False)
 
 
 def load_split(data: DataConfig, split: SplitConfig, name: str,
-               classes: Sequence[str] | None = None) -> SplitAnnotations:
+               classes: Sequence[str] | None = None, for_cache: bool = False) -> SplitAnnotations:
     """Parse one split's annotations. ``classes`` (the training classes) fixes the label ids where the format
     takes them (Kinetics validation CSVs must use the train CSV's classes) and is checked otherwise.
 
     Every listed video is looked for first (:func:`check_available`): the training split comes back without the
     missing ones (listed in ``left_out``), the validation split with them (evaluation reports them as skipped).
+    ``for_cache``: for ``adaptkit cache``, whose messages say the missing videos are not cached.
     """
     if split.annotations is None:
         raise ValueError(f"data.{name}.annotations is not set: set it to the annotation file (and data.{name}.root to "
@@ -92,7 +93,7 @@ def load_split(data: DataConfig, split: SplitConfig, name: str,
         if empty:
             log.warning("data.train: %d class(es) without a video in %s: %s%s", len(empty), split.annotations,
                         ", ".join(map(repr, empty[:5])), " ..." if len(empty) > 5 else "")
-    annotations = check_available(data, annotations, name, split.annotations)
+    annotations = check_available(data, annotations, name, split.annotations, for_cache)
     if classes is not None and list(annotations.classes) != list(classes):
         raise ValueError(
             f"data.{name} has {annotations.num_classes} classes that differ from the model's {len(classes)} "
@@ -106,7 +107,14 @@ def load_split(data: DataConfig, split: SplitConfig, name: str,
     return annotations
 
 
-def check_available(data: DataConfig, annotations: Annotations, name: str, source: str) -> SplitAnnotations:
+# What becomes of the videos a split misses, as the warning and the refusal word it: by split, or for the cache command.
+_MISSING_VIDEOS = {"train": ("left out of training", "To train on the rest"),
+                   "val": ("evaluation skips them", "To evaluate on the rest"),
+                   "cache": ("not cached", "To cache the rest")}
+
+
+def check_available(data: DataConfig, annotations: Annotations, name: str, source: str,
+                    for_cache: bool = False) -> SplitAnnotations:
     """Find the listed videos a run could not read before it starts: without a frame cache, files missing on disk
     (also looked for under the other video extensions; a stat each, 0.6 s for Kinetics-400's 240k rows on a local
     disk, ``python -m benchmarks.missing_files``); with one, videos it lacks, and those whose file it recorded as
@@ -117,6 +125,7 @@ def check_available(data: DataConfig, annotations: Annotations, name: str, sourc
     Returns:
         ``annotations`` with each path as found; for ``name == "train"`` without the missing videos, which are in
         ``left_out`` (the validation split keeps them, so that the evaluation result lists them as skipped).
+        ``for_cache`` changes only the words: the warning and the refusal say the missing videos are not cached.
 
     Raises:
         FileNotFoundError: none of the listed files exists (a wrong root).
@@ -150,12 +159,12 @@ def check_available(data: DataConfig, annotations: Annotations, name: str, sourc
                              f"annotation file or root, or for the other split only (--split)? {fix}")
     if check.missing:
         line = f"data.{name}: {check.summary(annotations.classes, absent=absent)}, listed in {source}"
+        fate, to_go_on = _MISSING_VIDEOS["cache" if for_cache else "train" if name == "train" else "val"]
         if check.missing_fraction > data.max_missing_fraction:
             allowed = math.ceil(check.missing_fraction * 100) / 100
-            raise ValueError(f"{line}: more than data.max_missing_fraction={data.max_missing_fraction}; {fix} To "
-                             f"{'train' if name == 'train' else 'evaluate'} on the rest, set "
-                             f"data.max_missing_fraction={allowed}")
-        log.warning("%s; %s", line, "left out of training" if name == "train" else "evaluation skips them")
+            raise ValueError(f"{line}: more than data.max_missing_fraction={data.max_missing_fraction}; {fix} "
+                             f"{to_go_on}, set data.max_missing_fraction={allowed}")
+        log.warning("%s; %s", line, fate)
     if name != "train":
         return SplitAnnotations(check.records, list(annotations.classes))
     left_out = [(check.records[i].path, "missing" if i in gone else reason) for i in check.missing]

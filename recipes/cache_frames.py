@@ -8,7 +8,8 @@ keep up with the accelerator.
 Frames are stored raw (uint8, memory-mapped chunk files) with their short side at the training transform's
 ``data.augment.resize_size`` (``--short-side`` to change it): about frames x H x W x 3 bytes per video, e.g. 65 MB for
 10 s at 25 fps and 256x340. Training clips and multi-view evaluation read the same cache; a video that could not be
-decoded is listed in the cache and skipped by both, as a broken file would be.
+decoded is listed in the cache and skipped by both, as a broken file would be. The command ends with every listed
+video it did not cache (missing or unreadable) and why; missing files count against ``data.max_missing_fraction``.
 
 A video changed after caching (size or modification time) is skipped, and said so, until the cache is updated:
 
@@ -63,7 +64,7 @@ def main(argv: list[str] | None = None) -> FrameCache:
     for name in (["train", "val"] if args.split == "both" else [args.split]):
         split = getattr(data, name)
         if split.annotations is not None:
-            annotations = load_split(data, split, name)
+            annotations = load_split(data, split, name, for_cache=True)
             # The training split's missing files too: the cache records them as missing, so a run from it says so
             records += [*annotations.records, *(path for path, _ in annotations.left_out)]
     if not records:
@@ -74,8 +75,9 @@ def main(argv: list[str] | None = None) -> FrameCache:
                               workers=data.num_workers if args.workers is None else args.workers, update=args.update)
     missing = [entry[0] for entry in cache.skipped if entry[2:3] == ["missing"]]
     unreadable = [entry[:2] for entry in cache.skipped if entry[2:3] != ["missing"]]
-    counts = f"{len(missing)} missing, " * bool(missing) + f"{len(unreadable)} unreadable"
-    print(f"cached {len(cache)} videos at short side {short_side} in {args.out}; {counts}")
+    counts = f"{len(missing)} missing, " * bool(missing) + f"{len(unreadable)} unreadable" * bool(unreadable)
+    print(f"cached {len(cache)} videos at short side {short_side} in {args.out}; not cached: "
+          f"{counts.removesuffix(', ') or 'none'}")
     for path, reason in unreadable:
         print(f"  {path} ({reason})")
     for path in missing:

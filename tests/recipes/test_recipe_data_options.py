@@ -21,7 +21,7 @@ def test_frame_cache_command_then_train_and_evaluate_from_it(
     cache = tmp_path / "frames"
     assert cli.main(["cache", "--config", str(video_config), "--out", str(cache)]) == 0
     out = capsys.readouterr().out
-    assert "cached 12 videos at short side 36" in out and "1 unreadable" in out and "broken.mp4" in out
+    assert "cached 12 videos at short side 36" in out and "; not cached: 1 unreadable\n" in out and "broken.mp4" in out
     assert json.loads((cache / "index.json").read_text())["short_side"] == 36  # data.augment.resize_size
     for video in video_dataset.glob("*.mp4"):  # the videos are gone: only the cache can feed the run
         video.unlink()
@@ -92,6 +92,30 @@ def test_a_training_class_without_videos_is_named(video_folder: Path, tmp_path: 
                        f"train.output_dir={tmp_path / 'run'}", *TINY_MODEL])
     err = capsys.readouterr().err
     assert status == 0 and f"WARNING recipes: data.train: 1 class(es) without a video in {tree}: 'motion_new'" in err
+
+
+def test_the_cache_command_says_which_listed_videos_it_did_not_cache(
+        video_dataset: Path, video_config: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for split, row in (("train", "gone_train.mp4 2"), ("val", "gone_val.mp4 0")):  # a missing file in each split
+        with open(video_dataset / f"{split}.txt", "a") as file:
+            file.write(row + "\n")
+    cache = tmp_path / "frames"
+    assert cli.main(["cache", "--config", str(video_config), "--out", str(cache), "data.max_missing_fraction=0.2"]) == 0
+    out, err = capsys.readouterr()
+    assert "training" not in out + err and "evaluat" not in out + err and "skip" not in out + err, out + err
+    assert f"data.train: 1 of 10 video files are missing (10.0%; e.g. {video_dataset / 'gone_train.mp4'}), listed in " \
+           f"{video_dataset / 'train.txt'}; not cached" in err
+    assert "data.val: 1 of 6 video files are missing (16.7%" in err
+    assert f"cached 12 videos at short side 36 in {cache}; not cached: 2 missing, 1 unreadable\n" in out
+    for video, reason in (("gone_train.mp4", "missing"), ("gone_val.mp4", "missing"), ("broken.mp4", "cannot open")):
+        assert f"\n  {video_dataset / video} ({reason}" in out
+    assert out.count(" (") == 3  # broken.mp4, listed in both splits, once
+    # Above data.max_missing_fraction the refusal says what caching the rest takes.
+    assert cli.main(["cache", "--config", str(video_config), "--out", str(tmp_path / "other")]) == 2
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]  # after the warning about the training split
+    assert last.startswith("adaptkit cache: error: data.val: 1 of 6 video files are missing") and (
+        "To cache the rest, set data.max_missing_fraction=0.17" in last), err
 
 
 def test_a_frame_cache_of_other_videos_is_refused_and_a_partial_one_warned_about(
@@ -177,7 +201,7 @@ def test_videos_missing_when_the_cache_was_built_are_reported_missing_by_a_run_f
     cache = tmp_path / "frames"
     assert cli.main(["cache", "--config", str(video_config), "--out", str(cache), "data.max_missing_fraction=0.5"]) == 0
     out = capsys.readouterr().out
-    assert "cached 10 videos at short side 36" in out and "; 2 missing, 1 unreadable" in out
+    assert "cached 10 videos at short side 36" in out and "; not cached: 2 missing, 1 unreadable" in out
     assert f"  {train_video} (missing)" in out and f"  {val_video} (missing)" in out
     summary = train.main(["--config", str(video_config), "train.max_steps=2", f"data.frame_cache={cache}",
                           "data.max_missing_fraction=0.5"])
