@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from adaptkit.data import EvaluationResult, evaluate_multi_view, prepare_batch
 from recipes._distributed import World, all_gather_objects
+from recipes._workers import stopping_workers
 
 
 def autocast(device: torch.device, bf16: bool) -> contextlib.AbstractContextManager:
@@ -60,10 +61,12 @@ def evaluate(
         with autocast(world.device, bf16):
             return model(video)
 
-    try:
-        result = evaluate_multi_view(forward, loader, lambda clips: prepare_batch(clips, mean, std), chunk_size,
-                                     device=world.device, views=views, progress=world.is_main,
-                                     shard=(world.rank, world.world_size))
+    batches = iter(loader)
+    try:  # the workers stop however the evaluation ends, not when the garbage collector frees an error's traceback
+        with stopping_workers(batches):
+            result = evaluate_multi_view(forward, batches, lambda clips: prepare_batch(clips, mean, std), chunk_size,
+                                         device=world.device, views=views, progress=world.is_main,
+                                         shard=(world.rank, world.world_size))
     finally:
         model.train(was_training)
     # Each rank's dataset knows why its own share's videos were unreadable: gather the reasons (collective).

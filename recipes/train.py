@@ -102,6 +102,7 @@ from recipes._interrupt import (
     ignore_stop_signals,
 )
 from recipes._logging import MetricLogger, setup_logging
+from recipes._workers import stopping_workers
 
 log = logging.getLogger("recipes.train")
 
@@ -523,10 +524,13 @@ class TrainRecipe:
         """
         bar = tqdm(total=self.total_steps, initial=self.step, desc="train", unit="step", disable=not self.world.is_main,
                    dynamic_ncols=True)
-        with StopSignals(announce=self.world.is_main) as stop, bar:  # the bar closes however the loop ends
-            self._train(stop, bar)
+        loader = self.make_loader()
+        # The bar closes and the workers stop however the loop ends: they ignore SIGTERM, so workers left to the
+        # interpreter's exit would hang it after an error (recipes._workers).
+        with StopSignals(announce=self.world.is_main) as stop, bar, stopping_workers(loader):
+            self._train(stop, bar, loader)
 
-    def _train(self, stop: StopSignals, bar: tqdm) -> None:
+    def _train(self, stop: StopSignals, bar: tqdm, loader: DataLoader) -> None:
         config, world, tc = self.config, self.world, self.config.train
         model, accumulation, batch_size = self.model, self.accumulation, config.data.batch_size
         train_model: torch.nn.Module = model
@@ -539,7 +543,6 @@ class TrainRecipe:
         augment = config.data.augment
         mixer = BatchMixer(len(self.classes), augment.mixup_alpha, augment.cutmix_alpha, augment.label_smoothing)
         mean, std = model.normalization
-        loader = self.make_loader()
 
         stop_at = min(self.total_steps, tc.stop_at_step or self.total_steps)
         model.train()
