@@ -15,9 +15,9 @@ Any error is one line on stderr and exit status 2; ``--debug`` (anywhere on the 
 
 from __future__ import annotations
 
+import builtins
 import logging
 import os
-import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -126,28 +126,23 @@ def _usage() -> str:
     return "\n".join(lines)
 
 
-# A DataLoader re-raises a worker's error with the worker's whole traceback as its message.
-_WORKER_ERROR = re.compile(r"Caught (\w+) in DataLoader worker process \d+\.\nOriginal Traceback")
-
-
-def _own_message(error: BaseException) -> str:
-    """The error's message; for one a DataLoader worker raised, the message it had there (the traceback's end)."""
-    text = str(error)
-    caught = _WORKER_ERROR.match(text)
-    if caught is None:
-        return text
-    ends = list(re.finditer(rf"^(?:[\w.]+\.)?{caught[1]}(?:: |$)", text, flags=re.MULTILINE))  # "module.Name: ..."
-    return text[ends[-1].end():] if ends else text
-
-
 def one_line(error: BaseException) -> str:
-    """An exception as one line: its message with line breaks folded (one a DataLoader worker raised without the
-    worker's traceback). Built-in errors other than ValueError and OSError (whose messages say what is wrong) keep
-    their type name, e.g. ``KeyError: 'step'``."""
-    message = " ".join(_own_message(error).split())
-    if not message or (type(error).__module__ == "builtins" and not isinstance(error, (ValueError, OSError))):
-        message = f"{type(error).__name__}: {message}" if message else type(error).__name__
-    return message
+    """An exception as one line: its message with line breaks folded. Built-in errors other than ValueError and
+    OSError (whose messages say what is wrong) keep their type name, e.g. ``KeyError: 'step'``. An error raised in a
+    DataLoader worker is the worker's own, followed by where it was raised, not PyTorch's copy of its traceback."""
+    from recipes._workers import worker_error
+
+    original = worker_error(error)
+    kind: object = type(error)
+    name, message, where = type(error).__name__, str(error), ""
+    if original is not None:  # a built-in type is named without its module in a traceback
+        kind = getattr(builtins, original.kind, None) if "." not in original.kind else None
+        name, message, where = original.kind.rsplit(".", 1)[-1], original.message, f" ({original.where})"
+    message = " ".join(message.split())
+    builtin = isinstance(kind, type) and kind.__module__ == "builtins"
+    if not message or (builtin and not issubclass(kind, (ValueError, OSError))):
+        message = f"{name}: {message}" if message else name
+    return message + where
 
 
 def _rank() -> int:

@@ -20,7 +20,8 @@ import recipe_fixtures
 import torch
 
 from adaptkit.data import write_corrupt_video
-from recipes import train
+from adaptkit.data.records import AnnotationError
+from recipes import cli, train
 
 REPO = Path(__file__).resolve().parents[2]
 video_folder, video_dataset, video_config = (  # the pytest fixtures used here
@@ -59,7 +60,10 @@ def test_all_training_videos_unreadable_with_workers_exits_2_in_one_line(tmp_pat
     elapsed = time.monotonic() - started
     lines = [line for line in done.stderr.splitlines() if line.startswith("adaptkit train:")]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
-    assert lines[0].startswith("adaptkit train: error: ") and "no readable video left: all 4 records" in lines[0]
+    assert lines[0].startswith("adaptkit train: error: RuntimeError: no readable video left: all 4 records are flagged")
+    assert lines[0].endswith("(in DataLoader worker process 0) (--debug shows the traceback)") \
+        or lines[0].endswith("(in DataLoader worker process 1) (--debug shows the traceback)"), lines[0]
+    assert "Traceback" not in done.stderr and 'File "' not in done.stderr
     assert elapsed < 30  # hung until the timeout before: the workers outlived the error
 
 
@@ -93,7 +97,7 @@ class _Unreadable(torch.utils.data.Dataset):
         raise ValueError(f"cannot read v{index}")
 
 
-def test_an_error_in_an_evaluation_worker_stops_its_workers(no_collection: None) -> None:
+def test_an_error_in_an_evaluation_worker_stops_its_workers_and_is_one_line(no_collection: None) -> None:
     from recipes._distributed import setup
     from recipes._evaluation import evaluate
 
@@ -102,4 +106,38 @@ def test_an_error_in_an_evaluation_worker_stops_its_workers(no_collection: None)
     with pytest.raises(ValueError) as error:
         evaluate(torch.nn.Identity(), _Unreadable(), world, ((0.5,) * 3, (0.5,) * 3), "2x1x1", batch_size=2,
                  chunk_size=2, num_workers=2)
-    assert new_children(before) == [] and "cannot read v0" in str(error.value)
+    assert new_children(before) == []
+    assert cli.one_line(error.value) == "cannot read v0 (in DataLoader worker process 0)"
+
+
+class _Raises(torch.utils.data.Dataset):
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        if isinstance(self.error.__cause__, BaseException):
+            raise self.error from self.error.__cause__
+        raise self.error
+
+
+def _chained() -> RuntimeError:
+    error = RuntimeError("decoder gave up")
+    error.__cause__ = OSError("disk read failed")
+    return error
+
+
+@pytest.mark.parametrize(("error", "expected"), [
+    (KeyError("step"), "KeyError: 'step'"),  # built-in types other than ValueError / OSError keep their name
+    (FileNotFoundError("clip.mp4 is missing"), "clip.mp4 is missing"),
+    # PyTorch cannot rebuild this type from a message (it re-raises a RuntimeError): its name comes from the traceback
+    (AnnotationError("list.txt", "label 9\noutside [0, 4)", line=3), "list.txt, line 3: label 9 outside [0, 4)"),
+    (_chained(), "RuntimeError: decoder gave up"),  # the raised error, not its cause
+])
+def test_a_worker_error_is_the_workers_own_message(error: BaseException, expected: str) -> None:
+    loader = torch.utils.data.DataLoader(_Raises(error), num_workers=1)
+    with pytest.raises(Exception, match="Caught") as raised:
+        next(iter(loader))
+    assert cli.one_line(raised.value) == f"{expected} (in DataLoader worker process 0)"
