@@ -9,6 +9,7 @@ import gc
 import multiprocessing
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -22,6 +23,7 @@ import torch
 from adaptkit.data import write_corrupt_video
 from adaptkit.data.records import AnnotationError
 from recipes import cli, train
+from recipes._checkpoint import list_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
 video_folder, video_dataset, video_config = (  # the pytest fixtures used here
@@ -141,3 +143,32 @@ def test_a_worker_error_is_the_workers_own_message(error: BaseException, expecte
     with pytest.raises(Exception, match="Caught") as raised:
         next(iter(loader))
     assert cli.one_line(raised.value) == f"{expected} (in DataLoader worker process 0)"
+
+
+def test_sigterm_to_the_whole_job_with_workers_checkpoints_and_exits(video_config: Path, tmp_path: Path) -> None:
+    """scancel signals every process: the workers ignore it, the run checkpoints at the step's end, and the workers
+    stop with the loop (none is left behind, and the process does not wait for them at its exit)."""
+    run = tmp_path / "run"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "recipes.train", "--config", str(video_config),
+                                f"train.output_dir={run}", "train.max_steps=2000", "eval.at_end=false",
+                                "data.num_workers=2"], cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (run / "train.csv").is_file() or len((run / "train.csv").read_text().splitlines()) < 3:
+            assert process.poll() is None and time.monotonic() < deadline
+            time.sleep(0.05)
+        sent = time.monotonic()
+        os.killpg(process.pid, signal.SIGTERM)  # the process group: the main process and its workers
+        stderr = process.communicate(timeout=60)[1]
+        elapsed = time.monotonic() - sent
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+    assert process.returncode == 143, stderr[-3000:]
+    assert "adaptkit train: interrupted at step" in stderr and list_checkpoints(run)
+    assert elapsed < 30
+    left = subprocess.run(["pgrep", "-g", str(process.pid)], capture_output=True, text=True, check=False).stdout
+    assert left.split() == []
