@@ -61,8 +61,8 @@ def evaluate(
         with autocast(world.device, bf16):
             return model(video)
 
-    batches = iter(loader)
-    try:  # the workers stop however the evaluation ends, not when the garbage collector frees an error's traceback
+    try:
+        batches = iter(loader)  # its workers stop however the evaluation ends, not when an error's traceback is freed
         with stopping_workers(batches):
             result = evaluate_multi_view(forward, batches, lambda clips: prepare_batch(clips, mean, std), chunk_size,
                                          device=world.device, views=views, progress=world.is_main,
