@@ -674,8 +674,7 @@ def test_no_readable_training_video_is_one_line_naming_the_skipped_videos(
     config = tmp_path / "broken.yaml"
     config.write_text(VIDEO_CONFIG.format(path=config, train=tmp_path / "list.txt", val=tmp_path / "list.txt",
                                           root=tmp_path, run_dir=tmp_path / "run", workers=0))
-    # workers=0: a worker that raised outlives the failed run on main (the workers-hang fix); the one-line message of
-    # a worker's error is checked on one_line itself below.
+    # The same with DataLoader workers: tests/recipes/test_recipe_workers.py; a worker's error line: one_line below.
     status, _, err = run_cli(["train", "--config", str(config), "train.max_steps=1", "eval.at_end=false"], capsys)
     assert status == 2
     last = err.splitlines()[-1]  # log lines come first (the run removed its folder)
@@ -688,7 +687,7 @@ def test_one_line_gives_a_dataloader_workers_error_without_the_workers_traceback
     worker = ("Caught ValueError in DataLoader worker process 1.\nOriginal Traceback (most recent call last):\n"
               '  File "x.py", line 3, in load\n    raise ValueError("bad frame\\nsee above")\nValueError: bad frame\n'
               "see above\n")
-    assert cli.one_line(ValueError(worker)) == "bad frame see above"
+    assert cli.one_line(ValueError(worker)) == "bad frame see above (in DataLoader worker process 1)"
     empty = worker.replace("ValueError: bad frame\nsee above\n", "adaptkit.errors.NoReadableVideoError\n").replace(
         "Caught ValueError", "Caught NoReadableVideoError")
-    assert cli.one_line(adaptkit.NoReadableVideoError(empty)) == "NoReadableVideoError"
+    assert cli.one_line(adaptkit.NoReadableVideoError(empty)) == "NoReadableVideoError (in DataLoader worker process 1)"
