@@ -645,7 +645,8 @@ def test_a_collective_timeout_names_the_setting_not_a_cpp_file(message: str, mon
     assert status == 2 and err.startswith("adaptkit train: error: ") and "dist_timeout_min" not in err
 
 
-def test_error_lines_of_other_ranks_name_the_rank(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture) -> None:
+def test_error_lines_of_other_ranks_name_the_rank(monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
     def failing(argv: list[str]) -> None:
         raise ValueError("data.batch_size must be at least 1")
 
