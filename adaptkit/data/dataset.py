@@ -277,8 +277,8 @@ class VideoClipDataset(Dataset):
                     self.files.skips.mark(candidate, error)
             candidate = self._replacement(index, attempt)
             if candidate is None:
-                raise NoReadableVideoError(f"no readable video left: all {len(self)} records are flagged\n"
-                                   f"{self.skipped_summary()}")
+                raise NoReadableVideoError(f"no readable video left: all {len(self)} videos were skipped "
+                                           f"({self.files.skips.brief()})")
         raise RuntimeError(
             f"{self.max_attempts} videos in a row could not be decoded for index {index}\n{self.skipped_summary()}"
         )

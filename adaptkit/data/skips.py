@@ -54,6 +54,17 @@ class SkipTracker:
         flagged = torch.nonzero(self.codes, as_tuple=True)[0].tolist()
         return [(self.paths[i], DECODE_ERROR_KINDS[_KINDS[int(self.codes[i]) - 1]]) for i in flagged]
 
+    def brief(self, examples: int = 3) -> str:
+        """One line: the count per reason and the first ``examples`` skipped paths (an error message's tail; a
+        dataset of thousands of broken files must not make a line of thousands of paths)."""
+        skipped = self.skipped()
+        counts: dict[str, int] = {}
+        for _, reason in skipped:
+            counts[reason] = counts.get(reason, 0) + 1
+        shown = ", ".join(path for path, _ in skipped[:examples])
+        more = f" and {len(skipped) - examples} more" if len(skipped) > examples else ""
+        return f"{', '.join(f'{n} {reason}' for reason, n in counts.items())}: {shown}{more}"
+
     def summary(self) -> str:
         """One line per skipped video after a header line; ``"no videos skipped"`` when all decoded."""
         skipped = self.skipped()

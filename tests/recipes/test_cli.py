@@ -679,8 +679,9 @@ def test_no_readable_training_video_is_one_line_naming_the_skipped_videos(
     status, _, err = run_cli(["train", "--config", str(config), "train.max_steps=1", "eval.at_end=false"], capsys)
     assert status == 2
     last = err.splitlines()[-1]  # log lines come first (the run removed its folder)
-    assert last.startswith("adaptkit train: error: no readable video left: all 4 records are flagged skipped 4 of 4 "
-                           f"videos: {tmp_path / 'broken_0.mp4'} (corrupt or truncated)"), last
+    assert last == ("adaptkit train: error: no readable video left: all 4 videos were skipped (4 corrupt or truncated: "
+                    f"{tmp_path / 'broken_0.mp4'}, {tmp_path / 'broken_1.mp4'}, {tmp_path / 'broken_2.mp4'} and 1 more) "
+                    "(--debug shows the traceback)"), last
     assert "Traceback" not in err and "RuntimeError" not in err  # the typed error's name is not shown
 
 

@@ -62,7 +62,8 @@ def test_all_training_videos_unreadable_with_workers_exits_2_in_one_line(tmp_pat
     elapsed = time.monotonic() - started
     lines = [line for line in done.stderr.splitlines() if line.startswith("adaptkit train:")]
     assert done.returncode == 2 and len(lines) == 1, done.stderr[-3000:]
-    assert lines[0].startswith("adaptkit train: error: RuntimeError: no readable video left: all 4 records are flagged")
+    assert lines[0].startswith("adaptkit train: error: no readable video left: all 4 videos were skipped "
+                               "(4 corrupt or truncated: ")
     assert lines[0].endswith("(in DataLoader worker process 0) (--debug shows the traceback)") \
         or lines[0].endswith("(in DataLoader worker process 1) (--debug shows the traceback)"), lines[0]
     assert "Traceback" not in done.stderr and 'File "' not in done.stderr
