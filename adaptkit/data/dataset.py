@@ -4,8 +4,9 @@ Both decode a video once per item. Missing files are found up front (one ``os.pa
 dataset is built) and flagged with one summary line; a corrupt or truncated video is logged and flagged when it fails
 to decode. A record whose frame window (Diving-48's start/end frame) starts past its video's last frame is flagged
 the same way (kind ``"window"``); a window ending past it is cut to the video's end, with one warning per dataset.
-Flags live in a shared :class:`SkipTracker` (readable from the main process even with DataLoader workers). Training replaces a flagged record by one drawn at random from the records not flagged, evaluation marks
-the item with ``SKIPPED_LABEL`` so the evaluator leaves it out.
+Flags live in a shared :class:`SkipTracker` (readable from the main process even with DataLoader workers).
+Training replaces a flagged record by one drawn at random from the records not flagged, evaluation marks the item
+with ``SKIPPED_LABEL`` so the evaluator leaves it out.
 """
 
 from __future__ import annotations
