@@ -166,7 +166,8 @@ class FrameCache:
                                            kind="stale")
                 kind = rest[0] if rest else "corrupt"
                 state = "missing" if kind == "missing" else "unreadable"
-                raise VideoDecodeError(path, f"{state} when the frame cache {self.folder} was built: {reason}", kind=kind)
+                raise VideoDecodeError(path, f"{state} when the frame cache {self.folder} was built: {reason}",
+                                       kind=kind)
             raise VideoDecodeError(path, f"not in the frame cache {self.folder} (added since it was built, or another "
                                          "annotation file or root: update it with `adaptkit cache --update`)",
                                    kind="not_cached")
