@@ -78,18 +78,18 @@ def evaluate(
 
 
 def format_skipped(result: EvaluationResult) -> str:
-    """The unreadable videos left out of ``result``, one per line with the reason, or that none were."""
+    """The videos left out of ``result`` (missing or unreadable), one per line with the reason, or that none were."""
     skipped = result.extra.get("skipped") or [[video_id, "unreadable"] for video_id in result.skipped_ids]
     if not skipped:
         return "no videos skipped"
     lines = [f"  {path} ({reason})" for path, reason in skipped]
-    return "\n".join([f"{len(skipped)} unreadable videos left out:", *lines])
+    return "\n".join([f"{len(skipped)} videos left out (missing or unreadable):", *lines])
 
 
 def format_result(result: EvaluationResult, num_classes: int) -> str:
     """One line: accuracies with chance level (top-5 only beyond 5 classes, where it means something), views and
     video counts."""
-    skipped = f", {len(result.skipped_ids)} unreadable skipped" if result.skipped_ids else ""
+    skipped = f", {len(result.skipped_ids)} skipped (missing or unreadable)" if result.skipped_ids else ""
     top5 = f" | top-5 {100 * result.top5:.1f}%" if num_classes > 5 else ""
     return (
         f"top-1 {100 * result.top1:.1f}% (chance {100 / num_classes:.1f}%){top5} | "

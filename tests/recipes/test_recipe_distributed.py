@@ -61,8 +61,8 @@ def test_two_process_evaluation_lists_every_ranks_unreadable_videos(video_config
     done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     broken, missing = str(video_dataset / "broken.mp4"), str(video_dataset / "missing.mp4")
-    assert f"evaluation data: 2 unreadable videos left out:\n  {broken} (corrupt or truncated)\n  {missing} (missing)" \
-        in done.stdout
+    assert ("evaluation data: 2 videos left out (missing or unreadable):\n"
+            f"  {broken} (corrupt or truncated)\n  {missing} (missing)") in done.stdout
     result = json.loads(output.read_text())
     assert result["skipped_ids"] == ["broken", "missing"] and result["num_videos"] == 2
     assert result["extra"]["skipped"] == [[broken, "corrupt or truncated"], [missing, "missing"]]

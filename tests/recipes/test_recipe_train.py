@@ -61,7 +61,7 @@ def test_real_videos_with_a_corrupt_file(
     broken = str(video_dataset / "broken.mp4")
     assert [path for path, _ in summary["skipped_train"]] == [broken]
     assert "skipped 1 videos" in out and broken in out
-    assert f"evaluation data: 1 unreadable videos left out:\n  {broken} (corrupt or truncated)" in out
+    assert f"evaluation data: 1 videos left out (missing or unreadable):\n  {broken} (corrupt or truncated)" in out
     result = json.loads((Path(summary["run_dir"]) / "eval_result.json").read_text())
     assert result["skipped_ids"] == ["broken"] and result["num_videos"] == 4 and "broken" not in result["video_ids"]
     assert result["extra"]["skipped"] == summary["eval"]["extra"]["skipped"] == [[broken, "corrupt or truncated"]]
