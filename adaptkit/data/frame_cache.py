@@ -127,6 +127,8 @@ class FrameCache:
         ``x.webm`` for a listed ``x.mp4`` or ``x``); a cached file before one left out as unreadable. None when the
         cache has neither."""
         key = _key(path)
+        if key in self.videos:  # the common case, on every clip read: no candidate list to build
+            return key
         candidates = [key, *other_extension_paths(key)]
         for recorded in (self.videos, self._skipped):
             found = next((candidate for candidate in candidates if candidate in recorded), None)
