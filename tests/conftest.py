@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import functools
+import os
 from collections.abc import Callable
 
 import pytest
@@ -17,6 +18,11 @@ import torch
 from torch import nn
 
 import adaptkit
+
+# Under pytest-xdist (`-n auto`: one test process per core) a second intra-op thread per process would oversubscribe
+# the cores; most tests are tiny models that one thread runs as fast.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
 
 TINY = dict(embed_dim=32, depth=2, num_heads=2)
 

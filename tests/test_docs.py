@@ -194,7 +194,7 @@ def test_command_lines_parse_and_their_configs_load(where: str, line: str) -> No
 def test_the_quick_start_is_two_commands_and_ci_runs_the_second() -> None:
     quick_start = code_blocks(REPO / "README.md", "bash")[0]
     commands = [line.split("  #")[0].strip() for line in quick_start.splitlines() if line.strip()]
-    assert commands == ["pip install -e . && adaptkit train", 'pip install -e ".[test]" && python -m pytest -q']
+    assert commands == ["pip install -e . && adaptkit train", 'pip install -e ".[test]" && python -m pytest -q -n auto']
     assert commands[1] in (REPO / ".ci" / "run").read_text().splitlines()
 
 
