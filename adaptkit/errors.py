@@ -41,8 +41,9 @@ class UnloadedModelError(AdaptkitError, RuntimeError):
 
 
 class NoReadableVideoError(AdaptkitError, RuntimeError):
-    """Not one video of a dataset can be read: every training record is flagged (missing, corrupt, a frame window
-    past its video; the message lists them), or every video of an evaluation was skipped (the message counts them)."""
+    """No readable video can be found: every training record is flagged (missing, corrupt, a frame window past its
+    video), ``max_attempts`` draws in a row failed (the message counts the skips by reason, with a few paths), or
+    every video of an evaluation was skipped (the message counts them)."""
 
 
 class MergeError(AdaptkitError, RuntimeError, TypeError):

@@ -190,9 +190,8 @@ class VideoClipDataset(Dataset):
             ``decode_device`` is a GPU with a backend other than torchcodec.
         GPUDecodingUnavailable: ``decode_device`` is a GPU where GPU decoding cannot run (one-line reason).
         IndexError: from ``ds[i]``, if ``i`` is not in [0, len(ds)).
-        NoReadableVideoError: (a RuntimeError) from ``ds[i]``, if no record is left unflagged (the message holds the
-            skip summary).
-        RuntimeError: from ``ds[i]``, if ``max_attempts`` videos in a row fail to decode (the skip summary too).
+        NoReadableVideoError: (a RuntimeError) from ``ds[i]``, if no record is left unflagged, or if ``max_attempts``
+            videos in a row fail to decode (one line: the skips counted by reason, with a few example paths).
 
     Example:
         >>> ds = VideoClipDataset(load_annotations("video_list", "train.txt", root="videos"),
@@ -280,9 +279,8 @@ class VideoClipDataset(Dataset):
             if candidate is None:
                 raise NoReadableVideoError(f"no readable video left: all {len(self)} videos were skipped "
                                            f"({self.files.skips.brief()})")
-        raise RuntimeError(
-            f"{self.max_attempts} videos in a row could not be decoded for index {index}\n{self.skipped_summary()}"
-        )
+        raise NoReadableVideoError(f"{self.max_attempts} videos in a row could not be decoded for index {index} "
+                                   f"({self.files.skips.brief()})")
 
     def skipped(self) -> list[tuple[str, str]]:
         """(path, reason) of every video skipped so far, by any worker."""
