@@ -115,7 +115,7 @@ class _VideoFiles:
 
     def window(self, index: int) -> tuple[int, int]:
         """(first frame, number of frames) usable for record ``index``. A window ending past the video's last frame
-        is cut to it (one warning per dataset).
+        is cut to it (one warning per dataset; two workers at the same instant may each give it).
 
         Raises:
             VideoDecodeError: of kind ``"window"``, the window starts past the last frame (nothing to sample).

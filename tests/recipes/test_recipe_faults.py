@@ -97,13 +97,18 @@ def test_ctrl_c_in_one_process_finishes_the_step_and_writes_a_checkpoint(
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(train.TrainRecipe, "optimizer_step", optimizer_step)
-    assert cli.main(["train", *small_run(tmp_path / "run", steps=3)]) == 130
+    # A terminal's handler, whatever an earlier test in this process left (torch's compile workers ignore SIGINT).
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        assert cli.main(["train", *small_run(tmp_path / "run", steps=3)]) == 130
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    finally:
+        signal.signal(signal.SIGINT, previous)
     assert "adaptkit train: interrupted at step 2; checkpoint written; continue with --resume" \
         in capsys.readouterr().err
     assert [p.name for p in list_checkpoints(tmp_path / "run")] == ["step_00000002"]
     summary = json.loads((tmp_path / "run" / "train_summary.json").read_text())
     assert summary["stopped"] and summary["step"] == 2  # not a summary of an earlier start
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     monkeypatch.undo()
     assert train.main(small_run(tmp_path / "run", steps=3) + ["--resume"])["step"] == 3
 
