@@ -97,7 +97,7 @@ def test_ctrl_c_in_one_process_finishes_the_step_and_writes_a_checkpoint(
             os.kill(os.getpid(), signal.SIGINT)
 
     monkeypatch.setattr(train.TrainRecipe, "optimizer_step", optimizer_step)
-    # A terminal's handler, whatever an earlier test in this process left (torch's compile workers ignore SIGINT).
+    # A terminal's handler, whatever an earlier test in this process left (under xdist it was once SIG_IGN).
     previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         assert cli.main(["train", *small_run(tmp_path / "run", steps=3)]) == 130
